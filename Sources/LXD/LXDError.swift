@@ -1,0 +1,78 @@
+/// A failure talking to LXD. Matchable by `code`; keeps what LXD itself said in `message`.
+///
+/// ```swift
+/// catch let e as LXDError where e.code == .notFound { ... }
+/// ```
+public struct LXDError: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let raw: String
+        private init(_ raw: String) { self.raw = raw }
+        public var description: String { raw }
+
+        /// LXD answered 400 (bad request, or a state that forbids the call, like "Instance is running").
+        public static let badRequest = Code("badRequest")
+        /// LXD answered 403.
+        public static let forbidden = Code("forbidden")
+        /// LXD answered 404.
+        public static let notFound = Code("notFound")
+        /// LXD answered 409: the object already exists.
+        public static let conflict = Code("conflict")
+        /// LXD answered 412: the ETag sent with `If-Match` is stale.
+        public static let preconditionFailed = Code("preconditionFailed")
+        /// LXD answered 500 or another unexpected status.
+        public static let serverError = Code("serverError")
+        /// An async operation ended in `Failure` (status_code 400); `message` is the operation's `err`.
+        public static let operationFailed = Code("operationFailed")
+        /// An async operation was cancelled (status_code 401).
+        public static let operationCancelled = Code("operationCancelled")
+        /// `exec` of a command that does not exist in the instance (LXD 5.0 fails the operation, exit 127).
+        public static let commandNotFound = Code("commandNotFound")
+        /// `exec` of a file that is not executable (LXD 5.0 fails the operation, exit 126).
+        public static let commandNotExecutable = Code("commandNotExecutable")
+        /// A name was rejected before any request was sent.
+        public static let invalidName = Code("invalidName")
+        /// An argument was rejected before any request was sent.
+        public static let invalidArgument = Code("invalidArgument")
+        /// The server lacks an API extension this client needs.
+        public static let missingExtension = Code("missingExtension")
+        /// The socket could not be reached (LXD not running, wrong path, no permission).
+        public static let unreachable = Code("unreachable")
+        /// A call or an operation did not finish within its deadline.
+        public static let timeout = Code("timeout")
+        /// LXD answered with something this client could not decode.
+        public static let invalidResponse = Code("invalidResponse")
+        /// An image's fingerprint is not the one expected.
+        public static let fingerprintMismatch = Code("fingerprintMismatch")
+    }
+
+    public var code: Code
+    /// The HTTP status or LXD status code behind the error; 0 when no response was received.
+    public var status: Int
+    /// What LXD said (its `error` / operation `err`), or a description of the local failure.
+    public var message: String
+
+    public init(code: Code, status: Int = 0, message: String) {
+        self.code = code
+        self.status = status
+        self.message = message
+    }
+
+    public var description: String {
+        status == 0 ? "LXD \(code): \(message)" : "LXD \(code) (\(status)): \(message)"
+    }
+
+    static func fromHTTP(status: Int, message: String) -> LXDError {
+        let code: Code
+        switch status {
+        case 400: code = .badRequest
+        case 403: code = .forbidden
+        case 404: code = .notFound
+        case 409: code = .conflict
+        case 412: code = .preconditionFailed
+        // LXD 5.0 reports some duplicates (profiles, aliases) as a database error with status 500.
+        case 500 where message.contains("already exists"): code = .conflict
+        default: code = .serverError
+        }
+        return LXDError(code: code, status: status, message: message)
+    }
+}

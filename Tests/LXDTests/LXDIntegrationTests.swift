@@ -1,0 +1,216 @@
+import Foundation
+import NIOCore
+import Testing
+@testable import LXD
+
+/// Every call against the real LXD daemon, asserting on LXD's state afterwards.
+@Suite(.serialized) struct LXDInstanceTests {
+    @Test func serverInfoAndExtensions() async throws {
+        let lxd = try TestLXD.client()
+        let info = try await lxd.requireExtensions()
+        #expect(info.apiVersion == "1.0")
+        #expect(info.auth == "trusted")
+        await #expect { try await lxd.requireExtensions(["instances", "no_such_extension_xyz"]) } throws: {
+            let e = $0 as? LXDError
+            return e?.code == .missingExtension && e?.message.contains("no_such_extension_xyz") == true
+        }
+    }
+
+    @Test func createListFilterGetUpdateRenameDelete() async throws {
+        let lxd = try TestLXD.client()
+        let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let name = "t-crud-\(tag)"
+        let renamed = "t-crud2-\(tag)"
+        try await TestLXD.cleaningUp([name, renamed]) {
+        try await lxd.createInstance(InstancesPost(
+            name: name, source: .image(alias: TestLXD.busybox), profiles: ["default", "iotgw-vendor"],
+            config: ["user.iotgw.vendor": "acme-\(tag)", "limits.memory": "64MiB"]))
+
+        let listed = try await lxd.listInstances(userFilter: ["iotgw.vendor": "acme-\(tag)"])
+        #expect(listed.map(\.name) == [name])
+        #expect(try await lxd.listInstances(userFilter: ["iotgw.vendor": "nobody-\(tag)"]).isEmpty)
+
+        let (inst, etag) = try await lxd.instance(name)
+        #expect(inst.statusCode == 102)
+        #expect(inst.expandedConfig["security.idmap.isolated"] == "true")
+        #expect(inst.expandedConfig["security.privileged"] == "false")
+        let etagValue = try #require(etag)
+
+        var put = inst.put
+        put.config["limits.memory"] = "96MiB"
+        try await lxd.updateInstance(name, put, ifMatch: etagValue)
+        #expect(try await lxd.instance(name).instance.config["limits.memory"] == "96MiB")
+
+        // The old ETag is stale now: LXD refuses with 412 and its own message.
+        await #expect { try await lxd.updateInstance(name, put, ifMatch: etagValue) } throws: {
+            let e = $0 as? LXDError
+            return e?.code == .preconditionFailed && e?.status == 412 && e?.message.contains("ETag") == true
+        }
+
+        try await lxd.patchInstance(name, config: ["user.iotgw.extra": "1"])
+        #expect(try await lxd.instance(name).instance.config["user.iotgw.extra"] == "1")
+
+        try await lxd.renameInstance(name, to: renamed)
+        #expect(try await lxd.instanceExists(name) == false)
+        #expect(try await lxd.instanceExists(renamed))
+
+        try await lxd.deleteInstance(renamed)
+        #expect(try await lxd.instanceExists(renamed) == false)
+        }
+    }
+
+    @Test func startStopRestartAndState() async throws {
+        try await TestLXD.withInstance("state", start: false) { lxd, name in
+            try await lxd.start(name)
+            var st = try await lxd.state(name)
+            #expect(st.statusCode == 103)
+            #expect(st.pid > 0)
+            let pid = st.pid
+            try await lxd.restart(name, timeout: 5, force: true)
+            st = try await lxd.state(name)
+            #expect(st.statusCode == 103)
+            #expect(st.pid != pid)
+            #expect(st.memory != nil)
+            try await lxd.stop(name, timeout: 5, force: true)
+            st = try await lxd.state(name)
+            #expect(st.statusCode == 102)
+            #expect(st.network == nil || st.ipv4Addresses.isEmpty)
+        }
+    }
+
+    @Test func failuresAUserHits() async throws {
+        let lxd = try TestLXD.client()
+        // Invalid name: rejected before any request.
+        await #expect { try await lxd.createInstance(InstancesPost(name: "Bad_Name", source: .image(alias: TestLXD.busybox))) } throws: {
+            ($0 as? LXDError)?.code == .invalidName
+        }
+        // Unknown image: LXD's own text is kept.
+        let ghost = "t-ghost-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        await #expect { try await lxd.createInstance(InstancesPost(name: ghost, source: .image(alias: "no-such-image-alias"))) } throws: {
+            let e = $0 as? LXDError
+            return (e?.code == .notFound || e?.code == .operationFailed || e?.code == .badRequest) && e?.message.isEmpty == false
+        }
+        #expect(try await lxd.instanceExists(ghost) == false)
+
+        try await TestLXD.withInstance("fail") { lxd, name in
+            // Already exists.
+            await #expect { try await lxd.createInstance(InstancesPost(name: name, source: .image(alias: TestLXD.busybox))) } throws: {
+                let e = $0 as? LXDError
+                return (e?.code == .conflict || e?.code == .operationFailed) && e?.message.contains("already exists") == true
+            }
+            // Delete while running.
+            await #expect { try await lxd.deleteInstance(name) } throws: {
+                let e = $0 as? LXDError
+                return e?.code == .badRequest && e?.message.contains("running") == true
+            }
+            let stillRunning = try await lxd.instance(name).instance.isRunning
+            #expect(stillRunning)
+            // Not found.
+            await #expect { try await lxd.state("t-missing-zz9") } throws: { ($0 as? LXDError)?.code == .notFound }
+        }
+    }
+}
+
+@Suite(.serialized) struct LXDExecAndFileTests {
+    @Test func execRecordsOutputAndExitCode() async throws {
+        try await TestLXD.withInstance("exec") { lxd, name in
+            let r = try await lxd.exec(name, ["sh", "-c", "echo out; echo err >&2; echo $GREETING; exit 3"], environment: ["GREETING": "hi"])
+            #expect(r == ExecResult(exitCode: 3, stdout: "out\nhi\n", stderr: "err\n"))
+            let ok = try await lxd.exec(name, ["id", "-u"], user: 0)
+            #expect(ok.succeeded && ok.stdout == "0\n")
+            // The recorded logs were deleted after reading.
+            let logs = try await lxd.sync(.GET, "/1.0/instances/\(name)/logs", as: [String].self).0
+            #expect(!logs.contains { $0.contains("exec_") })
+
+            await #expect { try await lxd.exec(name, ["no-such-command-xyz"]) } throws: {
+                let e = $0 as? LXDError
+                return e?.code == .commandNotFound && e?.status == 127 && e?.message.contains("Command not found") == true
+            }
+            try await lxd.push(name, path: "/tmp/notexec", string: "#!/bin/sh\necho no\n", attributes: FileAttributes(mode: 0o644))
+            await #expect { try await lxd.exec(name, ["/tmp/notexec"]) } throws: {
+                ($0 as? LXDError)?.code == .commandNotExecutable
+            }
+            let killed = try await lxd.exec(name, ["sh", "-c", "kill -9 $$"])
+            #expect(killed.exitCode == 137)
+        }
+    }
+
+    @Test func pushPullModesDirectoriesAndDelete() async throws {
+        try await TestLXD.withInstance("files") { lxd, name in
+            try await lxd.mkdirAll(name, path: "/etc/chef/trusted_certs")
+            try await lxd.push(name, path: "/etc/chef/client.pem", string: "secret\n", attributes: FileAttributes(uid: 0, gid: 0, mode: 0o600))
+            let pulled = try await lxd.pull(name, path: "/etc/chef/client.pem")
+            #expect(String(buffer: pulled.content) == "secret\n")
+            #expect(pulled.attributes == FileAttributes(uid: 0, gid: 0, mode: 0o600))
+            let ls = try await lxd.exec(name, ["stat", "-c", "%a %u %g", "/etc/chef/client.pem"])
+            #expect(ls.stdout == "600 0 0\n")
+
+            try await lxd.push(name, path: "/tmp/owned", string: "x", attributes: FileAttributes(uid: 1000, gid: 1000, mode: 0o640))
+            #expect(try await lxd.exec(name, ["stat", "-c", "%a %u %g", "/tmp/owned"]).stdout == "640 1000 1000\n")
+
+            try await lxd.push(name, path: "/tmp/owned", content: ByteBuffer(string: "y"), append: true)
+            #expect(String(buffer: try await lxd.pull(name, path: "/tmp/owned").content) == "xy")
+
+            let dir = try await lxd.pull(name, path: "/etc/chef")
+            #expect(dir.type == "directory")
+            #expect(dir.entries == ["client.pem", "trusted_certs"])
+
+            try await lxd.deleteFile(name, path: "/tmp/owned")
+            #expect(try await lxd.exec(name, ["test", "-e", "/tmp/owned"]).exitCode == 1)
+
+            // Parent directories are not created by LXD: a clear error, nothing written.
+            await #expect { try await lxd.push(name, path: "/no/such/dir/file", string: "x") } throws: {
+                let e = $0 as? LXDError
+                return e != nil && e?.code != .invalidArgument && e?.message.isEmpty == false
+            }
+            #expect(try await lxd.exec(name, ["test", "-e", "/no"]).exitCode == 1)
+            await #expect { try await lxd.pull(name, path: "/no/such/file") } throws: { ($0 as? LXDError)?.code == .notFound }
+            await #expect { try await lxd.push(name, path: "relative", string: "x") } throws: { ($0 as? LXDError)?.code == .invalidArgument }
+        }
+    }
+
+    @Test func pushTreeAndStreamedFile() async throws {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("lxd-tree-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: tmp.appendingPathComponent("recipes/sub"), withIntermediateDirectories: true)
+        try "name 'demo'\n".write(to: tmp.appendingPathComponent("metadata.rb"), atomically: true, encoding: .utf8)
+        try "log 'x'\n".write(to: tmp.appendingPathComponent("recipes/default.rb"), atomically: true, encoding: .utf8)
+        let script = tmp.appendingPathComponent("recipes/sub/run.sh")
+        try "#!/bin/sh\necho tree-ok\n".write(to: script, atomically: true, encoding: .utf8)
+        try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
+        try fm.createSymbolicLink(atPath: tmp.appendingPathComponent("link").path, withDestinationPath: "metadata.rb")
+        var big = Data(count: 3 * 1024 * 1024 + 17)
+        big.withUnsafeMutableBytes { p in for i in stride(from: 0, to: p.count, by: 4096) { p[i] = UInt8(i / 4096 % 251) } }
+        let bigFile = FileManager.default.temporaryDirectory.appendingPathComponent("lxd-big-\(UUID().uuidString)")
+        try big.write(to: bigFile)
+        defer { try? FileManager.default.removeItem(at: bigFile) }
+
+        try await TestLXD.withInstance("tree") { lxd, name in
+            let n = try await lxd.pushTree(name, localDirectory: tmp.path, to: "/var/chef/cookbooks/demo")
+            #expect(n == 3)
+            #expect(try await lxd.exec(name, ["/var/chef/cookbooks/demo/recipes/sub/run.sh"]).stdout == "tree-ok\n")
+            #expect(try await lxd.exec(name, ["readlink", "/var/chef/cookbooks/demo/link"]).stdout == "metadata.rb\n")
+            #expect(String(buffer: try await lxd.pull(name, path: "/var/chef/cookbooks/demo/recipes/default.rb").content) == "log 'x'\n")
+
+            let progress = ProgressLog()
+            try await lxd.pushFile(name, localPath: bigFile.path, to: "/tmp/big.bin", progress: { progress.record($0) })
+            #expect(progress.last == Int64(big.count))
+            let back = try await lxd.pull(name, path: "/tmp/big.bin")
+            #expect(back.content.readableBytes == big.count)
+            #expect(Data(buffer: back.content) == big)
+
+            await #expect { try await lxd.pushTree(name, localDirectory: "/no/such/local/dir", to: "/x") } throws: {
+                ($0 as? LXDError)?.code == .invalidArgument
+            }
+        }
+    }
+}
+
+final class ProgressLog: @unchecked Sendable {
+    // Guarded by `lock`: the body stream calls back from NIO's threads.
+    private let lock = NSLock()
+    private var values: [Int64] = []
+    func record(_ v: Int64) { lock.withLock { values.append(v) } }
+    var last: Int64? { lock.withLock { values.last } }
+}
