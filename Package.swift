@@ -1,12 +1,20 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// Layers (never import upward): adapters (CUdev/Udev, LXD) and the wire protocol know nothing of
+// the gateway; GatewayAgent turns them into services; executables only wire.
 let package = Package(
     name: "iot-gateway",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "LXD", targets: ["LXD"]),
+        .library(name: "Udev", targets: ["Udev"]),
+        .library(name: "GatewayProtocol", targets: ["GatewayProtocol"]),
+        .executable(name: "iot-gateway-client", targets: ["iot-gateway-client"]),
+        .executable(name: "iot-gateway", targets: ["iot-gateway"]),
+        .executable(name: "iot-daemon", targets: ["iot-daemon"]),
         .executable(name: "lxd-bench", targets: ["lxd-bench"]),
+        .executable(name: "udev-probe", targets: ["udev-probe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -14,9 +22,18 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
-        // Adapter: LXD's REST API over its unix socket. No project semantics live here.
+        // MARK: Adapters
+        .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
+        .target(name: "Udev", dependencies: ["CUdev", .product(name: "Logging", package: "swift-log")]),
+        // Test support only: drives the real libudev with simulated devices (umockdev).
+        .systemLibrary(name: "CUmockdev", pkgConfig: "umockdev-1.0", providers: [.apt(["libumockdev-dev"])]),
+        .target(name: "UmockdevTesting", dependencies: ["CUmockdev"]),
         .target(
             name: "LXD",
             dependencies: [
@@ -32,15 +49,67 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+
+        // MARK: Protocol between gateway and vendor (wire types, signatures, plan validation)
+        .target(name: "GatewayProtocol", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+
+        // MARK: Gateway core and vendor service
+        .target(
+            name: "GatewayAgent",
+            dependencies: [
+                "LXD", "Udev", "GatewayProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .target(
+            name: "VendorService",
+            dependencies: [
+                "GatewayProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+
+        // MARK: Executables (thin: configuration and wiring)
         .executableTarget(
-            name: "lxd-bench",
-            dependencies: ["LXD", .product(name: "Logging", package: "swift-log")]
+            name: "iot-gateway-client",
+            dependencies: [
+                "GatewayAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
-        .testTarget(
-            name: "LXDTests",
-            dependencies: ["LXD"],
-            resources: [.copy("Fixtures")]
+        .executableTarget(
+            name: "iot-gateway",
+            dependencies: [
+                "GatewayAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
+        .executableTarget(
+            name: "iot-daemon",
+            dependencies: [
+                "VendorService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(name: "lxd-bench", dependencies: ["LXD", .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "udev-probe", dependencies: ["Udev"]),
+
+        // MARK: Tests
+        .testTarget(name: "LXDTests", dependencies: ["LXD"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "UdevTests", dependencies: ["Udev", "UmockdevTesting"]),
+        .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol"]),
+        .testTarget(name: "GatewayAgentTests", dependencies: ["GatewayAgent", "UmockdevTesting"]),
+        .testTarget(name: "VendorServiceTests", dependencies: ["VendorService", .product(name: "HummingbirdTesting", package: "hummingbird")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,74 @@
+/// What the gateway tells a vendor about a plugged device (from udev).
+public struct DeviceIdentity: Sendable, Hashable, Codable {
+    /// USB vendor ID, 4 lowercase hex digits.
+    public var vendorID: String
+    /// USB product ID, 4 lowercase hex digits.
+    public var productID: String
+    /// USB serial number string; the key a vendor's registry knows its devices by.
+    public var serial: String
+    public var manufacturer: String?
+    public var product: String?
+    /// `tty` or `usb`: which kind of node the gateway saw.
+    public var subsystem: String
+
+    public init(vendorID: String, productID: String, serial: String, manufacturer: String? = nil, product: String? = nil,
+                subsystem: String) {
+        self.vendorID = vendorID.lowercased()
+        self.productID = productID.lowercased()
+        self.serial = serial
+        self.manufacturer = manufacturer
+        self.product = product
+        self.subsystem = subsystem
+    }
+}
+
+/// `POST /v1/announce`: the gateway asks the vendor what to provision for a device.
+public struct Announcement: Sendable, Codable, Equatable {
+    public var gatewayID: String
+    public var device: DeviceIdentity
+    /// The highest plan version this gateway holds from this vendor (0 if none).
+    public var currentPlanVersion: Int
+
+    public init(gatewayID: String, device: DeviceIdentity, currentPlanVersion: Int) {
+        self.gatewayID = gatewayID
+        self.device = device
+        self.currentPlanVersion = currentPlanVersion
+    }
+}
+
+/// `POST /v1/report`: what the gateway did with a plan.
+public struct ProvisioningReport: Sendable, Codable, Equatable {
+    public enum Outcome: String, Sendable, Codable { case applied, failed, denied, deviceDetached = "device-detached" }
+    public var gatewayID: String
+    public var vendor: String
+    public var planVersion: Int
+    public var outcome: Outcome
+    public var container: String?
+    public var addresses: [String]
+    /// Serials of the vendor's devices attached to the container now.
+    public var attachedDevices: [String]
+    public var error: String?
+
+    public init(gatewayID: String, vendor: String, planVersion: Int, outcome: Outcome, container: String? = nil,
+                addresses: [String] = [], attachedDevices: [String] = [], error: String? = nil) {
+        self.gatewayID = gatewayID
+        self.vendor = vendor
+        self.planVersion = planVersion
+        self.outcome = outcome
+        self.container = container
+        self.addresses = addresses
+        self.attachedDevices = attachedDevices
+        self.error = error
+    }
+}
+
+/// An error a service answers with: `{"error": {"code": "...", "message": "..."}}`.
+public struct ErrorBody: Sendable, Codable, Equatable {
+    public struct Detail: Sendable, Codable, Equatable {
+        public var code: String
+        public var message: String
+    }
+    public var error: Detail
+
+    public init(code: String, message: String) { error = Detail(code: code, message: message) }
+}
