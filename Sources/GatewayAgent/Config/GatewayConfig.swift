@@ -1,0 +1,178 @@
+import Foundation
+import GatewayProtocol
+import Yams
+
+/// The gateway owner's configuration file (YAML). See README "Gateway configuration".
+public struct GatewayConfig: Sendable, Codable, Equatable {
+    /// Where the database and the gateway's key live.
+    public var stateDirectory: String
+    /// The owner's control socket; its directory is created mode 0700 so only root can connect.
+    public var controlSocket: String
+    /// udev subsystems watched for end devices.
+    public var subsystems: [String]
+    public var lxd: LXDSettings
+    /// Hard caps on what any vendor's container may get; a plan above them is rejected.
+    public var caps: Caps
+    public var vendors: [VendorEntry]
+    /// Seconds between retries of an unreachable vendor or LXD (doubling up to `maxRetrySeconds`).
+    public var retrySeconds: Double
+    public var maxRetrySeconds: Double
+
+    public struct LXDSettings: Sendable, Codable, Equatable {
+        /// Explicit socket; when absent, `LXD_SOCKET`, `LXD_DIR` and the usual paths are tried.
+        public var socket: String?
+        /// Profiles applied to every vendor container, in order.
+        public var profiles: [String]
+        /// Managed network for containers whose plan asks for `nat`.
+        public var network: String
+        public var storagePool: String
+    }
+
+    public struct Caps: Sendable, Codable, Equatable {
+        public var cpus: Int
+        public var memoryMiB: Int
+        public var diskMiB: Int
+        public var processes: Int
+        /// Allow `security.nesting` (never by default).
+        public var allowNesting: Bool
+    }
+
+    public enum Policy: String, Sendable, Codable { case ask, auto, deny }
+
+    /// A USB device a vendor owns: vendor ID, and optionally one product ID.
+    public struct MatchRule: Sendable, Codable, Equatable {
+        public var vendorID: String
+        public var productID: String?
+    }
+
+    /// A trusted vendor.
+    public struct VendorEntry: Sendable, Codable, Equatable {
+        /// `[a-z][a-z0-9-]{0,30}`; also names the container `iotgw-<id>`.
+        public var id: String
+        public var name: String?
+        public var match: [MatchRule]
+        /// Base URL of the vendor's IoT Daemon, e.g. `https://iot.acme.example`.
+        public var daemonURL: String
+        /// The vendor's plan-signing public key (base64 Ed25519).
+        public var publicKey: String
+        public var policy: Policy
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case stateDirectory, controlSocket, subsystems, lxd, caps, vendors, retrySeconds, maxRetrySeconds
+    }
+
+    public init(stateDirectory: String, controlSocket: String, subsystems: [String] = ["usb", "tty"], lxd: LXDSettings, caps: Caps,
+                vendors: [VendorEntry], retrySeconds: Double = 2, maxRetrySeconds: Double = 60) {
+        self.stateDirectory = stateDirectory
+        self.controlSocket = controlSocket
+        self.subsystems = subsystems
+        self.lxd = lxd
+        self.caps = caps
+        self.vendors = vendors
+        self.retrySeconds = retrySeconds
+        self.maxRetrySeconds = maxRetrySeconds
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        stateDirectory = try c.decodeIfPresent(String.self, forKey: .stateDirectory) ?? "/var/lib/iot-gateway"
+        controlSocket = try c.decodeIfPresent(String.self, forKey: .controlSocket) ?? GatewayConfig.defaultControlSocket
+        subsystems = try c.decodeIfPresent([String].self, forKey: .subsystems) ?? ["usb", "tty"]
+        lxd = try c.decodeIfPresent(LXDSettings.self, forKey: .lxd)
+            ?? LXDSettings(socket: nil, profiles: ["default", "iotgw-vendor"], network: "iotgwbr0", storagePool: "default")
+        caps = try c.decodeIfPresent(Caps.self, forKey: .caps)
+            ?? Caps(cpus: 2, memoryMiB: 1024, diskMiB: 8192, processes: 1000, allowNesting: false)
+        vendors = try c.decodeIfPresent([VendorEntry].self, forKey: .vendors) ?? []
+        retrySeconds = try c.decodeIfPresent(Double.self, forKey: .retrySeconds) ?? 2
+        maxRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .maxRetrySeconds) ?? 60
+    }
+
+    public static let defaultControlSocket = "/run/iot-gateway/control.sock"
+    public static let defaultPath = "/etc/iot-gateway/gateway.yaml"
+
+    /// Loads and validates a configuration file; errors name the file and the field.
+    public static func load(path: String) throws -> GatewayConfig {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError("cannot read \(path): \(error.localizedDescription)")
+        }
+        let config: GatewayConfig
+        do { config = try YAMLDecoder().decode(GatewayConfig.self, from: text) } catch {
+            throw ConfigError("\(path): \(Self.describe(error))")
+        }
+        try config.validate()
+        return config
+    }
+
+    /// Checks every field a mistake in would be dangerous or confusing later.
+    public func validate() throws {
+        guard stateDirectory.hasPrefix("/") else { throw ConfigError("stateDirectory must be an absolute path") }
+        guard controlSocket.hasPrefix("/") else { throw ConfigError("controlSocket must be an absolute path") }
+        guard !subsystems.isEmpty else { throw ConfigError("subsystems must not be empty") }
+        guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {
+            throw ConfigError("caps are below the minimum a container needs")
+        }
+        var seen = Set<String>()
+        for v in vendors {
+            guard Self.isVendorID(v.id) else { throw ConfigError("vendor id \"\(v.id)\" must match [a-z][a-z0-9-]{0,30}") }
+            guard seen.insert(v.id).inserted else { throw ConfigError("vendor \(v.id) is listed twice") }
+            guard !v.match.isEmpty else { throw ConfigError("vendor \(v.id): match must list at least one USB vendor ID") }
+            for m in v.match {
+                guard Self.isHex4(m.vendorID), m.productID.map(Self.isHex4) ?? true else {
+                    throw ConfigError("vendor \(v.id): USB IDs must be 4 hex digits")
+                }
+            }
+            guard let url = URL(string: v.daemonURL), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw ConfigError("vendor \(v.id): daemonURL must be an http(s) URL")
+            }
+            do { _ = try Keys.decodePublic(v.publicKey) } catch {
+                throw ConfigError("vendor \(v.id): publicKey must be a base64 Ed25519 public key")
+            }
+        }
+        // Two vendors claiming the same device would make ownership ambiguous.
+        for (i, a) in vendors.enumerated() {
+            for b in vendors[(i + 1)...] {
+                for ra in a.match {
+                    for rb in b.match where ra.vendorID.lowercased() == rb.vendorID.lowercased()
+                        && (ra.productID == nil || rb.productID == nil || ra.productID?.lowercased() == rb.productID?.lowercased()) {
+                        throw ConfigError("vendors \(a.id) and \(b.id) both match USB \(ra.vendorID)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vendor owning a USB vendor/product ID, if any (most specific rule wins).
+    public func vendor(forUSB vendorID: String, productID: String) -> VendorEntry? {
+        let vid = vendorID.lowercased(), pid = productID.lowercased()
+        return vendors.first { $0.match.contains { $0.vendorID.lowercased() == vid && $0.productID?.lowercased() == pid } }
+            ?? vendors.first { $0.match.contains { $0.vendorID.lowercased() == vid && $0.productID == nil } }
+    }
+
+    public func vendor(id: String) -> VendorEntry? { vendors.first { $0.id == id } }
+
+    static func isHex4(_ s: String) -> Bool { s.count == 4 && s.allSatisfy(\.isHexDigit) }
+
+    static func isVendorID(_ s: String) -> Bool {
+        guard let f = s.first, f.isASCII, f.isLowercase, f.isLetter, s.count <= 31 else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") } && !s.hasSuffix("-")
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let k, let c):
+            return "missing field \((c.codingPath.map(\.stringValue) + [k.stringValue]).joined(separator: "."))"
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c), DecodingError.dataCorrupted(let c):
+            return "invalid value at \(c.codingPath.map(\.stringValue).joined(separator: ".")): \(c.debugDescription)"
+        default: return "\(error)"
+        }
+    }
+}
+
+/// A configuration mistake, with a message naming the field.
+public struct ConfigError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import GatewayProtocol
+
+/// What the owner's CLI receives over the control socket. Stable JSON for `--json`.
+public enum ControlAPI {
+    /// A pending (or decided) plan, shown exactly as the vendor would get it.
+    public struct Approval: Sendable, Codable, Equatable {
+        public struct DeviceLine: Sendable, Codable, Equatable {
+            public var serial: String
+            public var kind: String
+            public var usbID: String
+            /// Where it is on the gateway now (if plugged).
+            public var hostNode: String?
+            /// Where it appears inside the container.
+            public var containerPath: String?
+        }
+        public struct AppLine: Sendable, Codable, Equatable {
+            public var name: String
+            public var version: String
+            public var runList: [String]
+        }
+        public var id: Int64
+        public var vendor: String
+        public var vendorName: String?
+        public var planVersion: Int
+        public var decision: String
+        public var decidedBy: String?
+        public var receivedAt: Date
+        public var expiresAt: Date
+        /// The vendor's signature was re-checked with the key in the gateway configuration.
+        public var signatureVerified: Bool
+        public var container: String
+        public var image: String
+        public var imageFingerprint: String
+        public var cpus: Int
+        public var memoryMiB: Int
+        public var diskMiB: Int
+        public var processes: Int
+        public var network: String
+        public var privileged: Bool
+        public var nesting: Bool
+        public var devices: [DeviceLine]
+        public var apps: [AppLine]
+    }
+
+    public struct Device: Sendable, Codable, Equatable {
+        public var syspath: String
+        public var subsystem: String
+        public var devnode: String?
+        public var usbID: String?
+        public var serial: String?
+        public var product: String?
+        public var vendor: String?
+        public var present: Bool
+        public var state: String
+        public var error: String?
+    }
+
+    public struct Vendor: Sendable, Codable, Equatable {
+        public var id: String
+        public var name: String?
+        public var policy: String
+        public var daemonURL: String
+        public var lastPlanVersion: Int?
+        public var approvedPlanVersion: Int?
+        public var appliedPlanVersion: Int?
+        public var container: String?
+        /// LXD's view: `Running`, `Stopped`, `absent`, or `unknown` if LXD is unreachable.
+        public var containerStatus: String?
+        public var addresses: [String]
+        public var attachedDevices: [String]
+        public var error: String?
+    }
+
+    public struct Status: Sendable, Codable, Equatable {
+        public var gatewayID: String
+        public var publicKey: String
+        public var lxd: String
+        public var vendors: [Vendor]
+        public var devices: [Device]
+        public var pendingApprovals: [Approval]
+    }
+
+    public struct Decision: Sendable, Codable, Equatable {
+        public var approve: Bool
+        public init(approve: Bool) { self.approve = approve }
+    }
+
+    public static func encoder() -> JSONEncoder {
+        let e = WireJSON.encoder()
+        e.outputFormatting.insert(.prettyPrinted)
+        return e
+    }
+}

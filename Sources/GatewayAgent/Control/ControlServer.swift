@@ -1,0 +1,154 @@
+import Foundation
+import GatewayProtocol
+import Hummingbird
+import Logging
+import LXD
+import NIOCore
+import NIOFoundationCompat
+
+/// Builds the owner's control API served on the control socket.
+public enum ControlServer {
+    /// The socket's directory is made mode 0700 (root only) before binding: the socket inherits no
+    /// wider access than its directory grants.
+    public static func prepareSocketDirectory(_ socketPath: String) throws {
+        let dir = (socketPath as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard chmod(dir, 0o700) == 0 else { throw ConfigError("cannot restrict \(dir) to root (errno \(errno))") }
+    }
+
+    public static func buildApplication(agent: GatewayAgent, logger: Logger) throws -> some ApplicationProtocol {
+        try prepareSocketDirectory(agent.config.controlSocket)
+        let views = ControlViews(agent: agent)
+        let router = Router()
+        router.get("/v1/status") { _, _ in try json(try await views.status()) }
+        router.get("/v1/approvals") { req, _ in
+            let all = req.uri.queryParameters.get("all") == "true"
+            return try json(try await views.approvals(pendingOnly: !all))
+        }
+        router.get("/v1/approvals/{id}") { _, ctx in
+            let id = try ctx.parameters.require("id", as: Int64.self)
+            guard let a = try await views.approval(id) else { return error(.notFound, "notFound", "no approval \(id)") }
+            return try json(a)
+        }
+        router.post("/v1/approvals/{id}/decision") { req, ctx in
+            let id = try ctx.parameters.require("id", as: Int64.self)
+            let body = try await req.body.collect(upTo: 4096)
+            guard let d = try? JSONDecoder().decode(ControlAPI.Decision.self, from: body) else {
+                return error(.badRequest, "badRequest", "body must be {\"approve\": true|false}")
+            }
+            do {
+                try await agent.store.decide(planID: id, approve: d.approve, by: "owner")
+            } catch let e as StoreError {
+                return error(.conflict, "notPending", e.message)
+            }
+            agent.submit(.decided(planID: id))
+            guard let a = try await views.approval(id) else { return error(.notFound, "notFound", "no approval \(id)") }
+            return try json(a)
+        }
+        router.get("/v1/vendors") { _, _ in try json(try await views.vendors()) }
+        router.get("/v1/devices") { _, _ in try json(try await views.devices()) }
+        return Application(router: router, configuration: .init(address: .unixDomainSocket(path: agent.config.controlSocket),
+                                                                serverName: "iot-gateway-client"),
+                           logger: logger)
+    }
+
+    static func json(_ value: some Encodable) throws -> Response {
+        let data = try ControlAPI.encoder().encode(value)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
+        let data = (try? ControlAPI.encoder().encode(ErrorBody(code: code, message: message))) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+}
+
+/// Read-side views for the owner, assembled from the store and LXD.
+struct ControlViews: Sendable {
+    let agent: GatewayAgent
+
+    func approval(_ id: Int64) async throws -> ControlAPI.Approval? {
+        guard let rec = try await agent.store.plan(id: id) else { return nil }
+        return try await view(rec)
+    }
+
+    func approvals(pendingOnly: Bool) async throws -> [ControlAPI.Approval] {
+        var out: [ControlAPI.Approval] = []
+        for rec in try await agent.store.plans(decision: pendingOnly ? .pending : nil) { out.append(try await view(rec)) }
+        return out
+    }
+
+    func view(_ rec: PlanRecord) async throws -> ControlAPI.Approval {
+        let plan = try GatewayAgent.decodePlan(rec)
+        let vendor = agent.config.vendor(id: rec.vendor)
+        var verified = false
+        if let vendor, let key = try? Keys.decodePublic(vendor.publicKey),
+           let signed = try? WireJSON.decoder().decode(SignedPlan.self, from: rec.signedJSON),
+           let payload = Data(base64Encoded: signed.payload), let sig = Data(base64Encoded: signed.signature) {
+            verified = key.isValidSignature(sig, for: payload)
+        }
+        let devices = try await agent.store.devices()
+        let lines = plan.devices.map { g in
+            ControlAPI.Approval.DeviceLine(serial: g.serial, kind: g.kind.rawValue, usbID: "\(g.vendorID):\(g.productID)",
+                                           hostNode: devices.first { $0.serial == g.serial && $0.present }?.devnode,
+                                           containerPath: g.kind == .unixChar ? g.path : "usb \(g.vendorID):\(g.productID)")
+        }
+        let l = plan.container.limits
+        return ControlAPI.Approval(id: rec.id ?? 0, vendor: rec.vendor, vendorName: vendor?.name, planVersion: rec.version,
+                                   decision: rec.decision.rawValue, decidedBy: rec.decidedBy, receivedAt: rec.receivedAt,
+                                   expiresAt: plan.expiresAt, signatureVerified: verified, container: plan.container.name,
+                                   image: plan.container.image.alias, imageFingerprint: plan.container.image.fingerprint,
+                                   cpus: l.cpus, memoryMiB: l.memoryMiB, diskMiB: l.diskMiB, processes: l.processes,
+                                   network: plan.container.network.rawValue, privileged: false, nesting: agent.config.caps.allowNesting,
+                                   devices: lines,
+                                   apps: plan.apps.map { .init(name: $0.name, version: $0.version, runList: $0.runList) })
+    }
+
+    func devices() async throws -> [ControlAPI.Device] {
+        try await agent.store.devices().map { d in
+            ControlAPI.Device(syspath: d.syspath, subsystem: d.subsystem, devnode: d.devnode,
+                              usbID: d.vendorID.map { "\($0):\(d.productID ?? "?")" }, serial: d.serial, product: d.product,
+                              vendor: d.vendor, present: d.present, state: d.state.rawValue, error: d.lastError)
+        }
+    }
+
+    func vendors() async throws -> [ControlAPI.Vendor] {
+        let states = Dictionary(uniqueKeysWithValues: try await agent.store.vendorStates().map { ($0.vendor, $0) })
+        let devices = try await agent.store.devices()
+        var out: [ControlAPI.Vendor] = []
+        for v in agent.config.vendors {
+            let s = states[v.id]
+            var approvedVersion: Int?
+            if let pid = s?.approvedPlanID { approvedVersion = try await agent.store.plan(id: pid)?.version }
+            let name = ProvisioningPlan.containerName(forVendor: v.id)
+            var status: String? = nil
+            var addresses: [String] = []
+            if s?.approvedPlanID != nil {
+                do {
+                    let st = try await agent.lxd.state(name)
+                    status = st.status
+                    addresses = st.ipv4Addresses
+                } catch let e as LXDError where e.code == .notFound {
+                    status = "absent"
+                } catch {
+                    status = "unknown"
+                }
+            }
+            out.append(ControlAPI.Vendor(id: v.id, name: v.name, policy: v.policy.rawValue, daemonURL: v.daemonURL,
+                                         lastPlanVersion: s?.lastVersion, approvedPlanVersion: approvedVersion,
+                                         appliedPlanVersion: s?.appliedVersion, container: s?.approvedPlanID != nil ? name : nil,
+                                         containerStatus: status, addresses: addresses,
+                                         attachedDevices: devices.filter { $0.vendor == v.id && $0.state == .attached }.compactMap(\.serial),
+                                         error: s?.lastError))
+        }
+        return out
+    }
+
+    func status() async throws -> ControlAPI.Status {
+        let lxdState: String
+        do { lxdState = "LXD " + (try await agent.lxd.server().environment?.serverVersion ?? "?") } catch { lxdState = "unreachable: \(error)" }
+        return ControlAPI.Status(gatewayID: agent.identity.id, publicKey: agent.identity.publicKey, lxd: lxdState,
+                                 vendors: try await vendors(), devices: try await devices(),
+                                 pendingApprovals: try await approvals(pendingOnly: true))
+    }
+}

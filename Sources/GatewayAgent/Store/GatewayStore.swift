@@ -1,0 +1,213 @@
+import Foundation
+import GRDB
+
+/// The gateway's durable state in SQLite (WAL, synchronous=FULL so a state transition that
+/// returned is on disk). Migrations are registered by name and never edited once shipped.
+public struct GatewayStore: Sendable {
+    public let db: DatabasePool
+
+    public init(path: String) throws {
+        var config = Configuration()
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        config.busyMode = .timeout(5)
+        db = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(db)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.create(table: "devices") { t in
+                t.primaryKey("syspath", .text)
+                t.column("subsystem", .text).notNull()
+                t.column("devnode", .text)
+                t.column("vendorID", .text)
+                t.column("productID", .text)
+                t.column("serial", .text)
+                t.column("manufacturer", .text)
+                t.column("product", .text)
+                t.column("busPath", .text)
+                t.column("vendor", .text).indexed()
+                t.column("present", .boolean).notNull()
+                t.column("state", .text).notNull()
+                t.column("lastError", .text)
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("nextAttemptAt", .datetime)
+                t.column("updatedAt", .datetime).notNull()
+            }
+            try db.create(table: "plans") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("vendor", .text).notNull().indexed()
+                t.column("version", .integer).notNull()
+                t.column("signedJSON", .blob).notNull()
+                t.column("payloadSHA256", .text).notNull()
+                t.column("decision", .text).notNull()
+                t.column("decidedBy", .text)
+                t.column("receivedAt", .datetime).notNull()
+                t.column("decidedAt", .datetime)
+                t.uniqueKey(["vendor", "payloadSHA256"])
+            }
+            try db.create(table: "vendor_state") { t in
+                t.primaryKey("vendor", .text)
+                t.column("lastVersion", .integer).notNull()
+                t.column("approvedPlanID", .integer).references("plans")
+                t.column("appliedVersion", .integer)
+                t.column("container", .text)
+                t.column("lastError", .text)
+                t.column("updatedAt", .datetime).notNull()
+            }
+            try db.create(table: "journal") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("at", .datetime).notNull()
+                t.column("vendor", .text).notNull().indexed()
+                t.column("step", .text).notNull()
+                t.column("status", .text).notNull()
+                t.column("detail", .text)
+            }
+        }
+        return m
+    }
+
+    // MARK: - Devices
+
+    public func device(_ syspath: String) async throws -> DeviceRecord? {
+        try await db.read { try DeviceRecord.fetchOne($0, key: syspath) }
+    }
+
+    public func devices() async throws -> [DeviceRecord] {
+        try await db.read { try DeviceRecord.order(Column("syspath")).fetchAll($0) }
+    }
+
+    public func save(_ device: DeviceRecord) async throws {
+        try await db.write { try device.save($0) }
+    }
+
+    /// Changes a device's state (and error) in one transaction; returns the updated record.
+    @discardableResult
+    public func setDeviceState(_ syspath: String, _ state: DeviceRecord.State, error: String? = nil,
+                               nextAttemptAt: Date? = nil, attempts: Int? = nil) async throws -> DeviceRecord? {
+        try await db.write { db in
+            guard var d = try DeviceRecord.fetchOne(db, key: syspath) else { return nil }
+            d.state = state
+            d.lastError = error
+            d.nextAttemptAt = nextAttemptAt
+            if let attempts { d.attempts = attempts }
+            d.updatedAt = Date()
+            try d.update(db)
+            return d
+        }
+    }
+
+    /// Marks every device absent except `present` (after enumerating at start-up).
+    public func markOnlyPresent(_ present: Set<String>) async throws -> [DeviceRecord] {
+        try await db.write { db in
+            var gone: [DeviceRecord] = []
+            for var d in try DeviceRecord.filter(Column("present") == true).fetchAll(db) where !present.contains(d.syspath) {
+                d.present = false
+                if d.state == .attached || d.state == .attaching { d.state = .detached }
+                d.updatedAt = Date()
+                try d.update(db)
+                gone.append(d)
+            }
+            return gone
+        }
+    }
+
+    // MARK: - Plans and approvals
+
+    public func plan(id: Int64) async throws -> PlanRecord? {
+        try await db.read { try PlanRecord.fetchOne($0, key: id) }
+    }
+
+    public func plans(decision: PlanRecord.Decision? = nil) async throws -> [PlanRecord] {
+        try await db.read { db in
+            var q = PlanRecord.order(Column("id"))
+            if let decision { q = q.filter(Column("decision") == decision.rawValue) }
+            return try q.fetchAll(db)
+        }
+    }
+
+    public func vendorState(_ vendor: String) async throws -> VendorStateRecord? {
+        try await db.read { try VendorStateRecord.fetchOne($0, key: vendor) }
+    }
+
+    public func vendorStates() async throws -> [VendorStateRecord] {
+        try await db.read { try VendorStateRecord.order(Column("vendor")).fetchAll($0) }
+    }
+
+    /// Records a validated plan. Idempotent for the same bytes. Older pending plans of the vendor are
+    /// superseded; `lastVersion` moves forward. Returns the stored record.
+    public func recordPlan(vendor: String, version: Int, signedJSON: Data, payloadSHA256: String) async throws -> PlanRecord {
+        try await db.write { db in
+            if let existing = try PlanRecord.filter(Column("vendor") == vendor && Column("payloadSHA256") == payloadSHA256).fetchOne(db) {
+                return existing
+            }
+            var state = try VendorStateRecord.fetchOne(db, key: vendor)
+                ?? VendorStateRecord(vendor: vendor, lastVersion: 0, approvedPlanID: nil, appliedVersion: nil, container: nil,
+                                     lastError: nil, updatedAt: Date())
+            guard version >= state.lastVersion else {
+                throw StoreError("plan version \(version) from \(vendor) is older than \(state.lastVersion)")
+            }
+            try db.execute(sql: "UPDATE plans SET decision = 'superseded' WHERE vendor = ? AND decision = 'pending'", arguments: [vendor])
+            var rec = PlanRecord(id: nil, vendor: vendor, version: version, signedJSON: signedJSON, payloadSHA256: payloadSHA256,
+                                 decision: .pending, decidedBy: nil, receivedAt: Date(), decidedAt: nil)
+            try rec.insert(db)
+            state.lastVersion = version
+            state.updatedAt = Date()
+            try state.save(db)
+            return rec
+        }
+    }
+
+    /// Decides a pending plan. Approving makes it the vendor's approved plan. Throws if the plan is
+    /// not pending (decided already, superseded, or unknown): a decision is made once.
+    @discardableResult
+    public func decide(planID: Int64, approve: Bool, by: String) async throws -> PlanRecord {
+        try await db.write { db in
+            guard var p = try PlanRecord.fetchOne(db, key: planID) else { throw StoreError("no approval \(planID)") }
+            guard p.decision == .pending else { throw StoreError("approval \(planID) is already \(p.decision.rawValue)") }
+            p.decision = approve ? .approved : .denied
+            p.decidedBy = by
+            p.decidedAt = Date()
+            try p.update(db)
+            if approve, var state = try VendorStateRecord.fetchOne(db, key: p.vendor) {
+                state.approvedPlanID = planID
+                state.updatedAt = Date()
+                try state.update(db)
+            }
+            return p
+        }
+    }
+
+    public func setVendorResult(_ vendor: String, appliedVersion: Int?, container: String?, error: String?) async throws {
+        try await db.write { db in
+            guard var s = try VendorStateRecord.fetchOne(db, key: vendor) else { return }
+            if let appliedVersion { s.appliedVersion = appliedVersion }
+            if let container { s.container = container }
+            s.lastError = error
+            s.updatedAt = Date()
+            try s.update(db)
+        }
+    }
+
+    // MARK: - Journal
+
+    public func journal(vendor: String, step: String, status: String, detail: String? = nil) async throws {
+        try await db.write { db in
+            var j = JournalRecord(id: nil, at: Date(), vendor: vendor, step: step, status: status, detail: detail)
+            try j.insert(db)
+        }
+    }
+
+    public func journal(vendor: String, limit: Int = 50) async throws -> [JournalRecord] {
+        try await db.read { try JournalRecord.filter(Column("vendor") == vendor).order(Column("id").desc).limit(limit).fetchAll($0) }
+    }
+}
+
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

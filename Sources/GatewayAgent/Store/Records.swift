@@ -1,0 +1,98 @@
+import Foundation
+import GRDB
+
+/// A device the gateway has seen, keyed by its udev syspath.
+public struct DeviceRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "devices"
+
+    public enum State: String, Codable, Sendable {
+        /// No trusted vendor claims it: recorded and ignored.
+        case unknown
+        /// Asking the vendor's daemon (retried with backoff while unreachable).
+        case announcing
+        /// Waiting for the owner's decision.
+        case awaitingApproval = "awaiting-approval"
+        /// Inside the vendor's container.
+        case attached
+        /// Approved but not yet in the container (LXD unreachable, container being created...).
+        case attaching
+        /// Unplugged; the container stays.
+        case detached
+        /// The owner or the policy said no.
+        case denied
+        /// The vendor or the plan was refused (not genuine, bad signature, over caps...).
+        case rejected
+    }
+
+    public var syspath: String
+    public var subsystem: String
+    public var devnode: String?
+    public var vendorID: String?
+    public var productID: String?
+    public var serial: String?
+    public var manufacturer: String?
+    public var product: String?
+    public var busPath: String?
+    /// The trusted vendor that claims it, if any.
+    public var vendor: String?
+    public var present: Bool
+    public var state: State
+    public var lastError: String?
+    public var attempts: Int
+    public var nextAttemptAt: Date?
+    public var updatedAt: Date
+}
+
+/// A plan received from a vendor, with the owner's decision on it. A pending one is an approval.
+public struct PlanRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "plans"
+
+    public enum Decision: String, Codable, Sendable {
+        case pending, approved, denied
+        /// A newer plan from the same vendor replaced it before a decision.
+        case superseded
+    }
+
+    public var id: Int64?
+    public var vendor: String
+    public var version: Int
+    /// The signed plan exactly as received (kept to re-verify and to show the owner).
+    public var signedJSON: Data
+    public var payloadSHA256: String
+    public var decision: Decision
+    /// `owner`, `policy:auto`, `policy:deny`, `covered` (nothing new asked).
+    public var decidedBy: String?
+    public var receivedAt: Date
+    public var decidedAt: Date?
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// Per-vendor progress: which plan is approved and which one LXD reflects.
+public struct VendorStateRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "vendor_state"
+
+    public var vendor: String
+    /// Highest plan version ever accepted (never goes back).
+    public var lastVersion: Int
+    public var approvedPlanID: Int64?
+    /// The approved plan version last applied to LXD completely.
+    public var appliedVersion: Int?
+    public var container: String?
+    public var lastError: String?
+    public var updatedAt: Date
+}
+
+/// One step the provisioner took: written `started` before acting and `done`/`failed` after.
+public struct JournalRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "journal"
+
+    public var id: Int64?
+    public var at: Date
+    public var vendor: String
+    public var step: String
+    public var status: String
+    public var detail: String?
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}

@@ -1,0 +1,81 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import GatewayAgent
+import Logging
+import ServiceLifecycle
+
+/// The gateway daemon: watches udev, asks vendors, waits for the owner, provisions LXD containers.
+@main
+struct GatewayClientCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "iot-gateway-client",
+        abstract: "The iot-gateway daemon: provisions one LXD container per device vendor.",
+        subcommands: [Run.self, Identity.self, CheckConfig.self],
+        defaultSubcommand: Run.self)
+
+    struct Options: ParsableArguments {
+        @Option(name: .shortAndLong, help: "Gateway configuration file.")
+        var config: String = GatewayConfig.defaultPath
+
+        @Option(help: "Log level (trace, debug, info, notice, warning, error).")
+        var logLevel: Logger.Level = .info
+
+        func load() throws -> GatewayConfig {
+            do { return try GatewayConfig.load(path: config) } catch let e as ConfigError {
+                throw ValidationError(e.message)
+            }
+        }
+    }
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run the daemon.")
+        @OptionGroup var options: Options
+
+        func run() async throws {
+            let config = try options.load()
+            LoggingSystem.bootstrap { label in
+                var h = StreamLogHandler.standardError(label: label)
+                h.logLevel = .trace
+                return h
+            }
+            var logger = Logger(label: "iot-gateway-client")
+            logger.logLevel = options.logLevel
+            let http = HTTPClient.shared
+            let agent = try GatewayAgent.make(config: config, http: http, logger: logger)
+            let watcher = DeviceWatcher(agent: agent, logger: logger)
+            let control = try ControlServer.buildApplication(agent: agent, logger: logger)
+            logger.notice("starting", metadata: ["iotgw.gateway": "\(agent.identity.id)", "iotgw.control": "\(config.controlSocket)"])
+            let group = ServiceGroup(configuration: .init(services: [.init(service: agent), .init(service: watcher), .init(service: control)],
+                                                          gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+        }
+    }
+
+    struct Identity: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print this gateway's id and public key (creating them on first use).")
+        @OptionGroup var options: Options
+        @Flag var json = false
+
+        func run() async throws {
+            let config = try options.load()
+            let id = try IdentityStore.loadOrCreate(stateDirectory: config.stateDirectory)
+            if json {
+                print("{\"gatewayID\":\"\(id.id)\",\"publicKey\":\"\(id.publicKey)\"}")
+            } else {
+                print("gateway id:  \(id.id)\npublic key:  \(id.publicKey)")
+            }
+        }
+    }
+
+    struct CheckConfig: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Validate the configuration file.")
+        @OptionGroup var options: Options
+        func run() async throws {
+            let c = try options.load()
+            print("ok: \(c.vendors.count) vendor(s)")
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import GatewayAgent
+
+/// The gateway owner's command line: approvals, status, vendors, devices.
+@main
+struct GatewayCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "iot-gateway",
+        abstract: "Control the iot-gateway daemon: approve what vendors get, see what runs.",
+        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self])
+
+    struct Connection: ParsableArguments {
+        @Option(help: "The daemon's control socket.")
+        var socket: String = ProcessInfo.processInfo.environment["IOT_GATEWAY_SOCKET"] ?? GatewayConfig.defaultControlSocket
+
+        var client: ControlClient { ControlClient(socketPath: socket) }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Vendors, containers, devices and pending approvals.")
+        @OptionGroup var connection: Connection
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let s = try await connection.client.status()
+            if json { return try printJSON(s) }
+            print("gateway \(s.gatewayID)   \(s.lxd)")
+            print(Render.vendors(s.vendors))
+            print(Render.devices(s.devices))
+            print(s.pendingApprovals.isEmpty ? "no pending approvals" : Render.approvals(s.pendingApprovals))
+        }
+    }
+
+    struct Approvals: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List pending approvals.")
+        @OptionGroup var connection: Connection
+        @Flag(help: "Include decided and superseded ones.") var all = false
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let list = try await connection.client.approvals(all: all)
+            if json { return try printJSON(list) }
+            print(list.isEmpty ? "no pending approvals" : Render.approvals(list))
+        }
+    }
+
+    struct Approve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show exactly what a vendor will get, and approve it.",
+            discussion: "Without ID, the only pending approval is used. Prompts [y/N] unless --yes.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Approval ID (see 'iot-gateway approvals').") var id: Int64?
+        @Flag(name: .shortAndLong, help: "Approve without asking (for scripts).") var yes = false
+        @Flag(help: "Print the decided approval as JSON.") var json = false
+
+        func run() async throws {
+            let client = connection.client
+            let approval: ControlAPI.Approval
+            if let id {
+                approval = try await client.approval(id)
+            } else {
+                let pending = try await client.approvals()
+                guard pending.count == 1, let only = pending.first else {
+                    if pending.isEmpty { throw CLIFailure("no pending approvals") }
+                    throw CLIFailure("\(pending.count) approvals are pending; name one:\n" + Render.approvals(pending))
+                }
+                approval = only
+            }
+            guard approval.decision == "pending" else { throw CLIFailure("approval \(approval.id) is already \(approval.decision)") }
+            // Unbuffered, so the details always precede the prompt, even on a pipe.
+            if !json { FileHandle.standardOutput.write(Data((Render.detail(approval) + "\n").utf8)) }
+            if !yes {
+                FileHandle.standardOutput.write(Data("Approve vendor \(approval.vendor)'s plan v\(approval.planVersion)? [y/N] ".utf8))
+                let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased()
+                guard answer == "y" || answer == "yes" else {
+                    print("not approved (nothing changed)")
+                    throw ExitCode(1)
+                }
+            }
+            let decided = try await client.decide(approval.id, approve: true)
+            if json { return try printJSON(decided) }
+            print("approved \(decided.id): \(decided.vendor) gets \(decided.container)")
+        }
+    }
+
+    struct Deny: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Deny a pending approval.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Approval ID.") var id: Int64
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let decided = try await connection.client.decide(id, approve: false)
+            if json { return try printJSON(decided) }
+            print("denied \(decided.id): \(decided.vendor) plan v\(decided.planVersion)")
+        }
+    }
+
+    struct Vendors: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Trusted vendors and their containers.")
+        @OptionGroup var connection: Connection
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let v = try await connection.client.vendors()
+            if json { return try printJSON(v) }
+            print(Render.vendors(v))
+        }
+    }
+
+    struct Devices: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Devices seen by the gateway.")
+        @OptionGroup var connection: Connection
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let d = try await connection.client.devices()
+            if json { return try printJSON(d) }
+            print(Render.devices(d))
+        }
+    }
+}
+
+struct CLIFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+func printJSON(_ value: some Encodable) throws {
+    print(String(decoding: try ControlAPI.encoder().encode(value), as: UTF8.self))
+}

@@ -1,0 +1,52 @@
+import Foundation
+import GatewayAgent
+
+/// Plain-text tables for the owner.
+enum Render {
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { i in all.map { $0[i].count }.max() ?? 0 }
+        return all.map { row in row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ").trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
+    }
+
+    static func approvals(_ list: [ControlAPI.Approval]) -> String {
+        table(["ID", "VENDOR", "PLAN", "CONTAINER", "DEVICES", "APPS", "STATUS"],
+              list.map { ["\($0.id)", $0.vendor, "v\($0.planVersion)", $0.container, "\($0.devices.count)",
+                          $0.apps.map(\.name).joined(separator: ","), $0.decision] })
+    }
+
+    static func vendors(_ list: [ControlAPI.Vendor]) -> String {
+        table(["VENDOR", "POLICY", "PLAN", "CONTAINER", "STATE", "ADDRESS", "DEVICES", "ERROR"],
+              list.map { v in [v.id, v.policy, v.appliedPlanVersion.map { "v\($0)" } ?? (v.lastPlanVersion.map { "v\($0) (not applied)" } ?? "-"),
+                               v.container ?? "-", v.containerStatus ?? "-", v.addresses.first ?? "-",
+                               v.attachedDevices.joined(separator: ","), v.error.map { String($0.prefix(60)) } ?? ""] })
+    }
+
+    static func devices(_ list: [ControlAPI.Device]) -> String {
+        table(["NODE", "USB ID", "SERIAL", "VENDOR", "STATE", "PRESENT", "NOTE"],
+              list.map { d in [d.devnode ?? d.syspath, d.usbID ?? "-", d.serial ?? "-", d.vendor ?? "(unknown)", d.state,
+                               d.present ? "yes" : "no", d.error.map { String($0.prefix(60)) } ?? ""] })
+    }
+
+    /// Everything the vendor will get, for the approval prompt.
+    static func detail(_ a: ControlAPI.Approval) -> String {
+        var s = """
+        Approval \(a.id): vendor \(a.vendor)\(a.vendorName.map { " (\($0))" } ?? ""), plan v\(a.planVersion)
+          signature     \(a.signatureVerified ? "verified with the vendor key in your configuration" : "NOT VERIFIED")
+          expires       \(ISO8601DateFormatter().string(from: a.expiresAt))
+          container     \(a.container) (unprivileged, isolated id map, nesting \(a.nesting ? "on" : "off"))
+          image         \(a.image) sha256:\(a.imageFingerprint.prefix(16))…
+          limits        \(a.cpus) CPU, \(a.memoryMiB) MiB memory, \(a.diskMiB) MiB disk, \(a.processes) processes
+          network       \(a.network == "nat" ? "outbound through the gateway's NAT bridge" : "none")
+          devices
+        """
+        for d in a.devices {
+            s += "\n    \(d.serial) (USB \(d.usbID), \(d.kind)): \(d.hostNode ?? "not plugged") -> \(d.containerPath ?? "-")"
+        }
+        s += "\n  apps"
+        for app in a.apps { s += "\n    \(app.name) \(app.version): \(app.runList.joined(separator: ", "))" }
+        if a.apps.isEmpty { s += "\n    (none)" }
+        return s
+    }
+}
