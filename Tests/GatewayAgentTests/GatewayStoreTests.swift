@@ -1,0 +1,37 @@
+import Foundation
+import GatewayProtocol
+import Testing
+@testable import GatewayAgent
+
+@Suite struct GatewayStoreTests {
+    func store() throws -> GatewayStore {
+        try GatewayStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString).sqlite").path)
+    }
+
+    @Test func approvalsSurviveReopenAndAreDecidedOnce() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString).sqlite").path
+        var s: GatewayStore? = try GatewayStore(path: path)
+        let rec = try await s!.recordPlan(vendor: "acme", version: 1, signedJSON: Data("{}".utf8), payloadSHA256: "h1")
+        s = nil  // "crash": reopen from disk
+        let reopened = try GatewayStore(path: path)
+        let pending = try await reopened.plans(decision: .pending)
+        #expect(pending.map(\.id) == [rec.id])
+        try await reopened.decide(planID: rec.id!, approve: true, by: "owner")
+        #expect(try await reopened.vendorState("acme")?.approvedPlanID == rec.id)
+        await #expect(throws: StoreError.self) { try await reopened.decide(planID: rec.id!, approve: false, by: "owner") }
+        await #expect(throws: StoreError.self) { try await reopened.decide(planID: 999, approve: true, by: "owner") }
+    }
+
+    @Test func versionsNeverGoBackAndNewerPlansSupersedePending() async throws {
+        let s = try store()
+        let v1 = try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("1".utf8), payloadSHA256: "h1")
+        #expect(try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("1".utf8), payloadSHA256: "h1").id == v1.id)
+        let v2 = try await s.recordPlan(vendor: "acme", version: 2, signedJSON: Data("2".utf8), payloadSHA256: "h2")
+        #expect(try await s.plan(id: v1.id!)?.decision == .superseded)
+        #expect(try await s.plans(decision: .pending).map(\.id) == [v2.id])
+        await #expect(throws: StoreError.self) {
+            try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("x".utf8), payloadSHA256: "h3")
+        }
+        #expect(try await s.vendorState("acme")?.lastVersion == 2)
+    }
+}
