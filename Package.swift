@@ -77,6 +77,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
 
@@ -110,9 +111,20 @@ let package = Package(
         // MARK: Tests
         .testTarget(name: "LXDTests", dependencies: ["LXD"], resources: [.copy("Fixtures")]),
         .testTarget(name: "UdevTests", dependencies: ["Udev", "UmockdevTesting"]),
-        .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol"]),
-        .testTarget(name: "GatewayAgentTests", dependencies: ["GatewayAgent", "UmockdevTesting"]),
-        .testTarget(name: "VendorServiceTests", dependencies: ["VendorService", .product(name: "HummingbirdTesting", package: "hummingbird")]),
+        .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(
+            name: "GatewayAgentTests",
+            dependencies: ["GatewayAgent", "GatewayProtocol", "LXD", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .testTarget(
+            name: "VendorServiceTests",
+            dependencies: [
+                "VendorService", "GatewayProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

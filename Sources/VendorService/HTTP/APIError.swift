@@ -1,0 +1,67 @@
+import Foundation
+import GatewayProtocol
+import Hummingbird
+
+/// An error the daemon answers with: an HTTP status and `ErrorBody` JSON with a stable `code`.
+/// Matchable by `code`: `catch let e as APIError where e.code == .notGenuine`.
+public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let raw: String
+        public init(_ raw: String) { self.raw = raw }
+        public var description: String { raw }
+
+        /// 403: the device is not in the vendor's registry, or its USB IDs differ from the registered ones.
+        public static let notGenuine = Code("notGenuine")
+        /// 403: no gateway with that id is enrolled.
+        public static let unknownGateway = Code("unknownGateway")
+        /// 401: signature headers missing, signature does not verify, or timestamp too far from now.
+        public static let badSignature = Code("badSignature")
+        /// 400: the signed gateway id differs from the one in the body.
+        public static let gatewayMismatch = Code("gatewayMismatch")
+        /// 400: the report names another vendor.
+        public static let wrongVendor = Code("wrongVendor")
+        /// 400: the body is not the expected JSON, or a field is out of range.
+        public static let malformed = Code("malformed")
+        /// 413: the body is over the limit.
+        public static let tooLarge = Code("tooLarge")
+        /// 409: the device is genuine but the catalog has no model for it.
+        public static let unknownModel = Code("unknownModel")
+        /// 404: no such endpoint.
+        public static let notFound = Code("notFound")
+        /// 405: the endpoint exists, the method does not.
+        public static let methodNotAllowed = Code("methodNotAllowed")
+        /// 500: the daemon failed; details are in its log, not in the answer.
+        public static let `internal` = Code("internal")
+    }
+
+    public var code: Code
+    public var status: HTTPResponse.Status
+    public var message: String
+
+    public init(_ code: Code, status: HTTPResponse.Status, _ message: String) {
+        self.code = code
+        self.status = status
+        self.message = message
+    }
+
+    public var body: ErrorBody { ErrorBody(code: code.raw, message: message) }
+    public var description: String { "\(status.code) \(code): \(message)" }
+
+    static func notGenuine(_ message: String) -> APIError { APIError(.notGenuine, status: .forbidden, message) }
+    static func unknownGateway(_ message: String) -> APIError { APIError(.unknownGateway, status: .forbidden, message) }
+    static func badSignature(_ message: String) -> APIError { APIError(.badSignature, status: .unauthorized, message) }
+    static func malformed(_ message: String) -> APIError { APIError(.malformed, status: .badRequest, message) }
+    static let internalError = APIError(.internal, status: .internalServerError, "internal error")
+}
+
+extension APIError: HTTPResponseError {
+    public var headers: HTTPFields { [:] }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response { response() }
+
+    func response() -> Response {
+        // ErrorBody is two strings: encoding it cannot fail; the fallback only keeps the status.
+        let json = (try? WireJSON.encoder().encode(body)) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: json)))
+    }
+}

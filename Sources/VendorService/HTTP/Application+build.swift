@@ -1,0 +1,153 @@
+import Foundation
+import GatewayProtocol
+import Hummingbird
+import Logging
+
+/// Builds the IoT daemon's HTTP application, loading the plan-signing key named by the configuration.
+/// Run it in a `ServiceGroup` (it is a `Service`), or drive it from tests with HummingbirdTesting.
+public func buildApplication(configuration: VendorConfiguration, store: some VendorStore, logger: Logger) throws
+    -> some ApplicationProtocol
+{
+    let signer = try SigningKeyFile.load(path: configuration.signingKey)
+    let service = ProvisioningService(configuration: configuration, store: store, signer: signer)
+    return buildApplication(configuration: configuration, service: service, logger: logger)
+}
+
+/// Builds the IoT daemon's HTTP application around a prepared service (its own signer, provisioner and clock).
+public func buildApplication(configuration: VendorConfiguration, service: ProvisioningService, logger: Logger)
+    -> some ApplicationProtocol
+{
+    Application(
+        router: buildRouter(service: service),
+        configuration: ApplicationConfiguration(
+            address: .hostname(configuration.listen.host, port: configuration.listen.port),
+            serverName: "iot-daemon"
+        ),
+        logger: logger
+    )
+}
+
+/// The routes:
+/// - `GET /v1/health` → 200 `{"status":"ok","vendor":"<vendor>"}`
+/// - `POST /v1/announce` (signed, `Announcement`, ≤ 16 KiB) → 200 `SignedPlan`
+/// - `POST /v1/report` (signed, `ProvisioningReport`, ≤ 16 KiB) → 204
+///
+/// Every error is `ErrorBody` JSON with a stable code (``APIError/Code``).
+func buildRouter(service: ProvisioningService) -> Router<BasicRequestContext> {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: ErrorBodyMiddleware())
+    router.add(middleware: LogRequestsMiddleware(.debug))
+    let routes = VendorRoutes(service: service)
+    router.get("/v1/health") { _, _ in try routes.health() }
+    router.post("/v1/announce") { request, context in try await routes.announce(request, context: context) }
+    router.post("/v1/report") { request, context in try await routes.report(request, context: context) }
+    return router
+}
+
+/// The health answer.
+public struct HealthStatus: Sendable, Codable, Equatable {
+    public var vendor: String
+    public var status: String
+
+    public init(vendor: String, status: String) {
+        self.vendor = vendor
+        self.status = status
+    }
+}
+
+struct VendorRoutes: Sendable {
+    /// Largest request body accepted.
+    static let maxBodyBytes = 16 * 1024
+
+    let service: ProvisioningService
+
+    func health() throws -> Response {
+        try Self.json(HealthStatus(vendor: service.vendor, status: "ok"))
+    }
+
+    func announce(_ request: Request, context: some RequestContext) async throws -> Response {
+        let (gateway, body) = try await authenticated(request, context: context)
+        let announcement = try Self.decode(Announcement.self, from: body)
+        let signed = try await service.announce(announcement, from: gateway, logger: context.logger)
+        return try Self.json(signed)
+    }
+
+    func report(_ request: Request, context: some RequestContext) async throws -> Response {
+        let (gateway, body) = try await authenticated(request, context: context)
+        let report = try Self.decode(ProvisioningReport.self, from: body)
+        try await service.report(report, from: gateway, logger: context.logger)
+        return Response(status: .noContent)
+    }
+
+    /// Reads the body (size-limited) and checks the request's signature before anything parses it.
+    private func authenticated(_ request: Request, context: some RequestContext) async throws -> (EnrolledGateway, Data) {
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: Self.maxBodyBytes) } catch let error as any HTTPResponseError
+            where error.status == .contentTooLarge
+        {
+            throw APIError(.tooLarge, status: .contentTooLarge, "request body is over \(Self.maxBodyBytes) bytes")
+        }
+        let body = Data(buffer.readableBytesView)
+        let headers = ProvisioningService.SignatureHeaders(
+            gatewayID: Self.header(RequestSignature.gatewayHeader, in: request),
+            timestamp: Self.header(RequestSignature.timestampHeader, in: request),
+            signature: Self.header(RequestSignature.signatureHeader, in: request)
+        )
+        let gateway = try await service.authenticate(headers, method: request.method.rawValue, path: request.uri.path, body: body,
+                                                     logger: context.logger)
+        return (gateway, body)
+    }
+
+    private static func header(_ name: String, in request: Request) -> String? {
+        let lowercased = name.lowercased()
+        return request.headers.first { $0.name.canonicalName == lowercased }?.value
+    }
+
+    private static func decode<T: Decodable>(_ type: T.Type, from body: Data) throws -> T {
+        do { return try WireJSON.decoder().decode(type, from: body) } catch {
+            throw APIError.malformed("body is not a valid \(type): \(describe(error))")
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, let c):
+            return "missing field \((c.codingPath + [key]).map(\.stringValue).joined(separator: "."))"
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
+            return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        case DecodingError.dataCorrupted(let c):
+            return c.codingPath.isEmpty ? "not JSON" : "invalid value at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        default:
+            return "not JSON"
+        }
+    }
+
+    static func json(_ value: some Encodable) throws -> Response {
+        let data = try WireJSON.encoder().encode(value)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Turns every error into `ErrorBody` JSON: ``APIError`` as is, framework errors (404, 405, 413) with a
+/// code for their status, anything else as a logged 500 that tells the client nothing internal.
+struct ErrorBodyMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            return error.response()
+        } catch let error as any HTTPResponseError {
+            let code: APIError.Code = switch error.status {
+            case .notFound: .notFound
+            case .methodNotAllowed: .methodNotAllowed
+            case .contentTooLarge: .tooLarge
+            case .badRequest: .malformed
+            default: error.status.code >= 500 ? .internal : APIError.Code("http\(error.status.code)")
+            }
+            return APIError(code, status: error.status, error.status.reasonPhrase).response()
+        } catch {
+            context.logger.error("request failed", metadata: ["error": "\(String(reflecting: type(of: error)))", "error.message": "\(error)"])
+            return APIError.internalError.response()
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import GatewayProtocol
+
+/// Composes a gateway's plan from the catalog and the genuine devices it announced. Pure: no I/O, time
+/// passed in, so versioning and content rules are unit-tested directly.
+///
+/// The plan's *content* is everything but `version`, `issuedAt` and `expiresAt`. Its hash decides the
+/// version: new content gets a new version, the same content keeps its version and is only re-signed
+/// with a fresh expiry.
+public struct PlanComposer: Sendable {
+    public var vendor: String
+    public var image: ImageRef
+    public var container: VendorConfiguration.ContainerSettings
+    public var models: [VendorConfiguration.DeviceModel]
+    public var apps: [AppSpec]
+    public var planTTL: TimeInterval
+
+    public init(configuration: VendorConfiguration) {
+        vendor = configuration.vendor
+        image = configuration.image
+        container = configuration.container
+        models = configuration.models
+        apps = configuration.apps
+        planTTL = TimeInterval(configuration.planTTLSeconds)
+    }
+
+    /// The version and content hash of the plan a gateway was issued last.
+    public struct Previous: Sendable, Equatable {
+        public var version: Int
+        public var contentHash: String
+
+        public init(version: Int, contentHash: String) {
+            self.version = version
+            self.contentHash = contentHash
+        }
+    }
+
+    /// Everything in a plan but its version and times; what the content hash covers.
+    public struct Content: Sendable, Codable, Equatable {
+        public var schema: Int
+        public var vendor: String
+        public var gatewayID: String
+        public var container: ContainerSpec
+        public var devices: [DeviceGrant]
+        public var apps: [AppSpec]
+
+        /// SHA-256 hex of the content as WireJSON (sorted keys, so stable across runs).
+        public func hash() throws -> String { Keys.sha256Hex(try WireJSON.encoder().encode(self)) }
+    }
+
+    public struct Composed: Sendable, Equatable {
+        public var plan: ProvisioningPlan
+        public var contentHash: String
+        /// Whether `plan.version` is new (content changed, first plan, or the gateway held a higher version).
+        public var isNewVersion: Bool
+        /// Serials of devices left out because the catalog no longer has their model.
+        public var omitted: [String]
+    }
+
+    /// The content for a gateway's devices.
+    ///
+    /// - Parameter devices: the genuine devices the gateway announced, in the order it first announced
+    ///   them. A device whose model shares a `unix-char` path with a device announced earlier gets the
+    ///   path suffixed with its serial (`/dev/ttyUSB0-<serial>`), so every device keeps its path when
+    ///   others arrive. Grants are sorted by serial; apps are the union of the models' apps, sorted by name.
+    public func content(gatewayID: String, devices: [RegisteredDevice]) -> (content: Content, omitted: [String]) {
+        let modelsByName = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let appsByName = Dictionary(apps.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var grants: [DeviceGrant] = []
+        var omitted: [String] = []
+        var usedPaths = Set<String>()
+        var appNames = Set<String>()
+        var seenSerials = Set<String>()
+        for device in devices where seenSerials.insert(device.serial).inserted {
+            guard let model = modelsByName[device.model] else {
+                omitted.append(device.serial)
+                continue
+            }
+            var path: String?
+            if model.kind == .unixChar, let base = model.devicePath {
+                path = usedPaths.contains(base) ? "\(base)-\(Self.pathSafe(device.serial))" : base
+            }
+            if let path { usedPaths.insert(path) }
+            grants.append(DeviceGrant(serial: device.serial, vendorID: device.vendorID, productID: device.productID, kind: model.kind,
+                                      path: path))
+            appNames.formUnion(model.apps)
+        }
+        let content = Content(
+            schema: ProvisioningPlan.currentSchema,
+            vendor: vendor,
+            gatewayID: gatewayID,
+            container: ContainerSpec(name: ProvisioningPlan.containerName(forVendor: vendor), image: image, limits: container.limits,
+                                     network: container.network),
+            devices: grants.sorted { $0.serial < $1.serial },
+            apps: appNames.sorted().compactMap { appsByName[$0] }
+        )
+        return (content, omitted)
+    }
+
+    /// Composes the plan to answer an announcement with.
+    ///
+    /// - Parameters:
+    ///   - previous: the plan stored for this gateway, if any.
+    ///   - gatewayVersion: the highest version the gateway says it holds. If it is above `previous` (the
+    ///     vendor's database was restored from an old backup, say), the new version goes past it, since
+    ///     gateways never accept a lower version.
+    public func compose(gatewayID: String, devices: [RegisteredDevice], previous: Previous?, gatewayVersion: Int = 0,
+                        now: Date) throws -> Composed {
+        let (content, omitted) = content(gatewayID: gatewayID, devices: devices)
+        let hash = try content.hash()
+        let version: Int
+        let isNew: Bool
+        if let previous, previous.contentHash == hash, previous.version >= gatewayVersion, previous.version > 0 {
+            version = previous.version
+            isNew = false
+        } else {
+            let (next, overflow) = max(previous?.version ?? 0, gatewayVersion, 0).addingReportingOverflow(1)
+            guard !overflow else { throw ProtocolError(.invalidField, "plan version cannot go past \(Int.max)") }
+            version = next
+            isNew = true
+        }
+        let plan = ProvisioningPlan(
+            schema: content.schema, vendor: content.vendor, gatewayID: content.gatewayID, version: version, issuedAt: now,
+            expiresAt: now.addingTimeInterval(planTTL), container: content.container, devices: content.devices, apps: content.apps
+        )
+        return Composed(plan: plan, contentHash: hash, isNewVersion: isNew, omitted: omitted)
+    }
+
+    /// A serial as a path component: `[A-Za-z0-9_-]`, anything else as `_`, at most 32 characters.
+    static func pathSafe(_ serial: String) -> String {
+        String(serial.prefix(32).map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") ? $0 : "_" })
+    }
+}

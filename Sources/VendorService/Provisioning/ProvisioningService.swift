@@ -1,0 +1,169 @@
+import Crypto
+import Foundation
+import GatewayProtocol
+import Logging
+
+/// What the daemon does for gateways, without HTTP: authenticates signed requests, decides whether a
+/// device is genuine, issues plans and records reports. Errors are ``APIError``s carrying the status and
+/// code to answer with.
+public struct ProvisioningService: Sendable {
+    public let vendor: String
+    public let composer: PlanComposer
+    let store: any VendorStore
+    let signer: PlanSigner
+    let provisioner: any Provisioner
+    let now: @Sendable () -> Date
+
+    /// - Parameter now: the wall clock; tests pass a fixed one.
+    public init(configuration: VendorConfiguration, store: any VendorStore, signer: PlanSigner,
+                provisioner: any Provisioner = NoopProvisioner(), now: @escaping @Sendable () -> Date = { Date() }) {
+        vendor = configuration.vendor
+        composer = PlanComposer(configuration: configuration)
+        self.store = store
+        self.signer = signer
+        self.provisioner = provisioner
+        self.now = now
+    }
+
+    /// The longest serial accepted (USB string descriptors hold at most 126 UTF-16 units).
+    static let maxSerialLength = 128
+    /// Plan versions a gateway may claim to hold; far above any real count, far below overflow.
+    static let maxPlanVersion = Int(Int32.max)
+
+    // MARK: Authentication
+
+    /// The `X-IoTGW-*` headers of a request, as received (nil when absent).
+    public struct SignatureHeaders: Sendable {
+        public var gatewayID: String?
+        public var timestamp: String?
+        public var signature: String?
+
+        public init(gatewayID: String?, timestamp: String?, signature: String?) {
+            self.gatewayID = gatewayID
+            self.timestamp = timestamp
+            self.signature = signature
+        }
+    }
+
+    /// Verifies a request came from an enrolled gateway: its signature over method, path, timestamp and
+    /// body must verify with the key the gateway was enrolled with, and its timestamp be fresh.
+    /// - Returns: the gateway.
+    public func authenticate(_ headers: SignatureHeaders, method: String, path: String, body: some DataProtocol,
+                             logger: Logger) async throws -> EnrolledGateway {
+        guard let gatewayID = headers.gatewayID, let timestamp = headers.timestamp, let signature = headers.signature else {
+            throw APIError.badSignature("request needs the \(RequestSignature.gatewayHeader), \(RequestSignature.timestampHeader) "
+                + "and \(RequestSignature.signatureHeader) headers")
+        }
+        guard let gateway = try await store.gateway(id: gatewayID) else {
+            logger.notice("request from unknown gateway", metadata: ["gateway.id": "\(gatewayID)"])
+            throw APIError.unknownGateway("gateway \(gatewayID) is not enrolled with vendor \(vendor)")
+        }
+        let key: Curve25519.Signing.PublicKey
+        do { key = try Keys.decodePublic(gateway.publicKey) } catch {
+            logger.error("enrolled gateway key is invalid", metadata: ["gateway.id": "\(gatewayID)"])
+            throw APIError.internalError
+        }
+        do {
+            try RequestSignature.verify(publicKey: key, method: method, path: path, timestamp: timestamp, signature: signature,
+                                        body: body, now: now())
+        } catch let error as ProtocolError {
+            logger.notice("request signature refused", metadata: ["gateway.id": "\(gatewayID)", "error.code": "\(error.code)"])
+            throw APIError.badSignature(error.code == .staleRequest
+                ? "request timestamp is missing or more than \(Int(RequestSignature.allowedSkew))s from the vendor's clock"
+                : "request signature does not verify with gateway \(gatewayID)'s enrolled key")
+        }
+        return gateway
+    }
+
+    // MARK: Announcements
+
+    /// Answers an authenticated gateway's announcement with its signed plan.
+    public func announce(_ announcement: Announcement, from gateway: EnrolledGateway, logger: Logger) async throws -> SignedPlan {
+        guard announcement.gatewayID == gateway.id else {
+            throw APIError(.gatewayMismatch, status: .badRequest,
+                           "request is signed by \(gateway.id) but announces for \(announcement.gatewayID)")
+        }
+        let device = announcement.device
+        guard !device.serial.isEmpty, device.serial.count <= Self.maxSerialLength else {
+            throw APIError.malformed("device.serial must be 1-\(Self.maxSerialLength) characters")
+        }
+        guard (0...Self.maxPlanVersion).contains(announcement.currentPlanVersion) else {
+            throw APIError.malformed("currentPlanVersion must be between 0 and \(Self.maxPlanVersion)")
+        }
+        var logger = logger
+        logger[metadataKey: "gateway.id"] = "\(gateway.id)"
+        logger[metadataKey: "device.serial"] = "\(device.serial)"
+
+        let registered: RegisteredDevice
+        switch DeviceAuthenticity.check(device, registered: try await store.device(serial: device.serial)) {
+        case .genuine(let d):
+            registered = d
+        case .unknownSerial:
+            logger.notice("device refused", metadata: ["reason": "unknownSerial"])
+            throw APIError.notGenuine("device \(device.serial) is not a genuine \(vendor) device")
+        case .mismatchedIDs(let registered):
+            logger.notice("device refused", metadata: [
+                "reason": "mismatchedIDs", "device.seen": "\(device.vendorID):\(device.productID)",
+                "device.registered": "\(registered.vendorID):\(registered.productID)",
+            ])
+            throw APIError.notGenuine("device \(device.serial) is not a genuine \(vendor) device")
+        }
+        guard composer.models.contains(where: { $0.name == registered.model }) else {
+            logger.warning("device model missing from catalog", metadata: ["device.model": "\(registered.model)"])
+            throw APIError(.unknownModel, status: .conflict, "vendor \(vendor) has no model \(registered.model) in its catalog")
+        }
+
+        let composer = composer
+        let signer = signer
+        let gatewayVersion = announcement.currentPlanVersion
+        let issuedAt = now()
+        let (composed, signed) = try await store.recordAnnouncement(gatewayID: gateway.id, serial: registered.serial, at: issuedAt) {
+            devices, previous in
+            let composed = try composer.compose(
+                gatewayID: gateway.id, devices: devices,
+                previous: previous.map { PlanComposer.Previous(version: $0.version, contentHash: $0.contentHash) },
+                gatewayVersion: gatewayVersion, now: issuedAt
+            )
+            let signed = try signer.sign(composed.plan)
+            let json = String(decoding: try WireJSON.encoder().encode(signed), as: UTF8.self)
+            let stored = StoredPlan(gatewayID: gateway.id, version: composed.plan.version, contentHash: composed.contentHash,
+                                    signedJSON: json, issuedAt: issuedAt)
+            return (stored, (composed, signed))
+        }
+        if !composed.omitted.isEmpty {
+            logger.warning("devices left out of plan", metadata: ["device.omitted": "\(composed.omitted.joined(separator: ","))"])
+        }
+        try await provisioner.planIssued(composed.plan, isNewVersion: composed.isNewVersion, logger: logger)
+        logger.info("plan issued", metadata: [
+            "plan.version": "\(composed.plan.version)", "plan.new": "\(composed.isNewVersion)",
+            "plan.devices": "\(composed.plan.devices.count)", "plan.apps": "\(composed.plan.apps.count)",
+        ])
+        return signed
+    }
+
+    // MARK: Reports
+
+    /// Records an authenticated gateway's report.
+    public func report(_ report: ProvisioningReport, from gateway: EnrolledGateway, logger: Logger) async throws {
+        guard report.gatewayID == gateway.id else {
+            throw APIError(.gatewayMismatch, status: .badRequest, "request is signed by \(gateway.id) but reports for \(report.gatewayID)")
+        }
+        guard report.vendor == vendor else {
+            throw APIError(.wrongVendor, status: .badRequest, "report is for vendor \(report.vendor), this is \(vendor)")
+        }
+        guard (0...Self.maxPlanVersion).contains(report.planVersion) else {
+            throw APIError.malformed("planVersion must be between 0 and \(Self.maxPlanVersion)")
+        }
+        let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
+        let stored = try await store.addReport(StoredReport(gatewayID: gateway.id, planVersion: report.planVersion,
+                                                            outcome: report.outcome.rawValue, json: json, receivedAt: now()))
+        var logger = logger
+        logger[metadataKey: "gateway.id"] = "\(gateway.id)"
+        logger.info("report received", metadata: [
+            "report.id": "\(stored.id ?? 0)", "plan.version": "\(report.planVersion)", "report.outcome": "\(report.outcome.rawValue)",
+        ])
+        if report.outcome == .applied {
+            try await provisioner.nodeRegistered(report, logger: logger)
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+
+/// Where the IoT daemon keeps its registry, enrollments, plans and reports.
+///
+/// SQLite (``SQLiteVendorStore``) serves a vendor with a few thousand gateways; a PostgreSQL backend can
+/// implement the same protocol. Every method is one transaction.
+public protocol VendorStore: Sendable {
+    /// Adds a device to the manufacturing registry. Registering the same device again with the same
+    /// vendor/product IDs and model does nothing; registering a known serial differently throws
+    /// ``StoreError/Code/conflict``.
+    func registerDevice(_ device: RegisteredDevice) async throws
+    func device(serial: String) async throws -> RegisteredDevice?
+    /// The registry, sorted by serial.
+    func devices() async throws -> [RegisteredDevice]
+
+    /// Enrolls a gateway. The same id with the same key again does nothing; another key throws
+    /// ``StoreError/Code/conflict``.
+    func enrollGateway(_ gateway: EnrolledGateway) async throws
+    func gateway(id: String) async throws -> EnrolledGateway?
+    /// All gateways with their devices and plan, sorted by id.
+    func gateways() async throws -> [GatewaySummary]
+
+    /// In one transaction: records that `gatewayID` announced the registered device `serial` (keeping the
+    /// first time it was seen), then calls `issue` with all registered devices the gateway has announced
+    /// (in the order it first announced them, then by serial) and its previous plan, stores the plan
+    /// `issue` returns in place of the previous one and returns what `issue` returned besides the plan.
+    /// If `issue` throws, nothing is recorded. Serializing this per gateway is what keeps plan versions
+    /// strictly increasing.
+    func recordAnnouncement<Issued: Sendable>(
+        gatewayID: String, serial: String, at: Date,
+        issue: @Sendable (_ devices: [RegisteredDevice], _ previous: StoredPlan?) throws -> (plan: StoredPlan, issued: Issued)
+    ) async throws -> Issued
+
+    func plan(gatewayID: String) async throws -> StoredPlan?
+
+    /// Stores a report; returns it with its id.
+    @discardableResult func addReport(_ report: StoredReport) async throws -> StoredReport
+    /// Reports, oldest first.
+    func reports() async throws -> [StoredReport]
+}
+
+/// Why the store refused an operation. Matchable by `code`.
+public struct StoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let raw: String
+        public init(_ raw: String) { self.raw = raw }
+        public var description: String { raw }
+
+        /// The record exists with different content.
+        public static let conflict = Code("conflict")
+        /// A record the operation needs does not exist.
+        public static let notFound = Code("notFound")
+        /// The database file does not exist (and was not to be created).
+        public static let missingDatabase = Code("missingDatabase")
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

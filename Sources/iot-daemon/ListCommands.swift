@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import GatewayProtocol
+import VendorService
+
+/// Lists the registry of genuine devices.
+struct DevicesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "devices", abstract: "List registered devices.")
+
+    @OptionGroup var options: ConfigOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let configuration = try options.load()
+        let devices = try await options.openStore(configuration).devices()
+        if output.json { return try printJSON(devices) }
+        printTable(["SERIAL", "MODEL", "USB ID", "REGISTERED"],
+                   devices.map { [$0.serial, $0.model, "\($0.vendorID):\($0.productID)", $0.registeredAt.iso8601] })
+    }
+}
+
+/// Lists enrolled gateways with their devices and plan version.
+struct GatewaysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gateways", abstract: "List enrolled gateways.")
+
+    @OptionGroup var options: ConfigOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let configuration = try options.load()
+        let gateways = try await options.openStore(configuration).gateways()
+        if output.json { return try printJSON(gateways) }
+        printTable(["GATEWAY", "ENROLLED", "PLAN", "DEVICES"], gateways.map {
+            [$0.id, $0.enrolledAt.iso8601, $0.planVersion.map { "v\($0)" } ?? "-", $0.devices.isEmpty ? "-" : $0.devices.joined(separator: ",")]
+        })
+    }
+}
+
+/// Lists what gateways reported.
+struct ReportsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "reports", abstract: "List provisioning reports, oldest first.")
+
+    @OptionGroup var options: ConfigOptions
+    @OptionGroup var output: OutputOptions
+
+    /// A report as listed: the stored row with the gateway's report decoded.
+    struct Entry: Encodable {
+        var id: Int64?
+        var gatewayID: String
+        var planVersion: Int
+        var outcome: String
+        var receivedAt: Date
+        var report: ProvisioningReport?
+    }
+
+    func run() async throws {
+        let configuration = try options.load()
+        let reports = try await options.openStore(configuration).reports()
+        let entries = reports.map {
+            Entry(id: $0.id, gatewayID: $0.gatewayID, planVersion: $0.planVersion, outcome: $0.outcome, receivedAt: $0.receivedAt,
+                  report: try? WireJSON.decoder().decode(ProvisioningReport.self, from: Data($0.json.utf8)))
+        }
+        if output.json { return try printJSON(entries) }
+        printTable(["ID", "RECEIVED", "GATEWAY", "PLAN", "OUTCOME", "DETAIL"], entries.map { e in
+            let detail = e.report?.error ?? e.report.map { r in r.attachedDevices.isEmpty ? "" : "devices: " + r.attachedDevices.joined(separator: ",") } ?? ""
+            return [e.id.map(String.init) ?? "-", e.receivedAt.iso8601, e.gatewayID, "v\(e.planVersion)", e.outcome, detail]
+        })
+    }
+}

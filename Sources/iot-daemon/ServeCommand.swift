@@ -1,0 +1,39 @@
+import ArgumentParser
+import Logging
+import ServiceLifecycle
+import VendorService
+
+/// Runs the HTTP server until SIGTERM or SIGINT, then shuts down gracefully.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve gateways (until SIGTERM/SIGINT).")
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "iot-daemon")
+        let configuration = try options.load()
+        let store = try options.openStore(configuration)
+        if SigningKeyFile.isReadableByOthers(path: configuration.signingKey) {
+            logger.warning("signing key is readable by group or others", metadata: ["key.path": "\(configuration.signingKey)"])
+        }
+        let app = try buildApplication(configuration: configuration, store: store, logger: logger)
+        logger.info("iot-daemon starting", metadata: [
+            "vendor": "\(configuration.vendor)", "listen": "\(configuration.listen.host):\(configuration.listen.port)",
+            "database": "\(configuration.database)",
+        ])
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+        logger.info("iot-daemon stopped")
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

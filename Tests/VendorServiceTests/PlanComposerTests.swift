@@ -1,0 +1,115 @@
+import Crypto
+import Foundation
+import GatewayProtocol
+import Testing
+@testable import VendorService
+
+@Suite("PlanComposer")
+struct PlanComposerTests {
+    let configuration = makeConfiguration(folder: URL(fileURLWithPath: "/nonexistent"))
+    var composer: PlanComposer { PlanComposer(configuration: configuration) }
+    let now = Date(timeIntervalSince1970: 1_750_000_000)
+
+    func device(_ serial: String, model: String = "thermo-v1") -> RegisteredDevice {
+        let m = configuration.model(named: model)
+        return RegisteredDevice(serial: serial, vendorID: m?.vendorID ?? "ffff", productID: m?.productID ?? "ffff", model: model,
+                                registeredAt: now)
+    }
+
+    func previous(_ c: PlanComposer.Composed) -> PlanComposer.Previous { .init(version: c.plan.version, contentHash: c.contentHash) }
+
+    @Test func firstPlanIsVersionOneWithContainerImageAndLimitsFromConfig() throws {
+        let c = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, now: now)
+        #expect(c.plan.version == 1)
+        #expect(c.isNewVersion)
+        #expect(c.plan.schema == ProvisioningPlan.currentSchema)
+        #expect(c.plan.vendor == "acme")
+        #expect(c.plan.gatewayID == "gw-1")
+        #expect(c.plan.container.name == "iotgw-acme")
+        #expect(c.plan.container.image == configuration.image)
+        #expect(c.plan.container.limits == ResourceLimits(cpus: 1, memoryMiB: 256, diskMiB: 2048, processes: 300))
+        #expect(c.plan.container.network == .nat)
+        #expect(c.plan.issuedAt == now)
+        #expect(c.plan.expiresAt == now.addingTimeInterval(86_400))
+        #expect(c.plan.devices == [DeviceGrant(serial: "A1", vendorID: "0403", productID: "6001", kind: .unixChar, path: "/dev/ttyUSB0")])
+        #expect(c.plan.apps.map(\.name) == ["thermo-agent"])
+    }
+
+    @Test func sameDevicesKeepTheVersionWithAFreshExpiry() throws {
+        let first = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, now: now)
+        let later = now.addingTimeInterval(3600)
+        let again = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: previous(first), gatewayVersion: 1, now: later)
+        #expect(again.plan.version == 1)
+        #expect(!again.isNewVersion)
+        #expect(again.contentHash == first.contentHash)
+        #expect(again.plan.expiresAt == later.addingTimeInterval(86_400))
+    }
+
+    @Test func aNewDeviceBumpsTheVersion() throws {
+        let first = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, now: now)
+        let second = try composer.compose(gatewayID: "gw-1", devices: [device("A1"), device("B2", model: "hygro-v2")],
+                                          previous: previous(first), gatewayVersion: 1, now: now)
+        #expect(second.plan.version == 2)
+        #expect(second.isNewVersion)
+        #expect(second.contentHash != first.contentHash)
+        #expect(second.plan.devices.map(\.serial) == ["A1", "B2"])
+        #expect(second.plan.devices[1] == DeviceGrant(serial: "B2", vendorID: "10c4", productID: "ea60", kind: .usb, path: nil))
+    }
+
+    @Test func appsAreTheUnionOfTheModelsAppsSortedByName() throws {
+        let c = try composer.compose(gatewayID: "gw-1", devices: [device("A1"), device("B2", model: "hygro-v2"), device("C3")],
+                                     previous: nil, now: now)
+        #expect(c.plan.apps == [
+            AppSpec(name: "hygro-agent", version: "2.1.0", runList: ["recipe[hygro_agent]"]),
+            AppSpec(name: "thermo-agent", version: "1.0.0", runList: ["recipe[thermo_agent]"], inspecProfile: "thermo-agent"),
+        ])
+    }
+
+    @Test func catalogChangeBumpsTheVersion() throws {
+        let first = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, now: now)
+        var updated = configuration
+        updated.apps[0].version = "1.1.0"
+        let second = try PlanComposer(configuration: updated).compose(gatewayID: "gw-1", devices: [device("A1")], previous: previous(first),
+                                                                      now: now)
+        #expect(second.plan.version == 2)
+        #expect(second.plan.apps[0].version == "1.1.0")
+    }
+
+    @Test func neverGoesBelowWhatTheGatewayHolds() throws {
+        // The vendor lost its plan (restored database) but the gateway holds version 7.
+        let fresh = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, gatewayVersion: 7, now: now)
+        #expect(fresh.plan.version == 8)
+        let stale = try composer.compose(gatewayID: "gw-1", devices: [device("A1")],
+                                         previous: .init(version: 3, contentHash: fresh.contentHash), gatewayVersion: 7, now: now)
+        #expect(stale.plan.version == 8)
+        #expect(stale.isNewVersion)
+    }
+
+    @Test func orderOfDevicesDoesNotChangeTheContent() throws {
+        let a = try composer.compose(gatewayID: "gw-1", devices: [device("A1"), device("B2", model: "hygro-v2")], previous: nil, now: now)
+        let b = try composer.compose(gatewayID: "gw-1", devices: [device("B2", model: "hygro-v2"), device("A1")], previous: nil, now: now)
+        #expect(a.contentHash == b.contentHash)
+        #expect(a.plan == b.plan)
+    }
+
+    @Test func devicesSharingAPathKeepTheFirstAndSuffixTheRest() throws {
+        let c = try composer.compose(gatewayID: "gw-1", devices: [device("Z9"), device("A1"), device("B/2")], previous: nil, now: now)
+        #expect(c.plan.devices.map(\.serial) == ["A1", "B/2", "Z9"])
+        #expect(c.plan.devices.map(\.path) == ["/dev/ttyUSB0-A1", "/dev/ttyUSB0-B_2", "/dev/ttyUSB0"])
+    }
+
+    @Test func devicesOfModelsNoLongerInTheCatalogAreLeftOut() throws {
+        let c = try composer.compose(gatewayID: "gw-1", devices: [device("A1"), device("X1", model: "retired")], previous: nil, now: now)
+        #expect(c.plan.devices.map(\.serial) == ["A1"])
+        #expect(c.omitted == ["X1"])
+    }
+
+    @Test func composedPlansPassTheGatewaysValidator() throws {
+        let signer = PlanSigner(privateKey: .init())
+        let c = try composer.compose(gatewayID: "gw-1", devices: [device("A1"), device("B2", model: "hygro-v2"), device("C3")],
+                                     previous: nil, now: now)
+        let validator = PlanValidator(vendor: "acme", vendorKey: signer.publicKey, gatewayID: "gw-1")
+        let (plan, _) = try validator.validate(try signer.sign(c.plan), lastVersion: 0, now: now)
+        #expect(plan == c.plan)
+    }
+}

@@ -1,0 +1,101 @@
+import Crypto
+import Foundation
+import GatewayProtocol
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+@testable import VendorService
+
+/// A configuration like the documented example, with paths in `folder`.
+func makeConfiguration(folder: URL, port: Int = 0) -> VendorConfiguration {
+    VendorConfiguration(
+        vendor: "acme",
+        listen: .init(host: "127.0.0.1", port: port),
+        database: folder.appendingPathComponent("acme.sqlite").path,
+        signingKey: folder.appendingPathComponent("acme.key").path,
+        planTTLSeconds: 86_400,
+        image: ImageRef(alias: "iotgw-debian12", fingerprint: String(repeating: "ab", count: 32)),
+        container: .init(cpus: 1, memoryMiB: 256, diskMiB: 2048, processes: 300, network: .nat),
+        models: [
+            .init(name: "thermo-v1", vendorID: "0403", productID: "6001", devicePath: "/dev/ttyUSB0", kind: .unixChar, apps: ["thermo-agent"]),
+            .init(name: "hygro-v2", vendorID: "10c4", productID: "ea60", devicePath: nil, kind: .usb, apps: ["hygro-agent", "thermo-agent"]),
+        ],
+        apps: [
+            AppSpec(name: "thermo-agent", version: "1.0.0", runList: ["recipe[thermo_agent]"], inspecProfile: "thermo-agent"),
+            AppSpec(name: "hygro-agent", version: "2.1.0", runList: ["recipe[hygro_agent]"]),
+        ]
+    )
+}
+
+/// A fresh folder, removed after `body`.
+func withTemporaryFolder<T>(_ body: (URL) async throws -> T) async throws -> T {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("vendor-tests-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    return try await body(folder)
+}
+
+/// A daemon on a temp SQLite file with an enrolled gateway and a fixed clock.
+struct Harness: Sendable {
+    static let now = Date(timeIntervalSince1970: 1_750_000_000)
+
+    let configuration: VendorConfiguration
+    let store: SQLiteVendorStore
+    let signer: PlanSigner
+    let gateway: GatewayIdentity
+
+    static func with<T>(_ body: (Harness) async throws -> T) async throws -> T {
+        try await withTemporaryFolder { folder in
+            let configuration = makeConfiguration(folder: folder)
+            let store = try SQLiteVendorStore(path: configuration.database, create: true)
+            let signer = try SigningKeyFile.loadOrCreate(path: configuration.signingKey).signer
+            let gateway = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
+            try await store.enrollGateway(EnrolledGateway(id: gateway.id, publicKey: gateway.publicKey, enrolledAt: now))
+            let harness = Harness(configuration: configuration, store: store, signer: signer, gateway: gateway)
+            return try await body(harness)
+        }
+    }
+
+    func register(_ serial: String, model: String = "thermo-v1") async throws {
+        let m = try #require(configuration.model(named: model))
+        try await store.registerDevice(RegisteredDevice(serial: serial, vendorID: m.vendorID, productID: m.productID, model: m.name,
+                                                        registeredAt: Self.now))
+    }
+
+    func app() -> some ApplicationProtocol {
+        var logger = Logger(label: "vendor-tests")
+        logger.logLevel = .warning
+        let service = ProvisioningService(configuration: configuration, store: store, signer: signer, now: { Self.now })
+        return buildApplication(configuration: configuration, service: service, logger: logger)
+    }
+
+    func validator(for gateway: GatewayIdentity? = nil) -> PlanValidator {
+        PlanValidator(vendor: configuration.vendor, vendorKey: signer.publicKey, gatewayID: (gateway ?? self.gateway).id)
+    }
+
+    static func announcement(_ gateway: GatewayIdentity, serial: String, vendorID: String = "0403", productID: String = "6001",
+                             currentPlanVersion: Int = 0) throws -> Data {
+        try WireJSON.encoder().encode(Announcement(
+            gatewayID: gateway.id,
+            device: DeviceIdentity(vendorID: vendorID, productID: productID, serial: serial, manufacturer: "FTDI", product: "Thermo",
+                                   subsystem: "tty"),
+            currentPlanVersion: currentPlanVersion
+        ))
+    }
+}
+
+/// The signature headers a gateway adds, plus the JSON content type.
+func signedHeaders(_ gateway: GatewayIdentity, path: String, body: Data, now: Date = Harness.now) throws -> HTTPFields {
+    var fields = HTTPFields()
+    for (name, value) in try RequestSignature.headers(gatewayID: gateway.id, key: gateway.key, method: "POST", path: path, body: body, now: now) {
+        fields[try #require(HTTPField.Name(name))] = value
+    }
+    fields[.contentType] = "application/json"
+    return fields
+}
+
+func errorCode(_ response: TestResponse) -> String? {
+    (try? WireJSON.decoder().decode(ErrorBody.self, from: Data(response.body.readableBytesView)))?.error.code
+}
