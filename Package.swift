@@ -116,6 +116,15 @@ let package = Package(
             name: "GatewayAgentTests",
             dependencies: ["GatewayAgent", "GatewayProtocol", "LXD", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Real LXD, real daemons and CLI as processes, real libudev driven by umockdev.
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
         .testTarget(
             name: "VendorServiceTests",
             dependencies: [

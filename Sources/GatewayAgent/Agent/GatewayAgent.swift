@@ -272,10 +272,12 @@ public final class GatewayAgent: Service, Sendable {
                                                     container: name, error: "\(error)"))
             throw error
         }
-        for d in present where d.state != .attached { try await store.setDeviceState(d.syspath, .attached) }
+        let attached = ContainerPlanner.attachable(plan: plan, present: Self.presentDevices(present))
+        for d in present where d.state != .attached && d.serial.map(attached.contains) == true {
+            try await store.setDeviceState(d.syspath, .attached)
+        }
         try await store.setVendorResult(vendorID, appliedVersion: plan.version, container: name, error: nil)
         let addresses = (try? await lxd.state(name).ipv4Addresses) ?? []
-        let attached = present.compactMap(\.serial).sorted()
         logger.info("vendor reconciled", metadata: ["iotgw.vendor": "\(vendorID)", "lxd.instance": "\(name)", "iotgw.devices": "\(attached)"])
         await report(vendor, ProvisioningReport(gatewayID: identity.id, vendor: vendorID, planVersion: plan.version, outcome: .applied,
                                                 container: name, addresses: addresses, attachedDevices: attached))

@@ -90,7 +90,7 @@ struct ControlViews: Sendable {
         let devices = try await agent.store.devices()
         let lines = plan.devices.map { g in
             ControlAPI.Approval.DeviceLine(serial: g.serial, kind: g.kind.rawValue, usbID: "\(g.vendorID):\(g.productID)",
-                                           hostNode: devices.first { $0.serial == g.serial && $0.present }?.devnode,
+                                           hostNode: Self.hostNode(g, devices),
                                            containerPath: g.kind == .unixChar ? g.path : "usb \(g.vendorID):\(g.productID)")
         }
         let l = plan.container.limits
@@ -102,6 +102,13 @@ struct ControlViews: Sendable {
                                    network: plan.container.network.rawValue, privileged: false, nesting: agent.config.caps.allowNesting,
                                    devices: lines,
                                    apps: plan.apps.map { .init(name: $0.name, version: $0.version, runList: $0.runList) })
+    }
+
+    /// The node that will be passed in: the tty for `unix-char` grants, the USB device node otherwise.
+    static func hostNode(_ g: DeviceGrant, _ devices: [DeviceRecord]) -> String? {
+        let plugged = devices.filter { $0.serial == g.serial && $0.present }
+        let wanted = g.kind == .unixChar ? "tty" : "usb"
+        return plugged.first { $0.subsystem == wanted }?.devnode
     }
 
     func devices() async throws -> [ControlAPI.Device] {
@@ -138,7 +145,8 @@ struct ControlViews: Sendable {
                                          lastPlanVersion: s?.lastVersion, approvedPlanVersion: approvedVersion,
                                          appliedPlanVersion: s?.appliedVersion, container: s?.approvedPlanID != nil ? name : nil,
                                          containerStatus: status, addresses: addresses,
-                                         attachedDevices: devices.filter { $0.vendor == v.id && $0.state == .attached }.compactMap(\.serial),
+                                         attachedDevices: Set(devices.filter { $0.vendor == v.id && $0.state == .attached && $0.present }
+                                             .compactMap(\.serial)).sorted(),
                                          error: s?.lastError))
         }
         return out

@@ -137,6 +137,12 @@ public enum ContainerPlanner {
         }
     }
 
+    /// Serials of the present devices the plan grants and that can be mapped into the container.
+    public static func attachable(plan: ProvisioningPlan, present: [PresentDevice]) -> [String] {
+        let bySerial = Dictionary(plan.devices.map { ($0.serial, $0) }, uniquingKeysWith: { a, _ in a })
+        return present.filter { p in bySerial[p.serial].flatMap { lxdDevice($0, p) } != nil }.map(\.serial).sorted()
+    }
+
     public static func steps(plan: ProvisioningPlan, present: [PresentDevice], observed: ContainerObservation,
                              config: GatewayConfig) throws -> [ProvisionStep] {
         let name = plan.container.name

@@ -22,7 +22,8 @@ public enum LXDSocket {
         throw LXDError(code: .unreachable, message: "no LXD socket found (tried \(all.joined(separator: ", "))); is LXD running?")
     }
 
-    static func isSocket(_ path: String) -> Bool {
+    /// Whether `path` exists and is a unix socket.
+    public static func isSocket(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK
     }
