@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "iot-daemon", targets: ["iot-daemon"]),
         .executable(name: "lxd-bench", targets: ["lxd-bench"]),
         .executable(name: "udev-probe", targets: ["udev-probe"]),
+        .executable(name: "iotgw-devsim", targets: ["iotgw-devsim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -49,6 +50,22 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+
+        // Adapter: Chef Server API (signed requests) and what knife bootstrap writes on a node.
+        .target(
+            name: "Chef",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Adapter: InSpec's JSON reporter output and verdicts.
+        .target(name: "InSpec"),
 
         // MARK: Protocol between gateway and vendor (wire types, signatures, plan validation)
         .target(name: "GatewayProtocol", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
@@ -107,9 +124,13 @@ let package = Package(
         ),
         .executableTarget(name: "lxd-bench", dependencies: ["LXD", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "udev-probe", dependencies: ["Udev"]),
+        // Simulates plugging USB devices for the demo and benchmarks (umockdev testbed + child process).
+        .executableTarget(name: "iotgw-devsim", dependencies: ["UmockdevTesting"]),
 
         // MARK: Tests
         .testTarget(name: "LXDTests", dependencies: ["LXD"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChefTests", dependencies: ["Chef", .product(name: "Crypto", package: "swift-crypto")], resources: [.copy("Fixtures")]),
+        .testTarget(name: "InSpecTests", dependencies: ["InSpec"], resources: [.copy("Fixtures")]),
         .testTarget(name: "UdevTests", dependencies: ["Udev", "UmockdevTesting"]),
         .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(

@@ -261,9 +261,11 @@ public final class GatewayAgent: Service, Sendable {
         let granted = Set(plan.devices.map(\.serial))
         let present = mine.filter { $0.present && $0.serial.map(granted.contains) == true && $0.state != .denied }
         let name = plan.container.name
+        let previous = try await store.vendorState(vendorID)
+        let steps: [ProvisionStep]
         do {
             let observed = try await executor.observe(name)
-            let steps = try ContainerPlanner.steps(plan: plan, present: Self.presentDevices(present), observed: observed, config: config)
+            steps = try ContainerPlanner.steps(plan: plan, present: Self.presentDevices(present), observed: observed, config: config)
             try await executor.run(steps, vendor: vendorID, container: name)
         } catch {
             try await store.setVendorResult(vendorID, appliedVersion: nil, container: name, error: "\(error)")
@@ -277,9 +279,14 @@ public final class GatewayAgent: Service, Sendable {
             try await store.setDeviceState(d.syspath, .attached)
         }
         try await store.setVendorResult(vendorID, appliedVersion: plan.version, container: name, error: nil)
+        // Tell the vendor only what changed: a no-op reconcile (a second udev node of the same device) is not news.
+        let recovered = previous?.lastError != nil || previous?.appliedVersion != plan.version
+        guard !steps.isEmpty || recovered else { return }
         let addresses = (try? await lxd.state(name).ipv4Addresses) ?? []
         logger.info("vendor reconciled", metadata: ["iotgw.vendor": "\(vendorID)", "lxd.instance": "\(name)", "iotgw.devices": "\(attached)"])
-        await report(vendor, ProvisioningReport(gatewayID: identity.id, vendor: vendorID, planVersion: plan.version, outcome: .applied,
+        let onlyDetached = !steps.isEmpty && steps.allSatisfy { if case .detach = $0 { true } else { false } }
+        await report(vendor, ProvisioningReport(gatewayID: identity.id, vendor: vendorID, planVersion: plan.version,
+                                                outcome: onlyDetached ? .deviceDetached : .applied,
                                                 container: name, addresses: addresses, attachedDevices: attached))
     }
 
