@@ -85,7 +85,8 @@ final class GatewayFixture {
     var daemon: Daemon?
     var starts = 0
 
-    init(vendors: [(VendorFixture, GatewayConfig.Policy)], root: URL, lxdSocket: String? = nil, capsCPUs: Int = 2) throws {
+    init(vendors: [(VendorFixture, GatewayConfig.Policy)], root: URL, lxdSocket: String? = nil, capsCPUs: Int = 2,
+         extraVendorsYAML: [String] = []) throws {
         dir = root.appendingPathComponent("gateway")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         socket = "/run/iotgw-e2e-\(UUID().uuidString.prefix(8))/control.sock"
@@ -103,7 +104,7 @@ final class GatewayFixture {
               storagePool: default
             caps: {cpus: \(capsCPUs), memoryMiB: 512, diskMiB: 2048, processes: 500, allowNesting: false}
             vendors:
-            \(vendors.map { $0.0.entryYAML.replacingOccurrences(of: "POLICY", with: $0.1.rawValue) }.joined(separator: "\n"))
+            \((vendors.map { $0.0.entryYAML.replacingOccurrences(of: "POLICY", with: $0.1.rawValue) } + extraVendorsYAML).joined(separator: "\n"))
             """.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 

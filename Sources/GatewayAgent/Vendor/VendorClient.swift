@@ -15,7 +15,12 @@ public struct VendorError: Error, Sendable, CustomStringConvertible {
     }
     public var kind: Kind
     public var message: String
-    public var description: String { message }
+    public var description: String {
+        switch kind {
+        case .unreachable: message
+        case .refused(let code): "\(code): \(message)"
+        }
+    }
 
     public var isRetryable: Bool { kind == .unreachable }
 }
