@@ -44,7 +44,12 @@ struct HostileVendor: Sendable {
         switch a.device.serial {
         case "BAD-MALFORMED": return Data("{\"payload\": 12, \"oops\"".utf8)
         case "BAD-OVERSIZED": return Data(("{\"pad\":\"" + String(repeating: "x", count: 80_000) + "\"}").utf8)
-        case "BAD-SIGNATURE": return try signed(p, with: Curve25519.Signing.PrivateKey())
+        case "BAD-KEY": return try signed(p, with: Curve25519.Signing.PrivateKey())
+        case "BAD-TAMPERED":
+            var env = try PlanSigner(privateKey: key).sign(p)
+            p.container.limits.memoryMiB = 512  // the payload says more than what was signed
+            env.payload = try WireJSON.encoder().encode(p).base64EncodedString()
+            return try WireJSON.encoder().encode(env)
         case "BAD-OTHERGW": p.gatewayID = "gw-0000000000000000"
         case "BAD-FOREIGN": p.container.name = "iotgw-someone-else"
         case "BAD-NAME": p.container.name = "../../etc"
@@ -76,7 +81,7 @@ struct HostileVendor: Sendable {
     }
 }
 
-@Suite(.serialized) struct BadInputEndToEndTests {
+extension EndToEndTests {
     /// Every bad plan is refused with a clear reason, and nothing changes: no approval, no container.
     @Test func badPlansUnreachableVendorAndMissingLXDChangeNothing() async throws {
         let lxd = try E2E.lxd()
@@ -100,7 +105,7 @@ struct HostileVendor: Sendable {
                 let testbed = try Testbed()
                 try await gateway.start(testbed: testbed)
                 let cases: [(String, String)] = [
-                    ("BAD-MALFORMED", "malformed"), ("BAD-OVERSIZED", "tooLarge"), ("BAD-SIGNATURE", "badSignature"),
+                    ("BAD-MALFORMED", "malformed"), ("BAD-OVERSIZED", "tooLarge"), ("BAD-KEY", "unknownKey"), ("BAD-TAMPERED", "badSignature"),
                     ("BAD-OTHERGW", "wrongGateway"), ("BAD-FOREIGN", "foreignContainer"), ("BAD-NAME", "foreignContainer"),
                     ("BAD-EXPIRED", "expired"), ("BAD-CAPS", "exceeds this gateway's caps"), ("BAD-PATH", "under /dev/"),
                     ("BAD-SCHEMA", "unsupportedSchema"),

@@ -5,8 +5,9 @@ import LXD
 import Testing
 import UmockdevTesting
 
-/// The whole flow with everything real except the USB hardware.
-@Suite(.serialized) struct ProvisioningEndToEndTests {
+/// The whole flow with everything real except the USB hardware. One serialized suite: umockdev's
+/// testbed sets UMOCKDEV_DIR in this process, so two testbeds must never exist at once.
+@Suite(.serialized) struct EndToEndTests {
     @Test func plugApproveUnplugReplugAndSurviveCrashes() async throws {
         let lxd = try E2E.lxd()
         let root = try E2E.tempRoot()
@@ -35,7 +36,10 @@ import UmockdevTesting
                                                        product: "Thermo", ttyName: "ttyUSB90", devnode: node1.path)
             try testbed.uevent(dev1.usbSyspath, "add")
             try testbed.uevent(dev1.ttySyspath, "add")
-            let pending = try await eventually("a pending approval") { try gateway.approvals().first }
+            // The usb_device is announced first; the tty (the node that will be passed in) follows.
+            let pending = try await eventually("a pending approval showing the tty") {
+                try gateway.approvals().first { $0.devices.first?.hostNode != nil }
+            }
             #expect(pending.vendor == acme.id)
             #expect(pending.planVersion == 1)
             #expect(pending.container == acmeContainer)

@@ -79,6 +79,9 @@ public struct LXDClient: Sendable {
 
     /// Sends a request and returns the response with its body collected (bounded).
     func exchange(_ request: HTTPClientRequest, timeout: TimeAmount? = nil, limit: Int? = nil) async throws -> RawResponse {
+        if let err = LXDSocket.probe(socketPath) {
+            throw LXDError(code: .unreachable, message: "LXD is not answering on \(socketPath): \(String(cString: strerror(err)))")
+        }
         do {
             let response = try await http.execute(request, timeout: timeout ?? requestTimeout, logger: logger)
             let body = try await response.body.collect(upTo: limit ?? maxResponseBytes)

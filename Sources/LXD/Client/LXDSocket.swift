@@ -22,6 +22,26 @@ public enum LXDSocket {
         throw LXDError(code: .unreachable, message: "no LXD socket found (tried \(all.joined(separator: ", "))); is LXD running?")
     }
 
+    /// Whether a process accepts connections on the socket: a cheap `connect(2)`, used to fail fast
+    /// when LXD is down (AsyncHTTPClient's pool would otherwise retry until the request deadline).
+    /// Returns nil when it does, else the errno.
+    public static func probe(_ path: String) -> Int32? {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return ENAMETOOLONG }
+        withUnsafeMutableBytes(of: &addr.sun_path) { buf in
+            for (i, b) in bytes.enumerated() { buf[i] = b }
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return rc == 0 ? nil : errno
+    }
+
     /// Whether `path` exists and is a unix socket.
     public static func isSocket(_ path: String) -> Bool {
         var st = stat()
