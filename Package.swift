@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "GatewayAgent",
             dependencies: [
-                "LXD", "Udev", "GatewayProtocol",
+                "LXD", "Udev", "GatewayProtocol", "Chef", "InSpec",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -129,7 +129,18 @@ let package = Package(
 
         // MARK: Tests
         .testTarget(name: "LXDTests", dependencies: ["LXD"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ChefTests", dependencies: ["Chef", .product(name: "Crypto", package: "swift-crypto")], resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "ChefTests",
+            dependencies: [
+                "Chef",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(name: "InSpecTests", dependencies: ["InSpec"], resources: [.copy("Fixtures")]),
         .testTarget(name: "UdevTests", dependencies: ["Udev", "UmockdevTesting"]),
         .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol", .product(name: "Crypto", package: "swift-crypto")]),
@@ -141,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting",
+                "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting", "InSpec",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
