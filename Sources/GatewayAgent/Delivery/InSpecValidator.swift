@@ -1,0 +1,42 @@
+import Foundation
+import InSpec
+import LXD
+import NIOCore
+import NIOFoundationCompat
+
+/// Runs InSpec profiles inside the container after a converge and turns the JSON report into a
+/// verdict under the configured policy.
+public struct InSpecValidator: Sendable {
+    public var policy: ValidationPolicy
+    /// Where profiles are pushed in the container.
+    public var remoteDirectory = "/var/lib/iotgw/inspec"
+    public var executable = "inspec"
+
+    public init(policy: ValidationPolicy) { self.policy = policy }
+
+    /// Validates each local profile directory; returns one verdict per profile.
+    public func validate(_ container: String, profiles: [String], lxd: LXDClient) async throws -> [String: Verdict] {
+        var verdicts: [String: Verdict] = [:]
+        for local in profiles {
+            let name = (local as NSString).lastPathComponent
+            let remote = "\(remoteDirectory)/\(name)"
+            let report = "/tmp/iotgw-inspec-\(name).json"
+            _ = try await lxd.exec(container, ["rm", "-rf", remote, report])
+            try await lxd.pushTree(container, localDirectory: local, to: remote)
+            let cmd = try InSpecCommand(executable: executable, profilePath: remote, reportPath: report, policy: policy)
+            let run: ExecResult
+            do {
+                run = try await lxd.exec(container, cmd.arguments, timeout: .seconds(900))
+            } catch let e as LXDError where e.code == .commandNotFound {
+                verdicts[name] = .notRun(reason: "InSpec is not installed in \(container)", policy: policy)
+                continue
+            }
+            var parsed: InSpecReport?
+            if let pulled = try? await lxd.pull(container, path: report) {
+                parsed = try? InSpecReport.decode(from: Data(buffer: pulled.content))
+            }
+            verdicts[name] = evaluate(report: parsed, exitCode: InSpecExitCode(rawValue: run.exitCode), policy: policy)
+        }
+        return verdicts
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import GatewayAgent
+import InSpec
+import Logging
+import LXD
+import Testing
+
+/// App delivery in a real Debian container: a real Ansible converge, validation by the InSpec
+/// stand-in (scripts/standins/inspec-standin; InSpec itself cannot be installed here), and
+/// rollback to the pre-converge snapshot when a converge or an enforced validation fails.
+@Suite(.serialized) struct DeliveryEndToEndTests {
+    static let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
+    static let profile = Bin.repo.appendingPathComponent("inspec/sensor-agent").path
+
+    func withDebianContainer(_ body: (LXDClient, String) async throws -> Void) async throws {
+        let lxd = try E2E.lxd()
+        let name = "t-deliver-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        try await E2EContext.cleaningUp(lxd, [name], daemons: { [] }) {
+            try await lxd.createInstance(InstancesPost(name: name, source: .image(alias: "iotgw-debian12"),
+                                                       profiles: ["default", "iotgw-vendor"]))
+            try await lxd.start(name)
+            _ = try await eventually("systemd up in \(name)", timeout: .seconds(60)) {
+                let r = try await lxd.exec(name, ["systemctl", "is-system-running"])
+                return ["running", "degraded"].contains(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ? true : nil
+            }
+            let standin = try Data(contentsOf: Bin.repo.appendingPathComponent("scripts/standins/inspec-standin"))
+            try await lxd.push(name, path: "/usr/local/bin/inspec", content: .init(bytes: standin), attributes: FileAttributes(mode: 0o755))
+            try await body(lxd, name)
+        }
+    }
+
+    func version(_ lxd: LXDClient, _ c: String) async throws -> String {
+        try await lxd.exec(c, ["/opt/sensor-agent/bin/sensor-agent", "--version"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func ansibleConvergeValidateUpdateAndRollBack() async throws {
+        try await withDebianContainer { lxd, c in
+            var delivery = AppDelivery(lxd: lxd, logger: Logger(label: "delivery"))
+            delivery.keepSnapshots = 2
+            let validator = InSpecValidator(policy: ValidationPolicy(mode: .enforced))
+
+            // First delivery: converges, validates, keeps.
+            let first = try await delivery.deliver(c, provisioner: AnsibleProvisioner(playbookDirectory: Self.playbook,
+                                                                                        extraVars: ["app_version": "1.0.0"]),
+                                                   validator: validator, profiles: [Self.profile])
+            #expect(first.result == .applied, "\(first.message)")
+            #expect(first.converge?.succeeded == true)
+            #expect((first.converge?.changedResources ?? 0) > 0)
+            let verdict = try #require(first.validation["sensor-agent"])
+            #expect(verdict.passed, "\(verdict.explanation)")
+            #expect(verdict.summary.passed == 4)
+            #expect(try await version(lxd, c) == "sensor-agent 1.0.0")
+
+            // An update (a new app version published by the vendor) reaches the container.
+            let update = try await delivery.deliver(c, provisioner: AnsibleProvisioner(playbookDirectory: Self.playbook,
+                                                                                         extraVars: ["app_version": "1.1.0"]),
+                                                    validator: validator, profiles: [Self.profile])
+            #expect(update.result == .applied, "\(update.message)")
+            #expect(try await version(lxd, c) == "sensor-agent 1.1.0")
+
+            // A broken update: the converge "succeeds" but the service does not run; enforced validation
+            // fails the control and the container goes back to the snapshot taken before.
+            let broken = try await delivery.deliver(c, provisioner: AnsibleProvisioner(playbookDirectory: Self.playbook,
+                                                                                         extraVars: ["app_version": "0.0.0-broken"]),
+                                                    validator: validator, profiles: [Self.profile])
+            #expect(broken.result == .rolledBack)
+            #expect(broken.failingControls == ["sensor-agent-04"])
+            #expect(broken.restoredSnapshot == broken.snapshot)
+            _ = try await eventually("container back up after restore") { try await lxd.exec(c, ["true"]).exitCode == 0 ? true : nil }
+            #expect(try await version(lxd, c) == "sensor-agent 1.1.0")
+            #expect(try await lxd.snapshots(c).filter { $0.name.hasPrefix(AppDelivery.snapshotPrefix) }.count <= 2)
+
+            // Report-only validation records the failure but keeps the update.
+            let lenient = InSpecValidator(policy: ValidationPolicy(mode: .reportOnly))
+            let kept = try await delivery.deliver(c, provisioner: AnsibleProvisioner(playbookDirectory: Self.playbook,
+                                                                                       extraVars: ["app_version": "0.0.0-broken"]),
+                                                  validator: lenient, profiles: [Self.profile])
+            #expect(kept.result == .applied)
+            #expect(kept.failingControls == ["sensor-agent-04"])
+            #expect(try await version(lxd, c) == "sensor-agent 0.0.0-broken")
+        }
+    }
+
+    @Test func failedConvergeRollsBack() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pb-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try """
+            - hosts: localhost
+              gather_facts: false
+              tasks:
+                - ansible.builtin.copy: {dest: /root/half-done, content: "x"}
+                - ansible.builtin.command: /bin/false
+            """.write(to: dir.appendingPathComponent("site.yml"), atomically: true, encoding: .utf8)
+        try await withDebianContainer { lxd, c in
+            let delivery = AppDelivery(lxd: lxd, logger: Logger(label: "delivery"))
+            let r = try await delivery.deliver(c, provisioner: AnsibleProvisioner(playbookDirectory: dir.path),
+                                               validator: InSpecValidator(policy: ValidationPolicy()), profiles: [])
+            #expect(r.result == .rolledBack)
+            #expect(r.converge?.succeeded == false)
+            #expect(r.converge?.summary.contains("failed") == true)
+            _ = try await eventually("container back up") { try await lxd.exec(c, ["true"]).exitCode == 0 ? true : nil }
+            #expect(try await lxd.exec(c, ["test", "-e", "/root/half-done"]).exitCode == 1, "the half-done change was rolled back")
+        }
+    }
+}

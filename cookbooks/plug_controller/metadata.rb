@@ -1,0 +1,7 @@
+name 'plug_controller'
+maintainer 'Globex Plugs'
+license 'Apache-2.0'
+description 'Installs plug-controller, which switches the vendor smart plugs'
+version '1.0.0'
+chef_version '>= 16'
+supports 'debian'

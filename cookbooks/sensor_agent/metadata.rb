@@ -1,0 +1,7 @@
+name 'sensor_agent'
+maintainer 'Acme Sensors'
+license 'Apache-2.0'
+description 'Installs the sensor-agent that reads the vendor serial sensor passed into the container'
+version '1.0.0'
+chef_version '>= 16'
+supports 'debian'
