@@ -38,7 +38,13 @@ public struct Announcement: Sendable, Codable, Equatable {
 
 /// `POST /v1/report`: what the gateway did with a plan.
 public struct ProvisioningReport: Sendable, Codable, Equatable {
-    public enum Outcome: String, Sendable, Codable { case applied, failed, denied, deviceDetached = "device-detached" }
+    public enum Outcome: String, Sendable, Codable {
+        case applied, failed, denied, deviceDetached = "device-detached"
+        /// Apps converged and validated (or validation skipped by policy).
+        case delivered
+        /// A converge or validation failed and the container was restored to its snapshot.
+        case rolledBack = "rolled-back"
+    }
     public var gatewayID: String
     public var vendor: String
     public var planVersion: Int
@@ -48,9 +54,11 @@ public struct ProvisioningReport: Sendable, Codable, Equatable {
     /// Serials of the vendor's devices attached to the container now.
     public var attachedDevices: [String]
     public var error: String?
+    /// Present when apps were delivered (converge, validation, rollback).
+    public var delivery: DeliverySummary?
 
     public init(gatewayID: String, vendor: String, planVersion: Int, outcome: Outcome, container: String? = nil,
-                addresses: [String] = [], attachedDevices: [String] = [], error: String? = nil) {
+                addresses: [String] = [], attachedDevices: [String] = [], error: String? = nil, delivery: DeliverySummary? = nil) {
         self.gatewayID = gatewayID
         self.vendor = vendor
         self.planVersion = planVersion
@@ -59,6 +67,7 @@ public struct ProvisioningReport: Sendable, Codable, Equatable {
         self.addresses = addresses
         self.attachedDevices = attachedDevices
         self.error = error
+        self.delivery = delivery
     }
 }
 

@@ -119,7 +119,9 @@ extension ProvisioningPlan {
 
     /// What the owner is asked to approve; two plans with the same grant need no second approval.
     public var grant: Grant {
-        Grant(container: container, devices: devices.map(\.serial).sorted(), apps: apps.map { "\($0.name)@\($0.version)" }.sorted())
+        // App names, not versions: the owner approves which apps run; their updates then flow
+        // (each one is validated and rolled back if it fails).
+        Grant(container: container, devices: devices.map(\.serial).sorted(), apps: apps.map(\.name).sorted())
     }
 
     public struct Grant: Sendable, Codable, Equatable {

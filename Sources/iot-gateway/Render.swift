@@ -17,10 +17,13 @@ enum Render {
     }
 
     static func vendors(_ list: [ControlAPI.Vendor]) -> String {
-        table(["VENDOR", "POLICY", "PLAN", "CONTAINER", "STATE", "ADDRESS", "DEVICES", "ERROR"],
+        table(["VENDOR", "POLICY", "PLAN", "CONTAINER", "STATE", "ADDRESS", "DEVICES", "APPS", "ERROR"],
               list.map { v in [v.id, v.policy, v.appliedPlanVersion.map { "v\($0)" } ?? (v.lastPlanVersion.map { "v\($0) (not applied)" } ?? "-"),
                                v.container ?? "-", v.containerStatus ?? "-", v.addresses.first ?? "-",
-                               v.attachedDevices.joined(separator: ","), v.error.map { String($0.prefix(60)) } ?? ""] })
+                               v.attachedDevices.joined(separator: ","),
+                               v.delivery.map { d in "v\(v.deliveredPlanVersion ?? 0) " + String(d.prefix(50))
+                                   + (v.failingControls.isEmpty ? "" : " [\(v.failingControls.joined(separator: ","))]") } ?? "-",
+                               v.error.map { String($0.prefix(60)) } ?? ""] })
     }
 
     static func devices(_ list: [ControlAPI.Device]) -> String {

@@ -279,6 +279,13 @@ public final class GatewayAgent: Service, Sendable {
             try await store.setDeviceState(d.syspath, .attached)
         }
         try await store.setVendorResult(vendorID, appliedVersion: plan.version, container: name, error: nil)
+        do {
+            try await deliverIfNeeded(vendor: vendor, plan: plan)
+        } catch {
+            // Retried at the next tick (the vendor state carries the error).
+            try await store.setVendorResult(vendorID, appliedVersion: nil, container: nil, error: "delivery: \(error)")
+            logger.warning("delivery failed", metadata: ["iotgw.vendor": "\(vendorID)", "iotgw.error": "\(error)"])
+        }
         // Tell the vendor only what changed: a no-op reconcile (a second udev node of the same device) is not news.
         let recovered = previous?.lastError != nil || previous?.appliedVersion != plan.version
         guard !steps.isEmpty || recovered else { return }
@@ -303,6 +310,7 @@ public final class GatewayAgent: Service, Sendable {
     }
 
     func tick() async throws {
+        try await syncPlans()
         let t = now()
         var retried = Set<String>()
         for d in try await store.devices() where d.present && d.state == .announcing && (d.nextAttemptAt ?? .distantPast) <= t {

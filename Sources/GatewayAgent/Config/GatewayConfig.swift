@@ -17,6 +17,59 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     /// Seconds between retries of an unreachable vendor or LXD (doubling up to `maxRetrySeconds`).
     public var retrySeconds: Double
     public var maxRetrySeconds: Double
+    /// How often each vendor with an approved plan is asked for its current one (app updates).
+    public var planSyncSeconds: Double
+    public var delivery: Delivery
+
+    /// How apps are delivered and validated inside vendor containers.
+    public struct Delivery: Sendable, Codable, Equatable {
+        /// Local InSpec profiles, one directory per profile named as the plan's apps name them.
+        public var inspecDirectory: String
+        /// `enforced` (roll back on failure) or `report_only`.
+        public var validationMode: String
+        public var abortOnFailure: Bool
+        public var allowList: [String]
+        public var denyList: [String]
+        /// In `production`, validation runs only when the converge changed something.
+        public var environment: String
+        /// The gateway's snapshots kept per container.
+        public var keepSnapshots: Int
+        /// Run in the container when it has no chef-client (e.g. installing the vendor's package).
+        public var chefInstallCommand: [String]?
+
+        public static let standard = Delivery(inspecDirectory: "/usr/share/iot-gateway/inspec", validationMode: "enforced",
+                                              abortOnFailure: false, allowList: [], denyList: [], environment: "production",
+                                              keepSnapshots: 3, chefInstallCommand: nil)
+
+        public init(inspecDirectory: String, validationMode: String, abortOnFailure: Bool, allowList: [String], denyList: [String],
+                    environment: String, keepSnapshots: Int, chefInstallCommand: [String]?) {
+            self.inspecDirectory = inspecDirectory
+            self.validationMode = validationMode
+            self.abortOnFailure = abortOnFailure
+            self.allowList = allowList
+            self.denyList = denyList
+            self.environment = environment
+            self.keepSnapshots = keepSnapshots
+            self.chefInstallCommand = chefInstallCommand
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let d = Delivery.standard
+            inspecDirectory = try c.decodeIfPresent(String.self, forKey: .inspecDirectory) ?? d.inspecDirectory
+            validationMode = try c.decodeIfPresent(String.self, forKey: .validationMode) ?? d.validationMode
+            abortOnFailure = try c.decodeIfPresent(Bool.self, forKey: .abortOnFailure) ?? d.abortOnFailure
+            allowList = try c.decodeIfPresent([String].self, forKey: .allowList) ?? d.allowList
+            denyList = try c.decodeIfPresent([String].self, forKey: .denyList) ?? d.denyList
+            environment = try c.decodeIfPresent(String.self, forKey: .environment) ?? d.environment
+            keepSnapshots = try c.decodeIfPresent(Int.self, forKey: .keepSnapshots) ?? d.keepSnapshots
+            chefInstallCommand = try c.decodeIfPresent([String].self, forKey: .chefInstallCommand)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case inspecDirectory, validationMode, abortOnFailure, allowList, denyList, environment, keepSnapshots, chefInstallCommand
+        }
+    }
 
     public struct LXDSettings: Sendable, Codable, Equatable {
         /// Explicit socket; when absent, `LXD_SOCKET`, `LXD_DIR` and the usual paths are tried.
@@ -59,11 +112,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case stateDirectory, controlSocket, subsystems, lxd, caps, vendors, retrySeconds, maxRetrySeconds
+        case stateDirectory, controlSocket, subsystems, lxd, caps, vendors, retrySeconds, maxRetrySeconds, planSyncSeconds, delivery
     }
 
     public init(stateDirectory: String, controlSocket: String, subsystems: [String] = ["usb", "tty"], lxd: LXDSettings, caps: Caps,
-                vendors: [VendorEntry], retrySeconds: Double = 2, maxRetrySeconds: Double = 60) {
+                vendors: [VendorEntry], retrySeconds: Double = 2, maxRetrySeconds: Double = 60, planSyncSeconds: Double = 300,
+                delivery: Delivery = .standard) {
         self.stateDirectory = stateDirectory
         self.controlSocket = controlSocket
         self.subsystems = subsystems
@@ -72,6 +126,8 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         self.vendors = vendors
         self.retrySeconds = retrySeconds
         self.maxRetrySeconds = maxRetrySeconds
+        self.planSyncSeconds = planSyncSeconds
+        self.delivery = delivery
     }
 
     public init(from decoder: any Decoder) throws {
@@ -86,6 +142,8 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         vendors = try c.decodeIfPresent([VendorEntry].self, forKey: .vendors) ?? []
         retrySeconds = try c.decodeIfPresent(Double.self, forKey: .retrySeconds) ?? 2
         maxRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .maxRetrySeconds) ?? 60
+        planSyncSeconds = try c.decodeIfPresent(Double.self, forKey: .planSyncSeconds) ?? 300
+        delivery = try c.decodeIfPresent(Delivery.self, forKey: .delivery) ?? .standard
     }
 
     public static let defaultControlSocket = "/run/iot-gateway/control.sock"
@@ -110,6 +168,11 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         guard stateDirectory.hasPrefix("/") else { throw ConfigError("stateDirectory must be an absolute path") }
         guard controlSocket.hasPrefix("/") else { throw ConfigError("controlSocket must be an absolute path") }
         guard !subsystems.isEmpty else { throw ConfigError("subsystems must not be empty") }
+        guard ["enforced", "report_only"].contains(delivery.validationMode) else {
+            throw ConfigError("delivery.validationMode must be enforced or report_only")
+        }
+        guard delivery.keepSnapshots >= 1 else { throw ConfigError("delivery.keepSnapshots must be at least 1") }
+        guard planSyncSeconds >= 1 else { throw ConfigError("planSyncSeconds must be at least 1") }
         guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {
             throw ConfigError("caps are below the minimum a container needs")
         }

@@ -70,6 +70,11 @@ public enum ControlAPI {
         public var addresses: [String]
         public var attachedDevices: [String]
         public var error: String?
+        /// Plan version whose apps were last delivered, and how it went.
+        public var deliveredPlanVersion: Int?
+        /// `applied`, `rolled-back` or `failed`, with the reason.
+        public var delivery: String?
+        public var failingControls: [String]
     }
 
     public struct Status: Sendable, Codable, Equatable {

@@ -141,13 +141,20 @@ struct ControlViews: Sendable {
                     status = "unknown"
                 }
             }
+            var delivery: String? = nil
+            var failing: [String] = []
+            if let json = s?.lastDelivery, let r = try? WireJSON.decoder().decode(DeliveryReport.self, from: Data(json.utf8)) {
+                delivery = "\(r.result.rawValue): \(r.message)"
+                failing = r.failingControls
+            }
             out.append(ControlAPI.Vendor(id: v.id, name: v.name, policy: v.policy.rawValue, daemonURL: v.daemonURL,
                                          lastPlanVersion: s?.lastVersion, approvedPlanVersion: approvedVersion,
                                          appliedPlanVersion: s?.appliedVersion, container: s?.approvedPlanID != nil ? name : nil,
                                          containerStatus: status, addresses: addresses,
                                          attachedDevices: Set(devices.filter { $0.vendor == v.id && $0.state == .attached && $0.present }
                                              .compactMap(\.serial)).sorted(),
-                                         error: s?.lastError))
+                                         error: s?.lastError, deliveredPlanVersion: s?.deliveredVersion, delivery: delivery,
+                                         failingControls: failing))
         }
         return out
     }

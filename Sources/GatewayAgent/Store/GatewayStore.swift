@@ -67,6 +67,13 @@ public struct GatewayStore: Sendable {
                 t.column("detail", .text)
             }
         }
+        m.registerMigration("v2-delivery") { db in
+            try db.alter(table: "vendor_state") { t in
+                t.add(column: "deliveredVersion", .integer)
+                t.add(column: "lastDelivery", .text)
+                t.add(column: "lastSyncAt", .datetime)
+            }
+        }
         return m
     }
 
@@ -146,7 +153,7 @@ public struct GatewayStore: Sendable {
             }
             var state = try VendorStateRecord.fetchOne(db, key: vendor)
                 ?? VendorStateRecord(vendor: vendor, lastVersion: 0, approvedPlanID: nil, appliedVersion: nil, container: nil,
-                                     lastError: nil, updatedAt: Date())
+                                     lastError: nil, updatedAt: Date(), deliveredVersion: nil, lastDelivery: nil, lastSyncAt: nil)
             guard version >= state.lastVersion else {
                 throw StoreError("plan version \(version) from \(vendor) is older than \(state.lastVersion)")
             }
@@ -189,6 +196,22 @@ public struct GatewayStore: Sendable {
             s.lastError = error
             s.updatedAt = Date()
             try s.update(db)
+        }
+    }
+
+    public func setDelivery(_ vendor: String, version: Int, reportJSON: String) async throws {
+        try await db.write { db in
+            guard var s = try VendorStateRecord.fetchOne(db, key: vendor) else { return }
+            s.deliveredVersion = version
+            s.lastDelivery = reportJSON
+            s.updatedAt = Date()
+            try s.update(db)
+        }
+    }
+
+    public func setSynced(_ vendor: String, at: Date) async throws {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE vendor_state SET lastSyncAt = ? WHERE vendor = ?", arguments: [at, vendor])
         }
     }
 

@@ -81,6 +81,11 @@ public struct VendorStateRecord: Codable, Sendable, Equatable, FetchableRecord, 
     public var container: String?
     public var lastError: String?
     public var updatedAt: Date
+    /// The plan version whose apps were last delivered (converged, validated, kept or rolled back).
+    public var deliveredVersion: Int?
+    /// The last delivery as JSON (`DeliveryReport`).
+    public var lastDelivery: String?
+    public var lastSyncAt: Date?
 }
 
 /// One step the provisioner took: written `started` before acting and `done`/`failed` after.

@@ -44,6 +44,19 @@ public struct VendorClient: Sendable {
                        limit: PlanValidator.maxPlanBytes + 1)
     }
 
+    /// Asks for the vendor's current plan for this gateway (raw body, a signed plan).
+    public func currentPlan(_ request: PlanRequest, from vendor: GatewayConfig.VendorEntry) async throws -> Data {
+        try await post("/v1/plan", body: try WireJSON.encoder().encode(request), vendor: vendor, limit: PlanValidator.maxPlanBytes + 1)
+    }
+
+    /// Fetches what the container needs to converge the vendor's apps (carries the node's key).
+    public func bootstrap(_ request: BootstrapRequest, from vendor: GatewayConfig.VendorEntry) async throws -> BootstrapBundle {
+        let data = try await post("/v1/bootstrap", body: try WireJSON.encoder().encode(request), vendor: vendor, limit: 256 * 1024)
+        do { return try WireJSON.decoder().decode(BootstrapBundle.self, from: data) } catch {
+            throw VendorError(kind: .refused(code: "malformed"), message: "vendor \(vendor.id) sent an unreadable bootstrap bundle")
+        }
+    }
+
     /// Reports what was done with a plan.
     public func report(_ report: ProvisioningReport, to vendor: GatewayConfig.VendorEntry) async throws {
         _ = try await post("/v1/report", body: try WireJSON.encoder().encode(report), vendor: vendor, limit: 64 * 1024)

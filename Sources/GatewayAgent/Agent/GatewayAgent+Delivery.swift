@@ -1,0 +1,86 @@
+import Chef
+import Foundation
+import GatewayProtocol
+import InSpec
+import LXD
+
+extension GatewayAgent {
+    var validationPolicy: ValidationPolicy {
+        let d = config.delivery
+        return ValidationPolicy(mode: d.validationMode == "report_only" ? .reportOnly : .enforced, abortOnFailure: d.abortOnFailure,
+                                allowList: d.allowList, denyList: d.denyList)
+    }
+
+    /// Delivers the plan's apps once per plan version, after the container matches the plan:
+    /// bootstrap from the vendor, snapshot, converge, validate, keep or roll back, report.
+    func deliverIfNeeded(vendor: GatewayConfig.VendorEntry, plan: ProvisioningPlan) async throws {
+        guard !plan.apps.isEmpty else { return }
+        let state = try await store.vendorState(vendor.id)
+        guard state?.deliveredVersion != plan.version else { return }
+        let container = plan.container.name
+        try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "started")
+        let bundle = try await vendors.bootstrap(BootstrapRequest(gatewayID: identity.id, planVersion: plan.version), from: vendor)
+        guard bundle.kind == .chef, let server = bundle.chefServerURL, let node = bundle.nodeName, let key = bundle.clientKeyPEM else {
+            try await store.setDelivery(vendor.id, version: plan.version, reportJSON: "{\"result\":\"none\"}")
+            try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "done", detail: "vendor uses no provisioner")
+            return
+        }
+        if plan.container.network == .nat { _ = try? await lxd.waitForIPv4(container, timeout: .seconds(30)) }
+        let files = BootstrapFiles(chefServerURL: server, nodeName: node, clientKeyPEM: key, runList: bundle.runList,
+                                   environment: bundle.environment,
+                                   trustedCerts: bundle.trustedCerts.enumerated().map { .init(fileName: "vendor-\($0.offset).crt", pem: $0.element) })
+        var provisioner = ChefProvisioner(files: files, installCommand: config.delivery.chefInstallCommand)
+        // Only the very first converge passes first-boot.json (it would replace the node's run list).
+        provisioner.firstBoot = state?.deliveredVersion == nil
+        let profiles = plan.apps.compactMap(\.inspecProfile).map { (config.delivery.inspecDirectory as NSString).appendingPathComponent($0) }
+            .filter { FileManager.default.fileExists(atPath: $0) }
+        var delivery = AppDelivery(lxd: lxd, logger: logger)
+        delivery.keepSnapshots = config.delivery.keepSnapshots
+        delivery.environment = config.delivery.environment
+        let report = try await delivery.deliver(container, provisioner: provisioner, validator: InSpecValidator(policy: validationPolicy),
+                                                profiles: profiles, now: now())
+        let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
+        try await store.setDelivery(vendor.id, version: plan.version, reportJSON: json)
+        try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: report.result.rawValue, detail: report.message)
+        logger.notice("apps delivered", metadata: ["iotgw.vendor": "\(vendor.id)", "iotgw.result": "\(report.result.rawValue)",
+                                                   "iotgw.failingControls": "\(report.failingControls)"])
+        await self.report(vendor, ProvisioningReport(gatewayID: identity.id, vendor: vendor.id, planVersion: plan.version,
+                                                     outcome: report.result == .applied ? .delivered : .rolledBack, container: container,
+                                                     error: report.result == .applied ? nil : report.message,
+                                                     delivery: Self.summary(report)))
+    }
+
+    static func summary(_ r: DeliveryReport) -> DeliverySummary {
+        var controls: [String: String] = [:]
+        for verdict in r.validation.values {
+            for c in verdict.failingControls { controls[c.id] = "failed" }
+        }
+        return DeliverySummary(result: r.result.rawValue, provisioner: r.provisioner, convergeSummary: r.converge?.summary,
+                               controls: controls, failingControls: r.failingControls, restoredSnapshot: r.restoredSnapshot,
+                               message: r.message)
+    }
+
+    /// Asks each vendor with an approved plan for its current one, every `planSyncSeconds`:
+    /// gateways are behind NAT, so app updates are pulled.
+    func syncPlans() async throws {
+        let t = now()
+        for vendor in config.vendors {
+            guard let state = try await store.vendorState(vendor.id), state.approvedPlanID != nil else { continue }
+            if let last = state.lastSyncAt, t.timeIntervalSince(last) < config.planSyncSeconds { continue }
+            try await store.setSynced(vendor.id, at: t)
+            do {
+                let body = try await vendors.currentPlan(PlanRequest(gatewayID: identity.id, currentPlanVersion: state.lastVersion), from: vendor)
+                let validator = PlanValidator(vendor: vendor.id, vendorKey: try Keys.decodePublic(vendor.publicKey), gatewayID: identity.id)
+                let (plan, payload) = try validator.validate(rawBody: body, lastVersion: state.lastVersion, now: t)
+                guard plan.version > state.lastVersion else { continue }
+                try ContainerPlanner.checkCaps(plan, caps: config.caps)
+                logger.info("newer plan", metadata: ["iotgw.vendor": "\(vendor.id)", "iotgw.planVersion": "\(plan.version)"])
+                let rec = try await store.recordPlan(vendor: vendor.id, version: plan.version, signedJSON: body,
+                                                     payloadSHA256: Keys.sha256Hex(payload))
+                try await decide(rec, plan: plan, vendor: vendor)
+            } catch {
+                logger.warning("plan sync failed", metadata: ["iotgw.vendor": "\(vendor.id)", "iotgw.error": "\(error)"])
+            }
+        }
+    }
+}
