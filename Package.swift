@@ -89,7 +89,7 @@ let package = Package(
         .target(
             name: "VendorService",
             dependencies: [
-                "GatewayProtocol",
+                "GatewayProtocol", "Chef",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -152,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting", "InSpec",
+                "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting", "InSpec", "Chef",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -163,7 +163,7 @@ let package = Package(
         .testTarget(
             name: "VendorServiceTests",
             dependencies: [
-                "VendorService", "GatewayProtocol",
+                "VendorService", "GatewayProtocol", "Chef",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

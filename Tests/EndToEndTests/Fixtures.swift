@@ -18,7 +18,7 @@ final class VendorFixture {
     var daemon: Daemon?
 
     init(id: String, usbVendorID: String, productID: String = "6001", serials: [String], image: String, fingerprint: String,
-         cpus: Int = 1, memoryMiB: Int = 128, root: URL) throws {
+         cpus: Int = 1, memoryMiB: Int = 128, runList: String = "recipe[sensor_agent]", extraYAML: String = "", root: URL) throws {
         self.id = id
         self.usbVendorID = usbVendorID
         self.productID = productID
@@ -37,7 +37,8 @@ final class VendorFixture {
             models:
               - {name: sensor-v1, vendorID: "\(usbVendorID)", productID: "\(productID)", devicePath: /dev/ttyUSB0, kind: unix-char, apps: [sensor-agent]}
             apps:
-              - {name: sensor-agent, version: 1.0.0, runList: ["recipe[sensor_agent]"], inspecProfile: sensor-agent}
+              - {name: sensor-agent, version: 1.0.0, runList: ["\(runList)"], inspecProfile: sensor-agent}
+            \(extraYAML)
             """.write(toFile: configPath, atomically: true, encoding: .utf8)
         let bin = try Bin.path("iot-daemon")
         let initOut = try run(bin, ["init", "--config", configPath])
@@ -86,7 +87,7 @@ final class GatewayFixture {
     var starts = 0
 
     init(vendors: [(VendorFixture, GatewayConfig.Policy)], root: URL, lxdSocket: String? = nil, capsCPUs: Int = 2,
-         extraVendorsYAML: [String] = []) throws {
+         extraVendorsYAML: [String] = [], profiles: [String] = ["default", "iotgw-vendor"], extraYAML: String = "") throws {
         dir = root.appendingPathComponent("gateway")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         socket = "/run/iotgw-e2e-\(UUID().uuidString.prefix(8))/control.sock"
@@ -99,12 +100,13 @@ final class GatewayFixture {
             retrySeconds: 0.5
             maxRetrySeconds: 2
             lxd:
-            \(lxd)  profiles: [default, iotgw-vendor]
+            \(lxd)  profiles: [\(profiles.joined(separator: ", "))]
               network: iotgwbr0
               storagePool: default
             caps: {cpus: \(capsCPUs), memoryMiB: 512, diskMiB: 2048, processes: 500, allowNesting: false}
             vendors:
             \((vendors.map { $0.0.entryYAML.replacingOccurrences(of: "POLICY", with: $0.1.rawValue) } + extraVendorsYAML).joined(separator: "\n"))
+            \(extraYAML)
             """.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
