@@ -62,8 +62,22 @@ struct ReportsCommand: AsyncParsableCommand {
         }
         if output.json { return try printJSON(entries) }
         printTable(["ID", "RECEIVED", "GATEWAY", "PLAN", "OUTCOME", "DETAIL"], entries.map { e in
-            let detail = e.report?.error ?? e.report.map { r in r.attachedDevices.isEmpty ? "" : "devices: " + r.attachedDevices.joined(separator: ",") } ?? ""
-            return [e.id.map(String.init) ?? "-", e.receivedAt.iso8601, e.gatewayID, "v\(e.planVersion)", e.outcome, detail]
+            [e.id.map(String.init) ?? "-", e.receivedAt.iso8601, e.gatewayID, "v\(e.planVersion)", e.outcome, e.report.map(Self.detail) ?? ""]
         })
+    }
+
+    /// The error, the delivery (result, failing controls, restored snapshot) and the attached devices.
+    static func detail(_ report: ProvisioningReport) -> String {
+        var parts: [String] = []
+        if let error = report.error { parts.append(error) }
+        if let d = report.delivery {
+            var delivery = "delivery \(d.result) (\(d.provisioner))"
+            if !d.failingControls.isEmpty { delivery += ", failing: " + d.failingControls.joined(separator: ",") }
+            if let snapshot = d.restoredSnapshot { delivery += ", restored \(snapshot)" }
+            if report.error == nil, d.result != "applied", !d.message.isEmpty { delivery += ": \(d.message)" }
+            parts.append(delivery)
+        }
+        if !report.attachedDevices.isEmpty { parts.append("devices: " + report.attachedDevices.joined(separator: ",")) }
+        return parts.joined(separator: "; ")
     }
 }

@@ -26,9 +26,18 @@ struct ServeCommand: AsyncParsableCommand {
             logger.warning("signing key is readable by group or others", metadata: ["key.path": "\(configuration.signingKey)"])
         }
         let app = try buildApplication(configuration: configuration, store: store, logger: logger)
+        if let chef = configuration.chef {
+            if SigningKeyFile.isReadableByOthers(path: chef.adminKey) {
+                logger.warning("chef admin key is readable by group or others", metadata: ["key.path": "\(chef.adminKey)"])
+            }
+            if SigningKeyFile.isReadableByOthers(path: configuration.database) {
+                logger.warning("database holding chef client keys is readable by group or others",
+                               metadata: ["database": "\(configuration.database)"])
+            }
+        }
         logger.info("iot-daemon starting", metadata: [
             "vendor": "\(configuration.vendor)", "listen": "\(configuration.listen.host):\(configuration.listen.port)",
-            "database": "\(configuration.database)",
+            "database": "\(configuration.database)", "chef.server": "\(configuration.chef?.serverURL ?? "none")",
         ])
         let group = ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()

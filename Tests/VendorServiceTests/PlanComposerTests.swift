@@ -113,3 +113,67 @@ struct PlanComposerTests {
         #expect(plan == c.plan)
     }
 }
+
+@Suite("AppCatalog")
+struct AppCatalogTests {
+    let configuration = makeConfiguration(folder: URL(fileURLWithPath: "/nonexistent"))
+    let now = Date(timeIntervalSince1970: 1_750_000_000)
+
+    func device(_ serial: String, model: String = "thermo-v1") throws -> RegisteredDevice {
+        let m = try #require(configuration.model(named: model))
+        return RegisteredDevice(serial: serial, vendorID: m.vendorID, productID: m.productID, model: model, registeredAt: now)
+    }
+
+    func release(_ app: String, _ version: String, _ runList: [String], id: Int64) -> AppRelease {
+        AppRelease(id: id, app: app, version: version, runList: runList, publishedAt: now)
+    }
+
+    @Test func newestReleaseOverridesVersionAndRunListButKeepsTheProfile() {
+        let apps = AppCatalog.effective(baseline: configuration.apps, releases: [
+            release("thermo-agent", "1.2.0", ["recipe[thermo_agent@1.2.0]"], id: 2),
+            release("thermo-agent", "1.1.0", ["recipe[thermo_agent@1.1.0]"], id: 1),
+            release("retired-agent", "9.0.0", ["recipe[gone]"], id: 3),
+        ])
+        #expect(apps == [
+            AppSpec(name: "thermo-agent", version: "1.2.0", runList: ["recipe[thermo_agent@1.2.0]"], inspecProfile: "thermo-agent"),
+            AppSpec(name: "hygro-agent", version: "2.1.0", runList: ["recipe[hygro_agent]"]),
+        ])
+        #expect(AppCatalog.effective(baseline: configuration.apps, releases: []) == configuration.apps)
+    }
+
+    @Test func aReleaseBumpsTheVersionOfPlansCarryingTheAppOnly() throws {
+        let composer = PlanComposer(configuration: configuration)
+        let thermo = try composer.compose(gatewayID: "gw-1", devices: [try device("A1")], previous: nil, now: now)
+        let releases = [release("hygro-agent", "2.2.0", ["recipe[hygro_agent@2.2.0]"], id: 1)]
+
+        // A plan without hygro-agent keeps its version.
+        let same = try composer.applying(releases).compose(gatewayID: "gw-1", devices: [try device("A1")],
+                                                           previous: .init(version: 1, contentHash: thermo.contentHash), now: now)
+        #expect(same.plan.version == 1)
+        #expect(!same.isNewVersion)
+
+        let both = try composer.compose(gatewayID: "gw-2", devices: [try device("B1", model: "hygro-v2")], previous: nil, now: now)
+        let bumped = try composer.applying(releases).compose(gatewayID: "gw-2", devices: [try device("B1", model: "hygro-v2")],
+                                                             previous: .init(version: 1, contentHash: both.contentHash), now: now)
+        #expect(bumped.plan.version == 2)
+        #expect(bumped.isNewVersion)
+        #expect(bumped.plan.apps.first { $0.name == "hygro-agent" }?.version == "2.2.0")
+        // The owner approved app names, not versions: the update needs no new approval.
+        #expect(bumped.plan.grant == both.plan.grant)
+    }
+
+    @Test func runListConcatenatesInAppOrderWithoutDuplicates() {
+        let apps = [
+            AppSpec(name: "a", version: "1", runList: ["recipe[base]", "recipe[a]"]),
+            AppSpec(name: "b", version: "1", runList: ["recipe[b]", "recipe[base]", "role[web]"]),
+        ]
+        #expect(AppCatalog.runList(of: apps) == ["recipe[base]", "recipe[a]", "recipe[b]", "role[web]"])
+        #expect(AppCatalog.runList(of: []) == [])
+    }
+
+    @Test(arguments: ["recipe[x]", "recipe[x::y@1.1.0]", "role[web]", "thermo_agent"])
+    func acceptsRunListEntries(_ entry: String) { #expect(AppCatalog.isRunListEntry(entry)) }
+
+    @Test(arguments: ["", "recipe[]", "recipe[x", "recipe[x] ", "role[a[b]]", "x]", "recipe[x y]"])
+    func refusesRunListEntries(_ entry: String) { #expect(!AppCatalog.isRunListEntry(entry)) }
+}

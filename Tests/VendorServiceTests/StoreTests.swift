@@ -32,7 +32,7 @@ struct StoreTests {
         try await Harness.with { h in
             try await h.register("FT1")
             await #expect(throws: Refused.self) {
-                let _: Int = try await h.store.recordAnnouncement(gatewayID: h.gateway.id, serial: "FT1", at: Harness.now) { _, _ in
+                let _: Int = try await h.store.recordAnnouncement(gatewayID: h.gateway.id, serial: "FT1", at: Harness.now) { _ in
                     throw Refused()
                 }
             }
@@ -46,9 +46,9 @@ struct StoreTests {
             var seen: [String] = []
             for (i, serial) in ["B", "A", "C", "B"].enumerated() {
                 seen = try await h.store.recordAnnouncement(gatewayID: h.gateway.id, serial: serial, at: Harness.now.addingTimeInterval(Double(i))) {
-                    devices, previous in
-                    (StoredPlan(gatewayID: h.gateway.id, version: (previous?.version ?? 0) + 1, contentHash: "", signedJSON: "{}",
-                                issuedAt: Harness.now), devices.map(\.serial))
+                    inputs in
+                    (StoredPlan(gatewayID: h.gateway.id, version: (inputs.previous?.version ?? 0) + 1, contentHash: "", signedJSON: "{}",
+                                issuedAt: Harness.now), inputs.devices.map(\.serial))
                 }
             }
             #expect(seen == ["B", "A", "C"])

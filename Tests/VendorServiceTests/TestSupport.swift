@@ -46,9 +46,13 @@ struct Harness: Sendable {
     let signer: PlanSigner
     let gateway: GatewayIdentity
 
-    static func with<T>(_ body: (Harness) async throws -> T) async throws -> T {
+    /// - Parameter configure: changes to the documented-example configuration (a `chef` section, say).
+    static func with<T>(configure: (inout VendorConfiguration) throws -> Void = { _ in },
+                        _ body: (Harness) async throws -> T) async throws -> T {
         try await withTemporaryFolder { folder in
-            let configuration = makeConfiguration(folder: folder)
+            var configuration = makeConfiguration(folder: folder)
+            try configure(&configuration)
+            try configuration.validate()
             let store = try SQLiteVendorStore(path: configuration.database, create: true)
             let signer = try SigningKeyFile.loadOrCreate(path: configuration.signingKey).signer
             let gateway = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
@@ -64,11 +68,18 @@ struct Harness: Sendable {
                                                         registeredAt: Self.now))
     }
 
-    func app() -> some ApplicationProtocol {
+    static var logger: Logger {
         var logger = Logger(label: "vendor-tests")
         logger.logLevel = .warning
-        let service = ProvisioningService(configuration: configuration, store: store, signer: signer, now: { Self.now })
-        return buildApplication(configuration: configuration, service: service, logger: logger)
+        return logger
+    }
+
+    func service(provisioner: any Provisioner = NoopProvisioner()) -> ProvisioningService {
+        ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner, now: { Self.now })
+    }
+
+    func app(provisioner: any Provisioner = NoopProvisioner()) -> some ApplicationProtocol {
+        buildApplication(configuration: configuration, service: service(provisioner: provisioner), logger: Self.logger)
     }
 
     func validator(for gateway: GatewayIdentity? = nil) -> PlanValidator {
@@ -98,4 +109,17 @@ func signedHeaders(_ gateway: GatewayIdentity, path: String, body: Data, now: Da
 
 func errorCode(_ response: TestResponse) -> String? {
     (try? WireJSON.decoder().decode(ErrorBody.self, from: Data(response.body.readableBytesView)))?.error.code
+}
+
+/// POSTs `value` as WireJSON to `path`, signed by `gateway` (default: the harness's enrolled one).
+func signedPost(_ client: some TestClientProtocol, _ h: Harness, _ path: String, _ value: some Encodable,
+                from gateway: GatewayIdentity? = nil) async throws -> TestResponse {
+    let body = try WireJSON.encoder().encode(value)
+    return try await client.execute(uri: path, method: .post, headers: try signedHeaders(gateway ?? h.gateway, path: path, body: body),
+                                    body: ByteBuffer(bytes: body))
+}
+
+/// Decodes a WireJSON answer.
+func decode<T: Decodable>(_ type: T.Type, _ response: TestResponse) throws -> T {
+    try WireJSON.decoder().decode(type, from: Data(response.body.readableBytesView))
 }

@@ -3,8 +3,9 @@ import GatewayProtocol
 import Yams
 
 extension VendorConfiguration {
-    /// Reads, decodes and validates a configuration file. Relative `database` and `signingKey` paths are
-    /// resolved against the file's folder, so a configuration works wherever the daemon is started from.
+    /// Reads, decodes and validates a configuration file. Relative `database`, `signingKey` and
+    /// `chef.adminKey` paths are resolved against the file's folder, so a configuration works wherever the
+    /// daemon is started from.
     public static func load(from path: String) throws -> VendorConfiguration {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
@@ -15,6 +16,9 @@ extension VendorConfiguration {
             let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
             configuration.database = resolve(configuration.database, against: folder)
             configuration.signingKey = resolve(configuration.signingKey, against: folder)
+            if let adminKey = configuration.chef?.adminKey {
+                configuration.chef?.adminKey = resolve(adminKey, against: folder)
+            }
             return configuration
         } catch var error as ConfigurationError {
             error.path = path
@@ -114,6 +118,7 @@ extension VendorConfiguration {
                 throw fail("models[\(i)].apps", "model \(model.name) references unknown app \"\(app)\"")
             }
         }
+        if let chef { try chef.validate() }
     }
 
     /// `[a-z][a-z0-9-]{0,30}`.
@@ -129,4 +134,50 @@ extension VendorConfiguration {
     }
 
     static func isDevicePath(_ p: String) -> Bool { p.hasPrefix("/dev/") && !p.contains("..") && p.count < 128 }
+}
+
+extension VendorConfiguration.ChefSettings {
+    /// Checks the `chef` section; throws a ``ConfigurationError`` naming the first bad field (`chef.serverURL`).
+    /// The admin key file is read when the daemon starts (``ChefProvisioner/configured(by:store:logger:now:)``).
+    public func validate() throws {
+        func fail(_ field: String, _ message: String) -> ConfigurationError {
+            ConfigurationError(.invalidField, field: "chef.\(field)", message)
+        }
+        for (field, url) in [("serverURL", serverURL), ("containerServerURL", containerServerURL)] {
+            guard let url else { continue }
+            if let problem = Self.urlProblem(url) { throw fail(field, problem) }
+        }
+        if let organization {
+            guard !organization.isEmpty, organization.count <= 255,
+                  organization.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+                throw fail("organization", "\"\(organization)\" must be an organization name of [a-z0-9_-] (or /organizations/NAME)")
+            }
+        }
+        guard !adminName.isEmpty, adminName.count <= 255,
+              adminName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-.".contains($0)) }) else {
+            throw fail("adminName", "\"\(adminName)\" must be a Chef user or client name of [A-Za-z0-9_.-]")
+        }
+        guard !adminKey.isEmpty else { throw fail("adminKey", "must be the path of the admin's PEM private key") }
+        if let environment {
+            guard !environment.isEmpty, environment.count <= 255,
+                  environment.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
+                throw fail("environment", "\"\(environment)\" must be a Chef environment name of [A-Za-z0-9_-]")
+            }
+        }
+    }
+
+    /// Why `url` cannot be a Chef server URL, or nil when it can.
+    static func urlProblem(_ url: String) -> String? {
+        guard let parsed = URLComponents(string: url), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme),
+              let host = parsed.host, !host.isEmpty, !url.contains(where: \.isWhitespace) else {
+            return "\"\(url)\" must be an http(s) URL like http://chef.example:4545"
+        }
+        guard parsed.query == nil, parsed.fragment == nil, parsed.user == nil, parsed.password == nil else {
+            return "\"\(url)\" must not carry a query, fragment or credentials"
+        }
+        guard !parsed.path.contains("/organizations/") else {
+            return "\"\(url)\" must not include the organization path; set chef.organization instead"
+        }
+        return nil
+    }
 }

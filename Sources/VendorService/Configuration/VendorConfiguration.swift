@@ -16,7 +16,17 @@ import GatewayProtocol
 ///   - {name: thermo-v1, vendorID: "0403", productID: "6001", devicePath: /dev/ttyUSB0, kind: unix-char, apps: [thermo-agent]}
 /// apps:
 ///   - {name: thermo-agent, version: 1.0.0, runList: ["recipe[thermo_agent]"], inspecProfile: thermo-agent}
+/// chef:                                   # optional: deliver apps through a Chef server
+///   serverURL: http://127.0.0.1:4545
+///   containerServerURL: http://chef.acme.example:4545   # optional
+///   organization: null                    # Chef Infra Server organization; absent for goiardi
+///   adminName: admin
+///   adminKey: /var/lib/iotgw-goiardi/admin.pem
+///   environment: null
 /// ```
+///
+/// The `apps` here are the baseline catalog; `iot-daemon publish-app` records releases that override an
+/// app's version and run list (see ``AppCatalog``).
 ///
 /// Load it with ``load(from:)``, which also validates it; a value built in code is checked with ``validate()``.
 public struct VendorConfiguration: Sendable, Codable, Equatable {
@@ -36,6 +46,9 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     public var models: [DeviceModel]
     /// The app catalog.
     public var apps: [AppSpec]
+    /// The Chef server apps are delivered through; `nil`: the daemon delivers no apps itself
+    /// (`POST /v1/bootstrap` answers `kind: none`).
+    public var chef: ChefSettings?
 
     public struct Listen: Sendable, Codable, Equatable {
         public var host: String
@@ -64,6 +77,66 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
         }
 
         public var limits: ResourceLimits { ResourceLimits(cpus: cpus, memoryMiB: memoryMiB, diskMiB: diskMiB, processes: processes) }
+    }
+
+    /// Where and as whom the daemon registers gateways' containers as Chef nodes.
+    ///
+    /// Each gateway's container becomes the node (and client) `<gatewayID>-<vendor>`, e.g.
+    /// `gw-0123456789abcdef-acme`: unique per gateway and vendor, and valid as a Chef name.
+    public struct ChefSettings: Sendable, Codable, Equatable {
+        /// The Chef server as the daemon reaches it: `http(s)://host[:port]`, no organization path.
+        public var serverURL: String
+        /// The Chef server as containers reach it (written into their `client.rb`); default `serverURL`.
+        public var containerServerURL: String?
+        /// Chef Infra Server organization name; requests go to `/organizations/NAME`. `nil` for goiardi.
+        /// Written either as `NAME` or as `/organizations/NAME`; kept as `NAME`.
+        public var organization: String?
+        /// The Chef user (or admin client) that creates clients; knife's validatorless flow.
+        public var adminName: String
+        /// PEM file of `adminName`'s private key. A relative path is resolved against the configuration file's folder.
+        public var adminKey: String
+        /// Chef environment of the nodes; `nil`: `_default`.
+        public var environment: String?
+
+        public init(serverURL: String, containerServerURL: String? = nil, organization: String? = nil, adminName: String,
+                    adminKey: String, environment: String? = nil) {
+            self.serverURL = serverURL
+            self.containerServerURL = containerServerURL
+            self.organization = organization.map(Self.organizationName)
+            self.adminName = adminName
+            self.adminKey = adminKey
+            self.environment = environment
+        }
+
+        enum CodingKeys: String, CodingKey { case serverURL, containerServerURL, organization, adminName, adminKey, environment }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                serverURL: try c.decode(String.self, forKey: .serverURL),
+                containerServerURL: try c.decodeIfPresent(String.self, forKey: .containerServerURL),
+                organization: try c.decodeIfPresent(String.self, forKey: .organization),
+                adminName: try c.decode(String.self, forKey: .adminName),
+                adminKey: try c.decode(String.self, forKey: .adminKey),
+                environment: try c.decodeIfPresent(String.self, forKey: .environment)
+            )
+        }
+
+        /// `/organizations/NAME` → `NAME`; anything else as written.
+        static func organizationName(_ value: String) -> String {
+            let prefix = "/organizations/"
+            guard value.hasPrefix(prefix) else { return value }
+            var name = value.dropFirst(prefix.count)
+            while name.hasSuffix("/") { name = name.dropLast() }
+            return String(name)
+        }
+
+        /// The `chef_server_url` containers use: `containerServerURL ?? serverURL`, plus the organization path.
+        public var containerChefServerURL: String {
+            var url = containerServerURL ?? serverURL
+            while url.hasSuffix("/") { url.removeLast() }
+            return url + (organization.map { "/organizations/\($0)" } ?? "")
+        }
     }
 
     /// A device model: how it looks on USB, how it is passed into the container, which apps it needs.
@@ -106,7 +179,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     public static let defaultPlanTTLSeconds = 86_400
 
     public init(vendor: String, listen: Listen, database: String, signingKey: String, planTTLSeconds: Int = defaultPlanTTLSeconds,
-                image: ImageRef, container: ContainerSettings, models: [DeviceModel], apps: [AppSpec]) {
+                image: ImageRef, container: ContainerSettings, models: [DeviceModel], apps: [AppSpec], chef: ChefSettings? = nil) {
         self.vendor = vendor
         self.listen = listen
         self.database = database
@@ -116,10 +189,11 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
         self.container = container
         self.models = models
         self.apps = apps
+        self.chef = chef
     }
 
     enum CodingKeys: String, CodingKey {
-        case vendor, listen, database, signingKey, planTTLSeconds, image, container, models, apps
+        case vendor, listen, database, signingKey, planTTLSeconds, image, container, models, apps, chef
     }
 
     public init(from decoder: any Decoder) throws {
@@ -133,7 +207,8 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
             image: try c.decode(ImageRef.self, forKey: .image),
             container: try c.decode(ContainerSettings.self, forKey: .container),
             models: try c.decodeIfPresent([DeviceModel].self, forKey: .models) ?? [],
-            apps: try c.decodeIfPresent([AppSpec].self, forKey: .apps) ?? []
+            apps: try c.decodeIfPresent([AppSpec].self, forKey: .apps) ?? [],
+            chef: try c.decodeIfPresent(ChefSettings.self, forKey: .chef)
         )
     }
 

@@ -26,6 +26,10 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let tooLarge = Code("tooLarge")
         /// 409: the device is genuine but the catalog has no model for it.
         public static let unknownModel = Code("unknownModel")
+        /// 409: the gateway has no plan yet (it never announced a genuine device).
+        public static let noPlan = Code("noPlan")
+        /// 503: the vendor's Chef server cannot be reached or fails; the gateway retries later.
+        public static let chefUnavailable = Code("chefUnavailable")
         /// 404: no such endpoint.
         public static let notFound = Code("notFound")
         /// 405: the endpoint exists, the method does not.

@@ -3,14 +3,26 @@ import GatewayProtocol
 import Hummingbird
 import Logging
 
-/// Builds the IoT daemon's HTTP application, loading the plan-signing key named by the configuration.
+/// Builds the IoT daemon's HTTP application, loading the plan-signing key named by the configuration and,
+/// with a `chef` section, the Chef admin key (apps are then delivered by a ``ChefProvisioner``).
 /// Run it in a `ServiceGroup` (it is a `Service`), or drive it from tests with HummingbirdTesting.
 public func buildApplication(configuration: VendorConfiguration, store: some VendorStore, logger: Logger) throws
     -> some ApplicationProtocol
 {
-    let signer = try SigningKeyFile.load(path: configuration.signingKey)
-    let service = ProvisioningService(configuration: configuration, store: store, signer: signer)
+    let service = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
     return buildApplication(configuration: configuration, service: service, logger: logger)
+}
+
+extension ProvisioningService {
+    /// The service the configuration describes: its signing key, and a ``ChefProvisioner`` when it has a
+    /// `chef` section (else ``NoopProvisioner``).
+    public static func configured(by configuration: VendorConfiguration, store: some VendorStore, logger: Logger) throws
+        -> ProvisioningService
+    {
+        let signer = try SigningKeyFile.load(path: configuration.signingKey)
+        let provisioner: any Provisioner = try ChefProvisioner.configured(by: configuration, store: store, logger: logger) ?? NoopProvisioner()
+        return ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner)
+    }
 }
 
 /// Builds the IoT daemon's HTTP application around a prepared service (its own signer, provisioner and clock).
@@ -30,6 +42,9 @@ public func buildApplication(configuration: VendorConfiguration, service: Provis
 /// The routes:
 /// - `GET /v1/health` → 200 `{"status":"ok","vendor":"<vendor>"}`
 /// - `POST /v1/announce` (signed, `Announcement`, ≤ 16 KiB) → 200 `SignedPlan`
+/// - `POST /v1/plan` (signed, `PlanRequest`, ≤ 16 KiB) → 200 `SignedPlan` (the current plan), 409 `noPlan`
+/// - `POST /v1/bootstrap` (signed, `BootstrapRequest`, ≤ 16 KiB) → 200 `BootstrapBundle` (carries the
+///   node's Chef client key: `Cache-Control: no-store`), 409 `noPlan`, 503 `chefUnavailable`
 /// - `POST /v1/report` (signed, `ProvisioningReport`, ≤ 16 KiB) → 204
 ///
 /// Every error is `ErrorBody` JSON with a stable code (``APIError/Code``).
@@ -40,6 +55,8 @@ func buildRouter(service: ProvisioningService) -> Router<BasicRequestContext> {
     let routes = VendorRoutes(service: service)
     router.get("/v1/health") { _, _ in try routes.health() }
     router.post("/v1/announce") { request, context in try await routes.announce(request, context: context) }
+    router.post("/v1/plan") { request, context in try await routes.plan(request, context: context) }
+    router.post("/v1/bootstrap") { request, context in try await routes.bootstrap(request, context: context) }
     router.post("/v1/report") { request, context in try await routes.report(request, context: context) }
     return router
 }
@@ -70,6 +87,20 @@ struct VendorRoutes: Sendable {
         let announcement = try Self.decode(Announcement.self, from: body)
         let signed = try await service.announce(announcement, from: gateway, logger: context.logger)
         return try Self.json(signed)
+    }
+
+    func plan(_ request: Request, context: some RequestContext) async throws -> Response {
+        let (gateway, body) = try await authenticated(request, context: context)
+        let planRequest = try Self.decode(PlanRequest.self, from: body)
+        return try Self.json(try await service.currentPlan(planRequest, from: gateway, logger: context.logger))
+    }
+
+    func bootstrap(_ request: Request, context: some RequestContext) async throws -> Response {
+        let (gateway, body) = try await authenticated(request, context: context)
+        let bootstrapRequest = try Self.decode(BootstrapRequest.self, from: body)
+        var response = try Self.json(try await service.bootstrap(bootstrapRequest, from: gateway, logger: context.logger))
+        response.headers[.cacheControl] = "no-store"
+        return response
     }
 
     func report(_ request: Request, context: some RequestContext) async throws -> Response {

@@ -1,21 +1,45 @@
 import GatewayProtocol
 import Logging
 
-/// Work that follows the plan's life beyond storing it: registering the gateway's container as a node
-/// with the vendor's configuration management (Chef server), say. The daemon calls it; what it does is
-/// up to the implementation. ``NoopProvisioner`` does nothing, which is all there is for now.
+/// How the vendor's apps get into a gateway's container beyond the plan: registering the container as
+/// a node with the vendor's configuration management (``ChefProvisioner``) and keeping what that
+/// manages in line with the plan. ``NoopProvisioner`` delivers nothing itself.
 public protocol Provisioner: Sendable {
-    /// A plan was stored and is about to be answered. `isNewVersion` is false when an unchanged plan was
-    /// only re-signed. Throwing fails the announcement (the plan stays stored).
-    func planIssued(_ plan: ProvisioningPlan, isNewVersion: Bool, logger: Logger) async throws
+    /// A plan was stored for `plan.gatewayID` (`isNewVersion` false: unchanged, only re-signed). Brings
+    /// what the provisioner manages for that gateway in line with it (Chef: a registered node's run list)
+    /// and says what it changed, nil when nothing. Must not register anything new: registration is
+    /// ``bootstrap(_:logger:)``'s job.
+    @discardableResult
+    func planIssued(_ plan: ProvisioningPlan, isNewVersion: Bool, logger: Logger) async throws -> ProvisionerChange?
 
-    /// A gateway reported it applied a plan: its container exists and runs, so the node can be registered.
+    /// A gateway reported it applied a plan.
     func nodeRegistered(_ report: ProvisioningReport, logger: Logger) async throws
+
+    /// What the gateway's container needs to converge `plan` (the gateway's current plan): registers the
+    /// container (once) and answers its credentials. Throws ``APIError``s to answer with
+    /// (``APIError/Code/chefUnavailable`` when the configuration management server cannot be reached).
+    func bootstrap(_ plan: ProvisioningPlan, logger: Logger) async throws -> BootstrapBundle
 }
 
-/// A ``Provisioner`` that does nothing.
+/// What a ``Provisioner`` changed to follow a plan.
+public struct ProvisionerChange: Sendable, Equatable {
+    /// The node changed, e.g. `gw-0123456789abcdef-acme`.
+    public var node: String
+    /// Its run list now.
+    public var runList: [String]
+
+    public init(node: String, runList: [String]) {
+        self.node = node
+        self.runList = runList
+    }
+}
+
+/// A ``Provisioner`` that delivers nothing: bootstrap answers `kind: none` with the plan's run list.
 public struct NoopProvisioner: Provisioner {
     public init() {}
-    public func planIssued(_ plan: ProvisioningPlan, isNewVersion: Bool, logger: Logger) async throws {}
+    public func planIssued(_ plan: ProvisioningPlan, isNewVersion: Bool, logger: Logger) async throws -> ProvisionerChange? { nil }
     public func nodeRegistered(_ report: ProvisioningReport, logger: Logger) async throws {}
+    public func bootstrap(_ plan: ProvisioningPlan, logger: Logger) async throws -> BootstrapBundle {
+        BootstrapBundle(kind: .none, runList: AppCatalog.runList(of: plan.apps))
+    }
 }

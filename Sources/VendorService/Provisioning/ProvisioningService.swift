@@ -4,10 +4,11 @@ import GatewayProtocol
 import Logging
 
 /// What the daemon does for gateways, without HTTP: authenticates signed requests, decides whether a
-/// device is genuine, issues plans and records reports. Errors are ``APIError``s carrying the status and
-/// code to answer with.
+/// device is genuine, issues plans, hands out bootstrap bundles, records reports and publishes app
+/// releases. Errors are ``APIError``s carrying the status and code to answer with.
 public struct ProvisioningService: Sendable {
     public let vendor: String
+    /// Composes from the configuration's catalog; each plan applies the current app releases to it.
     public let composer: PlanComposer
     let store: any VendorStore
     let signer: PlanSigner
@@ -113,32 +114,54 @@ public struct ProvisioningService: Sendable {
             throw APIError(.unknownModel, status: .conflict, "vendor \(vendor) has no model \(registered.model) in its catalog")
         }
 
+        let issue = issuer(gatewayID: gateway.id, gatewayVersion: announcement.currentPlanVersion)
+        let (composed, signed) = try await store.recordAnnouncement(gatewayID: gateway.id, serial: registered.serial, at: now(),
+                                                                    issue: issue)
+        await issued(composed, logger: logger)
+        return signed
+    }
+
+    /// The closure the store calls in its transaction: composes the plan from the inputs with the
+    /// releases applied, signs it and returns it to be stored.
+    func issuer(gatewayID: String, gatewayVersion: Int)
+        -> @Sendable (PlanInputs) throws -> (plan: StoredPlan, issued: (PlanComposer.Composed, SignedPlan))
+    {
         let composer = composer
         let signer = signer
-        let gatewayVersion = announcement.currentPlanVersion
         let issuedAt = now()
-        let (composed, signed) = try await store.recordAnnouncement(gatewayID: gateway.id, serial: registered.serial, at: issuedAt) {
-            devices, previous in
-            let composed = try composer.compose(
-                gatewayID: gateway.id, devices: devices,
-                previous: previous.map { PlanComposer.Previous(version: $0.version, contentHash: $0.contentHash) },
+        return { inputs in
+            let composed = try composer.applying(inputs.releases).compose(
+                gatewayID: gatewayID, devices: inputs.devices,
+                previous: inputs.previous.map { PlanComposer.Previous(version: $0.version, contentHash: $0.contentHash) },
                 gatewayVersion: gatewayVersion, now: issuedAt
             )
             let signed = try signer.sign(composed.plan)
             let json = String(decoding: try WireJSON.encoder().encode(signed), as: UTF8.self)
-            let stored = StoredPlan(gatewayID: gateway.id, version: composed.plan.version, contentHash: composed.contentHash,
+            let stored = StoredPlan(gatewayID: gatewayID, version: composed.plan.version, contentHash: composed.contentHash,
                                     signedJSON: json, issuedAt: issuedAt)
             return (stored, (composed, signed))
         }
+    }
+
+    /// After a plan was stored for an announcement or a poll: logs it and, for a new version, lets the
+    /// provisioner follow it. A provisioner failure does not fail the answer: the plan is stored, and the
+    /// gateway's next bootstrap brings the provisioner in line again.
+    func issued(_ composed: PlanComposer.Composed, logger: Logger) async {
         if !composed.omitted.isEmpty {
             logger.warning("devices left out of plan", metadata: ["device.omitted": "\(composed.omitted.joined(separator: ","))"])
         }
-        try await provisioner.planIssued(composed.plan, isNewVersion: composed.isNewVersion, logger: logger)
         logger.info("plan issued", metadata: [
             "plan.version": "\(composed.plan.version)", "plan.new": "\(composed.isNewVersion)",
             "plan.devices": "\(composed.plan.devices.count)", "plan.apps": "\(composed.plan.apps.count)",
         ])
-        return signed
+        guard composed.isNewVersion else { return }
+        do {
+            try await provisioner.planIssued(composed.plan, isNewVersion: true, logger: logger)
+        } catch {
+            logger.warning("provisioner did not follow the plan", metadata: [
+                "plan.version": "\(composed.plan.version)", "error.message": "\(error)",
+            ])
+        }
     }
 
     // MARK: Reports
@@ -159,9 +182,15 @@ public struct ProvisioningService: Sendable {
                                                             outcome: report.outcome.rawValue, json: json, receivedAt: now()))
         var logger = logger
         logger[metadataKey: "gateway.id"] = "\(gateway.id)"
-        logger.info("report received", metadata: [
+        var metadata: Logger.Metadata = [
             "report.id": "\(stored.id ?? 0)", "plan.version": "\(report.planVersion)", "report.outcome": "\(report.outcome.rawValue)",
-        ])
+        ]
+        if let delivery = report.delivery {
+            metadata["delivery.result"] = "\(delivery.result)"
+            metadata["delivery.provisioner"] = "\(delivery.provisioner)"
+            if !delivery.failingControls.isEmpty { metadata["delivery.failing"] = "\(delivery.failingControls.joined(separator: ","))" }
+        }
+        logger.info("report received", metadata: metadata)
         if report.outcome == .applied {
             try await provisioner.nodeRegistered(report, logger: logger)
         }

@@ -113,3 +113,66 @@ public struct GatewaySummary: Sendable, Codable, Equatable {
         self.planIssuedAt = planIssuedAt
     }
 }
+
+/// `app_releases`: an app version published with `iot-daemon publish-app`. The YAML catalog is the
+/// baseline; the newest release of an app overrides its version and run list (see ``AppCatalog``).
+/// Rows are never changed or deleted: the table is the history of what was published.
+public struct AppRelease: Sendable, Codable, Equatable {
+    /// Assigned by the store; orders releases (the highest id of an app is its current release).
+    public var id: Int64?
+    /// An app name from the configuration's catalog.
+    public var app: String
+    public var version: String
+    /// The app's run list from this release on (stored as a JSON array).
+    public var runList: [String]
+    public var publishedAt: Date
+
+    public init(id: Int64? = nil, app: String, version: String, runList: [String], publishedAt: Date) {
+        self.id = id
+        self.app = app
+        self.version = version
+        self.runList = runList
+        self.publishedAt = publishedAt
+    }
+}
+
+/// `chef_registrations`: a gateway whose container was registered as a Chef client and node.
+///
+/// Holds the client's private key, which the daemon hands to the gateway on every bootstrap (the key
+/// lives on the Chef server's side only as its public half). Its description never shows the key.
+public struct ChefRegistration: Sendable, Codable, Equatable, CustomStringConvertible {
+    /// Primary key.
+    public var gatewayID: String
+    /// The node's (and its client's) name: `<gatewayID>-<vendor>`.
+    public var nodeName: String
+    /// PKCS#1 PEM of the node's client key. Secret.
+    public var clientKeyPEM: String
+    public var registeredAt: Date
+
+    public init(gatewayID: String, nodeName: String, clientKeyPEM: String, registeredAt: Date) {
+        self.gatewayID = gatewayID
+        self.nodeName = nodeName
+        self.clientKeyPEM = clientKeyPEM
+        self.registeredAt = registeredAt
+    }
+
+    public var description: String {
+        "ChefRegistration(gatewayID: \(gatewayID), nodeName: \(nodeName), clientKeyPEM: <redacted>, registeredAt: \(registeredAt))"
+    }
+}
+
+/// What a gateway's plan is composed from, read in the transaction that stores the plan.
+public struct PlanInputs: Sendable, Equatable {
+    /// The registered devices the gateway announced, in the order it first announced them, then by serial.
+    public var devices: [RegisteredDevice]
+    /// The plan issued last, if any.
+    public var previous: StoredPlan?
+    /// The newest release of each app (see ``AppCatalog``).
+    public var releases: [AppRelease]
+
+    public init(devices: [RegisteredDevice], previous: StoredPlan?, releases: [AppRelease]) {
+        self.devices = devices
+        self.previous = previous
+        self.releases = releases
+    }
+}

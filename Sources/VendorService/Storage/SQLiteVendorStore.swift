@@ -8,19 +8,32 @@ public struct SQLiteVendorStore: VendorStore {
     /// Opens the database at `path` and applies pending migrations.
     /// - Parameter create: create the file (and its folder) when missing; otherwise a missing file throws
     ///   ``StoreError/Code/missingDatabase`` so a typo in a path does not start an empty registry.
+    ///   A created file is mode 0600: it holds the Chef client keys of registered gateways (SQLite gives
+    ///   its `-wal` and `-shm` files the same mode).
     public init(path: String, create: Bool) throws {
         let url = URL(fileURLWithPath: path)
+        var created = false
         if !FileManager.default.fileExists(atPath: path) {
             guard create else {
                 throw StoreError(.missingDatabase, "database \(path) does not exist; run `iot-daemon init` first")
             }
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            // An empty file first, so the mode is set before anything is written.
+            guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw StoreError(.missingDatabase, "cannot create database \(path)")
+            }
+            created = true
         }
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
         configuration.foreignKeysEnabled = true
-        pool = try DatabasePool(path: path, configuration: configuration)
-        try Self.migrator.migrate(pool)
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            if created { try? FileManager.default.removeItem(atPath: path) }
+            throw error
+        }
     }
 
     /// Migrations, registered by name. Never edit one that has shipped; add a new one.
@@ -67,6 +80,23 @@ public struct SQLiteVendorStore: VendorStore {
                 t.column("outcome", .text).notNull()
                 t.column("json", .text).notNull()
                 t.column("receivedAt", .datetime).notNull()
+            }
+        }
+        migrator.registerMigration("v2-app-releases") { db in
+            try db.create(table: AppRelease.databaseTableName) { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("app", .text).notNull().indexed()
+                t.column("version", .text).notNull()
+                t.column("runList", .text).notNull()
+                t.column("publishedAt", .datetime).notNull()
+            }
+        }
+        migrator.registerMigration("v2-chef-registrations") { db in
+            try db.create(table: ChefRegistration.databaseTableName) { t in
+                t.primaryKey("gatewayID", .text).references(EnrolledGateway.databaseTableName, onDelete: .cascade)
+                t.column("nodeName", .text).notNull().unique()
+                t.column("clientKeyPEM", .text).notNull()
+                t.column("registeredAt", .datetime).notNull()
             }
         }
         return migrator
@@ -123,7 +153,7 @@ public struct SQLiteVendorStore: VendorStore {
 
     public func recordAnnouncement<Issued: Sendable>(
         gatewayID: String, serial: String, at: Date,
-        issue: @Sendable (_ devices: [RegisteredDevice], _ previous: StoredPlan?) throws -> (plan: StoredPlan, issued: Issued)
+        issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
     ) async throws -> Issued {
         try await pool.write { db in
             guard try EnrolledGateway.exists(db, key: gatewayID) else {
@@ -133,21 +163,77 @@ public struct SQLiteVendorStore: VendorStore {
                 throw StoreError(.notFound, "device \(serial) is not registered")
             }
             try GatewayDevice(gatewayID: gatewayID, serial: serial, firstSeenAt: at).insert(db, onConflict: .ignore)
-            let devices = try RegisteredDevice.fetchAll(db, sql: """
-                SELECT devices.* FROM devices
-                JOIN gateway_devices ON gateway_devices.serial = devices.serial
-                WHERE gateway_devices.gatewayID = ?
-                ORDER BY gateway_devices.firstSeenAt, devices.serial
-                """, arguments: [gatewayID])
-            let previous = try StoredPlan.fetchOne(db, key: gatewayID)
-            let (plan, issued) = try issue(devices, previous)
+            let (plan, issued) = try issue(try Self.planInputs(db, gatewayID: gatewayID))
             try plan.save(db)
             return issued
         }
     }
 
+    public func reissuePlan<Issued: Sendable>(
+        gatewayID: String,
+        issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
+    ) async throws -> Issued? {
+        try await pool.write { db in
+            let inputs = try Self.planInputs(db, gatewayID: gatewayID)
+            guard inputs.previous != nil else { return nil }
+            let (plan, issued) = try issue(inputs)
+            try plan.save(db)
+            return issued
+        }
+    }
+
+    static func planInputs(_ db: Database, gatewayID: String) throws -> PlanInputs {
+        let devices = try RegisteredDevice.fetchAll(db, sql: """
+            SELECT devices.* FROM devices
+            JOIN gateway_devices ON gateway_devices.serial = devices.serial
+            WHERE gateway_devices.gatewayID = ?
+            ORDER BY gateway_devices.firstSeenAt, devices.serial
+            """, arguments: [gatewayID])
+        return PlanInputs(devices: devices, previous: try StoredPlan.fetchOne(db, key: gatewayID), releases: try currentReleases(db))
+    }
+
+    /// The newest release of each app, by app name.
+    static func currentReleases(_ db: Database) throws -> [AppRelease] {
+        try AppRelease.fetchAll(db, sql: """
+            SELECT * FROM app_releases WHERE id IN (SELECT MAX(id) FROM app_releases GROUP BY app) ORDER BY app
+            """)
+    }
+
     public func plan(gatewayID: String) async throws -> StoredPlan? {
         try await pool.read { db in try StoredPlan.fetchOne(db, key: gatewayID) }
+    }
+
+    public func plans() async throws -> [StoredPlan] {
+        try await pool.read { db in try StoredPlan.order(Column("gatewayID")).fetchAll(db) }
+    }
+
+    @discardableResult public func addAppRelease(_ release: AppRelease) async throws -> AppRelease {
+        try await pool.write { db in
+            var release = release
+            try release.insert(db)
+            return release
+        }
+    }
+
+    public func appReleases() async throws -> [AppRelease] {
+        try await pool.read { db in try AppRelease.order(Column("id")).fetchAll(db) }
+    }
+
+    public func chefRegistration(gatewayID: String) async throws -> ChefRegistration? {
+        try await pool.read { db in try ChefRegistration.fetchOne(db, key: gatewayID) }
+    }
+
+    public func saveChefRegistration(_ registration: ChefRegistration) async throws {
+        try await pool.write { db in
+            guard try EnrolledGateway.exists(db, key: registration.gatewayID) else {
+                throw StoreError(.notFound, "gateway \(registration.gatewayID) is not enrolled")
+            }
+            try registration.save(db)
+        }
+    }
+
+    public func chefRegistrations() async throws -> [ChefRegistration] {
+        try await pool.read { db in try ChefRegistration.order(Column("gatewayID")).fetchAll(db) }
     }
 
     @discardableResult public func addReport(_ report: StoredReport) async throws -> StoredReport {
@@ -177,6 +263,16 @@ extension GatewayDevice: FetchableRecord, PersistableRecord {
 
 extension StoredPlan: FetchableRecord, PersistableRecord {
     public static let databaseTableName = "plans"
+}
+
+extension AppRelease: FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "app_releases"
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+extension ChefRegistration: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "chef_registrations"
 }
 
 extension StoredReport: FetchableRecord, MutablePersistableRecord {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Where the IoT daemon keeps its registry, enrollments, plans and reports.
+/// Where the IoT daemon keeps its registry, enrollments, plans, reports, app releases and Chef registrations.
 ///
 /// SQLite (``SQLiteVendorStore``) serves a vendor with a few thousand gateways; a PostgreSQL backend can
 /// implement the same protocol. Every method is one transaction.
@@ -21,17 +21,37 @@ public protocol VendorStore: Sendable {
     func gateways() async throws -> [GatewaySummary]
 
     /// In one transaction: records that `gatewayID` announced the registered device `serial` (keeping the
-    /// first time it was seen), then calls `issue` with all registered devices the gateway has announced
-    /// (in the order it first announced them, then by serial) and its previous plan, stores the plan
-    /// `issue` returns in place of the previous one and returns what `issue` returned besides the plan.
+    /// first time it was seen), then calls `issue` with the ``PlanInputs`` (all registered devices the
+    /// gateway has announced, its previous plan, the current app releases), stores the plan `issue`
+    /// returns in place of the previous one and returns what `issue` returned besides the plan.
     /// If `issue` throws, nothing is recorded. Serializing this per gateway is what keeps plan versions
     /// strictly increasing.
     func recordAnnouncement<Issued: Sendable>(
         gatewayID: String, serial: String, at: Date,
-        issue: @Sendable (_ devices: [RegisteredDevice], _ previous: StoredPlan?) throws -> (plan: StoredPlan, issued: Issued)
+        issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
     ) async throws -> Issued
 
+    /// As ``recordAnnouncement(gatewayID:serial:at:issue:)`` without a new device: re-composes the plan of
+    /// a gateway that has one. Returns nil (and calls nothing) when the gateway has no plan yet.
+    func reissuePlan<Issued: Sendable>(
+        gatewayID: String,
+        issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
+    ) async throws -> Issued?
+
     func plan(gatewayID: String) async throws -> StoredPlan?
+    /// Every gateway's plan, sorted by gateway id.
+    func plans() async throws -> [StoredPlan]
+
+    /// Records a release; returns it with its id.
+    @discardableResult func addAppRelease(_ release: AppRelease) async throws -> AppRelease
+    /// Every release, oldest first.
+    func appReleases() async throws -> [AppRelease]
+
+    func chefRegistration(gatewayID: String) async throws -> ChefRegistration?
+    /// Stores a registration, replacing the gateway's previous one (a re-registration has a new key).
+    func saveChefRegistration(_ registration: ChefRegistration) async throws
+    /// Every registration, sorted by gateway id.
+    func chefRegistrations() async throws -> [ChefRegistration]
 
     /// Stores a report; returns it with its id.
     @discardableResult func addReport(_ report: StoredReport) async throws -> StoredReport

@@ -1,0 +1,93 @@
+import Foundation
+import GatewayProtocol
+import Logging
+
+/// What publishing a release did.
+public struct Publication: Sendable, Equatable, Encodable {
+    public var release: AppRelease
+    /// The app as the catalog had it before.
+    public var previous: AppSpec
+    /// Every gateway whose plan carries the app.
+    public var gateways: [PlanRefresh]
+}
+
+/// One gateway's plan after a release was published.
+public struct PlanRefresh: Sendable, Equatable, Encodable {
+    public var gatewayID: String
+    public var previousVersion: Int
+    /// The stored plan's version now (the previous one + 1 when the release changed its content).
+    public var version: Int
+    /// The run list of the plan's apps (what the gateway's Chef node must have).
+    public var runList: [String]
+    /// The gateway's Chef node, if it is registered.
+    public var node: String?
+    /// Whether the provisioner changed the node (its run list) right away.
+    public var nodeUpdated: Bool
+    /// Why the provisioner could not bring the node in line (the server is down, say); the gateway's next
+    /// bootstrap, or publishing again, retries.
+    public var error: String?
+}
+
+extension ProvisioningService {
+    /// Publishes a release of a catalog app (`iot-daemon publish-app`): records it in `app_releases`, so
+    /// every plan composed from now on carries the new version and run list; composes the plan of every
+    /// gateway whose plan carries the app again (its version goes up when the content changed); and lets
+    /// the provisioner follow each of those plans right away (Chef: sets the registered node's run list,
+    /// which is how app updates are delivered).
+    ///
+    /// Running it again with the same release changes no plan and retries the nodes that failed.
+    ///
+    /// - Parameter runList: the app's run list from this release on; nil keeps the current one.
+    /// - Throws: ``ConfigurationError`` when the app is not in the configuration's catalog or the version
+    ///   or run list are not acceptable (nothing is recorded then).
+    public func publish(app name: String, version: String, runList: [String]?, logger: Logger) async throws -> Publication {
+        guard let baseline = composer.apps.first(where: { $0.name == name }) else {
+            let known = composer.apps.map(\.name).joined(separator: ", ")
+            throw ConfigurationError(.invalidField, field: "app", "\"\(name)\" is not in the catalog (apps: \(known.isEmpty ? "none" : known))")
+        }
+        guard AppCatalog.isVersion(version) else {
+            throw ConfigurationError(.invalidField, field: "version", "\"\(version)\" must be 1-64 characters without spaces")
+        }
+        if let runList {
+            guard !runList.isEmpty else { throw ConfigurationError(.invalidField, field: "runList", "must name at least one recipe or role") }
+            for entry in runList where !AppCatalog.isRunListEntry(entry) {
+                throw ConfigurationError(.invalidField, field: "runList", "\"\(entry)\" is not a run-list entry like recipe[name@1.2.3] or role[name]")
+            }
+        }
+        let before = AppCatalog.effective(baseline: composer.apps, releases: try await store.appReleases())
+        let previous = before.first { $0.name == name } ?? baseline
+        let release = try await store.addAppRelease(AppRelease(app: name, version: version, runList: runList ?? previous.runList,
+                                                               publishedAt: now()))
+        logger.info("app release published", metadata: [
+            "app.name": "\(name)", "app.version": "\(version)", "app.previousVersion": "\(previous.version)",
+        ])
+
+        var refreshed: [PlanRefresh] = []
+        for stored in try await store.plans() {
+            var logger = logger
+            logger[metadataKey: "gateway.id"] = "\(stored.gatewayID)"
+            let carriesApp: Bool
+            do { carriesApp = try stored.decodedPlan().apps.contains { $0.name == name } } catch {
+                logger.error("stored plan cannot be decoded", metadata: ["error.message": "\(error)"])
+                continue
+            }
+            guard carriesApp, let (composed, _) = try await reissue(gatewayID: stored.gatewayID, gatewayVersion: 0) else { continue }
+            var entry = PlanRefresh(gatewayID: stored.gatewayID, previousVersion: stored.version, version: composed.plan.version,
+                                    runList: AppCatalog.runList(of: composed.plan.apps), node: nil, nodeUpdated: false, error: nil)
+            do {
+                let change = try await provisioner.planIssued(composed.plan, isNewVersion: composed.isNewVersion, logger: logger)
+                entry.nodeUpdated = change != nil
+                entry.node = try await store.chefRegistration(gatewayID: stored.gatewayID)?.nodeName
+            } catch {
+                logger.warning("provisioner did not follow the plan", metadata: ["error.message": "\(error)"])
+                entry.node = try? await store.chefRegistration(gatewayID: stored.gatewayID)?.nodeName
+                entry.error = "\(error)"
+            }
+            logger.info("plan refreshed", metadata: [
+                "plan.version": "\(composed.plan.version)", "plan.new": "\(composed.isNewVersion)", "chef.nodeUpdated": "\(entry.nodeUpdated)",
+            ])
+            refreshed.append(entry)
+        }
+        return Publication(release: release, previous: previous, gateways: refreshed)
+    }
+}

@@ -1,0 +1,203 @@
+import Chef
+import Crypto
+import Foundation
+import GatewayProtocol
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+@testable import VendorService
+
+/// `POST /v1/plan`, `POST /v1/bootstrap` without a Chef server, and publishing releases.
+@Suite("Plan polling, bootstrap and releases")
+struct PlanAndBootstrapTests {
+    func plan(_ response: TestResponse, _ h: Harness, lastVersion: Int = 0) throws -> ProvisioningPlan {
+        try h.validator().validate(rawBody: Data(response.body.readableBytesView), lastVersion: lastVersion, now: Harness.now).plan
+    }
+
+    @Test func planBeforeAnyAnnouncementIsNoPlan() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            try await h.app().test(.router) { client in
+                let response = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 0))
+                #expect(response.status == .conflict)
+                #expect(errorCode(response) == "noPlan")
+                // A device that is not genuine gives no plan either.
+                #expect(try await HTTPTests.announce(client, h, serial: "FAKE").status == .forbidden)
+                let again = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 0))
+                #expect(errorCode(again) == "noPlan")
+            }
+        }
+    }
+
+    @Test func planAnswersTheCurrentPlanAndFollowsReleases() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            try await h.app().test(.router) { client in
+                #expect(try await HTTPTests.announce(client, h, serial: "FT1").status == .ok)
+
+                // Unchanged: the same version, re-signed.
+                let same = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 1))
+                #expect(same.status == .ok)
+                let v1 = try plan(same, h, lastVersion: 1)
+                #expect(v1.version == 1)
+                #expect(v1.apps == [h.configuration.app(named: "thermo-agent")])
+
+                // A release changes the content: the next version, with the new app version and run list.
+                try await h.store.addAppRelease(AppRelease(app: "thermo-agent", version: "1.1.0", runList: ["recipe[thermo_agent@1.1.0]"],
+                                                           publishedAt: Harness.now))
+                let updated = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 1))
+                let v2 = try plan(updated, h, lastVersion: 1)
+                #expect(v2.version == 2)
+                #expect(v2.apps == [AppSpec(name: "thermo-agent", version: "1.1.0", runList: ["recipe[thermo_agent@1.1.0]"],
+                                            inspecProfile: "thermo-agent")])
+                #expect(v2.devices == v1.devices)
+                #expect(try await h.store.plan(gatewayID: h.gateway.id)?.version == 2)
+
+                // Announcements compose with the release too (no second bump).
+                let announced = try await HTTPTests.announce(client, h, serial: "FT1", currentPlanVersion: 2)
+                #expect(try plan(announced, h, lastVersion: 2).version == 2)
+
+                // A gateway holding a higher version (restored vendor database) gets one above it.
+                let ahead = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 7))
+                #expect(try plan(ahead, h, lastVersion: 7).version == 8)
+            }
+        }
+    }
+
+    @Test func planIsSignedLikeAnnouncements() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            let other = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
+            try await h.app().test(.router) { client in
+                _ = try await HTTPTests.announce(client, h, serial: "FT1")
+                let mismatch = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: other.id, currentPlanVersion: 0))
+                #expect(mismatch.status == .badRequest)
+                #expect(errorCode(mismatch) == "gatewayMismatch")
+                let stranger = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: other.id, currentPlanVersion: 0), from: other)
+                #expect(errorCode(stranger) == "unknownGateway")
+                let unsigned = try await client.execute(uri: "/v1/plan", method: .post,
+                                                        body: ByteBuffer(bytes: try WireJSON.encoder().encode(PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 0))))
+                #expect(errorCode(unsigned) == "badSignature")
+                let negative = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: -1))
+                #expect(errorCode(negative) == "malformed")
+                let body = Data(repeating: UInt8(ascii: " "), count: 16 * 1024 + 1)
+                let large = try await client.execute(uri: "/v1/bootstrap", method: .post,
+                                                     headers: try signedHeaders(h.gateway, path: "/v1/bootstrap", body: body), body: ByteBuffer(bytes: body))
+                #expect(errorCode(large) == "tooLarge")
+                let garbage = Data("{}".utf8)
+                let malformed = try await client.execute(uri: "/v1/bootstrap", method: .post,
+                                                         headers: try signedHeaders(h.gateway, path: "/v1/bootstrap", body: garbage),
+                                                         body: ByteBuffer(bytes: garbage))
+                #expect(errorCode(malformed) == "malformed")
+            }
+        }
+    }
+
+    @Test func bootstrapWithoutChefAnswersKindNoneWithThePlansRunList() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            try await h.register("CP2", model: "hygro-v2")
+            try await h.app().test(.router) { client in
+                let early = try await signedPost(client, h, "/v1/bootstrap", BootstrapRequest(gatewayID: h.gateway.id, planVersion: 0))
+                #expect(early.status == .conflict)
+                #expect(errorCode(early) == "noPlan")
+
+                _ = try await HTTPTests.announce(client, h, serial: "FT1")
+                _ = try await HTTPTests.announce(client, h, serial: "CP2", vendorID: "10c4", productID: "ea60", currentPlanVersion: 1)
+                let response = try await signedPost(client, h, "/v1/bootstrap", BootstrapRequest(gatewayID: h.gateway.id, planVersion: 2))
+                #expect(response.status == .ok)
+                #expect(response.headers[.cacheControl] == "no-store")
+                // Apps sorted by name: hygro-agent, then thermo-agent.
+                #expect(try decode(BootstrapBundle.self, response) == BootstrapBundle(kind: .none, runList: ["recipe[hygro_agent]", "recipe[thermo_agent]"]))
+            }
+        }
+    }
+
+    @Test func bootstrapWhileTheChefServerIsDownIsChefUnavailable() async throws {
+        try await withTemporaryFolder { folder in
+            let keyPath = folder.appendingPathComponent("admin.pem").path
+            try ChefPrivateKey.generate().pemRepresentation.write(toFile: keyPath, atomically: true, encoding: .utf8)
+            // Port 1 on loopback: nothing listens, the connection is refused.
+            try await Harness.with(configure: {
+                $0.chef = .init(serverURL: "http://127.0.0.1:1", adminName: "admin", adminKey: keyPath)
+            }) { h in
+                try await h.register("FT1")
+                let provisioner = try #require(try ChefProvisioner.configured(by: h.configuration, store: h.store, logger: Harness.logger))
+                try await h.app(provisioner: provisioner).test(.router) { client in
+                    // Announcing does not need the Chef server.
+                    #expect(try await HTTPTests.announce(client, h, serial: "FT1").status == .ok)
+                    let response = try await signedPost(client, h, "/v1/bootstrap", BootstrapRequest(gatewayID: h.gateway.id, planVersion: 1))
+                    #expect(response.status == .serviceUnavailable)
+                    #expect(errorCode(response) == "chefUnavailable")
+                }
+                #expect(try await h.store.chefRegistration(gatewayID: h.gateway.id) == nil)
+            }
+        }
+    }
+
+    @Test func publishingBumpsThePlansThatCarryTheAppOnly() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            try await h.register("CP2", model: "hygro-v2")
+            let second = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
+            try await h.store.enrollGateway(EnrolledGateway(id: second.id, publicKey: second.publicKey, enrolledAt: Harness.now))
+            try await h.app().test(.router) { client in
+                _ = try await HTTPTests.announce(client, h, serial: "FT1")
+                _ = try await HTTPTests.announce(client, h, serial: "CP2", vendorID: "10c4", productID: "ea60", from: second)
+            }
+            let service = h.service()
+            let publication = try await service.publish(app: "hygro-agent", version: "2.2.0", runList: ["recipe[hygro_agent@2.2.0]"],
+                                                        logger: Harness.logger)
+            #expect(publication.previous == h.configuration.app(named: "hygro-agent"))
+            #expect(publication.release.runList == ["recipe[hygro_agent@2.2.0]"])
+            #expect(publication.gateways == [PlanRefresh(gatewayID: second.id, previousVersion: 1, version: 2,
+                                                         runList: ["recipe[hygro_agent@2.2.0]", "recipe[thermo_agent]"], node: nil,
+                                                         nodeUpdated: false, error: nil)])
+            #expect(try await h.store.plan(gatewayID: h.gateway.id)?.version == 1)
+            #expect(try await h.store.plan(gatewayID: second.id)?.decodedPlan().apps.map(\.version) == ["2.2.0", "1.0.0"])
+
+            // Without --run-list the current run list stays; publishing the same release again changes no plan.
+            let again = try await service.publish(app: "hygro-agent", version: "2.2.0", runList: nil, logger: Harness.logger)
+            #expect(again.release.runList == ["recipe[hygro_agent@2.2.0]"])
+            #expect(again.gateways.map(\.version) == [2])
+            #expect(again.gateways.map(\.previousVersion) == [2])
+        }
+    }
+
+    @Test func publishingRefusesUnknownAppsAndBadInputWithoutRecordingAnything() async throws {
+        try await Harness.with { h in
+            struct Case { var app: String, version: String, runList: [String]?, field: String }
+            let service = h.service()
+            let cases = [Case(app: "nope", version: "1.0", runList: nil, field: "app"),
+                         Case(app: "thermo-agent", version: "1 0", runList: nil, field: "version"),
+                         Case(app: "thermo-agent", version: "1.1", runList: ["recipe[x"], field: "runList"),
+                         Case(app: "thermo-agent", version: "1.1", runList: [], field: "runList")]
+            for c in cases {
+                let error = await #expect(throws: ConfigurationError.self) {
+                    _ = try await service.publish(app: c.app, version: c.version, runList: c.runList, logger: Harness.logger)
+                }
+                #expect(error?.field == c.field)
+            }
+            let releases = try await h.store.appReleases()
+            #expect(releases.isEmpty)
+        }
+    }
+
+    @Test func reportsKeepTheDelivery() async throws {
+        try await Harness.with { h in
+            let delivery = DeliverySummary(result: "rolled-back", provisioner: "chef", convergeSummary: "3/5 resources updated",
+                                           controls: ["thermo-1": "passed", "thermo-2": "failed"], failingControls: ["thermo-2"],
+                                           restoredSnapshot: "iotgw-pre-v2", message: "validation failed")
+            let report = ProvisioningReport(gatewayID: h.gateway.id, vendor: "acme", planVersion: 2, outcome: .rolledBack, container: "iotgw-acme",
+                                            attachedDevices: ["FT1"], delivery: delivery)
+            try await h.app().test(.router) { client in
+                let response = try await signedPost(client, h, "/v1/report", report)
+                #expect(response.status == .noContent)
+            }
+            let stored = try #require(try await h.store.reports().first)
+            #expect(stored.outcome == "rolled-back")
+            #expect(try WireJSON.decoder().decode(ProvisioningReport.self, from: Data(stored.json.utf8)).delivery == delivery)
+        }
+    }
+}
