@@ -116,6 +116,7 @@ import Testing
         try await TestLXD.withInstance("exec") { lxd, name in
             let r = try await lxd.exec(name, ["sh", "-c", "echo out; echo err >&2; echo $GREETING; exit 3"], environment: ["GREETING": "hi"])
             #expect(r == ExecResult(exitCode: 3, stdout: "out\nhi\n", stderr: "err\n"))
+            #expect(try await lxd.exec(name, ["sh", "-c", "echo x; exit 4"], captureOutput: false) == ExecResult(exitCode: 4, stdout: "", stderr: ""))
             let ok = try await lxd.exec(name, ["id", "-u"], user: 0)
             #expect(ok.succeeded && ok.stdout == "0\n")
             // The recorded logs were deleted after reading.
