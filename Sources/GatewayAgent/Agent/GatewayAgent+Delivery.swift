@@ -42,6 +42,10 @@ extension GatewayAgent {
         let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
         try await store.setDelivery(vendor.id, version: plan.version, reportJSON: json)
         try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: report.result.rawValue, detail: report.message)
+        if report.restoredSnapshot != nil {
+            // The restore also brought back the snapshot's config (labels, devices): converge it again.
+            submit(.reconcile(vendor: vendor.id))
+        }
         logger.notice("apps delivered", metadata: ["iotgw.vendor": "\(vendor.id)", "iotgw.result": "\(report.result.rawValue)",
                                                    "iotgw.failingControls": "\(report.failingControls)"])
         await self.report(vendor, ProvisioningReport(gatewayID: identity.id, vendor: vendor.id, planVersion: plan.version,
