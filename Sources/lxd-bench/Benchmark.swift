@@ -103,9 +103,14 @@ struct Benchmark: Sendable {
     /// Force-deletes every `t-bench-*` instance. Retries: an instance whose create or stop was
     /// interrupted may still be locked by its LXD operation for a moment.
     func removeLeftovers(attempts: Int = 5) async throws -> Int {
+        try await Self.removeInstances(prefix: Self.namePrefix, lxd: lxd, logger: logger, attempts: attempts)
+    }
+
+    /// Force-deletes every instance whose name starts with `prefix` (see `removeLeftovers`).
+    static func removeInstances(prefix: String, lxd: LXDClient, logger: Logger, attempts: Int = 5) async throws -> Int {
         var removed = 0
         for attempt in 1...attempts {
-            let names = try await lxd.listInstances().map(\.name).filter { $0.hasPrefix(Self.namePrefix) }
+            let names = try await lxd.listInstances().map(\.name).filter { $0.hasPrefix(prefix) }
             var failures: [String] = []
             for name in names {
                 do {

@@ -2,8 +2,9 @@ import Foundation
 
 /// Runs a program to completion without blocking the cooperative pool.
 ///
-/// stdin and stdout are `/dev/null` (so `lxc exec` takes its non-interactive path, as in a script);
-/// stderr is collected for the error message. Cancelling the calling task terminates the process.
+/// stdin is `/dev/null` and so is stdout unless it is asked for (so `lxc exec` takes its
+/// non-interactive path, as in a script); stderr is collected for the error message. Cancelling the
+/// calling task terminates the process.
 struct CommandRunner: Sendable {
     let executable: String
 
@@ -15,16 +16,26 @@ struct CommandRunner: Sendable {
     }
 
     func run(_ arguments: [String]) async throws {
+        _ = try await execute(arguments, captureStdout: false)
+    }
+
+    /// Runs the program and returns what it wrote to stdout.
+    func output(_ arguments: [String]) async throws -> String {
+        String(decoding: try await execute(arguments, captureStdout: true), as: UTF8.self)
+    }
+
+    private func execute(_ arguments: [String], captureStdout: Bool) async throws -> Data {
         try Task.checkCancellation()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
+        let stdout = captureStdout ? Pipe() : nil
+        process.standardOutput = stdout ?? FileHandle.nullDevice
         let stderr = Pipe()
         process.standardError = stderr
 
-        let (status, errorOutput) = try await withTaskCancellationHandler {
+        let (status, output, errorOutput) = try await withTaskCancellationHandler {
             // The handler must be installed before the process can exit.
             let exited = AsyncStream<Int32> { continuation in
                 process.terminationHandler = { p in
@@ -33,15 +44,11 @@ struct CommandRunner: Sendable {
                 }
             }
             try process.run()
-            // Drained on a plain thread: a blocking read must not sit on the cooperative pool. It
-            // ends at EOF, when the child (and anything it forked) closed its end.
-            let errorOutput = await withCheckedContinuation { (done: CheckedContinuation<Data, Never>) in
-                let reader = stderr.fileHandleForReading
-                DispatchQueue.global().async { done.resume(returning: reader.readDataToEndOfFile()) }
-            }
+            async let output: Data = { if let stdout { await Self.drain(stdout) } else { Data() } }()
+            let errorOutput = await Self.drain(stderr)
             var status: Int32 = -1
             for await s in exited { status = s }
-            return (status, errorOutput)
+            return (status, await output, errorOutput)
         } onCancel: {
             if process.isRunning { process.terminate() }
         }
@@ -49,6 +56,16 @@ struct CommandRunner: Sendable {
         guard status == 0 else {
             let text = String(decoding: errorOutput, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             throw BenchError(message: "\(executable) \(arguments.joined(separator: " ")) exited \(status): \(text)")
+        }
+        return output
+    }
+
+    /// Reads a pipe to EOF on a plain thread: a blocking read must not sit on the cooperative pool.
+    /// It ends when the child (and anything it forked) closed its end.
+    private static func drain(_ pipe: Pipe) async -> Data {
+        await withCheckedContinuation { (done: CheckedContinuation<Data, Never>) in
+            let reader = pipe.fileHandleForReading
+            DispatchQueue.global().async { done.resume(returning: reader.readDataToEndOfFile()) }
         }
     }
 }

@@ -1,5 +1,6 @@
 // lxd-bench: is our LXDClient at least as fast as the lxc CLI for the container life cycle?
-// See `Options.usage`; run through scripts/bench-lxd.
+// See `Options.usage`; run through scripts/bench-lxd. `lxd-bench delivery` (Delivery.swift, run
+// through scripts/bench-delivery) times pushing app payloads instead.
 import Dispatch
 import Foundation
 import Synchronization
@@ -9,9 +10,13 @@ import Logging
 @main
 enum LXDBench {
     static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "delivery" {
+            exit(await DeliveryBench.main(Array(arguments.dropFirst())))
+        }
         let options: Options
         do {
-            options = try Options.parse(Array(CommandLine.arguments.dropFirst()))
+            options = try Options.parse(arguments)
         } catch {
             stderrLine("lxd-bench: \(error)\n\(Options.usage)")
             exit(2)

@@ -5,6 +5,7 @@ struct Options: Sendable {
     static let usage = """
         usage: lxd-bench --count N [--image ALIAS] [--rounds R] [--warmup W] [--margin FRACTION]
                          [--socket PATH] [--lxc PATH] [--json] [--verbose]
+               lxd-bench delivery [--sizes LIST] [--rounds R] ...   (see lxd-bench delivery --help)
 
         Times create, start, exec, push (1 MiB), stop (forced) and delete of N containers, done
         sequentially once through LXDClient ("client") and once through the lxc CLI ("cli") per

@@ -1,0 +1,501 @@
+// `lxd-bench delivery`: how long does delivering an app payload into a running container take
+// through our LXDClient (`pushFile`, the gateway's path) compared with a plain `lxc file push` of
+// the same bytes? Run through scripts/bench-delivery.
+import Foundation
+import LXD
+import Logging
+
+/// Command-line options of `lxd-bench delivery`.
+struct DeliveryOptions: Sendable {
+    static let usage = """
+        usage: lxd-bench delivery [--sizes LIST] [--rounds R] [--image ALIAS] [--margin FRACTION]
+                                  [--socket PATH] [--lxc PATH] [--json] [--verbose]
+
+        Creates and starts one container t-bench-delivery-<id>, writes one payload of random bytes
+        per size (/var/tmp/lxd-bench-delivery-<pid>-<n>MiB.bin, mode 0644) and, for each size,
+        pushes it to /root/payload-<n> in alternating rounds (client,cli / cli,client / ...):
+
+          client  LXDClient.pushFile(..., attributes: 0:0 0644)   (streamed POST .../files)
+          cli     lxc file push FILE CONTAINER/root/payload-<n>    (one process per push)
+
+        Before the timed rounds each driver pushes each size once untimed into a deleted path; that
+        copy is checked inside the container (size, mode, owner, sha256sum against the host's).
+        Every timed push overwrites the file; the host's dirty pages are flushed (sync) before each
+        one, untimed. The table shows per size the median ms, MiB/s, and the ratio client/cli.
+
+          --sizes LIST      payload sizes in MiB, comma-separated (default 1,10,100; each 1...1024)
+          --rounds R        timed pushes per size and driver (default 5; < 5 can never fail)
+          --image ALIAS     local image alias (default iotgw-busybox)
+          --margin F        target: a size fails when ratio > 1 + F (default 0.10) and the 95%
+                            bootstrap interval of the ratio of medians lies above 1
+          --socket PATH     LXD unix socket (default: LXD_SOCKET, LXD_DIR, snap, /var/lib/lxd)
+          --lxc PATH        lxc binary (default: first lxc on PATH)
+          --json            print the result as JSON instead of a table
+          --verbose         log every request of the client at debug level (stderr)
+
+        Exit status: 0 within the target at every size, 1 client slower beyond the target at some
+        size, 2 usage error, 3 benchmark failed (or another lxd-bench holds
+        /run/lock/lxd-bench.lock), 130 interrupted. The container and the payload files are removed
+        at exit, also after a failure or Ctrl-C; t-bench-delivery-* leftovers are deleted at start.
+        """
+
+    var sizesMiB = [1, 10, 100]
+    var rounds = 5
+    var image = "iotgw-busybox"
+    var margin = 0.10
+    var socket: String?
+    var lxc: String?
+    var json = false
+    var verbose = false
+    var help = false
+
+    static func parse(_ args: [String]) throws(UsageError) -> DeliveryOptions {
+        var options = DeliveryOptions()
+        var rest = args[...]
+        func value(_ flag: String) throws(UsageError) -> String {
+            guard let v = rest.popFirst() else { throw UsageError(message: "\(flag) needs a value") }
+            return v
+        }
+        while let arg = rest.popFirst() {
+            switch arg {
+            case "--sizes":
+                let parts = try value(arg).split(separator: ",", omittingEmptySubsequences: false)
+                let sizes = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard !sizes.isEmpty, sizes.count == parts.count, sizes.allSatisfy({ (1...1024).contains($0) }),
+                      Set(sizes).count == sizes.count
+                else {
+                    throw UsageError(message: "--sizes needs distinct MiB counts in 1...1024, comma-separated (e.g. 1,10,100)")
+                }
+                options.sizesMiB = sizes
+            case "--rounds":
+                guard let n = Int(try value(arg)), (1...50).contains(n) else {
+                    throw UsageError(message: "--rounds needs an integer in 1...50")
+                }
+                options.rounds = n
+            case "--image": options.image = try value(arg)
+            case "--margin":
+                guard let m = Double(try value(arg)), m >= 0, m < 10 else {
+                    throw UsageError(message: "--margin needs a fraction >= 0 (0.10 = 10%)")
+                }
+                options.margin = m
+            case "--socket": options.socket = try value(arg)
+            case "--lxc": options.lxc = try value(arg)
+            case "--json": options.json = true
+            case "--verbose", "-v": options.verbose = true
+            case "--help", "-h": options.help = true
+            default: throw UsageError(message: "unknown argument \(arg)")
+            }
+        }
+        return options
+    }
+}
+
+/// One timed push.
+struct DeliverySample: Codable, Sendable {
+    var sizeMiB: Int
+    var driver: DriverKind
+    var round: Int
+    var ms: Double
+}
+
+/// What was found inside the container after a driver's untimed push of one size.
+struct DeliveryCheck: Codable, Sendable {
+    var sizeMiB: Int
+    var driver: DriverKind
+    var bytes: Int
+    /// Octal permission bits as `stat -c %a` prints them, e.g. `644`.
+    var mode: String
+    var uid: Int
+    var gid: Int
+    var sha256: String
+}
+
+/// A local payload file.
+struct Payload: Sendable {
+    var sizeMiB: Int
+    var path: String
+    var sha256: String
+    var bytes: Int { sizeMiB << 20 }
+    var remotePath: String { "\(DeliveryBenchmark.remoteDirectory)/payload-\(sizeMiB)" }
+}
+
+/// Runs the delivery benchmark against one container.
+struct DeliveryBenchmark: Sendable {
+    static let namePrefix = Benchmark.namePrefix + "delivery-"
+    static let remoteDirectory = "/root"
+    static let payloadDirectory = "/var/tmp"
+    static let payloadPrefix = "lxd-bench-delivery-"
+    /// What the client asks for; `lxc file push` takes the local file's owner (root) and mode (0644).
+    static let attributes = FileAttributes(uid: 0, gid: 0, mode: 0o644)
+
+    let client: LXDClient
+    let lxc: CommandRunner
+    let sha256sum: CommandRunner
+    let container: String
+    let image: String
+    let sizesMiB: [Int]
+    let rounds: Int
+    let logger: Logger
+
+    /// Payload files of this process, `<dir>/<prefix><pid>-<n>MiB.bin`.
+    static func payloadPath(sizeMiB: Int, pid: Int32 = getpid()) -> String {
+        "\(payloadDirectory)/\(payloadPrefix)\(pid)-\(sizeMiB)MiB.bin"
+    }
+
+    /// Deletes payload files; with `pid` nil, those of every run (only safe under the run lock).
+    static func removePayloads(pid: Int32?) {
+        let fm = FileManager.default
+        let prefix = payloadPrefix + (pid.map { "\($0)-" } ?? "")
+        for f in (try? fm.contentsOfDirectory(atPath: payloadDirectory)) ?? [] where f.hasPrefix(prefix) && f.hasSuffix(".bin") {
+            try? fm.removeItem(atPath: "\(payloadDirectory)/\(f)")
+        }
+    }
+
+    func run(progress: @Sendable (String) -> Void) async throws -> (samples: [DeliverySample], checks: [DeliveryCheck]) {
+        do {
+            _ = try await client.imageAlias(image)
+        } catch let e as LXDError where e.code == .notFound {
+            throw BenchError(message: "image alias \(image) not found in LXD (scripts/build-image busybox builds iotgw-busybox)")
+        }
+        let removed = try await Benchmark.removeInstances(prefix: Self.namePrefix, lxd: client, logger: logger)
+        if removed > 0 { progress("deleted \(removed) \(Self.namePrefix)* leftovers of an earlier run") }
+
+        var payloads: [Payload] = []
+        for size in sizesMiB {
+            progress("writing \(size) MiB of random bytes to \(Self.payloadPath(sizeMiB: size))")
+            payloads.append(try await makePayload(sizeMiB: size))
+        }
+
+        progress("creating and starting \(container) (\(image))")
+        try await client.createInstance(InstancesPost(name: container, source: .image(alias: image)))
+        try await client.start(container)
+
+        var samples: [DeliverySample] = []
+        var checks: [DeliveryCheck] = []
+        let clock = ContinuousClock()
+        for p in payloads {
+            for kind in DriverKind.allCases {
+                progress("\(p.sizeMiB) MiB: untimed \(kind.rawValue) push into a deleted \(p.remotePath), verifying")
+                try await deleteRemote(p.remotePath)
+                try await push(kind, p)
+                checks.append(try await verify(kind, p))
+            }
+            for r in 0..<rounds {
+                for kind in Benchmark.schedule(round: r) {
+                    try Task.checkCancellation()
+                    progress("\(p.sizeMiB) MiB: round \(r + 1)/\(rounds): \(kind.rawValue)")
+                    // Writeback of the previous push's pages must not land in this one's time.
+                    sync()
+                    let start = clock.now
+                    try await push(kind, p)
+                    let ms = Benchmark.milliseconds(start.duration(to: clock.now))
+                    logger.debug("push done", metadata: [
+                        "bench.driver": "\(kind.rawValue)", "bench.size": "\(p.sizeMiB)", "bench.ms": "\(ms)",
+                    ])
+                    samples.append(DeliverySample(sizeMiB: p.sizeMiB, driver: kind, round: r, ms: ms))
+                }
+            }
+        }
+        return (samples, checks)
+    }
+
+    func push(_ kind: DriverKind, _ p: Payload) async throws {
+        do {
+            switch kind {
+            case .client:
+                try await client.pushFile(container, localPath: p.path, to: p.remotePath, attributes: Self.attributes)
+            case .cli:
+                try await lxc.run(["file", "push", p.path, "\(container)\(p.remotePath)"])
+            }
+        } catch let e as CancellationError {
+            throw e
+        } catch {
+            throw BenchError(message: "\(kind.rawValue) push of \(p.sizeMiB) MiB to \(container)\(p.remotePath): \(error)")
+        }
+    }
+
+    func deleteRemote(_ path: String) async throws {
+        do {
+            try await client.deleteFile(container, path: path)
+        } catch let e as LXDError where e.code == .notFound {
+            return
+        }
+    }
+
+    /// Size, mode, owner and sha256 of the pushed file, read inside the container.
+    func verify(_ kind: DriverKind, _ p: Payload) async throws -> DeliveryCheck {
+        func run(_ command: [String]) async throws -> [Substring] {
+            let r = try await client.exec(container, command)
+            guard r.succeeded else {
+                throw BenchError(message: "verify: \(command.joined(separator: " ")) in \(container) exited \(r.exitCode): \(r.stderr)")
+            }
+            return r.stdout.split(whereSeparator: \.isWhitespace)
+        }
+        let st = try await run(["stat", "-c", "%s %a %u %g", p.remotePath])
+        let sum = try await run(["sha256sum", p.remotePath])
+        guard st.count == 4, let bytes = Int(st[0]), let uid = Int(st[2]), let gid = Int(st[3]), let hash = sum.first else {
+            throw BenchError(message: "verify: unexpected output of stat/sha256sum for \(p.remotePath): \(st) \(sum)")
+        }
+        let check = DeliveryCheck(sizeMiB: p.sizeMiB, driver: kind, bytes: bytes, mode: String(st[1]), uid: uid, gid: gid,
+                                  sha256: String(hash))
+        var wrong: [String] = []
+        if bytes != p.bytes { wrong.append("size \(bytes), expected \(p.bytes)") }
+        if check.sha256 != p.sha256 { wrong.append("sha256 \(check.sha256), expected \(p.sha256)") }
+        if check.mode != "644" { wrong.append("mode \(check.mode), expected 644") }
+        if uid != 0 || gid != 0 { wrong.append("owner \(uid):\(gid), expected 0:0") }
+        guard wrong.isEmpty else {
+            throw BenchError(message: "\(kind.rawValue) push of \(p.sizeMiB) MiB arrived wrong in \(container)\(p.remotePath): "
+                             + wrong.joined(separator: "; "))
+        }
+        return check
+    }
+
+    /// Writes `sizeMiB` MiB from /dev/urandom, mode 0644, and hashes it with the host's sha256sum.
+    func makePayload(sizeMiB: Int) async throws -> Payload {
+        let path = Self.payloadPath(sizeMiB: sizeMiB)
+        let fm = FileManager.default
+        try? fm.removeItem(atPath: path)
+        guard fm.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o644]),
+              let out = FileHandle(forWritingAtPath: path),
+              let random = FileHandle(forReadingAtPath: "/dev/urandom")
+        else {
+            throw BenchError(message: "cannot create \(path)")
+        }
+        defer {
+            try? out.close()
+            try? random.close()
+        }
+        for _ in 0..<sizeMiB {
+            try Task.checkCancellation()
+            guard let block = try random.read(upToCount: 1 << 20), block.count == 1 << 20 else {
+                throw BenchError(message: "short read from /dev/urandom")
+            }
+            try out.write(contentsOf: block)
+        }
+        try out.synchronize()
+        // umask must not narrow what lxc file push copies.
+        try fm.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        let sum = try await sha256sum.output([path]).split(whereSeparator: \.isWhitespace).first.map(String.init)
+        guard let sum, sum.count == 64 else { throw BenchError(message: "sha256sum \(path) printed no hash") }
+        return Payload(sizeMiB: sizeMiB, path: path, sha256: sum)
+    }
+}
+
+/// Entry point of the mode: setup, run, cleanup, verdict (same structure as `LXDBench.run`).
+enum DeliveryBench {
+    static func main(_ args: [String]) async -> Int32 {
+        let options: DeliveryOptions
+        do {
+            options = try DeliveryOptions.parse(args)
+        } catch {
+            stderrLine("lxd-bench delivery: \(error)\n\(DeliveryOptions.usage)")
+            return 2
+        }
+        if options.help {
+            print(DeliveryOptions.usage)
+            return 0
+        }
+        return await run(options)
+    }
+
+    static func run(_ options: DeliveryOptions) async -> Int32 {
+        var logger = Logger(label: "lxd-bench")
+        logger.logLevel = options.verbose ? .debug : .warning
+        func fail(_ message: String) -> Int32 {
+            stderrLine("lxd-bench delivery: \(message)")
+            return 3
+        }
+
+        let client: LXDClient
+        do {
+            client = try LXDClient(socketPath: options.socket, logger: logger)
+        } catch {
+            return fail("\(error)")
+        }
+        guard let lxcPath = CommandRunner.locate(options.lxc ?? "lxc") else {
+            return fail("lxc not found (\(options.lxc ?? "PATH")); install lxd-client or pass --lxc")
+        }
+        guard let sha256Path = CommandRunner.locate("sha256sum") else { return fail("sha256sum not found on PATH") }
+        // The default mode deletes every t-bench-* instance: never run both at once.
+        guard let lock = RunLock(path: "/run/lock/lxd-bench.lock") else {
+            return fail("another lxd-bench is running (lock /run/lock/lxd-bench.lock)")
+        }
+        defer { lock.release() }
+        // Payloads of runs that were killed; under the lock no live run owns any.
+        DeliveryBenchmark.removePayloads(pid: nil)
+        defer { DeliveryBenchmark.removePayloads(pid: getpid()) }
+
+        let container = DeliveryBenchmark.namePrefix + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let bench = DeliveryBenchmark(client: client, lxc: CommandRunner(executable: lxcPath),
+                                      sha256sum: CommandRunner(executable: sha256Path), container: container,
+                                      image: options.image, sizesMiB: options.sizesMiB, rounds: options.rounds,
+                                      logger: logger)
+        let work = Task { try await bench.run { stderrLine("lxd-bench delivery: \($0)") } }
+        let interrupts = InterruptHandler { signal in
+            stderrLine("lxd-bench delivery: \(signal == SIGINT ? "interrupted" : "terminated"), cleaning up (again to abort)")
+            work.cancel()
+        }
+        let outcome = await work.result
+
+        // In the main task, which is never cancelled, so cleanup works after an interrupt too.
+        var cleanupFailed = false
+        do {
+            _ = try await Benchmark.removeInstances(prefix: DeliveryBenchmark.namePrefix, lxd: client, logger: logger)
+        } catch {
+            stderrLine("lxd-bench delivery: cleanup: \(error)")
+            cleanupFailed = true
+        }
+        interrupts.disarm()
+
+        let result: (samples: [DeliverySample], checks: [DeliveryCheck])
+        switch outcome {
+        case .success(let r):
+            result = r
+        case .failure(let e) where e is CancellationError || work.isCancelled:
+            return 130
+        case .failure(let e):
+            return fail("FAILED: \(e)")
+        }
+        let report = DeliveryReport(samples: result.samples, checks: result.checks, sizesMiB: options.sizesMiB,
+                                    container: container, image: options.image, rounds: options.rounds,
+                                    margin: options.margin)
+        if options.json {
+            do {
+                print(try report.json())
+            } catch {
+                return fail("cannot encode the report: \(error)")
+            }
+        } else {
+            print(report.table())
+        }
+        if cleanupFailed { return 3 }
+        return report.passed ? 0 : 1
+    }
+}
+
+/// Medians per size, throughput, the ratio client/cli and the verdict, with the same noise rule as
+/// `Report`: a size is *slower* only if the ratio of medians exceeds `1 + margin` and the 95%
+/// bootstrap interval of that ratio lies entirely above 1; above the margin but with 1 inside the
+/// interval (or fewer than `Report.minSamples` pushes per side) it is *inconclusive*.
+struct DeliveryReport: Codable, Sendable {
+    struct Row: Codable, Sendable {
+        var sizeMiB: Int
+        /// Median push time over the rounds.
+        var clientMs: Double
+        var cliMs: Double
+        /// MiB per second at the median time.
+        var clientMiBps: Double
+        var cliMiBps: Double
+        var ratio: Double
+        var ratioLow: Double
+        var ratioHigh: Double
+        /// (max - min) / median of the push times.
+        var clientSpread: Double
+        var cliSpread: Double
+        var verdict: Report.Verdict
+    }
+
+    var container: String
+    var image: String
+    var rounds: Int
+    var margin: Double
+    var rows: [Row]
+    var checks: [DeliveryCheck]
+    var samples: [DeliverySample]
+
+    init(samples: [DeliverySample], checks: [DeliveryCheck], sizesMiB: [Int], container: String, image: String,
+         rounds: Int, margin: Double) {
+        self.container = container
+        self.image = image
+        self.rounds = rounds
+        self.margin = margin
+        self.checks = checks
+        self.samples = samples
+        rows = sizesMiB.map { size in
+            func times(_ kind: DriverKind) -> [Double] {
+                samples.filter { $0.sizeMiB == size && $0.driver == kind }.map(\.ms)
+            }
+            let a = times(.client), c = times(.cli)
+            let ma = Report.median(a), mc = Report.median(c)
+            let ratio = mc > 0 ? ma / mc : .infinity
+            let enough = a.count >= Report.minSamples && c.count >= Report.minSamples
+            let (low, high) = enough ? Report.bootstrapMedianRatio(a, c) : (.nan, .nan)
+            let verdict: Report.Verdict = ratio <= 1 + margin ? .ok : (enough && low > 1 ? .slower : .inconclusive)
+            func rate(_ ms: Double) -> Double { ms > 0 ? Double(size) / (ms / 1000) : 0 }
+            return Row(sizeMiB: size, clientMs: ma, cliMs: mc, clientMiBps: rate(ma), cliMiBps: rate(mc),
+                       ratio: ratio, ratioLow: low, ratioHigh: high,
+                       clientSpread: Report.spread(a), cliSpread: Report.spread(c), verdict: verdict)
+        }
+    }
+
+    var slowerSizes: [Row] { rows.filter { $0.verdict == .slower } }
+    var inconclusiveSizes: [Row] { rows.filter { $0.verdict == .inconclusive } }
+    var passed: Bool { slowerSizes.isEmpty }
+
+    static func interval(_ r: Row) -> String {
+        r.ratioLow.isNaN ? "n/a" : String(format: "%.2f-%.2f", r.ratioLow, r.ratioHigh)
+    }
+
+    var verdictLines: [String] {
+        let limit = String(format: "%.2f", 1 + margin)
+        func list(_ rows: [Row]) -> String {
+            rows.map { "\($0.sizeMiB) MiB (ratio \(String(format: "%.2f", $0.ratio)), 95% \(Self.interval($0)))" }
+                .joined(separator: ", ")
+        }
+        var lines: [String] = []
+        if !inconclusiveSizes.isEmpty {
+            let why = rounds < Report.minSamples
+                ? "too few rounds (< \(Report.minSamples)) to tell a slowdown from noise"
+                : "within noise (interval contains 1)"
+            lines.append("warning: ratio above \(limit) but \(why) at: \(list(inconclusiveSizes)); re-run with more --rounds to settle it")
+        }
+        if passed {
+            lines.append("verdict: OK - delivery through the client is within the target (ratio <= \(limit) or noise) at every size")
+        } else {
+            lines.append("verdict: FAIL - delivery through the client is slower than lxc file push (ratio > \(limit), beyond noise) at: "
+                         + list(slowerSizes))
+        }
+        return lines
+    }
+
+    func table() -> String {
+        let header = ["size", "client ms", "cli ms", "client MiB/s", "cli MiB/s", "ratio", "95% interval", "spread client/cli"]
+        let body = rows.map { r -> [String] in
+            let mark = r.verdict == .slower ? " !" : r.verdict == .inconclusive ? " ?" : ""
+            return ["\(r.sizeMiB) MiB", Report.fmt(r.clientMs), Report.fmt(r.cliMs), Report.fmt(r.clientMiBps),
+                    Report.fmt(r.cliMiBps), String(format: "%.2f", r.ratio) + mark, Self.interval(r),
+                    String(format: "%.0f%% / %.0f%%", r.clientSpread * 100, r.cliSpread * 100)]
+        }
+        let widths = header.indices.map { i in ([header] + body).map { $0[i].count }.max() ?? 0 }
+        func line(_ c: [String]) -> String {
+            c.enumerated().map { i, s in
+                let pad = String(repeating: " ", count: widths[i] - s.count)
+                return i == 0 ? s + pad : pad + s
+            }.joined(separator: "  ")
+        }
+        let rule = String(repeating: "-", count: widths.reduce(0, +) + 2 * (widths.count - 1))
+        var out = [
+            "lxd-bench delivery: push of a payload into \(container) (\(image)):/root/payload-<n>,",
+            "\(rounds) timed rounds per size and driver, alternating; client = LXDClient.pushFile, cli = lxc file push",
+            "ms = median push time; MiB/s at that median; ratio = client ms / cli ms;",
+            "95% interval = bootstrap of the ratio of medians; spread = (max - min) / median",
+            "",
+            line(header), rule,
+        ]
+        out += body.map(line)
+        out.append(rule)
+        let verified = checks.map { "\($0.sizeMiB) MiB \($0.driver.rawValue)" }.joined(separator: ", ")
+        out.append("verified inside the container (size, mode 644, owner 0:0, sha256): \(verified)")
+        out.append("")
+        out += verdictLines
+        return out.joined(separator: "\n")
+    }
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        struct Out: Encodable { var report: DeliveryReport; var verdict: [String]; var passed: Bool }
+        return String(decoding: try encoder.encode(Out(report: self, verdict: verdictLines, passed: passed)), as: UTF8.self)
+    }
+}
