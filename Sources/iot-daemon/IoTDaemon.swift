@@ -10,7 +10,7 @@ struct IoTDaemon: AsyncParsableCommand {
             InitCommand.self, ServeCommand.self, PublicKeyCommand.self,
             RegisterDeviceCommand.self, EnrollGatewayCommand.self,
             DevicesCommand.self, GatewaysCommand.self, ReportsCommand.self,
-            PublishAppCommand.self, AppsCommand.self,
+            PublishAppCommand.self, AppsCommand.self, UploadCookbooksCommand.self,
         ]
     )
 }
