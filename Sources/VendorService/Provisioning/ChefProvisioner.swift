@@ -39,21 +39,7 @@ public struct ChefProvisioner: Provisioner {
     public static func configured(by configuration: VendorConfiguration, store: any VendorStore, logger: Logger,
                                   now: @escaping @Sendable () -> Date = { Date() }) throws -> ChefProvisioner? {
         guard let settings = configuration.chef else { return nil }
-        let pem: String
-        do { pem = try String(contentsOfFile: settings.adminKey, encoding: .utf8) } catch {
-            throw ConfigurationError(.unreadable, field: "chef.adminKey", "cannot read the Chef admin key \(settings.adminKey)")
-        }
-        let credentials: ChefCredentials
-        do { credentials = try ChefCredentials(name: settings.adminName, pemRepresentation: pem) } catch {
-            throw ConfigurationError(.invalidField, field: "chef.adminKey", "\(settings.adminKey) is not a PEM RSA private key")
-        }
-        var admin: ChefClient
-        do {
-            admin = try ChefClient(serverURL: settings.serverURL, organization: settings.organization, credentials: credentials,
-                                   logger: logger)
-        } catch let error as ChefError {
-            throw ConfigurationError(.invalidField, field: "chef.serverURL", error.message)
-        }
+        var admin = try settings.adminClient(logger: logger)
         // Well below a gateway's request timeout; a bootstrap makes at most four calls.
         admin.requestTimeout = .seconds(10)
         return ChefProvisioner(vendor: configuration.vendor, settings: settings, admin: admin, store: store, now: now)
