@@ -466,23 +466,16 @@ struct DeliveryReport: Codable, Sendable {
                     Report.fmt(r.cliMiBps), String(format: "%.2f", r.ratio) + mark, Self.interval(r),
                     String(format: "%.0f%% / %.0f%%", r.clientSpread * 100, r.cliSpread * 100)]
         }
-        let widths = header.indices.map { i in ([header] + body).map { $0[i].count }.max() ?? 0 }
-        func line(_ c: [String]) -> String {
-            c.enumerated().map { i, s in
-                let pad = String(repeating: " ", count: widths[i] - s.count)
-                return i == 0 ? s + pad : pad + s
-            }.joined(separator: "  ")
-        }
-        let rule = String(repeating: "-", count: widths.reduce(0, +) + 2 * (widths.count - 1))
+        let (lines, rule) = Report.align([header] + body)
         var out = [
             "lxd-bench delivery: push of a payload into \(container) (\(image)):/root/payload-<n>,",
             "\(rounds) timed rounds per size and driver, alternating; client = LXDClient.pushFile, cli = lxc file push",
             "ms = median push time; MiB/s at that median; ratio = client ms / cli ms;",
             "95% interval = bootstrap of the ratio of medians; spread = (max - min) / median",
             "",
-            line(header), rule,
+            lines[0], rule,
         ]
-        out += body.map(line)
+        out += lines.dropFirst()
         out.append(rule)
         let verified = checks.map { "\($0.sizeMiB) MiB \($0.driver.rawValue)" }.joined(separator: ", ")
         out.append("verified inside the container (size, mode 644, owner 0:0, sha256): \(verified)")

@@ -142,6 +142,19 @@ struct Report: Codable, Sendable {
         r.ratioLow.isNaN ? "n/a" : String(format: "%.2f-%.2f", r.ratioLow, r.ratioHigh)
     }
 
+    /// Lays out rows with common column widths (first column left-aligned, the rest right-aligned),
+    /// and returns them with a rule as wide as the table.
+    static func align(_ rows: [[String]]) -> (lines: [String], rule: String) {
+        let widths = (rows.first ?? []).indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
+        let lines = rows.map { cells in
+            cells.enumerated().map { i, s in
+                let pad = String(repeating: " ", count: widths[i] - s.count)
+                return i == 0 ? s + pad : pad + s
+            }.joined(separator: "  ")
+        }
+        return (lines, String(repeating: "-", count: widths.reduce(0, +) + 2 * max(widths.count - 1, 0)))
+    }
+
     /// The human table.
     func table() -> String {
         let header = ["phase", "client ms", "cli ms", "ratio", "95% interval", "client/ct", "cli/ct", "spread client/cli"]
@@ -151,24 +164,16 @@ struct Report: Codable, Sendable {
                     Self.interval(r), Self.fmt(r.clientPerContainerMs), Self.fmt(r.cliPerContainerMs),
                     String(format: "%.0f%% / %.0f%%", r.clientSpread * 100, r.cliSpread * 100)]
         }
-        let body = rows.map(cells) + [cells(total)]
-        let widths = header.indices.map { i in ([header] + body).map { $0[i].count }.max() ?? 0 }
-        func line(_ c: [String]) -> String {
-            c.enumerated().map { i, s in
-                let pad = String(repeating: " ", count: widths[i] - s.count)
-                return i == 0 ? s + pad : pad + s
-            }.joined(separator: "  ")
-        }
-        let rule = String(repeating: "-", count: widths.reduce(0, +) + 2 * (widths.count - 1))
+        let (lines, rule) = Self.align([header] + rows.map(cells) + [cells(total)])
         var out = [
             "lxd-bench: \(count) containers x \(rounds) rounds per driver, sequential; ms = median over rounds of the phase total",
             "ratio = client ms / cli ms; 95% interval = bootstrap of the per-container median ratio;",
             "/ct = median per container; spread = (max - min) / median of the round totals",
             "",
-            line(header), rule,
+            lines[0], rule,
         ]
-        out += rows.map { line(cells($0)) }
-        out += [rule, line(cells(total)), ""]
+        out += lines.dropFirst().dropLast()
+        out += [rule, lines[lines.count - 1], ""]
         out += verdictLines
         return out.joined(separator: "\n")
     }
