@@ -27,6 +27,8 @@ public struct BootstrapBundle: Sendable, Codable, Equatable {
     public enum Kind: String, Sendable, Codable {
         /// Chef: the vendor registered a client and node on its Chef server.
         case chef
+        /// Ansible: the vendor ships a playbook that the gateway converges locally in the container.
+        case ansible
         /// The vendor delivers no apps through a provisioner.
         case none
     }
@@ -41,9 +43,17 @@ public struct BootstrapBundle: Sendable, Codable, Equatable {
     public var environment: String?
     /// PEM certificates the container must trust for the Chef server (`/etc/chef/trusted_certs`).
     public var trustedCerts: [String]
+    /// Ansible: base64 of a gzip'd tar of the playbook directory (`site.yml` at its top).
+    public var playbookArchive: String?
+    /// Ansible: variables passed with `-e` (e.g. `app_version`).
+    public var extraVars: [String: String]?
+
+    /// Largest playbook archive a gateway accepts, decoded.
+    public static let maxPlaybookBytes = 4 * 1024 * 1024
 
     public init(kind: Kind, chefServerURL: String? = nil, nodeName: String? = nil, clientKeyPEM: String? = nil, runList: [String] = [],
-                environment: String? = nil, trustedCerts: [String] = []) {
+                environment: String? = nil, trustedCerts: [String] = [], playbookArchive: String? = nil,
+                extraVars: [String: String]? = nil) {
         self.kind = kind
         self.chefServerURL = chefServerURL
         self.nodeName = nodeName
@@ -51,6 +61,8 @@ public struct BootstrapBundle: Sendable, Codable, Equatable {
         self.runList = runList
         self.environment = environment
         self.trustedCerts = trustedCerts
+        self.playbookArchive = playbookArchive
+        self.extraVars = extraVars
     }
 }
 

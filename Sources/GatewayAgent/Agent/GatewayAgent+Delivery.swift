@@ -20,25 +20,32 @@ extension GatewayAgent {
         let container = plan.container.name
         try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "started")
         let bundle = try await vendors.bootstrap(BootstrapRequest(gatewayID: identity.id, planVersion: plan.version), from: vendor)
-        guard bundle.kind == .chef, let server = bundle.chefServerURL, let node = bundle.nodeName, let key = bundle.clientKeyPEM else {
+        if plan.container.network == .nat { _ = try? await lxd.waitForIPv4(container, timeout: .seconds(30)) }
+        let validator = InSpecValidator(policy: validationPolicy)
+        let report: DeliveryReport
+        switch bundle.kind {
+        case .chef:
+            guard let server = bundle.chefServerURL, let node = bundle.nodeName, let key = bundle.clientKeyPEM else {
+                throw DeliveryError("vendor \(vendor.id) sent a Chef bundle without server, node or key")
+            }
+            let files = BootstrapFiles(chefServerURL: server, nodeName: node, clientKeyPEM: key, runList: bundle.runList,
+                                       environment: bundle.environment,
+                                       trustedCerts: bundle.trustedCerts.enumerated().map { .init(fileName: "vendor-\($0.offset).crt", pem: $0.element) })
+            var provisioner = ChefProvisioner(files: files, installCommand: config.delivery.chefInstallCommand)
+            // Only the very first converge passes first-boot.json (it would replace the node's run list).
+            provisioner.firstBoot = state?.deliveredVersion == nil
+            report = try await deliver(container, plan: plan, provisioner: provisioner, validator: validator)
+        case .ansible:
+            let dir = try unpackPlaybook(bundle, vendor: vendor.id, version: plan.version)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            report = try await deliver(container, plan: plan,
+                                       provisioner: AnsibleProvisioner(playbookDirectory: dir, extraVars: bundle.extraVars ?? [:]),
+                                       validator: validator)
+        case .none:
             try await store.setDelivery(vendor.id, version: plan.version, reportJSON: "{\"result\":\"none\"}")
             try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "done", detail: "vendor uses no provisioner")
             return
         }
-        if plan.container.network == .nat { _ = try? await lxd.waitForIPv4(container, timeout: .seconds(30)) }
-        let files = BootstrapFiles(chefServerURL: server, nodeName: node, clientKeyPEM: key, runList: bundle.runList,
-                                   environment: bundle.environment,
-                                   trustedCerts: bundle.trustedCerts.enumerated().map { .init(fileName: "vendor-\($0.offset).crt", pem: $0.element) })
-        var provisioner = ChefProvisioner(files: files, installCommand: config.delivery.chefInstallCommand)
-        // Only the very first converge passes first-boot.json (it would replace the node's run list).
-        provisioner.firstBoot = state?.deliveredVersion == nil
-        let profiles = plan.apps.compactMap(\.inspecProfile).map { (config.delivery.inspecDirectory as NSString).appendingPathComponent($0) }
-            .filter { FileManager.default.fileExists(atPath: $0) }
-        var delivery = AppDelivery(lxd: lxd, logger: logger)
-        delivery.keepSnapshots = config.delivery.keepSnapshots
-        delivery.environment = config.delivery.environment
-        let report = try await delivery.deliver(container, provisioner: provisioner, validator: InSpecValidator(policy: validationPolicy),
-                                                profiles: profiles, now: now())
         let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
         try await store.setDelivery(vendor.id, version: plan.version, reportJSON: json)
         try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: report.result.rawValue, detail: report.message)
@@ -52,6 +59,41 @@ extension GatewayAgent {
                                                      outcome: report.result == .applied ? .delivered : .rolledBack, container: container,
                                                      error: report.result == .applied ? nil : report.message,
                                                      delivery: Self.summary(report)))
+    }
+
+    /// One transactional delivery with the gateway's snapshot and validation settings.
+    func deliver(_ container: String, plan: ProvisioningPlan, provisioner: some Provisioner,
+                 validator: InSpecValidator) async throws -> DeliveryReport {
+        let profiles = plan.apps.compactMap(\.inspecProfile).map { (config.delivery.inspecDirectory as NSString).appendingPathComponent($0) }
+            .filter { FileManager.default.fileExists(atPath: $0) }
+        var delivery = AppDelivery(lxd: lxd, logger: logger)
+        delivery.keepSnapshots = config.delivery.keepSnapshots
+        delivery.environment = config.delivery.environment
+        return try await delivery.deliver(container, provisioner: provisioner, validator: validator, profiles: profiles, now: now())
+    }
+
+    /// Unpacks a bundle's playbook archive into the state directory (bounded; no absolute paths or `..`).
+    func unpackPlaybook(_ bundle: BootstrapBundle, vendor: String, version: Int) throws -> String {
+        guard let b64 = bundle.playbookArchive, let data = Data(base64Encoded: b64), data.count <= BootstrapBundle.maxPlaybookBytes else {
+            throw DeliveryError("vendor \(vendor) sent an Ansible bundle without a valid playbook archive")
+        }
+        let dir = (config.stateDirectory as NSString).appendingPathComponent("playbooks/\(vendor)-v\(version)")
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let archive = dir + ".tar.gz"
+        try data.write(to: URL(fileURLWithPath: archive))
+        defer { try? FileManager.default.removeItem(atPath: archive) }
+        let tar = Process()
+        tar.executableURL = URL(fileURLWithPath: "/bin/tar")
+        // GNU tar refuses members with absolute paths or "..", and --no-same-owner keeps files ours.
+        tar.arguments = ["-xzf", archive, "-C", dir, "--no-same-owner", "--no-same-permissions"]
+        tar.standardError = FileHandle.nullDevice
+        try tar.run()
+        tar.waitUntilExit()
+        guard tar.terminationStatus == 0, FileManager.default.fileExists(atPath: dir + "/site.yml") else {
+            throw DeliveryError("vendor \(vendor)'s playbook archive does not unpack to a directory with site.yml")
+        }
+        return dir
     }
 
     static func summary(_ r: DeliveryReport) -> DeliverySummary {

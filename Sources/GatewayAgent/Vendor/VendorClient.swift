@@ -51,7 +51,9 @@ public struct VendorClient: Sendable {
 
     /// Fetches what the container needs to converge the vendor's apps (carries the node's key).
     public func bootstrap(_ request: BootstrapRequest, from vendor: GatewayConfig.VendorEntry) async throws -> BootstrapBundle {
-        let data = try await post("/v1/bootstrap", body: try WireJSON.encoder().encode(request), vendor: vendor, limit: 256 * 1024)
+        // Room for an Ansible playbook archive (base64) besides keys and run lists.
+        let data = try await post("/v1/bootstrap", body: try WireJSON.encoder().encode(request), vendor: vendor,
+                                  limit: BootstrapBundle.maxPlaybookBytes * 4 / 3 + 64 * 1024)
         do { return try WireJSON.decoder().decode(BootstrapBundle.self, from: data) } catch {
             throw VendorError(kind: .refused(code: "malformed"), message: "vendor \(vendor.id) sent an unreadable bootstrap bundle")
         }

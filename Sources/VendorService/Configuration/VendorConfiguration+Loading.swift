@@ -16,6 +16,9 @@ extension VendorConfiguration {
             let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
             configuration.database = resolve(configuration.database, against: folder)
             configuration.signingKey = resolve(configuration.signingKey, against: folder)
+            if let dir = configuration.ansible?.playbookDirectory {
+                configuration.ansible?.playbookDirectory = resolve(dir, against: folder)
+            }
             if let adminKey = configuration.chef?.adminKey {
                 configuration.chef?.adminKey = resolve(adminKey, against: folder)
             }
@@ -69,6 +72,13 @@ extension VendorConfiguration {
     /// Checks every field; throws a ``ConfigurationError`` naming the first bad one. Limits and tokens
     /// follow `PlanValidator`'s rules, so every plan composed from a valid configuration is accepted by gateways.
     public func validate() throws {
+        if chef != nil, ansible != nil {
+            throw ConfigurationError(.invalidField, field: "ansible", "configure either chef or ansible, not both")
+        }
+        if let dir = ansible?.playbookDirectory,
+           !FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("site.yml")) {
+            throw ConfigurationError(.invalidField, field: "ansible.playbookDirectory", "\(dir) has no site.yml")
+        }
         func fail(_ field: String, _ message: String) -> ConfigurationError {
             ConfigurationError(.invalidField, field: field, message)
         }

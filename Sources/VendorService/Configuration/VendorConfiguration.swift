@@ -49,6 +49,13 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     /// The Chef server apps are delivered through; `nil`: the daemon delivers no apps itself
     /// (`POST /v1/bootstrap` answers `kind: none`).
     public var chef: ChefSettings?
+    /// Deliver apps as an Ansible playbook instead (exclusive with `chef`).
+    public var ansible: AnsibleSettings?
+
+    public struct AnsibleSettings: Sendable, Codable, Equatable {
+        /// Directory with `site.yml` at its top; shipped to gateways in the bootstrap bundle.
+        public var playbookDirectory: String
+    }
 
     public struct Listen: Sendable, Codable, Equatable {
         public var host: String
@@ -193,7 +200,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case vendor, listen, database, signingKey, planTTLSeconds, image, container, models, apps, chef
+        case vendor, listen, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible
     }
 
     public init(from decoder: any Decoder) throws {
@@ -210,6 +217,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
             apps: try c.decodeIfPresent([AppSpec].self, forKey: .apps) ?? [],
             chef: try c.decodeIfPresent(ChefSettings.self, forKey: .chef)
         )
+        ansible = try c.decodeIfPresent(AnsibleSettings.self, forKey: .ansible)
     }
 
     /// The model with this name, if the catalog has it.

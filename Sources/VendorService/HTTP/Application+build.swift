@@ -20,7 +20,14 @@ extension ProvisioningService {
         -> ProvisioningService
     {
         let signer = try SigningKeyFile.load(path: configuration.signingKey)
-        let provisioner: any Provisioner = try ChefProvisioner.configured(by: configuration, store: store, logger: logger) ?? NoopProvisioner()
+        let provisioner: any Provisioner
+        if let chef = try ChefProvisioner.configured(by: configuration, store: store, logger: logger) {
+            provisioner = chef
+        } else if let ansible = AnsiblePlaybookProvisioner.configured(by: configuration) {
+            provisioner = ansible
+        } else {
+            provisioner = NoopProvisioner()
+        }
         return ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner)
     }
 }

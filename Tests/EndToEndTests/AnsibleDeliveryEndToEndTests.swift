@@ -1,0 +1,68 @@
+import Foundation
+import GatewayAgent
+import GatewayProtocol
+import LXD
+import Testing
+import UmockdevTesting
+
+/// A vendor without Chef: its iot-daemon ships an Ansible playbook in the bootstrap bundle, the
+/// gateway converges it for real with ansible-playbook in the container, InSpec (stand-in) validates,
+/// a published version arrives, a broken one is rolled back.
+extension EndToEndTests {
+    @Test func ansibleDeliveryChosenByTheVendor() async throws {
+        let lxd = try E2E.lxd()
+        let root = try E2E.tempRoot()
+        let image = "iotgw-debian12-test"
+        let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
+        let vendor = try VendorFixture(id: E2E.vendorID("ans"), usbVendorID: "0403", serials: ["ANS-1"], image: image,
+                                       fingerprint: try await lxd.imageAlias(image).target, memoryMiB: 256,
+                                       extraYAML: "ansible: {playbookDirectory: \(playbook)}", root: root)
+        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root, extraYAML: """
+            planSyncSeconds: 1
+            delivery: {inspecDirectory: \(Bin.repo.appendingPathComponent("inspec").path), environment: test, validationMode: enforced, keepSnapshots: 2}
+            """)
+        try vendor.enroll(try gateway.identity())
+        let container = ProvisioningPlan.containerName(forVendor: vendor.id)
+        let daemonBin = try Bin.path("iot-daemon")
+        func status() throws -> ControlAPI.Vendor? { try gateway.status().vendors.first { $0.id == vendor.id } }
+        func agentVersion() async throws -> String {
+            try await lxd.exec(container, ["/opt/sensor-agent/bin/sensor-agent", "--version"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        try await E2EContext.cleaningUp(lxd, [container], daemons: { [vendor.daemon, gateway.daemon] }) {
+            try await vendor.start()
+            let testbed = try Testbed()
+            let tty = try CharNode()
+            try await gateway.start(testbed: testbed)
+            let dev = try testbed.addUSBSerialAdapter(vendorID: "0403", productID: "6001", serial: "ANS-1", ttyName: "ttyUSB70", devnode: tty.path)
+            try testbed.uevent(dev.usbSyspath, "add")
+            try testbed.uevent(dev.ttySyspath, "add")
+
+            let first = try await eventually("first delivery", timeout: .seconds(240)) {
+                try status().flatMap { $0.deliveredPlanVersion != nil ? $0 : nil }
+            }
+            #expect(first.delivery?.hasPrefix("applied: ansible-playbook: ok") == true, "\(first.delivery ?? "") \(first.error ?? "")")
+            #expect(try await agentVersion() == "sensor-agent 1.0.0")
+            #expect(try await lxd.exec(container, ["systemctl", "is-active", "sensor-agent"]).stdout == "active\n")
+
+            let pub = try run(daemonBin, ["publish-app", "--config", vendor.configPath, "--app", "sensor-agent", "--version", "1.1.0"])
+            #expect(pub.status == 0, "\(pub.stderr)")
+            _ = try await eventually("update delivered", timeout: .seconds(240)) {
+                try status().flatMap { ($0.deliveredPlanVersion ?? 0) >= 2 && $0.delivery?.hasPrefix("applied") == true ? $0 : nil }
+            }
+            #expect(try await agentVersion() == "sensor-agent 1.1.0")
+
+            let bad = try run(daemonBin, ["publish-app", "--config", vendor.configPath, "--app", "sensor-agent", "--version", "1.2.0-broken"])
+            #expect(bad.status == 0, "\(bad.stderr)")
+            let rolled = try await eventually("rollback", timeout: .seconds(240)) {
+                try status().flatMap { $0.delivery?.hasPrefix("rolled-back") == true ? $0 : nil }
+            }
+            #expect(rolled.failingControls == ["sensor-agent-04"])
+            _ = try await eventually("container back up") { try await lxd.exec(container, ["true"]).exitCode == 0 ? true : nil }
+            #expect(try await agentVersion() == "sensor-agent 1.1.0")
+            _ = try await eventually("'rolled-back' report at the vendor") {
+                try vendor.reports().first { $0.outcome == .rolledBack && $0.delivery?.provisioner == "ansible" }
+            }
+        }
+    }
+}
