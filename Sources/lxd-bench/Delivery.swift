@@ -41,13 +41,15 @@ struct DeliveryOptions: Sendable {
 
     var sizesMiB = [1, 10, 100]
     var rounds = 5
-    var image = "iotgw-busybox"
-    var margin = 0.10
-    var socket: String?
-    var lxc: String?
-    var json = false
-    var verbose = false
-    var help = false
+    var common = CommonOptions()
+
+    var image: String { common.image }
+    var margin: Double { common.margin }
+    var socket: String? { common.socket }
+    var lxc: String? { common.lxc }
+    var json: Bool { common.json }
+    var verbose: Bool { common.verbose }
+    var help: Bool { common.help }
 
     static func parse(_ args: [String]) throws(UsageError) -> DeliveryOptions {
         var options = DeliveryOptions()
@@ -72,18 +74,8 @@ struct DeliveryOptions: Sendable {
                     throw UsageError(message: "--rounds needs an integer in 1...50")
                 }
                 options.rounds = n
-            case "--image": options.image = try value(arg)
-            case "--margin":
-                guard let m = Double(try value(arg)), m >= 0, m < 10 else {
-                    throw UsageError(message: "--margin needs a fraction >= 0 (0.10 = 10%)")
-                }
-                options.margin = m
-            case "--socket": options.socket = try value(arg)
-            case "--lxc": options.lxc = try value(arg)
-            case "--json": options.json = true
-            case "--verbose", "-v": options.verbose = true
-            case "--help", "-h": options.help = true
-            default: throw UsageError(message: "unknown argument \(arg)")
+            default:
+                guard try options.common.parseCommon(arg, value) else { throw UsageError(message: "unknown argument \(arg)") }
             }
         }
         return options

@@ -30,15 +30,47 @@ struct Options: Sendable {
         """
 
     var count = 0
-    var image = "iotgw-busybox"
     var rounds = 3
     var warmup = 1
+    var common = CommonOptions()
+
+    var image: String { common.image }
+    var margin: Double { common.margin }
+    var socket: String? { common.socket }
+    var lxc: String? { common.lxc }
+    var json: Bool { common.json }
+    var verbose: Bool { common.verbose }
+    var help: Bool { common.help }
+}
+
+/// Options both modes take; each mode's parser hands them to `parseCommon`.
+struct CommonOptions: Sendable {
+    var image = "iotgw-busybox"
     var margin = 0.10
     var socket: String?
     var lxc: String?
     var json = false
     var verbose = false
     var help = false
+
+    /// Consumes `arg` (and its value, via `value`) if it is a common option; false if it is not.
+    mutating func parseCommon(_ arg: String, _ value: (String) throws(UsageError) -> String) throws(UsageError) -> Bool {
+        switch arg {
+        case "--image": image = try value(arg)
+        case "--margin":
+            guard let m = Double(try value(arg)), m >= 0, m < 10 else {
+                throw UsageError(message: "--margin needs a fraction >= 0 (0.10 = 10%)")
+            }
+            margin = m
+        case "--socket": socket = try value(arg)
+        case "--lxc": lxc = try value(arg)
+        case "--json": json = true
+        case "--verbose", "-v": verbose = true
+        case "--help", "-h": help = true
+        default: return false
+        }
+        return true
+    }
 }
 
 struct UsageError: Error, CustomStringConvertible {
@@ -64,20 +96,10 @@ extension Options {
         while let arg = rest.popFirst() {
             switch arg {
             case "--count": options.count = try int(arg, 1...200); sawCount = true
-            case "--image": options.image = try value(arg)
             case "--rounds": options.rounds = try int(arg, 1...50)
             case "--warmup": options.warmup = try int(arg, 0...10)
-            case "--margin":
-                guard let m = Double(try value(arg)), m >= 0, m < 10 else {
-                    throw UsageError(message: "--margin needs a fraction >= 0 (0.10 = 10%)")
-                }
-                options.margin = m
-            case "--socket": options.socket = try value(arg)
-            case "--lxc": options.lxc = try value(arg)
-            case "--json": options.json = true
-            case "--verbose", "-v": options.verbose = true
-            case "--help", "-h": options.help = true
-            default: throw UsageError(message: "unknown argument \(arg)")
+            default:
+                guard try options.common.parseCommon(arg, value) else { throw UsageError(message: "unknown argument \(arg)") }
             }
         }
         if !sawCount && !options.help { throw UsageError(message: "--count is required") }
