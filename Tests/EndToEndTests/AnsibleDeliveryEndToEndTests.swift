@@ -60,9 +60,13 @@ extension EndToEndTests {
             #expect(rolled.failingControls == ["sensor-agent-04"])
             _ = try await eventually("container back up") { try await lxd.exec(container, ["true"]).exitCode == 0 ? true : nil }
             #expect(try await agentVersion() == "sensor-agent 1.1.0")
-            _ = try await eventually("'rolled-back' report at the vendor") {
+            let report = try await eventually("'rolled-back' report at the vendor") {
                 try vendor.reports().first { $0.outcome == .rolledBack && $0.delivery?.provisioner == "ansible" }
             }
+            // The InSpec summary per control travels to the vendor.
+            #expect(report.delivery?.controls["sensor-agent/sensor-agent-04"] == "failed")
+            #expect(report.delivery?.controls["sensor-agent/sensor-agent-01"] == "passed")
+            #expect(report.delivery?.controls.count == 4)
         }
     }
 }

@@ -49,6 +49,8 @@ import Testing
             let verdict = try #require(first.validation["sensor-agent"])
             #expect(verdict.passed, "\(verdict.explanation)")
             #expect(verdict.summary.passed == 4)
+            #expect(first.controls?.count == 4)
+            #expect(first.controls?["sensor-agent/sensor-agent-04"] == "passed")
             #expect(try await version(lxd, c) == "sensor-agent 1.0.0")
 
             // An update (a new app version published by the vendor) reaches the container.

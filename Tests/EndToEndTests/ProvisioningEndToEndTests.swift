@@ -30,6 +30,10 @@ import UmockdevTesting
             let testbed = try Testbed()
             let node1 = try CharNode(), node2 = try CharNode(), node3 = try CharNode()
             try await gateway.start(testbed: testbed)
+            // Only root can reach the control socket: its directory is 0700 and root's.
+            var st = stat()
+            #expect(stat((gateway.socket as NSString).deletingLastPathComponent, &st) == 0)
+            #expect(st.st_mode & 0o777 == 0o700 && st.st_uid == 0)
 
             // 1. Plug: the daemon asks the vendor and waits for the owner.
             var dev1 = try testbed.addUSBSerialAdapter(vendorID: "0403", productID: "6001", serial: "ACME-0001", manufacturer: "Acme",

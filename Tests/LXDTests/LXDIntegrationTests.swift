@@ -59,6 +59,21 @@ import Testing
         }
     }
 
+    @Test func createFromImageFingerprint() async throws {
+        let lxd = try TestLXD.client()
+        let fingerprint = try await lxd.imageAlias(TestLXD.busybox).target
+        let name = "t-fp-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        try await TestLXD.cleaningUp([name]) {
+            try await lxd.createInstance(InstancesPost(name: name, source: .image(fingerprint: fingerprint)))
+            #expect(try await lxd.instance(name).instance.config["volatile.base_image"] == fingerprint)
+        }
+        await #expect { try await lxd.createInstance(InstancesPost(name: name, source: .image(fingerprint: String(repeating: "0", count: 64)))) } throws: {
+            let e = $0 as? LXDError
+            return e != nil && e?.message.isEmpty == false
+        }
+        #expect(try await lxd.instanceExists(name) == false)
+    }
+
     @Test func startStopRestartAndState() async throws {
         try await TestLXD.withInstance("state", start: false) { lxd, name in
             try await lxd.start(name)

@@ -97,12 +97,8 @@ extension GatewayAgent {
     }
 
     static func summary(_ r: DeliveryReport) -> DeliverySummary {
-        var controls: [String: String] = [:]
-        for verdict in r.validation.values {
-            for c in verdict.failingControls { controls[c.id] = "failed" }
-        }
-        return DeliverySummary(result: r.result.rawValue, provisioner: r.provisioner, convergeSummary: r.converge?.summary,
-                               controls: controls, failingControls: r.failingControls, restoredSnapshot: r.restoredSnapshot,
+        DeliverySummary(result: r.result.rawValue, provisioner: r.provisioner, convergeSummary: r.converge?.summary,
+                               controls: r.controls ?? [:], failingControls: r.failingControls, restoredSnapshot: r.restoredSnapshot,
                                message: r.message)
     }
 

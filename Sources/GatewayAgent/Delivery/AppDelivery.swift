@@ -13,6 +13,8 @@ public struct DeliveryReport: Sendable, Codable {
     public var validation: [String: Verdict]
     /// IDs of the controls that failed validation (what made it roll back).
     public var failingControls: [String]
+    /// Every control's outcome, `profile/control-id` → `passed`, `failed` or `skipped`.
+    public var controls: [String: String]?
     /// The snapshot taken before converging, and the one restored if any.
     public var snapshot: String?
     public var restoredSnapshot: String?
@@ -39,7 +41,7 @@ public struct AppDelivery: Sendable {
         let snapshot = Self.snapshotPrefix + String(Int(now.timeIntervalSince1970 * 1000))
         try await lxd.createSnapshot(container, name: snapshot)
         var report = DeliveryReport(result: .applied, provisioner: provisioner.name, converge: nil, validation: [:], failingControls: [],
-                                    snapshot: snapshot, restoredSnapshot: nil, message: "")
+                                    controls: nil, snapshot: snapshot, restoredSnapshot: nil, message: "")
         do {
             try await provisioner.bootstrap(container, lxd: lxd)
             let outcome = try await provisioner.converge(container, lxd: lxd)
@@ -48,7 +50,9 @@ public struct AppDelivery: Sendable {
                 return try await rollBack(container, to: snapshot, report, because: outcome.summary)
             }
             if validator.policy.shouldValidate(environment: environment, convergeChangedResources: outcome.changedResources) {
-                report.validation = try await validator.validate(container, profiles: profiles, lxd: lxd)
+                let found = try await validator.run(container, profiles: profiles, lxd: lxd)
+                report.validation = found.verdicts
+                report.controls = found.controls
             }
             report.failingControls = report.validation.values.flatMap { $0.failingControls.map(\.id) }.sorted()
             if let blocking = report.validation.sorted(by: { $0.key < $1.key }).first(where: { $0.value.blocksGate }) {

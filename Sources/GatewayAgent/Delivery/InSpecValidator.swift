@@ -14,9 +14,21 @@ public struct InSpecValidator: Sendable {
 
     public init(policy: ValidationPolicy) { self.policy = policy }
 
+    /// What one validation run found: the gate verdict per profile and every control's outcome.
+    public struct Outcome: Sendable {
+        public var verdicts: [String: Verdict] = [:]
+        /// `profile/control-id` → `passed`, `failed` or `skipped`.
+        public var controls: [String: String] = [:]
+    }
+
     /// Validates each local profile directory; returns one verdict per profile.
     public func validate(_ container: String, profiles: [String], lxd: LXDClient) async throws -> [String: Verdict] {
-        var verdicts: [String: Verdict] = [:]
+        try await run(container, profiles: profiles, lxd: lxd).verdicts
+    }
+
+    /// Validates each local profile directory, keeping every control's outcome for the report.
+    public func run(_ container: String, profiles: [String], lxd: LXDClient) async throws -> Outcome {
+        var outcome = Outcome()
         for local in profiles {
             let name = (local as NSString).lastPathComponent
             let remote = "\(remoteDirectory)/\(name)"
@@ -28,15 +40,16 @@ public struct InSpecValidator: Sendable {
             do {
                 run = try await lxd.exec(container, cmd.arguments, timeout: .seconds(900))
             } catch let e as LXDError where e.code == .commandNotFound {
-                verdicts[name] = .notRun(reason: "InSpec is not installed in \(container)", policy: policy)
+                outcome.verdicts[name] = .notRun(reason: "InSpec is not installed in \(container)", policy: policy)
                 continue
             }
             var parsed: InSpecReport?
             if let pulled = try? await lxd.pull(container, path: report) {
                 parsed = try? InSpecReport.decode(from: Data(buffer: pulled.content))
             }
-            verdicts[name] = evaluate(report: parsed, exitCode: InSpecExitCode(rawValue: run.exitCode), policy: policy)
+            outcome.verdicts[name] = evaluate(report: parsed, exitCode: InSpecExitCode(rawValue: run.exitCode), policy: policy)
+            for c in parsed?.controlVerdicts() ?? [] { outcome.controls["\(name)/\(c.id)"] = c.outcome.rawValue }
         }
-        return verdicts
+        return outcome
     }
 }
