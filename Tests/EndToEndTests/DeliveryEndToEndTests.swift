@@ -1,3 +1,4 @@
+import Chef
 import Foundation
 import GatewayAgent
 import InSpec
@@ -12,11 +13,11 @@ import Testing
     static let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
     static let profile = Bin.repo.appendingPathComponent("inspec/sensor-agent").path
 
-    func withDebianContainer(_ body: (LXDClient, String) async throws -> Void) async throws {
+    func withDebianContainer(image: String = "iotgw-debian12", _ body: (LXDClient, String) async throws -> Void) async throws {
         let lxd = try E2E.lxd()
         let name = "t-deliver-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
         try await E2EContext.cleaningUp(lxd, [name], daemons: { [] }) {
-            try await lxd.createInstance(InstancesPost(name: name, source: .image(alias: "iotgw-debian12"),
+            try await lxd.createInstance(InstancesPost(name: name, source: .image(alias: image),
                                                        profiles: ["default", "iotgw-vendor"]))
             try await lxd.start(name)
             _ = try await eventually("systemd up in \(name)", timeout: .seconds(60)) {
@@ -80,6 +81,30 @@ import Testing
             #expect(kept.result == .applied)
             #expect(kept.failingControls == ["sensor-agent-04"])
             #expect(try await version(lxd, c) == "sensor-agent 0.0.0-broken")
+        }
+    }
+
+    /// The production image has no chef-client here: bootstrap refuses without an install step, and
+    /// with one runs it first, then writes what knife bootstrap writes with the right modes.
+    @Test func chefBootstrapInstallsChefClientWhenMissingAndWritesKnifesFiles() async throws {
+        try await withDebianContainer { lxd, c in
+            _ = try await lxd.exec(c, ["rm", "-f", "/usr/local/bin/chef-client"])
+            let files = BootstrapFiles(chefServerURL: "http://chef.example:4545", nodeName: "gw-test-acme",
+                                       clientKeyPEM: "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n",
+                                       runList: ["recipe[sensor_agent@1.0.0]"])
+            await #expect { try await ChefProvisioner(files: files).bootstrap(c, lxd: lxd) } throws: {
+                "\($0)".contains("chef-client is not installed")
+            }
+            let install = ["sh", "-c", "printf '#!/bin/sh\\necho installed-stub\\n' > /usr/local/bin/chef-client && chmod 755 /usr/local/bin/chef-client"]
+            try await ChefProvisioner(files: files, installCommand: install).bootstrap(c, lxd: lxd)
+            #expect(try await lxd.exec(c, ["sh", "-c", "command -v chef-client"]).exitCode == 0)
+            #expect(try await lxd.exec(c, ["stat", "-c", "%a", "/etc/chef/client.pem", "/etc/chef/client.rb", "/etc/chef/first-boot.json"]).stdout
+                    == "600\n644\n644\n")
+            let rb = String(buffer: try await lxd.pull(c, path: "/etc/chef/client.rb").content)
+            #expect(rb.contains("chef_server_url  \"http://chef.example:4545\""))
+            #expect(rb.contains("node_name \"gw-test-acme\""))
+            let firstBoot = String(buffer: try await lxd.pull(c, path: "/etc/chef/first-boot.json").content)
+            #expect(firstBoot.contains("\"run_list\":[\"recipe[sensor_agent@1.0.0]\"]"))
         }
     }
 

@@ -18,8 +18,7 @@ public struct AnsibleProvisioner: Provisioner {
     }
 
     public func bootstrap(_ container: String, lxd: LXDClient) async throws {
-        let which = try await lxd.exec(container, ["sh", "-c", "command -v ansible-playbook"])
-        guard which.exitCode == 0 else {
+        guard try await lxd.hasCommand(container, "ansible-playbook") else {
             throw DeliveryError("ansible-playbook is not installed in \(container); the image must ship ansible-core")
         }
         _ = try await lxd.exec(container, ["rm", "-rf", remoteDirectory])

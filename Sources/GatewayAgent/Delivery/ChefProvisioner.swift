@@ -22,7 +22,7 @@ public struct ChefProvisioner: Provisioner {
     }
 
     public func bootstrap(_ container: String, lxd: LXDClient) async throws {
-        if try await lxd.exec(container, ["sh", "-c", "command -v \(chefClient)"]).exitCode != 0 {
+        if try await !lxd.hasCommand(container, chefClient) {
             guard let installCommand else {
                 throw DeliveryError("\(chefClient) is not installed in \(container) and no install step is configured")
             }

@@ -23,6 +23,15 @@ public protocol Provisioner: Sendable {
     func converge(_ container: String, lxd: LXDClient) async throws -> ConvergeOutcome
 }
 
+extension LXDClient {
+    /// Whether `command` is on the container's PATH. The probe never exits 127: LXD 5.0 turns any
+    /// exit 127, even a shell's "not found", into a failed "Command not found" operation.
+    func hasCommand(_ container: String, _ command: String) async throws -> Bool {
+        try await exec(container, ["sh", "-c", "command -v \"$1\" >/dev/null 2>&1 || exit 3", "sh", command],
+                       captureOutput: false).exitCode == 0
+    }
+}
+
 extension ExecResult {
     /// The last `lines` lines of stdout and stderr, for reports.
     func tail(_ lines: Int = 20) -> String {
