@@ -322,6 +322,8 @@ enum DeliveryBench {
                                       sha256sum: CommandRunner(executable: sha256Path), container: container,
                                       image: options.image, sizesMiB: options.sizesMiB, rounds: options.rounds,
                                       logger: logger)
+        // A handle the SIGINT/SIGTERM handler can cancel; awaited right below, so it never outlives this
+        // scope, and cleanup then runs in the (never cancelled) main task. Not a background service.
         let work = Task { try await bench.run { stderrLine("lxd-bench delivery: \($0)") } }
         let interrupts = InterruptHandler { signal in
             stderrLine("lxd-bench delivery: \(signal == SIGINT ? "interrupted" : "terminated"), cleaning up (again to abort)")

@@ -66,6 +66,8 @@ enum LXDBench {
             count: options.count, rounds: options.rounds, warmup: options.warmup,
             runID: String(UInt32.random(in: 0...UInt32.max), radix: 36), logger: logger)
 
+        // A handle the SIGINT/SIGTERM handler can cancel; awaited right below, so it never outlives this
+        // scope, and cleanup then runs in the (never cancelled) main task. Not a background service.
         let work = Task { () throws -> [RoundSample] in
             do {
                 _ = try await client.imageAlias(options.image)
