@@ -128,15 +128,14 @@ public final class GatewayAgent: Service, Sendable {
         rec.updatedAt = now()
         try await store.save(rec)
         logger.info("device unplugged", metadata: ["udev.syspath": "\(syspath)", "iotgw.vendor": "\(rec.vendor ?? "-")"])
-        if let v = rec.vendor, try await approvedPlan(v) != nil { try await reconcile(vendor: v) }
+        // reconcile does nothing for a vendor without an approved plan.
+        if let v = rec.vendor { try await reconcile(vendor: v) }
     }
 
     func sweep(_ present: Set<String>) async throws {
         let gone = try await store.markOnlyPresent(present)
         for d in gone { logger.info("device gone while stopped", metadata: ["udev.syspath": "\(d.syspath)"]) }
-        for v in config.vendors where try await approvedPlan(v.id) != nil {
-            try await reconcile(vendor: v.id)
-        }
+        for v in config.vendors { try await reconcile(vendor: v.id) }
     }
 
     // MARK: - Vendor exchange
