@@ -1,3 +1,6 @@
+import Crypto
+import Foundation
+
 /// `POST /v1/plan`: the gateway polls its current plan (gateways are behind NAT, so updates are
 /// pulled, never pushed). Answered with a `SignedPlan` like an announcement.
 public struct PlanRequest: Sendable, Codable, Equatable {
@@ -23,6 +26,8 @@ public struct BootstrapRequest: Sendable, Codable, Equatable {
     }
 }
 
+/// What a gateway's container needs to converge the vendor's apps, bound to one gateway, vendor and
+/// plan version, with an expiry. Travels inside a ``SignedBootstrap`` (signed by the vendor's key).
 public struct BootstrapBundle: Sendable, Codable, Equatable {
     public enum Kind: String, Sendable, Codable {
         /// Chef: the vendor registered a client and node on its Chef server.
@@ -33,6 +38,12 @@ public struct BootstrapBundle: Sendable, Codable, Equatable {
         case none
     }
     public var kind: Kind
+    /// The gateway this bundle is for.
+    public var gatewayID: String
+    public var vendor: String
+    /// The plan version whose apps this bundle converges.
+    public var planVersion: Int
+    public var expiresAt: Date
     /// e.g. `http://chef.acme.example:4545` or `https://chef.example/organizations/acme`.
     public var chefServerURL: String?
     public var nodeName: String?
@@ -43,26 +54,171 @@ public struct BootstrapBundle: Sendable, Codable, Equatable {
     public var environment: String?
     /// PEM certificates the container must trust for the Chef server (`/etc/chef/trusted_certs`).
     public var trustedCerts: [String]
-    /// Ansible: base64 of a gzip'd tar of the playbook directory (`site.yml` at its top).
-    public var playbookArchive: String?
+    /// Ansible: SHA-256 (hex) of the playbook archive that travels beside the signed payload.
+    public var playbookArchiveSHA256: String?
     /// Ansible: variables passed with `-e` (e.g. `app_version`).
     public var extraVars: [String: String]?
 
     /// Largest playbook archive a gateway accepts, decoded.
     public static let maxPlaybookBytes = 4 * 1024 * 1024
+    /// Largest signed bundle (with its base64 archive) a gateway reads.
+    public static let maxSignedBytes = maxPlaybookBytes * 4 / 3 + 64 * 1024
+    /// How long a vendor signs bundles for.
+    public static let lifetime: TimeInterval = 3600
 
-    public init(kind: Kind, chefServerURL: String? = nil, nodeName: String? = nil, clientKeyPEM: String? = nil, runList: [String] = [],
-                environment: String? = nil, trustedCerts: [String] = [], playbookArchive: String? = nil,
-                extraVars: [String: String]? = nil) {
+    public init(kind: Kind, gatewayID: String, vendor: String, planVersion: Int, expiresAt: Date, chefServerURL: String? = nil,
+                nodeName: String? = nil, clientKeyPEM: String? = nil, runList: [String] = [], environment: String? = nil,
+                trustedCerts: [String] = [], playbookArchiveSHA256: String? = nil, extraVars: [String: String]? = nil) {
         self.kind = kind
+        self.gatewayID = gatewayID
+        self.vendor = vendor
+        self.planVersion = planVersion
+        self.expiresAt = expiresAt
         self.chefServerURL = chefServerURL
         self.nodeName = nodeName
         self.clientKeyPEM = clientKeyPEM
         self.runList = runList
         self.environment = environment
         self.trustedCerts = trustedCerts
-        self.playbookArchive = playbookArchive
+        self.playbookArchiveSHA256 = playbookArchiveSHA256
         self.extraVars = extraVars
+    }
+}
+
+/// A bootstrap bundle as it travels: the bundle's exact JSON bytes signed with the vendor's key
+/// (domain ``Envelope/bootstrapDomain``), and the Ansible playbook archive beside them, bound by the
+/// digest inside the signed bytes.
+public struct SignedBootstrap: Sendable, Codable, Equatable {
+    /// Base64 of the bundle's JSON bytes.
+    public var payload: String
+    /// Base64 Ed25519 signature over the domain tag and those bytes.
+    public var signature: String
+    public var keyID: String
+    /// Ansible: base64 of a gzip'd tar of the playbook directory (`site.yml` at its top).
+    public var playbookArchive: String?
+
+    public init(payload: String, signature: String, keyID: String, playbookArchive: String?) {
+        self.payload = payload
+        self.signature = signature
+        self.keyID = keyID
+        self.playbookArchive = playbookArchive
+    }
+}
+
+extension PlanSigner {
+    /// Signs a bundle; `archive` is the playbook archive whose digest the bundle must already carry.
+    public func sign(_ bundle: BootstrapBundle, archive: Data? = nil) throws -> SignedBootstrap {
+        let bytes = try WireJSON.encoder().encode(bundle)
+        let sig = try Envelope.sign(bytes, domain: Envelope.bootstrapDomain, key: key)
+        return SignedBootstrap(payload: bytes.base64EncodedString(), signature: sig.base64EncodedString(), keyID: Keys.keyID(key.publicKey),
+                               playbookArchive: archive?.base64EncodedString())
+    }
+}
+
+/// A bootstrap bundle that passed ``BundleValidator``, with its archive decoded.
+public struct VerifiedBootstrap: Sendable, Equatable {
+    public var bundle: BootstrapBundle
+    public var playbookArchive: Data?
+}
+
+/// Checks a signed bootstrap bundle before anything of it is used. Pure: no I/O, time injected.
+public struct BundleValidator: Sendable {
+    public static let maxTrustedCerts = 8
+    public static let maxExtraVars = 64
+
+    public var vendor: String
+    public var gatewayID: String
+    let rawVendorKey: Data
+    var vendorKey: Curve25519.Signing.PublicKey {
+        // Invariant: rawVendorKey came from a valid key's rawRepresentation in init.
+        try! Curve25519.Signing.PublicKey(rawRepresentation: rawVendorKey)
+    }
+
+    public init(vendor: String, vendorKey: Curve25519.Signing.PublicKey, gatewayID: String) {
+        self.vendor = vendor
+        rawVendorKey = vendorKey.rawRepresentation
+        self.gatewayID = gatewayID
+    }
+
+    /// Signature first, then binding (gateway, vendor, plan version, expiry, archive digest), then
+    /// every field. `expectedNode` is the Chef node name this gateway derives for itself.
+    public func validate(rawBody: Data, planVersion: Int, expectedNode: String, now: Date) throws -> VerifiedBootstrap {
+        guard rawBody.count <= BootstrapBundle.maxSignedBytes else {
+            throw ProtocolError(.tooLarge, "bootstrap bundle is \(rawBody.count) bytes, limit \(BootstrapBundle.maxSignedBytes)")
+        }
+        let signed: SignedBootstrap
+        do { signed = try WireJSON.decoder().decode(SignedBootstrap.self, from: rawBody) } catch {
+            throw ProtocolError(.malformed, "not a signed bootstrap bundle: \(PlanValidator.describe(error))")
+        }
+        guard let payload = Data(base64Encoded: signed.payload), payload.count <= 256 * 1024 else {
+            throw ProtocolError(.malformed, "bundle payload is not base64 or too large")
+        }
+        guard signed.keyID == Keys.keyID(vendorKey) else {
+            throw ProtocolError(.unknownKey, "bundle signed with key \(Fields.quote(signed.keyID)), vendor \(vendor) uses \(Keys.keyID(vendorKey))")
+        }
+        guard let sig = Data(base64Encoded: signed.signature),
+              Envelope.isValid(sig, payload: payload, domain: Envelope.bootstrapDomain, key: vendorKey) else {
+            throw ProtocolError(.badSignature, "bundle signature does not verify with vendor \(vendor)'s key")
+        }
+        let bundle: BootstrapBundle
+        do { bundle = try WireJSON.decoder().decode(BootstrapBundle.self, from: payload) } catch {
+            throw ProtocolError(.malformed, "bundle does not match schema: \(PlanValidator.describe(error))")
+        }
+        guard bundle.vendor == vendor else { throw ProtocolError(.wrongVendor, "bundle is for vendor \(Fields.quote(bundle.vendor))") }
+        guard bundle.gatewayID == gatewayID else { throw ProtocolError(.wrongGateway, "bundle is for gateway \(Fields.quote(bundle.gatewayID))") }
+        guard bundle.planVersion == planVersion else {
+            throw ProtocolError(.wrongAudience, "bundle is for plan v\(bundle.planVersion), this delivery is v\(planVersion)")
+        }
+        guard bundle.expiresAt > now else { throw ProtocolError(.expired, "bundle expired at \(bundle.expiresAt)") }
+        var archive: Data?
+        if let b64 = signed.playbookArchive {
+            guard let data = Data(base64Encoded: b64), data.count <= BootstrapBundle.maxPlaybookBytes else {
+                throw ProtocolError(.tooLarge, "playbook archive is not base64 or over \(BootstrapBundle.maxPlaybookBytes) bytes")
+            }
+            guard let digest = bundle.playbookArchiveSHA256, Keys.sha256Hex(data) == digest else {
+                throw ProtocolError(.digestMismatch, "playbook archive does not match the digest the vendor signed")
+            }
+            archive = data
+        } else if bundle.playbookArchiveSHA256 != nil {
+            throw ProtocolError(.digestMismatch, "bundle names a playbook archive but carries none")
+        }
+        try check(bundle, hasArchive: archive != nil, expectedNode: expectedNode)
+        return VerifiedBootstrap(bundle: bundle, playbookArchive: archive)
+    }
+
+    func check(_ b: BootstrapBundle, hasArchive: Bool, expectedNode: String) throws {
+        guard b.runList.count <= PlanValidator.maxRunListItems * PlanValidator.maxApps else {
+            throw ProtocolError(.invalidField, "bundle run list is too long")
+        }
+        for (i, item) in b.runList.enumerated() { try Fields.runListItem.check(item, at: "runList[\(i)]") }
+        if let e = b.environment { try Fields.name.named("environment").check(e, at: "environment") }
+        switch b.kind {
+        case .chef:
+            guard let url = b.chefServerURL, let node = b.nodeName, let key = b.clientKeyPEM else {
+                throw ProtocolError(.invalidField, "a Chef bundle needs chefServerURL, nodeName and clientKeyPEM")
+            }
+            try Fields.url.named("Chef server URL").check(url, at: "chefServerURL")
+            try Fields.nodeName.check(node, at: "nodeName")
+            // The node is this gateway's own: a vendor cannot make a container act as another node.
+            guard node == expectedNode else {
+                throw ProtocolError(.wrongAudience, "bundle names node \(Fields.quote(node)), this gateway's node is \(expectedNode)")
+            }
+            try Fields.pem.named("client key").check(key, at: "clientKeyPEM")
+            guard b.trustedCerts.count <= Self.maxTrustedCerts else { throw ProtocolError(.invalidField, "too many trusted certificates") }
+            for (i, c) in b.trustedCerts.enumerated() { try Fields.pem.named("certificate").check(c, at: "trustedCerts[\(i)]") }
+            guard !hasArchive, b.extraVars == nil else { throw ProtocolError(.invalidField, "a Chef bundle carries no playbook") }
+        case .ansible:
+            guard hasArchive else { throw ProtocolError(.invalidField, "an Ansible bundle needs a playbook archive") }
+            let vars = b.extraVars ?? [:]
+            guard vars.count <= Self.maxExtraVars else { throw ProtocolError(.invalidField, "too many variables") }
+            for (k, v) in vars.sorted(by: { $0.key < $1.key }) {
+                try Fields.variableName.check(k, at: "extraVars")
+                try Fields.shortValue.check(v, at: "extraVars.\(k)")
+            }
+            guard b.clientKeyPEM == nil, b.chefServerURL == nil else { throw ProtocolError(.invalidField, "an Ansible bundle carries no Chef key") }
+        case .none:
+            guard !hasArchive, b.clientKeyPEM == nil else { throw ProtocolError(.invalidField, "an empty bundle carries nothing") }
+        }
     }
 }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// What the gateway tells a vendor about a plugged device (from udev).
 public struct DeviceIdentity: Sendable, Hashable, Codable {
     /// USB vendor ID, 4 lowercase hex digits.
@@ -80,4 +82,45 @@ public struct ErrorBody: Sendable, Codable, Equatable {
     public var error: Detail
 
     public init(code: String, message: String) { error = Detail(code: code, message: message) }
+}
+
+extension ProvisioningReport {
+    public static let maxTextLength = 2048
+    public static let maxControls = 512
+
+    /// Checks every field against ``Fields`` (the vendor validates what a gateway reports before
+    /// storing or showing it; the gateway builds its reports from values that pass the same rules).
+    public func validate() throws {
+        try Fields.gatewayID.check(gatewayID, at: "gatewayID")
+        try Fields.vendorID.check(vendor, at: "vendor")
+        guard (0...Int(Int32.max)).contains(planVersion) else { throw ProtocolError(.invalidField, "planVersion is out of range") }
+        if let container { try Fields.name.named("container").check(container, at: "container") }
+        guard addresses.count <= 16, attachedDevices.count <= PlanValidator.maxDevices else {
+            throw ProtocolError(.invalidField, "too many addresses or devices")
+        }
+        for a in addresses { try Fields.address.check(a, at: "addresses") }
+        for s in attachedDevices { try Fields.serial.check(s, at: "attachedDevices") }
+        if let error { try Self.checkText(error, at: "error") }
+        if let d = delivery {
+            try Fields.name.named("result").check(d.result, at: "delivery.result")
+            try Fields.name.named("provisioner").check(d.provisioner, at: "delivery.provisioner")
+            if let s = d.convergeSummary { try Self.checkText(s, at: "delivery.convergeSummary") }
+            try Self.checkText(d.message, at: "delivery.message", allowEmpty: true)
+            guard d.controls.count <= Self.maxControls, d.failingControls.count <= Self.maxControls else {
+                throw ProtocolError(.invalidField, "too many controls")
+            }
+            for (k, v) in d.controls {
+                try Self.checkText(k, at: "delivery.controls", max: 256)
+                guard ["passed", "failed", "skipped"].contains(v) else { throw ProtocolError(.invalidField, "delivery.controls: unknown outcome") }
+            }
+            for c in d.failingControls { try Self.checkText(c, at: "delivery.failingControls", max: 256) }
+            if let s = d.restoredSnapshot { try Fields.name.named("snapshot").check(s, at: "delivery.restoredSnapshot") }
+        }
+    }
+
+    static func checkText(_ s: String, at path: String, max: Int = maxTextLength, allowEmpty: Bool = false) throws {
+        guard (allowEmpty || !s.isEmpty), Fields.isShowable(s, max: max) else {
+            throw ProtocolError(.invalidField, "\(path): text must be 1-\(max) printable characters")
+        }
+    }
 }

@@ -117,21 +117,103 @@ extension ProvisioningPlan {
     /// from one vendor cannot name another vendor's container.
     public static func containerName(forVendor vendor: String) -> String { "iotgw-\(vendor)" }
 
-    /// What the owner is asked to approve; two plans with the same grant need no second approval.
+    /// Everything the vendor gets from this plan: what the owner approves. Two plans with equal grants
+    /// give the vendor exactly the same thing (their versions and expiry may differ).
     public var grant: Grant {
-        // App names, not versions: the owner approves which apps run; their updates then flow
-        // (each one is validated and rolled back if it fails).
-        Grant(container: container, devices: devices.map(\.serial).sorted(), apps: apps.map(\.name).sorted())
+        Grant(container: container, devices: devices.sorted { $0.serial < $1.serial },
+              apps: apps.map { Grant.App(name: $0.name, version: $0.version, runList: $0.runList, inspecProfile: $0.inspecProfile) }
+                  .sorted { $0.name < $1.name })
     }
 
+    /// What an approval binds: the container spec (image, limits, network), every device with its
+    /// serial, kind, USB IDs and container path, and every app with its version, run list and profile.
     public struct Grant: Sendable, Codable, Equatable {
-        public var container: ContainerSpec
-        public var devices: [String]
-        public var apps: [String]
-
-        /// Whether this grant asks for nothing beyond `other` (same container and apps, devices a subset).
-        public func isCovered(by other: Grant) -> Bool {
-            container == other.container && apps == other.apps && Set(devices).isSubset(of: Set(other.devices))
+        public struct App: Sendable, Codable, Equatable {
+            public var name: String
+            public var version: String
+            public var runList: [String]
+            public var inspecProfile: String?
         }
+        public var container: ContainerSpec
+        /// Sorted by serial.
+        public var devices: [DeviceGrant]
+        /// Sorted by name.
+        public var apps: [App]
+
+        /// How a newer grant relates to the approved one.
+        public enum Change: Sendable, Equatable {
+            /// Nothing the vendor gets changes.
+            case identical
+            /// Fewer devices, every remaining one exactly as approved, everything else the same.
+            case subset
+            /// Only app versions and run lists change (the same apps with the same profiles); the
+            /// devices are the approved ones or a subset, the container is the same.
+            case appUpdate
+            /// Anything else: the owner must approve again.
+            case widened
+        }
+
+        /// Classifies this grant against the one the owner approved.
+        public func change(from approved: Grant) -> Change {
+            guard container == approved.container else { return .widened }
+            let approvedDevices = Dictionary(approved.devices.map { ($0.serial, $0) }, uniquingKeysWith: { a, _ in a })
+            guard devices.allSatisfy({ approvedDevices[$0.serial] == $0 }) else { return .widened }
+            let fewer = devices.count < approved.devices.count
+            if apps == approved.apps { return fewer ? .subset : .identical }
+            guard apps.map(\.name) == approved.apps.map(\.name),
+                  apps.map(\.inspecProfile) == approved.apps.map(\.inspecProfile) else { return .widened }
+            return .appUpdate
+        }
+
+        /// One line per difference from `approved`, for the owner's prompt.
+        public func differences(from approved: Grant) -> [String] {
+            var out: [String] = []
+            let (c, a) = (container, approved.container)
+            if c.name != a.name { out.append("container: \(a.name) -> \(c.name)") }
+            if c.image != a.image {
+                out.append("image: \(a.image.alias) sha256:\(a.image.fingerprint.prefix(12)) -> \(c.image.alias) sha256:\(c.image.fingerprint.prefix(12))")
+            }
+            let (l, m) = (c.limits, a.limits)
+            if l.cpus != m.cpus { out.append("limits: cpus \(m.cpus) -> \(l.cpus)") }
+            if l.memoryMiB != m.memoryMiB { out.append("limits: memory \(m.memoryMiB) -> \(l.memoryMiB) MiB") }
+            if l.diskMiB != m.diskMiB { out.append("limits: disk \(m.diskMiB) -> \(l.diskMiB) MiB") }
+            if l.processes != m.processes { out.append("limits: processes \(m.processes) -> \(l.processes)") }
+            if c.network != a.network { out.append("network: \(a.network.rawValue) -> \(c.network.rawValue)") }
+            let mine = Dictionary(devices.map { ($0.serial, $0) }, uniquingKeysWith: { a, _ in a })
+            let theirs = Dictionary(approved.devices.map { ($0.serial, $0) }, uniquingKeysWith: { a, _ in a })
+            for serial in Set(mine.keys).union(theirs.keys).sorted() {
+                switch (theirs[serial], mine[serial]) {
+                case (nil, let d?): out.append("device \(serial): new, \(d.summary)")
+                case (_?, nil): out.append("device \(serial): removed")
+                case (let old?, let new?) where old != new: out.append("device \(serial): \(old.summary) -> \(new.summary)")
+                default: break
+                }
+            }
+            let myApps = Dictionary(apps.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            let theirApps = Dictionary(approved.apps.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            for name in Set(myApps.keys).union(theirApps.keys).sorted() {
+                switch (theirApps[name], myApps[name]) {
+                case (nil, let n?): out.append("app \(name): new, \(n.version) \(n.runList.joined(separator: ","))")
+                case (_?, nil): out.append("app \(name): removed")
+                case (let o?, let n?):
+                    if o.version != n.version { out.append("app \(name): version \(o.version) -> \(n.version)") }
+                    if o.runList != n.runList {
+                        out.append("app \(name): run list \(o.runList.joined(separator: ",")) -> \(n.runList.joined(separator: ","))")
+                    }
+                    if o.inspecProfile != n.inspecProfile {
+                        out.append("app \(name): InSpec profile \(o.inspecProfile ?? "none") -> \(n.inspecProfile ?? "none")")
+                    }
+                default: break
+                }
+            }
+            return out
+        }
+    }
+}
+
+extension DeviceGrant {
+    /// `USB 0403:6001 unix-char -> /dev/ttyUSB0`, for prompts and diffs.
+    public var summary: String {
+        "USB \(vendorID):\(productID) \(kind.rawValue)" + (kind == .unixChar ? " -> \(path ?? "?")" : "")
     }
 }

@@ -83,38 +83,117 @@ public struct PlanSigner: Sendable {
 }
 
 /// Gateway requests are signed so a vendor knows which enrolled gateway is asking (all traffic is
-/// gateway-initiated, so there is no other channel to authenticate it).
+/// gateway-initiated, so there is no other channel to authenticate it), and bound to their audience
+/// so that no one who sees a request (another vendor, or anyone on the path) can replay it elsewhere.
 ///
-/// Signed string: `METHOD\nPATH\nTIMESTAMP\nSHA256HEX(BODY)`.
+/// Signed string (each part on its own line):
+/// `iotgw-request-v2`, METHOD, PATH, HOST, VENDOR, GATEWAY, TIMESTAMP, NONCE, SHA256HEX(BODY).
+/// The receiver checks that VENDOR is itself and HOST one of its names, that the timestamp is within
+/// ``allowedSkew`` of its clock, and that it has not seen NONCE from this gateway within that window.
 public enum RequestSignature {
     public static let gatewayHeader = "X-IoTGW-Gateway"
+    public static let vendorHeader = "X-IoTGW-Vendor"
     public static let timestampHeader = "X-IoTGW-Timestamp"
+    public static let nonceHeader = "X-IoTGW-Nonce"
     public static let signatureHeader = "X-IoTGW-Signature"
-    /// How far a request's timestamp may be from the receiver's clock.
+    /// How far a request's timestamp may be from the receiver's clock; nonces are kept this long (and again).
     public static let allowedSkew: TimeInterval = 300
 
-    static func canonical(method: String, path: String, timestamp: String, body: some DataProtocol) -> Data {
-        Data("\(method.uppercased())\n\(path)\n\(timestamp)\n\(Keys.sha256Hex(body))".utf8)
+    /// Who a request is for: the vendor's id and the host name the gateway connects to (no port).
+    public struct Audience: Sendable, Equatable {
+        public var vendor: String
+        public var host: String
+
+        public init(vendor: String, host: String) {
+            self.vendor = vendor
+            self.host = host.lowercased()
+        }
+    }
+
+    static func canonical(method: String, path: String, audience: Audience, gatewayID: String, timestamp: String, nonce: String,
+                          body: some DataProtocol) -> Data {
+        Data(["iotgw-request-v2", method.uppercased(), path, audience.host, audience.vendor, gatewayID, timestamp, nonce,
+              Keys.sha256Hex(body)].joined(separator: "\n").utf8)
+    }
+
+    /// A fresh nonce: 16 random bytes, base64url.
+    public static func makeNonce() -> String {
+        var g = SystemRandomNumberGenerator()
+        let bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
     }
 
     /// Headers to add to a request.
-    public static func headers(gatewayID: String, key: Curve25519.Signing.PrivateKey, method: String, path: String,
-                               body: some DataProtocol, now: Date = Date()) throws -> [(String, String)] {
+    public static func headers(gatewayID: String, key: Curve25519.Signing.PrivateKey, method: String, path: String, audience: Audience,
+                               body: some DataProtocol, now: Date = Date(), nonce: String = makeNonce()) throws -> [(String, String)] {
         let ts = String(Int(now.timeIntervalSince1970))
-        let sig = try key.signature(for: canonical(method: method, path: path, timestamp: ts, body: body))
-        return [(gatewayHeader, gatewayID), (timestampHeader, ts), (signatureHeader, sig.base64EncodedString())]
+        let sig = try key.signature(for: canonical(method: method, path: path, audience: audience, gatewayID: gatewayID, timestamp: ts,
+                                                   nonce: nonce, body: body))
+        return [(gatewayHeader, gatewayID), (vendorHeader, audience.vendor), (timestampHeader, ts), (nonceHeader, nonce),
+                (signatureHeader, sig.base64EncodedString())]
     }
 
-    /// Verifies a request's signature and freshness.
-    public static func verify(publicKey: Curve25519.Signing.PublicKey, method: String, path: String, timestamp: String,
-                              signature: String, body: some DataProtocol, now: Date = Date()) throws {
+    /// A request's signature headers as received (nil when absent).
+    public struct Received: Sendable, Equatable {
+        public var gatewayID: String?
+        public var vendor: String?
+        public var timestamp: String?
+        public var nonce: String?
+        public var signature: String?
+
+        public init(gatewayID: String?, vendor: String?, timestamp: String?, nonce: String?, signature: String?) {
+            self.gatewayID = gatewayID
+            self.vendor = vendor
+            self.timestamp = timestamp
+            self.nonce = nonce
+            self.signature = signature
+        }
+    }
+
+    /// Verifies a request's audience, signature and freshness. The caller then claims the nonce (it
+    /// must refuse a nonce it has seen from this gateway within twice ``allowedSkew``).
+    /// - Parameters:
+    ///   - vendor: the receiver's own vendor id.
+    ///   - hosts: the host names the receiver answers to; the signed host must be one of them.
+    public static func verify(_ received: Received, publicKey: Curve25519.Signing.PublicKey, method: String, path: String,
+                              vendor: String, hosts: Set<String>, body: some DataProtocol, now: Date = Date()) throws {
+        guard let gatewayID = received.gatewayID, let timestamp = received.timestamp, let nonce = received.nonce,
+              let signature = received.signature, let audienceVendor = received.vendor else {
+            throw ProtocolError(.badSignature, "request lacks signature headers")
+        }
+        guard Fields.nonce.isValid(nonce) else { throw ProtocolError(.badSignature, "request nonce is malformed") }
+        guard audienceVendor == vendor else {
+            throw ProtocolError(.wrongAudience, "request is addressed to vendor \(Fields.quote(audienceVendor)), this is \(vendor)")
+        }
         guard let t = TimeInterval(timestamp), abs(now.timeIntervalSince1970 - t) <= allowedSkew else {
             throw ProtocolError(.staleRequest, "request timestamp is missing or too far from now")
         }
-        guard let sig = Data(base64Encoded: signature),
-              publicKey.isValidSignature(sig, for: canonical(method: method, path: path, timestamp: timestamp, body: body)) else {
-            throw ProtocolError(.badSignature, "request signature does not verify")
+        guard let sig = Data(base64Encoded: signature) else { throw ProtocolError(.badSignature, "request signature is not base64") }
+        // The host is not sent as a header: the signature verifies only for a host the receiver answers to.
+        for host in hosts.sorted() {
+            let audience = Audience(vendor: vendor, host: host)
+            if publicKey.isValidSignature(sig, for: canonical(method: method, path: path, audience: audience, gatewayID: gatewayID,
+                                                              timestamp: timestamp, nonce: nonce, body: body)) { return }
         }
+        throw ProtocolError(.badSignature, "request signature does not verify for this vendor and its hosts")
+    }
+}
+
+/// A signed envelope's signature, with a domain tag so that a signature made for one kind of
+/// document (a bootstrap bundle) can never pass as another's (a plan).
+public enum Envelope {
+    /// Domain tag for bootstrap bundles.
+    public static let bootstrapDomain = "iotgw-bootstrap-v1"
+
+    static func message(domain: String, payload: Data) -> Data { Data((domain + "\n").utf8) + payload }
+
+    public static func sign(_ payload: Data, domain: String, key: Curve25519.Signing.PrivateKey) throws -> Data {
+        try key.signature(for: message(domain: domain, payload: payload))
+    }
+
+    public static func isValid(_ signature: Data, payload: Data, domain: String, key: Curve25519.Signing.PublicKey) -> Bool {
+        key.isValidSignature(signature, for: message(domain: domain, payload: payload))
     }
 }
 
