@@ -107,7 +107,12 @@ public struct SignedBootstrap: Sendable, Codable, Equatable {
 
 extension PlanSigner {
     /// Signs a bundle; `archive` is the playbook archive whose digest the bundle must already carry.
+    /// - Throws: ``ProtocolError/Code/digestMismatch`` when the bundle's `playbookArchiveSHA256` is not the
+    ///   archive's (or names an archive that is not given), so no bundle is signed that gateways must refuse.
     public func sign(_ bundle: BootstrapBundle, archive: Data? = nil) throws -> SignedBootstrap {
+        guard bundle.playbookArchiveSHA256 == archive.map({ Keys.sha256Hex($0) }) else {
+            throw ProtocolError(.digestMismatch, "the bundle's playbookArchiveSHA256 is not the digest of the archive signed with it")
+        }
         let bytes = try WireJSON.encoder().encode(bundle)
         let sig = try Envelope.sign(bytes, domain: Envelope.bootstrapDomain, key: key)
         return SignedBootstrap(payload: bytes.base64EncodedString(), signature: sig.base64EncodedString(), keyID: Keys.keyID(key.publicKey),

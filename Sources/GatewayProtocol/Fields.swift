@@ -129,10 +129,13 @@ public enum Fields {
         u.count >= 16 && u.allSatisfy { isAlnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
     }
 
-    /// A host name (no port): 1-253 of `[a-z0-9.-]`, or an IPv4 address.
+    /// A host name (no port): 1-253 characters, dot-separated labels of 1-63 `[a-z0-9-]` that start and end
+    /// with a letter or digit; or an IPv4 address.
     public static let host = FieldRule("host", maxLength: 253, form: "a lowercase host name or IPv4 address") { u in
-        guard let f = u.first, isLowerAlnum(f) else { return false }
-        return u.allSatisfy { isLowerAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+        u.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false).allSatisfy { label in
+            guard let f = label.first, let l = label.last, isLowerAlnum(f), isLowerAlnum(l), label.count <= 63 else { return false }
+            return label.allSatisfy { isLowerAlnum($0) || $0 == UInt8(ascii: "-") }
+        }
     }
 
     /// A device path inside the container: `/dev/` and 1-4 segments of `[A-Za-z0-9._-]` (no `.`/`..`),
@@ -167,7 +170,8 @@ public enum Fields {
     /// A PEM block (certificate or key): BEGIN/END lines and base64 lines only, at most 16 KiB.
     public static let pem = FieldRule("PEM", maxLength: 16 * 1024, form: "a PEM block (-----BEGIN ...----- base64 -----END ...-----)") { u in
         let s = String(Substring(u))
-        let lines = s.split(separator: "\n", omittingEmptySubsequences: true).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+        // "\r\n" is one Character in Swift: splitting on "\n" alone would keep CRLF lines whole.
+        let lines = s.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }
         guard let first = lines.first, let last = lines.last, lines.count >= 3,
               first.wholeMatch(of: /-----BEGIN [A-Z0-9 ]{1,40}-----/) != nil,
               last.wholeMatch(of: /-----END [A-Z0-9 ]{1,40}-----/) != nil else { return false }
