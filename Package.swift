@@ -75,6 +75,7 @@ let package = Package(
             name: "GatewayAgent",
             dependencies: [
                 "LXD", "Udev", "GatewayProtocol", "Chef", "InSpec",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -102,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "iot-gateway-client",
             dependencies: [
-                "GatewayAgent",
+                "GatewayAgent", "GatewayProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -110,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "iot-gateway",
             dependencies: [
-                "GatewayAgent",
+                "GatewayAgent", "GatewayProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

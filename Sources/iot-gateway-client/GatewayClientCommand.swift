@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import GatewayAgent
+import GatewayProtocol
 import Logging
 import ServiceLifecycle
 
@@ -41,14 +42,26 @@ struct GatewayClientCommand: AsyncParsableCommand {
             }
             var logger = Logger(label: "iot-gateway-client")
             logger.logLevel = options.logLevel
-            let http = HTTPClient.shared
-            let agent = try GatewayAgent.make(config: config, http: http, logger: logger)
+            // Vendors get their own client: no redirects, and a vendor's slow server never holds LXD's connections.
+            let vendorHTTP = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: VendorClient.httpConfiguration)
+            let agent: GatewayAgent
+            do {
+                agent = try GatewayAgent.make(config: config, lxdHTTP: .shared, vendorHTTP: vendorHTTP, logger: logger)
+            } catch let e as GatewayError {
+                try? await vendorHTTP.shutdown()
+                logger.critical("cannot start", metadata: ["iotgw.error": "\(e.message)"])
+                throw ValidationError(e.message)
+            }
             let watcher = DeviceWatcher(agent: agent, logger: logger)
             let control = try ControlServer.buildApplication(agent: agent, logger: logger)
             logger.notice("starting", metadata: ["iotgw.gateway": "\(agent.identity.id)", "iotgw.control": "\(config.controlSocket)"])
             let group = ServiceGroup(configuration: .init(services: [.init(service: agent), .init(service: watcher), .init(service: control)],
                                                           gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-            try await group.run()
+            do { try await group.run() } catch {
+                try? await vendorHTTP.shutdown()
+                throw error
+            }
+            try await vendorHTTP.shutdown()
         }
     }
 
@@ -59,7 +72,10 @@ struct GatewayClientCommand: AsyncParsableCommand {
 
         func run() async throws {
             let config = try options.load()
-            let id = try IdentityStore.loadOrCreate(stateDirectory: config.stateDirectory)
+            let id: GatewayIdentity
+            do { id = try IdentityStore.loadOrCreate(stateDirectory: config.stateDirectory) } catch let e as GatewayError {
+                throw ValidationError(e.message)
+            }
             if json {
                 print("{\"gatewayID\":\"\(id.id)\",\"publicKey\":\"\(id.publicKey)\"}")
             } else {

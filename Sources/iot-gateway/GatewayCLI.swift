@@ -25,7 +25,7 @@ struct GatewayCLI: AsyncParsableCommand {
         func run() async throws {
             let s = try await connection.client.status()
             if json { return try printJSON(s) }
-            print("gateway \(s.gatewayID)   \(s.lxd)")
+            print(Render.safe("gateway \(s.gatewayID)   \(s.lxd)"))
             print(Render.vendors(s.vendors))
             print(Render.devices(s.devices))
             print(s.pendingApprovals.isEmpty ? "no pending approvals" : Render.approvals(s.pendingApprovals))
@@ -71,16 +71,17 @@ struct GatewayCLI: AsyncParsableCommand {
             // Unbuffered, so the details always precede the prompt, even on a pipe.
             if !json { FileHandle.standardOutput.write(Data((Render.detail(approval) + "\n").utf8)) }
             if !yes {
-                FileHandle.standardOutput.write(Data("Approve vendor \(approval.vendor)'s plan v\(approval.planVersion)? [y/N] ".utf8))
+                FileHandle.standardOutput.write(Data(Render.safe("Approve vendor \(approval.vendor)'s plan v\(approval.planVersion)? [y/N] ").utf8))
                 let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased()
                 guard answer == "y" || answer == "yes" else {
                     print("not approved (nothing changed)")
                     throw ExitCode(1)
                 }
             }
-            let decided = try await client.decide(approval.id, approve: true)
+            // Bound to the digest of exactly what was shown: the daemon approves that plan or nothing.
+            let decided = try await client.decide(approval.id, approve: true, digest: approval.digest)
             if json { return try printJSON(decided) }
-            print("approved \(decided.id): \(decided.vendor) gets \(decided.container)")
+            print(Render.safe("approved \(decided.id): \(decided.vendor) gets \(decided.container)"))
         }
     }
 
@@ -93,7 +94,7 @@ struct GatewayCLI: AsyncParsableCommand {
         func run() async throws {
             let decided = try await connection.client.decide(id, approve: false)
             if json { return try printJSON(decided) }
-            print("denied \(decided.id): \(decided.vendor) plan v\(decided.planVersion)")
+            print(Render.safe("denied \(decided.id): \(decided.vendor) plan v\(decided.planVersion)"))
         }
     }
 

@@ -1,10 +1,15 @@
 import Foundation
 import GatewayAgent
+import GatewayProtocol
 
-/// Plain-text tables for the owner.
+/// Plain-text tables for the owner. Every string shown passes through ``safe(_:max:)``: whatever the
+/// daemon hands over (and much of it comes from vendors), nothing non-printable reaches the terminal.
 enum Render {
+    /// `value` with control characters, escape sequences and bidi overrides escaped, cut to `max`.
+    static func safe(_ value: String, max: Int = 4096) -> String { Fields.escaped(value, max: max) }
+
     static func table(_ header: [String], _ rows: [[String]]) -> String {
-        let all = [header] + rows
+        let all = [header] + rows.map { $0.map { safe($0, max: 200) } }
         let widths = header.indices.map { i in all.map { $0[i].count }.max() ?? 0 }
         return all.map { row in row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
             .joined(separator: "  ").trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
@@ -23,7 +28,7 @@ enum Render {
                                v.attachedDevices.joined(separator: ","),
                                v.delivery.map { d in "v\(v.deliveredPlanVersion ?? 0) " + String(d.prefix(50))
                                    + (v.failingControls.isEmpty ? "" : " [\(v.failingControls.joined(separator: ","))]") } ?? "-",
-                               v.error.map { String($0.prefix(60)) } ?? ""] })
+                               (v.error ?? v.rejection.map { "refused: " + $0 }).map { String($0.prefix(80)) } ?? ""] })
     }
 
     static func devices(_ list: [ControlAPI.Device]) -> String {
@@ -33,7 +38,14 @@ enum Render {
     }
 
     /// Everything the vendor will get, for the approval prompt.
-    static func detail(_ a: ControlAPI.Approval) -> String {
+    static func detail(_ a: ControlAPI.Approval) -> String { safeLines(rawDetail(a)) }
+
+    /// Escapes each line on its own (the line breaks are ours, everything inside them is data).
+    static func safeLines(_ text: String) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { safe(String($0)) }.joined(separator: "\n")
+    }
+
+    static func rawDetail(_ a: ControlAPI.Approval) -> String {
         var s = """
         Approval \(a.id): vendor \(a.vendor)\(a.vendorName.map { " (\($0))" } ?? ""), plan v\(a.planVersion)
           signature     \(a.signatureVerified ? "verified with the vendor key in your configuration" : "NOT VERIFIED")
@@ -48,8 +60,17 @@ enum Render {
             s += "\n    \(d.serial) (USB \(d.usbID), \(d.kind)): \(d.hostNode ?? "not plugged") -> \(d.containerPath ?? "-")"
         }
         s += "\n  apps"
-        for app in a.apps { s += "\n    \(app.name) \(app.version): \(app.runList.joined(separator: ", "))" }
+        for app in a.apps {
+            s += "\n    \(app.name) \(app.version): \(app.runList.joined(separator: ", "))"
+                + (app.inspecProfile.map { " (validated by InSpec profile \($0))" } ?? "")
+        }
         if a.apps.isEmpty { s += "\n    (none)" }
+        if let changes = a.changes, let from = a.approvedPlanVersion {
+            s += "\n  changes from the approved plan v\(from)"
+            for c in changes { s += "\n    \(c)" }
+            if changes.isEmpty { s += "\n    (none)" }
+        }
+        s += "\n  digest        sha256:\(a.digest)"
         return s
     }
 }

@@ -18,8 +18,21 @@ import Testing
         #expect(pending.map(\.id) == [rec.id])
         try await reopened.decide(planID: rec.id!, approve: true, by: "owner")
         #expect(try await reopened.vendorState("acme")?.approvedPlanID == rec.id)
-        await #expect(throws: StoreError.self) { try await reopened.decide(planID: rec.id!, approve: false, by: "owner") }
-        await #expect(throws: StoreError.self) { try await reopened.decide(planID: 999, approve: true, by: "owner") }
+        await #expect { try await reopened.decide(planID: rec.id!, approve: false, by: "owner") } throws: {
+            ($0 as? GatewayError)?.code == .notPending
+        }
+        await #expect { try await reopened.decide(planID: 999, approve: true, by: "owner") } throws: { ($0 as? GatewayError)?.code == .notFound }
+    }
+
+    @Test func approvingNeedsTheDigestOfWhatWasShown() async throws {
+        let s = try store()
+        let rec = try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("{}".utf8), payloadSHA256: "h1")
+        await #expect { try await s.decide(planID: rec.id!, approve: true, by: "owner", digest: "h2") } throws: {
+            ($0 as? GatewayError)?.code == .digestMismatch
+        }
+        #expect(try await s.plan(id: rec.id!)?.decision == .pending)
+        try await s.decide(planID: rec.id!, approve: true, by: "owner", digest: "h1")
+        #expect(try await s.plan(id: rec.id!)?.decision == .approved)
     }
 
     @Test func versionsNeverGoBackAndNewerPlansSupersedePending() async throws {
@@ -29,9 +42,14 @@ import Testing
         let v2 = try await s.recordPlan(vendor: "acme", version: 2, signedJSON: Data("2".utf8), payloadSHA256: "h2")
         #expect(try await s.plan(id: v1.id!)?.decision == .superseded)
         #expect(try await s.plans(decision: .pending).map(\.id) == [v2.id])
-        await #expect(throws: StoreError.self) {
+        await #expect(throws: GatewayError.self) {
             try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("x".utf8), payloadSHA256: "h3")
         }
+        // The same version with other bytes never lands either.
+        await #expect(throws: GatewayError.self) {
+            try await s.recordPlan(vendor: "acme", version: 2, signedJSON: Data("y".utf8), payloadSHA256: "h4")
+        }
+        #expect(try await s.heldPlan("acme") == PlanHeld(version: 2, payloadSHA256: "h2"))
         #expect(try await s.vendorState("acme")?.lastVersion == 2)
     }
 }

@@ -20,6 +20,8 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     /// How often each vendor with an approved plan is asked for its current one (app updates).
     public var planSyncSeconds: Double
     public var delivery: Delivery
+    /// Root-only directory for the device nodes the gateway makes for approved devices (see `DeviceRegistry`).
+    public var deviceDirectory: String
 
     /// How apps are delivered and validated inside vendor containers.
     public struct Delivery: Sendable, Codable, Equatable {
@@ -36,13 +38,19 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         public var keepSnapshots: Int
         /// Run in the container when it has no chef-client (e.g. installing the vendor's package).
         public var chefInstallCommand: [String]?
+        /// The owner's own mapping of app names to InSpec profiles (directory names in `inspecDirectory`);
+        /// it wins over the profile a vendor's plan names.
+        public var profiles: [String: String]
+        /// Longest wait between failed delivery attempts of one plan version (they back off from `retrySeconds`).
+        public var maxRetrySeconds: Double
 
         public static let standard = Delivery(inspecDirectory: "/usr/share/iot-gateway/inspec", validationMode: "enforced",
                                               abortOnFailure: false, allowList: [], denyList: [], environment: "production",
                                               keepSnapshots: 3, chefInstallCommand: nil)
 
         public init(inspecDirectory: String, validationMode: String, abortOnFailure: Bool, allowList: [String], denyList: [String],
-                    environment: String, keepSnapshots: Int, chefInstallCommand: [String]?) {
+                    environment: String, keepSnapshots: Int, chefInstallCommand: [String]?, profiles: [String: String] = [:],
+                    maxRetrySeconds: Double = 3600) {
             self.inspecDirectory = inspecDirectory
             self.validationMode = validationMode
             self.abortOnFailure = abortOnFailure
@@ -51,6 +59,8 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             self.environment = environment
             self.keepSnapshots = keepSnapshots
             self.chefInstallCommand = chefInstallCommand
+            self.profiles = profiles
+            self.maxRetrySeconds = maxRetrySeconds
         }
 
         public init(from decoder: any Decoder) throws {
@@ -64,10 +74,13 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             environment = try c.decodeIfPresent(String.self, forKey: .environment) ?? d.environment
             keepSnapshots = try c.decodeIfPresent(Int.self, forKey: .keepSnapshots) ?? d.keepSnapshots
             chefInstallCommand = try c.decodeIfPresent([String].self, forKey: .chefInstallCommand)
+            profiles = try c.decodeIfPresent([String: String].self, forKey: .profiles) ?? [:]
+            maxRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .maxRetrySeconds) ?? d.maxRetrySeconds
         }
 
         enum CodingKeys: String, CodingKey {
             case inspecDirectory, validationMode, abortOnFailure, allowList, denyList, environment, keepSnapshots, chefInstallCommand
+            case profiles, maxRetrySeconds
         }
     }
 
@@ -79,6 +92,34 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         /// Managed network for containers whose plan asks for `nat`.
         public var network: String
         public var storagePool: String
+        /// Run even where the storage pool cannot enforce a container's disk limit (`dir`): the owner
+        /// accepts that a vendor can fill the disk. Off by default: provisioning is refused instead.
+        public var allowUnenforcedDiskLimits: Bool
+        /// Keep the nftables table that stops vendor containers reaching each other through the host and
+        /// reaching the host's own services (see `HostFirewall`). On by default.
+        public var hostFirewall: Bool
+
+        public init(socket: String? = nil, profiles: [String], network: String, storagePool: String, allowUnenforcedDiskLimits: Bool = false,
+                    hostFirewall: Bool = true) {
+            self.socket = socket
+            self.profiles = profiles
+            self.network = network
+            self.storagePool = storagePool
+            self.allowUnenforcedDiskLimits = allowUnenforcedDiskLimits
+            self.hostFirewall = hostFirewall
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            socket = try c.decodeIfPresent(String.self, forKey: .socket)
+            profiles = try c.decodeIfPresent([String].self, forKey: .profiles) ?? ["default", "iotgw-vendor"]
+            network = try c.decodeIfPresent(String.self, forKey: .network) ?? "iotgwbr0"
+            storagePool = try c.decodeIfPresent(String.self, forKey: .storagePool) ?? "default"
+            allowUnenforcedDiskLimits = try c.decodeIfPresent(Bool.self, forKey: .allowUnenforcedDiskLimits) ?? false
+            hostFirewall = try c.decodeIfPresent(Bool.self, forKey: .hostFirewall) ?? true
+        }
+
+        enum CodingKeys: String, CodingKey { case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall }
     }
 
     public struct Caps: Sendable, Codable, Equatable {
@@ -91,6 +132,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     }
 
     public enum Policy: String, Sendable, Codable { case ask, auto, deny }
+
+    /// Whether app updates (new versions and run lists of approved apps, same profiles) need the owner.
+    public enum UpdatePolicy: String, Sendable, Codable { case ask, auto }
 
     /// A USB device a vendor owns: vendor ID, and optionally one product ID.
     public struct MatchRule: Sendable, Codable, Equatable {
@@ -109,15 +153,49 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         /// The vendor's plan-signing public key (base64 Ed25519).
         public var publicKey: String
         public var policy: Policy
+        /// Under `ask`: `auto` (default) lets app updates of approved apps through, `ask` asks for each.
+        public var appUpdates: UpdatePolicy
+        /// Allow a plain `http` daemonURL (keys would travel in clear text): off by default.
+        public var allowInsecureHTTP: Bool
+
+        public init(id: String, name: String? = nil, match: [MatchRule], daemonURL: String, publicKey: String, policy: Policy,
+                    appUpdates: UpdatePolicy = .auto, allowInsecureHTTP: Bool = false) {
+            self.id = id
+            self.name = name
+            self.match = match
+            self.daemonURL = daemonURL
+            self.publicKey = publicKey
+            self.policy = policy
+            self.appUpdates = appUpdates
+            self.allowInsecureHTTP = allowInsecureHTTP
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(String.self, forKey: .id)
+            name = try c.decodeIfPresent(String.self, forKey: .name)
+            match = try c.decode([MatchRule].self, forKey: .match)
+            daemonURL = try c.decode(String.self, forKey: .daemonURL)
+            publicKey = try c.decode(String.self, forKey: .publicKey)
+            policy = try c.decodeIfPresent(Policy.self, forKey: .policy) ?? .ask
+            appUpdates = try c.decodeIfPresent(UpdatePolicy.self, forKey: .appUpdates) ?? .auto
+            allowInsecureHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowInsecureHTTP) ?? false
+        }
+
+        enum CodingKeys: String, CodingKey { case id, name, match, daemonURL, publicKey, policy, appUpdates, allowInsecureHTTP }
     }
 
     enum CodingKeys: String, CodingKey {
         case stateDirectory, controlSocket, subsystems, lxd, caps, vendors, retrySeconds, maxRetrySeconds, planSyncSeconds, delivery
+        case deviceDirectory
     }
+
+    /// LXD passes only nodes under `/dev` into containers.
+    public static let defaultDeviceDirectory = "/dev/iot-gateway"
 
     public init(stateDirectory: String, controlSocket: String, subsystems: [String] = ["usb", "tty"], lxd: LXDSettings, caps: Caps,
                 vendors: [VendorEntry], retrySeconds: Double = 2, maxRetrySeconds: Double = 60, planSyncSeconds: Double = 300,
-                delivery: Delivery = .standard) {
+                delivery: Delivery = .standard, deviceDirectory: String = GatewayConfig.defaultDeviceDirectory) {
         self.stateDirectory = stateDirectory
         self.controlSocket = controlSocket
         self.subsystems = subsystems
@@ -128,6 +206,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         self.maxRetrySeconds = maxRetrySeconds
         self.planSyncSeconds = planSyncSeconds
         self.delivery = delivery
+        self.deviceDirectory = deviceDirectory
     }
 
     public init(from decoder: any Decoder) throws {
@@ -137,6 +216,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         subsystems = try c.decodeIfPresent([String].self, forKey: .subsystems) ?? ["usb", "tty"]
         lxd = try c.decodeIfPresent(LXDSettings.self, forKey: .lxd)
             ?? LXDSettings(socket: nil, profiles: ["default", "iotgw-vendor"], network: "iotgwbr0", storagePool: "default")
+        deviceDirectory = try c.decodeIfPresent(String.self, forKey: .deviceDirectory) ?? GatewayConfig.defaultDeviceDirectory
         caps = try c.decodeIfPresent(Caps.self, forKey: .caps)
             ?? Caps(cpus: 2, memoryMiB: 1024, diskMiB: 8192, processes: 1000, allowNesting: false)
         vendors = try c.decodeIfPresent([VendorEntry].self, forKey: .vendors) ?? []
@@ -167,6 +247,15 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     public func validate() throws {
         guard stateDirectory.hasPrefix("/") else { throw ConfigError("stateDirectory must be an absolute path") }
         guard controlSocket.hasPrefix("/") else { throw ConfigError("controlSocket must be an absolute path") }
+        guard deviceDirectory.hasPrefix("/dev/"), deviceDirectory.split(separator: "/").count >= 2,
+              deviceDirectory.split(separator: "/").allSatisfy({ Fields.name.isValid(String($0)) }) else {
+            throw ConfigError("deviceDirectory must be a directory under /dev/ (LXD passes only nodes under /dev), e.g. /dev/iot-gateway")
+        }
+        for (app, profile) in delivery.profiles.sorted(by: { $0.key < $1.key }) {
+            guard Fields.name.isValid(app), Fields.name.isValid(profile) else {
+                throw ConfigError("delivery.profiles: \(Fields.quote(app)): \(Fields.quote(profile)) must be names of [A-Za-z0-9._-]")
+            }
+        }
         guard !subsystems.isEmpty else { throw ConfigError("subsystems must not be empty") }
         guard ["enforced", "report_only"].contains(delivery.validationMode) else {
             throw ConfigError("delivery.validationMode must be enforced or report_only")
@@ -178,7 +267,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         }
         var seen = Set<String>()
         for v in vendors {
-            guard Self.isVendorID(v.id) else { throw ConfigError("vendor id \"\(v.id)\" must match [a-z][a-z0-9-]{0,30}") }
+            guard Fields.vendorID.isValid(v.id) else { throw ConfigError("vendor id \(Fields.quote(v.id)) must match [a-z][a-z0-9-]{0,30}") }
             guard seen.insert(v.id).inserted else { throw ConfigError("vendor \(v.id) is listed twice") }
             guard !v.match.isEmpty else { throw ConfigError("vendor \(v.id): match must list at least one USB vendor ID") }
             for m in v.match {
@@ -186,8 +275,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
                     throw ConfigError("vendor \(v.id): USB IDs must be 4 hex digits")
                 }
             }
-            guard let url = URL(string: v.daemonURL), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-                throw ConfigError("vendor \(v.id): daemonURL must be an http(s) URL")
+            guard Fields.url.isValid(v.daemonURL), let url = URL(string: v.daemonURL), let scheme = url.scheme else {
+                throw ConfigError("vendor \(v.id): daemonURL must be an https URL without user info")
+            }
+            guard scheme == "https" || v.allowInsecureHTTP else {
+                throw ConfigError("vendor \(v.id): daemonURL must be https (set allowInsecureHTTP: true to allow plain http, "
+                                  + "which sends the vendor's keys in clear text)")
             }
             do { _ = try Keys.decodePublic(v.publicKey) } catch {
                 throw ConfigError("vendor \(v.id): publicKey must be a base64 Ed25519 public key")
@@ -216,11 +309,6 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     public func vendor(id: String) -> VendorEntry? { vendors.first { $0.id == id } }
 
     static func isHex4(_ s: String) -> Bool { s.count == 4 && s.allSatisfy(\.isHexDigit) }
-
-    static func isVendorID(_ s: String) -> Bool {
-        guard let f = s.first, f.isASCII, f.isLowercase, f.isLetter, s.count <= 31 else { return false }
-        return s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") } && !s.hasSuffix("-")
-    }
 
     static func describe(_ error: any Error) -> String {
         switch error {

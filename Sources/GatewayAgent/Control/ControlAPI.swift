@@ -18,6 +18,7 @@ public enum ControlAPI {
             public var name: String
             public var version: String
             public var runList: [String]
+            public var inspecProfile: String?
         }
         public var id: Int64
         public var vendor: String
@@ -41,6 +42,11 @@ public enum ControlAPI {
         public var nesting: Bool
         public var devices: [DeviceLine]
         public var apps: [AppLine]
+        /// SHA-256 of the exact plan bytes shown: `approve` sends it back and the daemon approves only that.
+        public var digest: String
+        /// The plan version approved before, if any, and what this plan changes from it.
+        public var approvedPlanVersion: Int?
+        public var changes: [String]?
     }
 
     public struct Device: Sendable, Codable, Equatable {
@@ -75,6 +81,12 @@ public enum ControlAPI {
         /// `applied`, `rolled-back` or `failed`, with the reason.
         public var delivery: String?
         public var failingControls: [String]
+        /// Why the vendor's last plan or answer was refused, and when.
+        public var rejection: String?
+        public var rejectedAt: Date?
+        /// A delivery under way (its phase) or waiting to retry (when).
+        public var deliveryPhase: String?
+        public var nextDeliveryAt: Date?
     }
 
     public struct Status: Sendable, Codable, Equatable {
@@ -88,7 +100,12 @@ public enum ControlAPI {
 
     public struct Decision: Sendable, Codable, Equatable {
         public var approve: Bool
-        public init(approve: Bool) { self.approve = approve }
+        /// Required to approve: the `digest` of the approval as shown to the owner.
+        public var digest: String?
+        public init(approve: Bool, digest: String? = nil) {
+            self.approve = approve
+            self.digest = digest
+        }
     }
 
     public static func encoder() -> JSONEncoder {

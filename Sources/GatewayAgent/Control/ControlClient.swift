@@ -19,7 +19,7 @@ public struct ControlClient: Sendable {
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var code: String
         public var message: String
-        public var description: String { message }
+        public var description: String { Fields.escaped(message) }
     }
 
     func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: Data? = nil, as: T.Type) async throws -> T {
@@ -52,8 +52,10 @@ public struct ControlClient: Sendable {
         try await call(.GET, "/v1/approvals" + (all ? "?all=true" : ""), as: [ControlAPI.Approval].self)
     }
     public func approval(_ id: Int64) async throws -> ControlAPI.Approval { try await call(.GET, "/v1/approvals/\(id)", as: ControlAPI.Approval.self) }
-    public func decide(_ id: Int64, approve: Bool) async throws -> ControlAPI.Approval {
-        try await call(.POST, "/v1/approvals/\(id)/decision", body: try JSONEncoder().encode(ControlAPI.Decision(approve: approve)),
+    /// Decides an approval; approving needs the `digest` of the approval as shown.
+    public func decide(_ id: Int64, approve: Bool, digest: String? = nil) async throws -> ControlAPI.Approval {
+        try await call(.POST, "/v1/approvals/\(id)/decision",
+                       body: try JSONEncoder().encode(ControlAPI.Decision(approve: approve, digest: digest)),
                        as: ControlAPI.Approval.self)
     }
     public func vendors() async throws -> [ControlAPI.Vendor] { try await call(.GET, "/v1/vendors", as: [ControlAPI.Vendor].self) }

@@ -34,14 +34,21 @@ public enum ControlServer {
             let id = try ctx.parameters.require("id", as: Int64.self)
             let body = try await req.body.collect(upTo: 4096)
             guard let d = try? JSONDecoder().decode(ControlAPI.Decision.self, from: body) else {
-                return error(.badRequest, "badRequest", "body must be {\"approve\": true|false}")
+                return error(.badRequest, "badRequest", "body must be {\"approve\": true|false, \"digest\": \"...\"}")
+            }
+            guard !d.approve || d.digest != nil else {
+                return error(.badRequest, "digestRequired", "approving needs the digest of the plan shown (iot-gateway approve sends it)")
             }
             do {
-                try await agent.store.decide(planID: id, approve: d.approve, by: "owner")
-            } catch let e as StoreError {
-                return error(.conflict, "notPending", e.message)
+                try await agent.store.decide(planID: id, approve: d.approve, by: "owner", digest: d.digest)
+            } catch let e as GatewayError {
+                switch e.code {
+                case .notFound: return error(.notFound, "notFound", e.message)
+                case .digestMismatch: return error(.conflict, "digestMismatch", e.message)
+                default: return error(.conflict, "notPending", e.message)
+                }
             }
-            agent.submit(.decided(planID: id))
+            try await agent.decided(planID: id)
             guard let a = try await views.approval(id) else { return error(.notFound, "notFound", "no approval \(id)") }
             return try json(a)
         }
@@ -91,7 +98,14 @@ struct ControlViews: Sendable {
         let lines = plan.devices.map { g in
             ControlAPI.Approval.DeviceLine(serial: g.serial, kind: g.kind.rawValue, usbID: "\(g.vendorID):\(g.productID)",
                                            hostNode: Self.hostNode(g, devices),
-                                           containerPath: g.kind == .unixChar ? g.path : "usb \(g.vendorID):\(g.productID)")
+                                           containerPath: g.kind == .unixChar ? g.path : Self.hostNode(g, devices) ?? "its /dev/bus/usb node")
+        }
+        // What this plan changes from the one approved before (only where it is not that one).
+        var approvedVersion: Int?, changes: [String]?
+        if let state = try await agent.store.vendorState(rec.vendor), let aid = state.approvedPlanID, aid != rec.id,
+           let approvedRec = try await agent.store.plan(id: aid) {
+            approvedVersion = approvedRec.version
+            changes = plan.grant.differences(from: try GatewayAgent.decodePlan(approvedRec).grant)
         }
         let l = plan.container.limits
         return ControlAPI.Approval(id: rec.id ?? 0, vendor: rec.vendor, vendorName: vendor?.name, planVersion: rec.version,
@@ -101,12 +115,14 @@ struct ControlViews: Sendable {
                                    cpus: l.cpus, memoryMiB: l.memoryMiB, diskMiB: l.diskMiB, processes: l.processes,
                                    network: plan.container.network.rawValue, privileged: false, nesting: agent.config.caps.allowNesting,
                                    devices: lines,
-                                   apps: plan.apps.map { .init(name: $0.name, version: $0.version, runList: $0.runList) })
+                                   apps: plan.apps.map { .init(name: $0.name, version: $0.version, runList: $0.runList,
+                                                               inspecProfile: agent.config.delivery.profiles[$0.name] ?? $0.inspecProfile) },
+                                   digest: rec.payloadSHA256, approvedPlanVersion: approvedVersion, changes: changes)
     }
 
     /// The node that will be passed in: the tty for `unix-char` grants, the USB device node otherwise.
     static func hostNode(_ g: DeviceGrant, _ devices: [DeviceRecord]) -> String? {
-        let plugged = devices.filter { $0.serial == g.serial && $0.present }
+        let plugged = devices.filter { $0.serial == g.serial && $0.vendorID == g.vendorID && $0.productID == g.productID && $0.present }
         let wanted = g.kind == .unixChar ? "tty" : "usb"
         return plugged.first { $0.subsystem == wanted }?.devnode
     }
@@ -132,7 +148,7 @@ struct ControlViews: Sendable {
             var addresses: [String] = []
             if s?.approvedPlanID != nil {
                 do {
-                    let st = try await agent.lxd.state(name)
+                    let st = try await agent.host.state(name)
                     status = st.status
                     addresses = st.ipv4Addresses
                 } catch let e as LXDError where e.code == .notFound {
@@ -147,6 +163,7 @@ struct ControlViews: Sendable {
                 delivery = "\(r.result.rawValue): \(r.message)"
                 failing = r.failingControls
             }
+            let txn = try await agent.store.deliveryTransaction(v.id)
             out.append(ControlAPI.Vendor(id: v.id, name: v.name, policy: v.policy.rawValue, daemonURL: v.daemonURL,
                                          lastPlanVersion: s?.lastVersion, approvedPlanVersion: approvedVersion,
                                          appliedPlanVersion: s?.appliedVersion, container: s?.approvedPlanID != nil ? name : nil,
@@ -154,14 +171,17 @@ struct ControlViews: Sendable {
                                          attachedDevices: Set(devices.filter { $0.vendor == v.id && $0.state == .attached && $0.present }
                                              .compactMap(\.serial)).sorted(),
                                          error: s?.lastError, deliveredPlanVersion: s?.deliveredVersion, delivery: delivery,
-                                         failingControls: failing))
+                                         failingControls: failing, rejection: s?.rejection, rejectedAt: s?.rejectedAt,
+                                         deliveryPhase: txn.map { "v\($0.planVersion) \($0.phase.rawValue)" }, nextDeliveryAt: s?.nextDeliveryAt))
         }
         return out
     }
 
     func status() async throws -> ControlAPI.Status {
         let lxdState: String
-        do { lxdState = "LXD " + (try await agent.lxd.server().environment?.serverVersion ?? "?") } catch { lxdState = "unreachable: \(error)" }
+        do { lxdState = "LXD " + (try await agent.host.server().environment?.serverVersion ?? "?") } catch {
+            lxdState = "unreachable: \(error.safeDescription)"
+        }
         return ControlAPI.Status(gatewayID: agent.identity.id, publicKey: agent.identity.publicKey, lxd: lxdState,
                                  vendors: try await vendors(), devices: try await devices(),
                                  pendingApprovals: try await approvals(pendingOnly: true))

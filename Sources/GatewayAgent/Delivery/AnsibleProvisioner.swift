@@ -1,28 +1,60 @@
 import Foundation
 import LXD
+import NIOCore
 
 /// Converges a playbook locally inside the container with `ansible-playbook -c local`, for vendors
-/// who do not run Chef. The playbook directory travels through LXD's file API.
+/// who do not run Chef.
+///
+/// A vendor's playbook arrives as a gzip'd tar; it is **never unpacked on the host**: the archive is
+/// pushed into the vendor's own (unprivileged) container and unpacked there, where whatever it holds
+/// (special files, links, a bomb) can reach no further than the vendor's own disk quota.
 public struct AnsibleProvisioner: Provisioner {
     public let name = "ansible"
-    /// Local directory holding `site.yml` (and roles, files...).
-    public var playbookDirectory: String
+    public enum Source: Sendable {
+        /// A local directory holding `site.yml` (the owner's own files, e.g. in tests).
+        case directory(String)
+        /// A vendor's archive (gzip'd tar, `site.yml` at its top), unpacked inside the container.
+        case archive(Data)
+    }
+    public var source: Source
     public var remoteDirectory = "/etc/iotgw/ansible"
+    public var remoteArchive = "/var/lib/iotgw/playbook.tar.gz"
     public var playbook = "site.yml"
     /// Extra variables passed with `-e` as JSON.
     public var extraVars: [String: String] = [:]
 
     public init(playbookDirectory: String, extraVars: [String: String] = [:]) {
-        self.playbookDirectory = playbookDirectory
+        self.init(source: .directory(playbookDirectory), extraVars: extraVars)
+    }
+
+    public init(source: Source, extraVars: [String: String] = [:]) {
+        self.source = source
         self.extraVars = extraVars
     }
 
     public func bootstrap(_ container: String, lxd: LXDClient) async throws {
         guard try await lxd.hasCommand(container, "ansible-playbook") else {
-            throw DeliveryError("ansible-playbook is not installed in \(container); the image must ship ansible-core")
+            throw GatewayError(.delivery, "ansible-playbook is not installed in \(container); the image must ship ansible-core")
         }
-        _ = try await lxd.exec(container, ["rm", "-rf", remoteDirectory])
-        try await lxd.pushTree(container, localDirectory: playbookDirectory, to: remoteDirectory)
+        _ = try await lxd.exec(container, ["rm", "-rf", remoteDirectory, remoteArchive])
+        switch source {
+        case .directory(let dir):
+            try await lxd.pushTree(container, localDirectory: dir, to: remoteDirectory)
+        case .archive(let data):
+            try await lxd.mkdirAll(container, path: (remoteArchive as NSString).deletingLastPathComponent,
+                                   attributes: FileAttributes(mode: 0o700))
+            try await lxd.push(container, path: remoteArchive, content: ByteBuffer(bytes: data), attributes: FileAttributes(mode: 0o600))
+            try await lxd.mkdirAll(container, path: remoteDirectory, attributes: FileAttributes(mode: 0o755))
+            let r = try await lxd.exec(container, ["tar", "-xzf", remoteArchive, "-C", remoteDirectory, "--no-same-owner",
+                                                   "--no-same-permissions", "--no-overwrite-dir"], timeout: .seconds(300))
+            _ = try? await lxd.exec(container, ["rm", "-f", remoteArchive])
+            guard r.exitCode == 0 else {
+                throw GatewayError(.delivery, "the vendor's playbook archive does not unpack in \(container) (tar exit \(r.exitCode))")
+            }
+            guard try await lxd.exec(container, ["test", "-f", "\(remoteDirectory)/\(playbook)"]).exitCode == 0 else {
+                throw GatewayError(.delivery, "the vendor's playbook archive has no \(playbook) at its top")
+            }
+        }
     }
 
     public func converge(_ container: String, lxd: LXDClient) async throws -> ConvergeOutcome {
@@ -57,8 +89,3 @@ public struct AnsibleProvisioner: Provisioner {
     }
 }
 
-public struct DeliveryError: Error, Sendable, CustomStringConvertible {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}

@@ -21,6 +21,10 @@ public struct DeliveryReport: Sendable, Codable {
     public var message: String
 }
 
+/// Called as a delivery moves from phase to phase; the worker makes each phase durable before the
+/// delivery goes on, so a crash at any point is repaired from the last phase recorded.
+public typealias DeliveryJournal = @Sendable (DeliveryTransaction.Phase) async throws -> Void
+
 /// Transactional app delivery: snapshot, converge, validate, then keep or roll back.
 public struct AppDelivery: Sendable {
     let lxd: LXDClient
@@ -36,10 +40,18 @@ public struct AppDelivery: Sendable {
         self.logger = logger
     }
 
-    public func deliver(_ container: String, provisioner: some Provisioner, validator: InSpecValidator,
-                        profiles: [String], now: Date = Date()) async throws -> DeliveryReport {
-        let snapshot = Self.snapshotPrefix + String(Int(now.timeIntervalSince1970 * 1000))
-        try await lxd.createSnapshot(container, name: snapshot)
+    /// The name of the snapshot a delivery started at `now` takes.
+    public static func snapshotName(at now: Date) -> String { snapshotPrefix + String(Int(now.timeIntervalSince1970 * 1000)) }
+
+    /// One transaction. `lock` serializes the container changes (snapshot, restore) with the vendor's
+    /// other container work; `journal` is told each phase before it starts.
+    public func deliver(_ container: String, provisioner: some Provisioner, validator: InSpecValidator, profiles: [String],
+                        snapshot: String? = nil, lock: AsyncMutex = AsyncMutex(), journal: DeliveryJournal = { _ in },
+                        now: Date = Date()) async throws -> DeliveryReport {
+        let snapshot = snapshot ?? Self.snapshotName(at: now)
+        try await journal(.snapshotting)
+        try await lock.withLock { try await lxd.createSnapshot(container, name: snapshot) }
+        try await journal(.converging)
         var report = DeliveryReport(result: .applied, provisioner: provisioner.name, converge: nil, validation: [:], failingControls: [],
                                     controls: nil, snapshot: snapshot, restoredSnapshot: nil, message: "")
         do {
@@ -47,7 +59,7 @@ public struct AppDelivery: Sendable {
             let outcome = try await provisioner.converge(container, lxd: lxd)
             report.converge = outcome
             guard outcome.succeeded else {
-                return try await rollBack(container, to: snapshot, report, because: outcome.summary)
+                return try await rollBack(container, to: snapshot, report, because: outcome.summary, lock: lock, journal: journal)
             }
             if validator.policy.shouldValidate(environment: environment, convergeChangedResources: outcome.changedResources) {
                 let found = try await validator.run(container, profiles: profiles, lxd: lxd)
@@ -57,32 +69,65 @@ public struct AppDelivery: Sendable {
             report.failingControls = report.validation.values.flatMap { $0.failingControls.map(\.id) }.sorted()
             if let blocking = report.validation.sorted(by: { $0.key < $1.key }).first(where: { $0.value.blocksGate }) {
                 return try await rollBack(container, to: snapshot, report,
-                                          because: "validation failed (\(blocking.key)): \(blocking.value.explanation)")
+                                          because: "validation failed (\(blocking.key)): \(blocking.value.explanation)", lock: lock,
+                                          journal: journal)
             }
             report.message = outcome.summary + (report.validation.isEmpty ? "; not validated" : "; validated")
-            try await prune(container)
-            return report
         } catch {
-            return try await rollBack(container, to: snapshot, report, because: "\(error)")
+            return try await rollBack(container, to: snapshot, report, because: error.safeDescription, lock: lock, journal: journal)
         }
+        try await journal(.committing)
+        try await lock.withLock { try await prune(container) }
+        return report
     }
 
-    func rollBack(_ container: String, to snapshot: String, _ report: DeliveryReport, because reason: String) async throws -> DeliveryReport {
+    func rollBack(_ container: String, to snapshot: String, _ report: DeliveryReport, because reason: String, lock: AsyncMutex,
+                  journal: DeliveryJournal) async throws -> DeliveryReport {
         logger.warning("rolling back", metadata: ["lxd.instance": "\(container)", "lxd.snapshot": "\(snapshot)", "iotgw.reason": "\(reason)"])
+        try await journal(.restoring)
+        try await restore(container, to: snapshot, lock: lock)
         var r = report
-        try await lxd.stop(container, timeout: 10, force: true)
-        try await lxd.restoreSnapshot(container, name: snapshot)
-        try await lxd.start(container)
         r.result = r.converge == nil && r.validation.isEmpty ? .failed : .rolledBack
         r.restoredSnapshot = snapshot
         r.message = reason
-        try await prune(container)
         return r
     }
 
-    /// Keeps the newest `keepSnapshots` of the gateway's snapshots.
-    func prune(_ container: String) async throws {
-        let mine = try await lxd.snapshots(container).filter { $0.name.hasPrefix(Self.snapshotPrefix) }
+    /// Stops the container, restores the snapshot and starts it again; prunes the gateway's
+    /// snapshots whether or not the restore worked (a failing restore must not pile snapshots up).
+    public func restore(_ container: String, to snapshot: String, lock: AsyncMutex) async throws {
+        try await lock.withLock {
+            do {
+                try await lxd.stop(container, timeout: 10, force: true)
+                try await lxd.restoreSnapshot(container, name: snapshot)
+                try await lxd.start(container)
+            } catch {
+                try? await prune(container, keeping: snapshot)
+                throw error
+            }
+            try await prune(container)
+        }
+    }
+
+    /// After a crash, finishes an unfinished delivery from its recorded phase: a snapshot being taken
+    /// is dropped (nothing changed yet), a converge or restore under way is rolled back to the
+    /// snapshot, a commit is completed.
+    public func recover(_ container: String, snapshot: String, phase: DeliveryTransaction.Phase, lock: AsyncMutex) async throws {
+        switch phase {
+        case .snapshotting:
+            try await lock.withLock {
+                do { try await lxd.deleteSnapshot(container, name: snapshot) } catch let e as LXDError where e.code == .notFound {}
+            }
+        case .converging, .restoring:
+            try await restore(container, to: snapshot, lock: lock)
+        case .committing:
+            try await lock.withLock { try await prune(container) }
+        }
+    }
+
+    /// Keeps the newest `keepSnapshots` of the gateway's snapshots (and `keeping`, if given).
+    func prune(_ container: String, keeping: String? = nil) async throws {
+        let mine = try await lxd.snapshots(container).filter { $0.name.hasPrefix(Self.snapshotPrefix) && $0.name != keeping }
         for s in mine.dropLast(keepSnapshots) { try await lxd.deleteSnapshot(container, name: s.name) }
     }
 }

@@ -24,10 +24,10 @@ public struct ChefProvisioner: Provisioner {
     public func bootstrap(_ container: String, lxd: LXDClient) async throws {
         if try await !lxd.hasCommand(container, chefClient) {
             guard let installCommand else {
-                throw DeliveryError("\(chefClient) is not installed in \(container) and no install step is configured")
+                throw GatewayError(.delivery, "\(chefClient) is not installed in \(container) and no install step is configured")
             }
             let r = try await lxd.exec(container, installCommand, timeout: .seconds(1800))
-            guard r.exitCode == 0 else { throw DeliveryError("installing chef-client failed (exit \(r.exitCode)): \(r.tail(5))") }
+            guard r.exitCode == 0 else { throw GatewayError(.delivery, "installing chef-client failed (exit \(r.exitCode)): \(r.tail(5))") }
         }
         for dir in files.directories {
             try await lxd.mkdirAll(container, path: dir, attributes: FileAttributes(mode: BootstrapFiles.directoryMode))

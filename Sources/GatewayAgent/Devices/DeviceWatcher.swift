@@ -38,6 +38,7 @@ public struct DeviceWatcher: Service {
 
     static func plugged(_ d: UdevDevice) -> PluggedDevice {
         PluggedDevice(syspath: d.syspath, subsystem: d.subsystem ?? "", devnode: d.devnode, vendorID: d.vendorID, productID: d.productID,
-                      serial: d.serial, manufacturer: d.manufacturer, product: d.product, busPath: d.busPath)
+                      serial: d.serial, manufacturer: d.manufacturer, product: d.product, busPath: d.busPath,
+                      number: DeviceNumber(major: d.properties["MAJOR"], minor: d.properties["MINOR"]) ?? d.devnode.flatMap(DeviceNumber.of(path:)))
     }
 }

@@ -2,24 +2,30 @@ import GatewayProtocol
 import Logging
 import LXD
 
-/// Performs planned steps against LXD, journaling each before and after, so a crash leaves a
-/// record of where it stopped; every step is idempotent, so re-planning after a restart resumes.
+/// Performs planned steps against LXD and the device registry, journaling each before and after, so
+/// a crash leaves a record of where it stopped; every step is idempotent, so re-planning after a
+/// restart resumes.
 public struct ContainerExecutor: Sendable {
-    let lxd: LXDClient
+    let host: any ContainerHost
+    let registry: DeviceRegistry
     let store: GatewayStore
     let logger: Logger
 
-    public init(lxd: LXDClient, store: GatewayStore, logger: Logger) {
-        self.lxd = lxd
+    public init(host: any ContainerHost, registry: DeviceRegistry, store: GatewayStore, logger: Logger) {
+        self.host = host
+        self.registry = registry
         self.store = store
         self.logger = logger
     }
 
-    public func observe(_ name: String) async throws -> ContainerObservation {
+    public func observe(_ name: String, vendor: String) async throws -> ContainerObservation {
+        let nodes = registry.nodes(vendor: vendor)
         do {
-            return ContainerObservation(try await lxd.instance(name).instance)
+            return ContainerObservation(try await host.instance(name).instance, nodes: nodes)
         } catch let e as LXDError where e.code == .notFound {
-            return .absent
+            var absent = ContainerObservation.absent
+            absent.nodes = nodes
+            return absent
         }
     }
 
@@ -32,9 +38,9 @@ public struct ContainerExecutor: Sendable {
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
                 logger.info("provision step done", metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)"])
             } catch {
-                try await store.journal(vendor: vendor, step: step.description, status: "failed", detail: "\(error)")
+                try await store.journal(vendor: vendor, step: step.description, status: "failed", detail: error.safeDescription)
                 logger.warning("provision step failed",
-                               metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)", "iotgw.error": "\(error)"])
+                               metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)", "iotgw.error": "\(error.safeDescription)"])
                 throw error
             }
         }
@@ -43,26 +49,31 @@ public struct ContainerExecutor: Sendable {
     func perform(_ step: ProvisionStep, container: String) async throws {
         switch step {
         case .verifyImage(let alias, let fingerprint):
-            try await lxd.verifyImage(alias: alias, fingerprint: fingerprint)
+            try await host.verifyImage(alias: alias, fingerprint: fingerprint)
+        case .ensureNode(let node):
+            try registry.ensure(node)
+        case .removeNode(let path):
+            registry.remove(path: path)
         case .create(let s):
             do {
-                try await lxd.createInstance(s.post)
-            } catch let e as LXDError where e.code == .conflict || e.message.contains("already exists") {
+                try await host.createInstance(s.post, timeout: nil)
+            } catch let e as LXDError where e.code == .conflict {
                 // A create that finished while we were down: the next observation sees it.
                 logger.info("container already exists", metadata: ["lxd.instance": "\(container)"])
             }
         case .updateConfig(let c):
-            try await lxd.patchInstance(container, config: c)
+            try await host.patchInstance(container, config: c, devices: [:], ifMatch: nil)
+        case .setDevice(let name, let device), .attach(let name, let device):
+            try await host.addDevice(container, name: name, device)
         case .start:
             do {
-                try await lxd.start(container)
-            } catch let e as LXDError where e.message.contains("already running") {
-                return
+                try await host.setState(container, .start, timeout: 30, force: false)
+            } catch let e as LXDError where e.code == .badRequest {
+                // Started meanwhile (a start that finished while we were down) is success; anything else is not.
+                guard try await host.instance(container).instance.isRunning else { throw e }
             }
-        case .attach(let name, let device):
-            try await lxd.addDevice(container, name: name, device)
         case .detach(let name):
-            try await lxd.removeDevice(container, name: name)
+            try await host.removeDevice(container, name: name)
         }
     }
 }

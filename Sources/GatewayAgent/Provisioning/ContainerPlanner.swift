@@ -1,7 +1,9 @@
+import Crypto
+import Foundation
 import GatewayProtocol
 import LXD
 
-/// What LXD shows of a vendor's container right now.
+/// What LXD (and the gateway's device directory) show of a vendor's container right now.
 public struct ContainerObservation: Sendable, Equatable {
     public var exists: Bool
     public var running: Bool
@@ -9,40 +11,62 @@ public struct ContainerObservation: Sendable, Equatable {
     public var labelledVendor: String?
     public var config: [String: String]
     public var devices: [String: Device]
+    /// The vendor's node files on disk: path → device number.
+    public var nodes: [String: DeviceNumber]
 
-    public static let absent = ContainerObservation(exists: false, running: false, labelledVendor: nil, config: [:], devices: [:])
+    public static let absent = ContainerObservation(exists: false, running: false, labelledVendor: nil, config: [:], devices: [:], nodes: [:])
 
-    public init(exists: Bool, running: Bool, labelledVendor: String?, config: [String: String], devices: [String: Device]) {
+    public init(exists: Bool, running: Bool, labelledVendor: String?, config: [String: String], devices: [String: Device],
+                nodes: [String: DeviceNumber] = [:]) {
         self.exists = exists
         self.running = running
         self.labelledVendor = labelledVendor
         self.config = config
         self.devices = devices
+        self.nodes = nodes
     }
 
-    public init(_ i: Instance) {
+    public init(_ i: Instance, nodes: [String: DeviceNumber] = [:]) {
         self.init(exists: true, running: i.isRunning, labelledVendor: i.config[ContainerPlanner.vendorKey], config: i.config,
-                  devices: i.devices)
+                  devices: i.devices, nodes: nodes)
     }
 }
 
-/// One thing to do to LXD. Plain data: planned purely, executed and journaled separately.
+/// One thing to do to LXD or to the gateway's device nodes. Plain data: planned purely, executed and
+/// journaled separately.
 public enum ProvisionStep: Sendable, Equatable, CustomStringConvertible {
     case verifyImage(alias: String, fingerprint: String)
+    /// Make the node for a plugged, granted device (before LXD is told about it).
+    case ensureNode(ManagedNode)
     case create(InstancesPostSummary)
     case updateConfig([String: String])
+    /// Put a base device (root disk, NIC) back as the gateway wants it.
+    case setDevice(name: String, device: Device)
     case start
     case attach(name: String, device: Device)
     case detach(name: String)
+    /// Remove a node no device of the plan needs any more.
+    case removeNode(path: String)
 
     public var description: String {
         switch self {
         case .verifyImage(let a, let f): "verify-image \(a) \(f.prefix(12))"
+        case .ensureNode(let n): "ensure-node \((n.path as NSString).lastPathComponent) \(n.number)"
         case .create(let s): "create \(s.post.name)"
         case .updateConfig(let c): "update-config \(c.keys.sorted().joined(separator: ","))"
+        case .setDevice(let n, _): "set-device \(n)"
         case .start: "start"
         case .attach(let n, _): "attach \(n)"
         case .detach(let n): "detach \(n)"
+        case .removeNode(let p): "remove-node \((p as NSString).lastPathComponent)"
+        }
+    }
+
+    /// Whether the step changes what the vendor's container is or has (node upkeep alone is not news).
+    var changesContainer: Bool {
+        switch self {
+        case .verifyImage, .ensureNode, .removeNode: false
+        default: true
         }
     }
 }
@@ -56,22 +80,38 @@ public struct InstancesPostSummary: Sendable, Equatable {
     }
 }
 
-/// A device of the vendor that is plugged in now (one per serial, whatever udev nodes it has).
+/// A physical device of the vendor that is plugged in now (one per serial and USB IDs), with the
+/// nodes udev reported for it.
 public struct PresentDevice: Sendable, Equatable {
-    public var serial: String
-    /// Its tty node on the host, e.g. `/dev/ttyUSB0`, when it has one (needed by `unix-char` grants).
-    public var ttyNode: String?
+    /// One udev device with a character node.
+    public struct Node: Sendable, Equatable {
+        public var syspath: String
+        /// The kernel's node, e.g. `/dev/ttyUSB0` or `/dev/bus/usb/001/004`.
+        public var devnode: String
+        public var number: DeviceNumber
 
-    public init(serial: String, ttyNode: String?) {
-        self.serial = serial
-        self.ttyNode = ttyNode
+        public init(syspath: String, devnode: String, number: DeviceNumber) {
+            self.syspath = syspath
+            self.devnode = devnode
+            self.number = number
+        }
     }
-}
 
-/// Why a plan cannot be applied on this gateway (checked before the owner is even asked).
-public struct PolicyViolation: Error, Sendable, CustomStringConvertible {
-    public var message: String
-    public var description: String { message }
+    public var serial: String
+    public var vendorID: String
+    public var productID: String
+    /// Its tty (what `unix-char` grants pass in).
+    public var tty: Node?
+    /// Its USB device node (what `usb` grants pass in).
+    public var usb: Node?
+
+    public init(serial: String, vendorID: String, productID: String, tty: Node? = nil, usb: Node? = nil) {
+        self.serial = serial
+        self.vendorID = vendorID
+        self.productID = productID
+        self.tty = tty
+        self.usb = usb
+    }
 }
 
 /// Pure: turns (approved plan, present devices, observed container) into steps.
@@ -82,22 +122,13 @@ public enum ContainerPlanner {
     /// Prefix of the LXD device names this gateway manages inside a container.
     public static let devicePrefix = "iotgw-"
 
-    /// Rejects a plan asking for more than the owner's caps allow.
-    public static func checkCaps(_ plan: ProvisioningPlan, caps: GatewayConfig.Caps) throws {
-        let l = plan.container.limits
-        var over: [String] = []
-        if l.cpus > caps.cpus { over.append("cpus \(l.cpus) > \(caps.cpus)") }
-        if l.memoryMiB > caps.memoryMiB { over.append("memory \(l.memoryMiB)MiB > \(caps.memoryMiB)MiB") }
-        if l.diskMiB > caps.diskMiB { over.append("disk \(l.diskMiB)MiB > \(caps.diskMiB)MiB") }
-        if l.processes > caps.processes { over.append("processes \(l.processes) > \(caps.processes)") }
-        guard over.isEmpty else {
-            throw PolicyViolation(message: "plan v\(plan.version) from \(plan.vendor) exceeds this gateway's caps: \(over.joined(separator: ", "))")
-        }
-    }
-
-    /// The LXD device name for a vendor device (serials may hold characters LXD names should not).
+    /// The LXD device (and node file) name for a vendor device: the serial itself when it is plain
+    /// (`[A-Za-z0-9_-]`, up to 48), else a digest of it, so that two serials never share a name.
     public static func deviceName(serial: String) -> String {
-        devicePrefix + String(serial.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") ? $0 : "_" }.prefix(48))
+        if serial.wholeMatch(of: /[A-Za-z0-9_-]{1,48}/) != nil {
+            return devicePrefix + serial
+        }
+        return devicePrefix + "x" + SHA256.hash(data: Data(serial.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
     }
 
     /// Config keys the gateway owns on a vendor container.
@@ -117,64 +148,121 @@ public enum ContainerPlanner {
         ]
     }
 
+    /// The NIC every vendor container with network gets: on the owner's NAT bridge, unable to use
+    /// another MAC or IP than LXD gave it, and isolated from every other vendor's port on the bridge.
+    public static func nic(network: String) -> Device {
+        Device(["type": "nic", "network": network, "name": "eth0",
+                "security.mac_filtering": "true", "security.ipv4_filtering": "true", "security.port_isolation": "true"])
+    }
+
+    /// Root disk and NIC, set on the instance itself (so a profile cannot weaken them).
     static func baseDevices(_ plan: ProvisioningPlan, lxd: GatewayConfig.LXDSettings) -> [String: Device] {
         var d: [String: Device] = ["root": .disk(path: "/", pool: lxd.storagePool, size: "\(plan.container.limits.diskMiB)MiB")]
         switch plan.container.network {
-        case .nat: d["eth0"] = .nic(network: lxd.network)
+        case .nat: d["eth0"] = nic(network: lxd.network)
         case .none: d["eth0"] = Device(["type": "none"])  // masks the profile's NIC
         }
         return d
     }
 
-    /// The LXD device for a granted device that is plugged in, or nil if it cannot be mapped.
-    static func lxdDevice(_ grant: DeviceGrant, _ present: PresentDevice) -> Device? {
+    /// What a granted, plugged device becomes: the LXD device and the node it is passed in from.
+    static func mapping(_ grant: DeviceGrant, _ present: PresentDevice, nodePath: String) -> (device: Device, node: ManagedNode)? {
+        guard grant.vendorID == present.vendorID, grant.productID == present.productID else { return nil }
         switch grant.kind {
         case .unixChar:
-            guard let node = present.ttyNode, let path = grant.path else { return nil }
-            return .unixChar(source: node, path: path, mode: "0660", required: false)
+            guard let tty = present.tty, let path = grant.path else { return nil }
+            return (.unixChar(source: nodePath, path: path, mode: "0660", required: false),
+                    ManagedNode(path: nodePath, syspath: tty.syspath, number: tty.number))
         case .usb:
-            return .usb(vendorID: grant.vendorID, productID: grant.productID)
+            // That one device, where libusb looks for it: /dev/bus/usb/BBB/DDD of the device itself.
+            guard let usb = present.usb, usb.devnode.wholeMatch(of: /\/dev\/bus\/usb\/[0-9]{3}\/[0-9]{3}/) != nil else { return nil }
+            return (.unixChar(source: nodePath, path: usb.devnode, mode: "0660", required: false),
+                    ManagedNode(path: nodePath, syspath: usb.syspath, number: usb.number))
         }
     }
 
-    /// Serials of the present devices the plan grants and that can be mapped into the container.
-    public static func attachable(plan: ProvisioningPlan, present: [PresentDevice]) -> [String] {
-        let bySerial = Dictionary(plan.devices.map { ($0.serial, $0) }, uniquingKeysWith: { a, _ in a })
-        return present.filter { p in bySerial[p.serial].flatMap { lxdDevice($0, p) } != nil }.map(\.serial).sorted()
+    /// The devices the plan grants that are plugged in now and can be passed in, by LXD device name.
+    public static func wanted(plan: ProvisioningPlan, present: [PresentDevice],
+                              nodePath: (String) -> String) -> [String: (serial: String, device: Device, node: ManagedNode)] {
+        var out: [String: (serial: String, device: Device, node: ManagedNode)] = [:]
+        let grants = Dictionary(plan.devices.map { ($0.serial, $0) }, uniquingKeysWith: { a, _ in a })
+        for p in present {
+            guard let g = grants[p.serial] else { continue }
+            let name = deviceName(serial: p.serial)
+            if let m = mapping(g, p, nodePath: nodePath(name)) { out[name] = (p.serial, m.device, m.node) }
+        }
+        return out
     }
 
-    public static func steps(plan: ProvisioningPlan, present: [PresentDevice], observed: ContainerObservation,
-                             config: GatewayConfig) throws -> [ProvisionStep] {
+    /// Serials of the present devices the plan grants and that can be passed into the container.
+    public static func attachable(plan: ProvisioningPlan, present: [PresentDevice], nodePath: (String) -> String) -> [String] {
+        wanted(plan: plan, present: present, nodePath: nodePath).values.map(\.serial).sorted()
+    }
+
+    /// After LXD restarted: every managed device it kept is removed first and (if still wanted) added
+    /// again, so LXD copies each node afresh instead of trusting a copy it made before it went down.
+    public static func refreshing(_ steps: [ProvisionStep], observed: ContainerObservation) -> [ProvisionStep] {
+        guard observed.exists else { return steps }
+        var out: [ProvisionStep] = []
+        var attached = Set<String>()
+        for step in steps { if case .attach(let n, _) = step { attached.insert(n) } }
+        let kept = observed.devices.keys.filter { $0.hasPrefix(devicePrefix) }.sorted()
+        for step in steps {
+            if case .detach(let n) = step, kept.contains(n) { continue }
+            out.append(step)
+        }
+        // Removal of every kept device first, then the plan's own steps (which attach what is wanted).
+        let removals = kept.map { ProvisionStep.detach(name: $0) }
+        let reattach: [ProvisionStep] = kept.compactMap { n in
+            guard !attached.contains(n), let d = observed.devices[n] else { return nil }
+            // Still wanted (the plan saw it attached as wanted): add it back.
+            return steps.contains(.detach(name: n)) ? nil : .attach(name: n, device: d)
+        }
+        let firstDevice = out.firstIndex { if case .attach = $0 { true } else if case .detach = $0 { true } else { false } } ?? out.endIndex
+        out.insert(contentsOf: removals, at: firstDevice)
+        return out + reattach
+    }
+
+    public static func steps(plan: ProvisioningPlan, present: [PresentDevice], observed: ContainerObservation, config: GatewayConfig,
+                             nodePath: (String) -> String) throws -> [ProvisionStep] {
         let name = plan.container.name
         if observed.exists && observed.labelledVendor != plan.vendor {
-            throw PolicyViolation(message: "instance \(name) exists but is not managed for vendor \(plan.vendor); refusing to touch it")
+            throw GatewayError(.notManaged, "instance \(name) exists but is not managed for vendor \(plan.vendor); refusing to touch it")
         }
-        let bySerial = Dictionary(plan.devices.map { ($0.serial, $0) }, uniquingKeysWith: { a, _ in a })
-        var wanted: [String: Device] = [:]
-        for p in present {
-            if let g = bySerial[p.serial], let dev = lxdDevice(g, p) { wanted[deviceName(serial: p.serial)] = dev }
-        }
+        let wanted = wanted(plan: plan, present: present, nodePath: nodePath)
         var steps: [ProvisionStep] = []
+        // Nodes first: LXD is told about a device only once its node stands for the right device.
+        for (_, w) in wanted.sorted(by: { $0.key < $1.key }) where observed.nodes[w.node.path] != w.node.number {
+            steps.append(.ensureNode(w.node))
+        }
+        let wantedPaths = Set(wanted.values.map(\.node.path))
+        let staleNodes = observed.nodes.keys.filter { !wantedPaths.contains($0) }.sorted()
         let desired = desiredConfig(plan, caps: config.caps)
+        let base = baseDevices(plan, lxd: config.lxd)
         if !observed.exists {
             steps.append(.verifyImage(alias: plan.container.image.alias, fingerprint: plan.container.image.fingerprint))
             // Devices go in with the create: one LXD operation, so no half-configured container exists.
             let post = InstancesPost(name: name, source: .image(alias: plan.container.image.alias), profiles: config.lxd.profiles,
-                                     config: desired, devices: baseDevices(plan, lxd: config.lxd).merging(wanted) { a, _ in a },
+                                     config: desired, devices: base.merging(wanted.mapValues(\.device)) { a, _ in a },
                                      description: "iot-gateway container of vendor \(plan.vendor)")
             steps.append(.create(InstancesPostSummary(post: post)))
             steps.append(.start)
+            steps += staleNodes.map { .removeNode(path: $0) }
             return steps
         }
         let changed = desired.filter { observed.config[$0.key] != $0.value }
         if !changed.isEmpty { steps.append(.updateConfig(changed)) }
+        for (n, d) in base.sorted(by: { $0.key < $1.key }) where observed.devices[n] != d {
+            steps.append(.setDevice(name: n, device: d))
+        }
         if !observed.running { steps.append(.start) }
-        for (n, d) in wanted.sorted(by: { $0.key < $1.key }) where observed.devices[n] != d {
-            steps.append(.attach(name: n, device: d))
+        for (n, w) in wanted.sorted(by: { $0.key < $1.key }) where observed.devices[n] != w.device {
+            steps.append(.attach(name: n, device: w.device))
         }
         for n in observed.devices.keys.sorted() where n.hasPrefix(devicePrefix) && wanted[n] == nil {
             steps.append(.detach(name: n))
         }
+        steps += staleNodes.map { .removeNode(path: $0) }
         return steps
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayProtocol
 import GRDB
 
 /// The gateway's durable state in SQLite (WAL, synchronous=FULL so a state transition that
@@ -74,6 +75,27 @@ public struct GatewayStore: Sendable {
                 t.add(column: "lastSyncAt", .datetime)
             }
         }
+        m.registerMigration("v3-isolation") { db in
+            try db.alter(table: "vendor_state") { t in
+                // The last plan or answer refused from this vendor, for `iot-gateway vendors`.
+                t.add(column: "rejection", .text)
+                t.add(column: "rejectedAt", .datetime)
+                t.add(column: "reconcileAttempts", .integer).notNull().defaults(to: 0)
+                t.add(column: "nextReconcileAt", .datetime)
+                t.add(column: "deliveryAttempts", .integer).notNull().defaults(to: 0)
+                t.add(column: "nextDeliveryAt", .datetime)
+            }
+            // One row per vendor while a delivery is under way: written before the container changes,
+            // read back after a crash to restore the snapshot.
+            try db.create(table: "deliveries") { t in
+                t.primaryKey("vendor", .text)
+                t.column("planVersion", .integer).notNull()
+                t.column("snapshot", .text).notNull()
+                t.column("phase", .text).notNull()
+                t.column("startedAt", .datetime).notNull()
+                t.column("updatedAt", .datetime).notNull()
+            }
+        }
         return m
     }
 
@@ -144,6 +166,16 @@ public struct GatewayStore: Sendable {
         try await db.read { try VendorStateRecord.order(Column("vendor")).fetchAll($0) }
     }
 
+    /// The plan held from a vendor: its newest accepted version and that plan's payload digest.
+    public func heldPlan(_ vendor: String) async throws -> PlanHeld {
+        try await db.read { db in
+            guard let state = try VendorStateRecord.fetchOne(db, key: vendor) else { return .none }
+            let sha = try String.fetchOne(db, sql: "SELECT payloadSHA256 FROM plans WHERE vendor = ? AND version = ? ORDER BY id DESC LIMIT 1",
+                                          arguments: [vendor, state.lastVersion])
+            return PlanHeld(version: state.lastVersion, payloadSHA256: sha)
+        }
+    }
+
     /// Records a validated plan. Idempotent for the same bytes. Older pending plans of the vendor are
     /// superseded; `lastVersion` moves forward. Returns the stored record.
     public func recordPlan(vendor: String, version: Int, signedJSON: Data, payloadSHA256: String) async throws -> PlanRecord {
@@ -154,8 +186,9 @@ public struct GatewayStore: Sendable {
             var state = try VendorStateRecord.fetchOne(db, key: vendor)
                 ?? VendorStateRecord(vendor: vendor, lastVersion: 0, approvedPlanID: nil, appliedVersion: nil, container: nil,
                                      lastError: nil, updatedAt: Date(), deliveredVersion: nil, lastDelivery: nil, lastSyncAt: nil)
-            guard version >= state.lastVersion else {
-                throw StoreError("plan version \(version) from \(vendor) is older than \(state.lastVersion)")
+            guard version > state.lastVersion else {
+                // Same bytes returned above; a repeated version with other bytes, or an older one, never lands.
+                throw GatewayError(.corruptState, "plan version \(version) from \(vendor) does not follow \(state.lastVersion)")
             }
             try db.execute(sql: "UPDATE plans SET decision = 'superseded' WHERE vendor = ? AND decision = 'pending'", arguments: [vendor])
             var rec = PlanRecord(id: nil, vendor: vendor, version: version, signedJSON: signedJSON, payloadSHA256: payloadSHA256,
@@ -168,13 +201,18 @@ public struct GatewayStore: Sendable {
         }
     }
 
-    /// Decides a pending plan. Approving makes it the vendor's approved plan. Throws if the plan is
-    /// not pending (decided already, superseded, or unknown): a decision is made once.
+    /// Decides a pending plan. Approving makes it the vendor's approved plan. Throws
+    /// ``GatewayError/Code/notFound`` for an unknown id, ``GatewayError/Code/notPending`` if it was
+    /// decided or superseded (a decision is made once) and ``GatewayError/Code/digestMismatch`` if
+    /// `digest` (the payload digest of what the owner was shown) is not the plan's.
     @discardableResult
-    public func decide(planID: Int64, approve: Bool, by: String) async throws -> PlanRecord {
+    public func decide(planID: Int64, approve: Bool, by: String, digest: String? = nil) async throws -> PlanRecord {
         try await db.write { db in
-            guard var p = try PlanRecord.fetchOne(db, key: planID) else { throw StoreError("no approval \(planID)") }
-            guard p.decision == .pending else { throw StoreError("approval \(planID) is already \(p.decision.rawValue)") }
+            guard var p = try PlanRecord.fetchOne(db, key: planID) else { throw GatewayError(.notFound, "no approval \(planID)") }
+            guard p.decision == .pending else { throw GatewayError(.notPending, "approval \(planID) is already \(p.decision.rawValue)") }
+            if let digest, digest != p.payloadSHA256 {
+                throw GatewayError(.digestMismatch, "approval \(planID) holds another plan than the one shown (digest differs)")
+            }
             p.decision = approve ? .approved : .denied
             p.decidedBy = by
             p.decidedAt = Date()
@@ -209,6 +247,65 @@ public struct GatewayStore: Sendable {
         }
     }
 
+    /// Records why the vendor's last plan or answer was refused (nil clears it).
+    public func setRejection(_ vendor: String, _ message: String?, at: Date) async throws {
+        try await db.write { db in
+            try Self.ensureVendor(db, vendor)
+            try db.execute(sql: "UPDATE vendor_state SET rejection = ?, rejectedAt = ? WHERE vendor = ?",
+                           arguments: [message, message == nil ? nil : at, vendor])
+        }
+    }
+
+    /// Counts a failed reconcile and schedules the next try; `nil` resets after a success.
+    public func setReconcileRetry(_ vendor: String, attempts: Int, next: Date?) async throws {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE vendor_state SET reconcileAttempts = ?, nextReconcileAt = ? WHERE vendor = ?",
+                           arguments: [attempts, next, vendor])
+        }
+    }
+
+    /// Counts a failed delivery attempt and schedules the next one.
+    public func setDeliveryRetry(_ vendor: String, attempts: Int, next: Date?) async throws {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE vendor_state SET deliveryAttempts = ?, nextDeliveryAt = ? WHERE vendor = ?",
+                           arguments: [attempts, next, vendor])
+        }
+    }
+
+    static func ensureVendor(_ db: Database, _ vendor: String) throws {
+        try db.execute(sql: """
+            INSERT OR IGNORE INTO vendor_state (vendor, lastVersion, updatedAt, reconcileAttempts, deliveryAttempts)
+            VALUES (?, 0, ?, 0, 0)
+            """, arguments: [vendor, Date()])
+    }
+
+    // MARK: - Delivery transactions
+
+    public func deliveryTransaction(_ vendor: String) async throws -> DeliveryTransaction? {
+        try await db.read { try DeliveryTransaction.fetchOne($0, key: vendor) }
+    }
+
+    /// Writes (or moves on) the vendor's delivery transaction; durable before the call returns.
+    public func saveDeliveryTransaction(_ txn: DeliveryTransaction) async throws {
+        try await db.write { db in try txn.save(db) }
+    }
+
+    /// Ends a delivery: records its report as the vendor's last delivery and drops the transaction,
+    /// in one transaction.
+    public func finishDelivery(_ vendor: String, version: Int, reportJSON: String) async throws {
+        try await db.write { db in
+            try db.execute(sql: """
+                UPDATE vendor_state SET deliveredVersion = ?, lastDelivery = ?, deliveryAttempts = 0, nextDeliveryAt = NULL, updatedAt = ?
+                WHERE vendor = ?
+                """, arguments: [version, reportJSON, Date(), vendor])
+            _ = try DeliveryTransaction.deleteOne(db, key: vendor)
+        }
+    }
+
+    public func dropDeliveryTransaction(_ vendor: String) async throws {
+        _ = try await db.write { db in try DeliveryTransaction.deleteOne(db, key: vendor) }
+    }
+
     public func setSynced(_ vendor: String, at: Date) async throws {
         try await db.write { db in
             try db.execute(sql: "UPDATE vendor_state SET lastSyncAt = ? WHERE vendor = ?", arguments: [at, vendor])
@@ -229,8 +326,3 @@ public struct GatewayStore: Sendable {
     }
 }
 
-public struct StoreError: Error, Sendable, CustomStringConvertible {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}

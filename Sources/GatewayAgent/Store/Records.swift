@@ -86,6 +86,46 @@ public struct VendorStateRecord: Codable, Sendable, Equatable, FetchableRecord, 
     /// The last delivery as JSON (`DeliveryReport`).
     public var lastDelivery: String?
     public var lastSyncAt: Date?
+    /// Why the vendor's last plan or answer was refused (already escaped), and when.
+    public var rejection: String?
+    public var rejectedAt: Date?
+    public var reconcileAttempts: Int = 0
+    public var nextReconcileAt: Date?
+    public var deliveryAttempts: Int = 0
+    public var nextDeliveryAt: Date?
+}
+
+/// A delivery under way: written before the container changes, so that after a crash the daemon
+/// restores the snapshot taken before converging and tries again.
+public struct DeliveryTransaction: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "deliveries"
+
+    public enum Phase: String, Codable, Sendable {
+        /// Taking the snapshot (the container is unchanged).
+        case snapshotting
+        /// Bootstrapping, converging and validating (the container may be half-changed).
+        case converging
+        /// Keeping the result: pruning old snapshots.
+        case committing
+        /// Restoring the snapshot.
+        case restoring
+    }
+
+    public var vendor: String
+    public var planVersion: Int
+    public var snapshot: String
+    public var phase: Phase
+    public var startedAt: Date
+    public var updatedAt: Date
+
+    public init(vendor: String, planVersion: Int, snapshot: String, phase: Phase, startedAt: Date, updatedAt: Date) {
+        self.vendor = vendor
+        self.planVersion = planVersion
+        self.snapshot = snapshot
+        self.phase = phase
+        self.startedAt = startedAt
+        self.updatedAt = updatedAt
+    }
 }
 
 /// One step the provisioner took: written `started` before acting and `done`/`failed` after.

@@ -5,9 +5,12 @@ public struct Server: Sendable, Decodable {
         public var kernelVersion: String?
         public var storage: String?
         public var architectures: [String]?
+        /// The LXD daemon's process id: a new one means LXD restarted.
+        public var serverPID: Int?
 
         enum CodingKeys: String, CodingKey {
             case storage, architectures
+            case serverPID = "server_pid"
             case serverVersion = "server_version"
             case kernelVersion = "kernel_version"
         }

@@ -1,0 +1,85 @@
+import AsyncHTTPClient
+import Foundation
+import GatewayProtocol
+import Logging
+import LXD
+
+/// The gateway's key pair, kept 0600 in the state directory. Created only when the file does not
+/// exist: any other failure to read it stops the daemon, because a new identity would silently
+/// break every vendor enrollment.
+public enum IdentityStore {
+    public static func path(stateDirectory: String) -> String { (stateDirectory as NSString).appendingPathComponent("gateway.key") }
+
+    public static func loadOrCreate(stateDirectory: String) throws -> GatewayIdentity {
+        do {
+            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw GatewayError(.identity, "cannot create state directory \(stateDirectory): \(error.localizedDescription)")
+        }
+        let path = path(stateDirectory: stateDirectory)
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            return try load(path)
+        }
+        guard errno == ENOENT else {
+            throw GatewayError(.identity, "cannot examine \(path) (errno \(errno)); not creating a new identity over it")
+        }
+        return try create(path)
+    }
+
+    static func load(_ path: String) throws -> GatewayIdentity {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw GatewayError(.identity, "cannot read the gateway key \(path): \(error.localizedDescription). Restore it from a backup; "
+                               + "deleting it makes a new gateway identity that every vendor must enroll again")
+        }
+        do { return GatewayIdentity(key: try Keys.decodePrivate(text)) } catch {
+            throw GatewayError(.identity, "the gateway key \(path) is not a base64 Ed25519 key. Restore it from a backup; "
+                               + "deleting it makes a new gateway identity that every vendor must enroll again")
+        }
+    }
+
+    static func create(_ path: String) throws -> GatewayIdentity {
+        let identity = GatewayIdentity(key: .init())
+        // Written to a temp file and linked into place without replacing anything: a crash never leaves
+        // half a key, and a key that appeared meanwhile is never overwritten.
+        let tmp = path + ".tmp.\(getpid())"
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw GatewayError(.identity, "cannot create \(tmp) (errno \(errno))") }
+        let bytes = Array((identity.privateKeyBase64 + "\n").utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        defer { unlink(tmp) }
+        guard written == bytes.count, synced else { throw GatewayError(.identity, "cannot write \(tmp) (errno \(errno))") }
+        guard link(tmp, path) == 0 else {
+            if errno == EEXIST { return try load(path) }
+            throw GatewayError(.identity, "cannot create \(path) (errno \(errno))")
+        }
+        return identity
+    }
+}
+
+extension GatewayAgent {
+    /// Wires an agent from a configuration: state directory, database, identity, device registry,
+    /// LXD, the vendors' own HTTP client and the delivery driver.
+    /// - Parameters:
+    ///   - lxdHTTP: the client for LXD's unix socket.
+    ///   - vendorHTTP: a client made with `VendorClient.httpConfiguration` (no redirects).
+    public static func make(config: GatewayConfig, lxdHTTP: HTTPClient, vendorHTTP: HTTPClient, logger: Logger) throws -> GatewayAgent {
+        let identity = try IdentityStore.loadOrCreate(stateDirectory: config.stateDirectory)
+        let store = try GatewayStore(path: (config.stateDirectory as NSString).appendingPathComponent("gateway.sqlite"))
+        // LXD may not be running yet: the path is fixed now and calls fail (and are retried) until it is.
+        let socket = config.lxd.socket ?? (try? LXDSocket.discover(environment: ProcessInfo.processInfo.environment))
+            ?? "/var/lib/lxd/unix.socket"
+        let lxd = try LXDClient(socketPath: socket, httpClient: lxdHTTP, logger: logger)
+        let env = AgentEnvironment(config: config, store: store, identity: identity, host: lxd,
+                                   vendors: VendorClient(http: vendorHTTP, identity: identity, logger: logger),
+                                   registry: DeviceRegistry(directory: config.deviceDirectory),
+                                   delivery: LXDDeliveryDriver(lxd: lxd, delivery: config.delivery, logger: logger),
+                                   network: config.lxd.hostFirewall ? HostFirewall(bridge: config.lxd.network) : NoNetworkGuard(), logger: logger)
+        return GatewayAgent(environment: env)
+    }
+}

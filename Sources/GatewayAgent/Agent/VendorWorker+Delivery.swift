@@ -1,0 +1,97 @@
+import Foundation
+import GatewayProtocol
+import LXD
+
+// The delivery lane: the approved plan's apps, once per plan version, in a crash-safe transaction.
+extension VendorWorker {
+    /// The Chef node name this gateway's container has at this vendor: derived, never vendor-chosen.
+    nonisolated var nodeName: String { "\(env.identity.id)-\(vendor.id)" }
+
+    func deliveryPass() async throws {
+        // A transaction left by a crash comes first: the container goes back to its pre-update snapshot.
+        if let txn = try await store.deliveryTransaction(vendor.id) {
+            try await recover(txn)
+        }
+        guard let plan = try await approvedPlan(), !plan.apps.isEmpty, let state = try await store.vendorState(vendor.id),
+              state.appliedVersion == plan.version, state.lastError == nil || state.lastError?.hasPrefix("delivery: ") == true,
+              state.deliveredVersion != plan.version, (state.nextDeliveryAt ?? .distantPast) <= now else { return }
+        do {
+            try await deliver(plan, firstBoot: state.deliveredVersion == nil)
+        } catch {
+            let attempts = state.deliveryAttempts + 1
+            let next = env.deliveryBackoff.next(afterAttempts: attempts, now: now)
+            try await store.setDeliveryRetry(vendor.id, attempts: attempts, next: next)
+            try await store.setVendorResult(vendor.id, appliedVersion: nil, container: nil, error: "delivery: \(error.safeDescription)")
+            try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "failed", detail: error.safeDescription)
+            logger.warning("delivery failed, will retry", metadata: ["iotgw.attempts": "\(attempts)", "iotgw.retryAt": "\(next)",
+                                                                     "iotgw.error": "\(error.safeDescription)"])
+            throw error
+        }
+    }
+
+    /// Restores what a crash interrupted, then lets the delivery be tried again at once.
+    func recover(_ txn: DeliveryTransaction) async throws {
+        logger.notice("recovering an interrupted delivery", metadata: ["iotgw.planVersion": "\(txn.planVersion)",
+                                                                         "iotgw.phase": "\(txn.phase.rawValue)", "lxd.snapshot": "\(txn.snapshot)"])
+        do {
+            try await env.delivery.recover(txn, container: container, lock: containerLock)
+        } catch {
+            let attempts = (try await store.vendorState(vendor.id)?.deliveryAttempts ?? 0) + 1
+            try await store.setDeliveryRetry(vendor.id, attempts: attempts, next: env.deliveryBackoff.next(afterAttempts: attempts, now: now))
+            throw error
+        }
+        try await store.dropDeliveryTransaction(vendor.id)
+        try await store.journal(vendor: vendor.id, step: "deliver v\(txn.planVersion)", status: "recovered",
+                                detail: "restored \(txn.snapshot) after a crash in \(txn.phase.rawValue)")
+        try await store.setDeliveryRetry(vendor.id, attempts: 0, next: nil)
+        // The restore brought back the snapshot's config too: make the container match the plan again.
+        kickReconcile()
+    }
+
+    func deliver(_ plan: ProvisioningPlan, firstBoot: Bool) async throws {
+        try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "started")
+        let verified: VerifiedBootstrap
+        do {
+            let raw = try await env.vendors.bootstrap(BootstrapRequest(gatewayID: env.identity.id, planVersion: plan.version), from: vendor)
+            verified = try BundleValidator(vendor: vendor.id, vendorKey: try Keys.decodePublic(vendor.publicKey), gatewayID: env.identity.id)
+                .validate(rawBody: raw, planVersion: plan.version, expectedNode: nodeName, now: now)
+        } catch let e as VendorError where e.refusalCode == "planVersionMismatch" {
+            // The vendor moved on: fetch the newer plan rather than converge an old one.
+            requestSync()
+            throw e
+        } catch let e as ProtocolError {
+            try await store.setRejection(vendor.id, "bootstrap bundle: \(e.safeDescription)", at: now)
+            throw e
+        }
+        let (profiles, notes) = try ProfileResolver.resolve(plan.apps, delivery: env.config.delivery)
+        let started = now
+        let snapshot = AppDelivery.snapshotName(at: started)
+        let (store, clock, vendorID, version) = (store, env.now, vendor.id, plan.version)
+        let job = DeliveryJob(vendor: vendor.id, container: container, planVersion: plan.version, bootstrap: verified, firstBoot: firstBoot,
+                              profiles: profiles, snapshot: snapshot, waitForNetwork: plan.container.network == .nat, lock: containerLock)
+        // Each phase is on disk before the delivery enters it: a crash is repaired from the last one.
+        var report = try await env.delivery.deliver(job) { phase in
+            try await store.saveDeliveryTransaction(DeliveryTransaction(vendor: vendorID, planVersion: version, snapshot: snapshot,
+                                                                        phase: phase, startedAt: started, updatedAt: clock()))
+        }
+        if !notes.isEmpty { report.message += "; " + notes.joined(separator: "; ") }
+        let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
+        try await store.finishDelivery(vendor.id, version: plan.version, reportJSON: json)
+        try await store.setVendorResult(vendor.id, appliedVersion: nil, container: nil, error: nil)
+        try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: report.result.rawValue,
+                                detail: Fields.displayText(report.message))
+        if report.restoredSnapshot != nil { kickReconcile() }
+        logger.notice("apps delivered", metadata: ["iotgw.result": "\(report.result.rawValue)", "iotgw.failingControls": "\(report.failingControls)"])
+        enqueue(self.report(planVersion: plan.version, outcome: report.result == .applied ? .delivered : .rolledBack,
+                            error: report.result == .applied ? nil : report.message, delivery: Self.summary(report)))
+    }
+
+    nonisolated static func summary(_ r: DeliveryReport) -> DeliverySummary {
+        let text: (String) -> String = { Fields.displayText($0, max: 1024) }
+        return DeliverySummary(result: r.result.rawValue, provisioner: r.provisioner, convergeSummary: r.converge.map { text($0.summary) },
+                               controls: Dictionary((r.controls ?? [:]).prefix(ProvisioningReport.maxControls).map { (text($0.key), $0.value) },
+                                                    uniquingKeysWith: { a, _ in a }),
+                               failingControls: r.failingControls.prefix(ProvisioningReport.maxControls).map(text),
+                               restoredSnapshot: r.restoredSnapshot, message: text(r.message))
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import GatewayProtocol
+
+// The exchange lane: everything that waits on the vendor's daemon.
+extension VendorWorker {
+    func exchangePass() async throws {
+        for r in takeOutbox() { await send(r) }
+        let t = now
+        var asked = Set<String>()
+        for d in try await store.devices() where d.vendor == vendor.id && d.present && d.state == .announcing
+            && (d.nextAttemptAt ?? .distantPast) <= t {
+            // One announcement per physical device (its usb and tty nodes share the serial).
+            guard let serial = d.serial, asked.insert(serial).inserted else { continue }
+            try await announce(d)
+        }
+        try await syncIfDue()
+    }
+
+    func send(_ r: ProvisioningReport) async {
+        do { try await env.vendors.report(r, to: vendor) } catch {
+            logger.warning("report not delivered", metadata: ["iotgw.outcome": "\(r.outcome.rawValue)", "iotgw.error": "\(error.safeDescription)"])
+        }
+    }
+
+    var validator: PlanValidator {
+        get throws { PlanValidator(vendor: vendor.id, vendorKey: try Keys.decodePublic(vendor.publicKey), gatewayID: env.identity.id) }
+    }
+
+    /// Everything the gateway checks of a signed plan before it is recorded, shown or acted on:
+    /// signature and fields (`PlanValidator`), versions, the owner's caps, and every device grant
+    /// against what this gateway itself saw and the owner's match rules.
+    func admit(_ body: Data) async throws -> (plan: ProvisioningPlan, payload: Data) {
+        let held = try await store.heldPlan(vendor.id)
+        let (plan, payload) = try validator.validate(rawBody: body, held: held, now: now)
+        try GrantCheck.checkCaps(plan, caps: env.config.caps)
+        try GrantCheck.check(plan, vendor: vendor.id, config: env.config, seen: try await store.devices())
+        return (plan, payload)
+    }
+
+    /// Asks the vendor about a plugged device and records its plan, or refuses it with the reason.
+    func announce(_ rec: DeviceRecord) async throws {
+        guard let serial = rec.serial, let vid = rec.vendorID, let pid = rec.productID else { return }
+        let held = try await store.heldPlan(vendor.id)
+        let identity = DeviceIdentity(vendorID: vid, productID: pid, serial: serial,
+                                      manufacturer: rec.manufacturer.flatMap { Fields.isShowable($0, max: 128) ? $0 : nil },
+                                      product: rec.product.flatMap { Fields.isShowable($0, max: 128) ? $0 : nil }, subsystem: rec.subsystem)
+        let announcement = Announcement(gatewayID: env.identity.id, device: identity, currentPlanVersion: held.version)
+        let plan: ProvisioningPlan
+        let record: PlanRecord
+        do {
+            let body = try await env.vendors.announce(announcement, to: vendor)
+            let (p, payload) = try await admit(body)
+            guard p.devices.contains(where: { $0.serial == serial }) else {
+                throw GatewayError(.deviceNotGranted, "plan v\(p.version) from \(vendor.id) does not include device \(serial)")
+            }
+            plan = p
+            record = try await store.recordPlan(vendor: vendor.id, version: p.version, signedJSON: body, payloadSHA256: Keys.sha256Hex(payload))
+        } catch let e as VendorError where e.isRetryable {
+            let attempts = rec.attempts + 1
+            let delay = env.backoff.delay(afterAttempts: attempts)
+            try await setSerialState(rec, .announcing, error: e.message, nextAttemptAt: now.addingTimeInterval(delay), attempts: attempts)
+            logger.warning("vendor unreachable, will retry", metadata: ["iotgw.retryIn": "\(delay)"])
+            return
+        } catch {
+            // Refused by the vendor, or a plan that fails validation or local policy: nothing changes.
+            let reason = error.safeDescription
+            try await store.setRejection(vendor.id, reason, at: now)
+            try await setSerialState(rec, .rejected, error: reason)
+            logger.warning("device rejected", metadata: ["udev.syspath": "\(rec.syspath)", "iotgw.error": "\(reason)"])
+            await send(report(planVersion: held.version, outcome: .failed, error: reason, aboutContainer: false))
+            return
+        }
+        try await store.setRejection(vendor.id, nil, at: now)
+        try await decide(record, plan: plan)
+    }
+
+    /// Asks the vendor for its current plan every `planSyncSeconds` (sooner when asked): gateways are
+    /// behind NAT, so updates are pulled.
+    func syncIfDue() async throws {
+        guard let state = try await store.vendorState(vendor.id), state.approvedPlanID != nil else { return }
+        let t = now
+        if !syncRequested, let last = state.lastSyncAt, t.timeIntervalSince(last) < env.config.planSyncSeconds { return }
+        syncRequested = false
+        try await store.setSynced(vendor.id, at: t)
+        let held = try await store.heldPlan(vendor.id)
+        do {
+            let body = try await env.vendors.currentPlan(PlanRequest(gatewayID: env.identity.id, currentPlanVersion: held.version), from: vendor)
+            let (plan, payload) = try await admit(body)
+            guard plan.version > held.version else { return }
+            logger.info("newer plan", metadata: ["iotgw.planVersion": "\(plan.version)"])
+            let rec = try await store.recordPlan(vendor: vendor.id, version: plan.version, signedJSON: body,
+                                                 payloadSHA256: Keys.sha256Hex(payload))
+            try await store.setRejection(vendor.id, nil, at: t)
+            try await decide(rec, plan: plan)
+        } catch let e as VendorError where e.isRetryable {
+            logger.warning("plan sync failed", metadata: ["iotgw.error": "\(e.message)"])
+        } catch {
+            let reason = error.safeDescription
+            try await store.setRejection(vendor.id, reason, at: t)
+            logger.warning("plan refused", metadata: ["iotgw.error": "\(reason)"])
+        }
+    }
+
+    /// The exchange lane syncs the plan on its next pass (a bootstrap said the plan moved on).
+    func requestSync() {
+        syncRequested = true
+        kickExchange()
+    }
+
+    /// Applies the owner's policy to a freshly recorded plan.
+    func decide(_ record: PlanRecord, plan: ProvisioningPlan) async throws {
+        guard let id = record.id else { return }
+        switch record.decision {
+        case .approved: return kickReconcile()
+        case .denied, .superseded: return try await markAwaiting(as: .denied, error: "plan v\(plan.version) was denied")
+        case .pending: break
+        }
+        switch ApprovalPolicy.decide(plan.grant, approved: try await approvedPlan()?.grant, vendor: vendor) {
+        case .approve(let by):
+            try await store.decide(planID: id, approve: true, by: by)
+            try await decided(planID: id)
+        case .deny(let by):
+            try await store.decide(planID: id, approve: false, by: by)
+            try await decided(planID: id)
+        case .ask(let changes):
+            try await markAwaiting(as: .awaitingApproval, error: nil)
+            logger.notice("approval pending", metadata: ["iotgw.approval": "\(id)", "iotgw.planVersion": "\(plan.version)",
+                                                         "iotgw.changes": "\(changes?.count ?? -1)"])
+        }
+    }
+
+    /// Sets the state of every present udev node of the same physical device (same vendor and serial).
+    func setSerialState(_ rec: DeviceRecord, _ state: DeviceRecord.State, error: String?, nextAttemptAt: Date? = nil,
+                        attempts: Int? = nil) async throws {
+        for d in try await store.devices() where d.syspath == rec.syspath || (d.present && d.vendor == rec.vendor && d.serial == rec.serial) {
+            try await store.setDeviceState(d.syspath, state, error: error, nextAttemptAt: nextAttemptAt, attempts: attempts)
+        }
+    }
+}

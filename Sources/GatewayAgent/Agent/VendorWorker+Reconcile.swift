@@ -1,0 +1,95 @@
+import Foundation
+import GatewayProtocol
+import LXD
+
+// The reconcile lane: the container matches the approved plan and the devices plugged in now.
+extension VendorWorker {
+    /// One physical device per (serial, USB IDs), with the nodes udev reported for it.
+    nonisolated static func presentDevices(_ records: [DeviceRecord], number: (String) -> DeviceNumber?) -> [PresentDevice] {
+        var byKey: [String: PresentDevice] = [:]
+        for r in records {
+            guard let serial = r.serial, let vid = r.vendorID, let pid = r.productID else { continue }
+            let key = "\(serial)\u{0}\(vid):\(pid)"
+            var p = byKey[key] ?? PresentDevice(serial: serial, vendorID: vid, productID: pid)
+            if let devnode = r.devnode, let n = number(r.syspath) {
+                let node = PresentDevice.Node(syspath: r.syspath, devnode: devnode, number: n)
+                if r.subsystem == "tty" { p.tty = node }
+                if r.subsystem == "usb" { p.usb = node }
+            }
+            byKey[key] = p
+        }
+        return byKey.values.sorted { ($0.serial, $0.vendorID) < ($1.serial, $1.vendorID) }
+    }
+
+    /// Where this vendor's node for an LXD device name lives.
+    nonisolated func nodePath(_ device: String) -> String { env.registry.path(vendor: vendor.id, device: device) }
+
+    func reconcilePass() async throws {
+        guard let plan = try await approvedPlan() else { return }
+        let previous = try await store.vendorState(vendor.id)
+        let granted = Set(plan.devices.map(\.serial))
+        let refresh = refreshDevices
+        refreshDevices = false
+        do {
+            try await checkPool()
+            if plan.container.network == .nat, env.config.lxd.hostFirewall { try await env.network.ensure() }
+            let (steps, attached, present) = try await containerLock.withLock { [self] in
+                let mine = try await store.devices().filter {
+                    $0.vendor == vendor.id && $0.present && $0.serial.map(granted.contains) == true && $0.state != .denied
+                }
+                let present = Self.presentDevices(mine, number: env.registry.number(syspath:))
+                let executor = ContainerExecutor(host: env.host, registry: env.registry, store: store, logger: logger)
+                let observed = try await executor.observe(container, vendor: vendor.id)
+                var steps = try ContainerPlanner.steps(plan: plan, present: present, observed: observed, config: env.config, nodePath: nodePath)
+                if refresh { steps = ContainerPlanner.refreshing(steps, observed: observed) }
+                try await executor.run(steps, vendor: vendor.id, container: container)
+                return (steps, ContainerPlanner.attachable(plan: plan, present: present, nodePath: nodePath), mine)
+            }
+            for d in present where d.serial.map(attached.contains) == true && d.state != .attached {
+                try await store.setDeviceState(d.syspath, .attached)
+            }
+            try await store.setVendorResult(vendor.id, appliedVersion: plan.version, container: container, error: nil)
+            try await store.setReconcileRetry(vendor.id, attempts: 0, next: nil)
+            lastReportedFailure = nil
+            kickDelivery()
+            // Tell the vendor only what changed: a no-op reconcile (a second udev node of the same device) is not news.
+            let changed = steps.filter(\.changesContainer)
+            let recovered = previous?.lastError != nil || previous?.appliedVersion != plan.version
+            guard !changed.isEmpty || recovered else { return }
+            let addresses = (try? await env.host.state(container).ipv4Addresses) ?? []
+            logger.info("vendor reconciled", metadata: ["lxd.instance": "\(container)", "iotgw.devices": "\(attached)"])
+            let onlyDetached = !changed.isEmpty && changed.allSatisfy { if case .detach = $0 { true } else { false } }
+            enqueue(report(planVersion: plan.version, outcome: onlyDetached ? .deviceDetached : .applied, addresses: addresses,
+                           attached: attached))
+        } catch {
+            if refresh { refreshDevices = true }
+            let reason = error.safeDescription
+            let attempts = (previous?.reconcileAttempts ?? 0) + 1
+            try await store.setVendorResult(vendor.id, appliedVersion: nil, container: container, error: reason)
+            try await store.setReconcileRetry(vendor.id, attempts: attempts, next: env.backoff.next(afterAttempts: attempts, now: now))
+            for d in try await store.devices() where d.vendor == vendor.id && d.present && d.serial.map(granted.contains) == true
+                && d.state != .denied {
+                try await store.setDeviceState(d.syspath, .attaching, error: reason)
+            }
+            if lastReportedFailure != reason {
+                lastReportedFailure = reason
+                enqueue(report(planVersion: plan.version, outcome: .failed, error: reason))
+            }
+            throw error
+        }
+    }
+
+    /// Refuses to provision on a storage pool that cannot enforce the disk cap, unless the owner allows it.
+    func checkPool() async throws {
+        guard !poolChecked else { return }
+        let lxd = env.config.lxd
+        if !lxd.allowUnenforcedDiskLimits {
+            let pool = try await env.host.storagePool(lxd.storagePool)
+            guard pool.enforcesDiskLimits else {
+                throw GatewayError(.diskLimitUnenforceable, "storage pool \(pool.name) (\(pool.driver)) cannot enforce the disk cap; "
+                                   + "use btrfs, zfs or lvm, or set lxd.allowUnenforcedDiskLimits: true")
+            }
+        }
+        poolChecked = true
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import GatewayProtocol
+import Logging
+import LXD
+
+/// What every vendor worker shares: configuration, the store, the device registry and the ports to
+/// LXD and the vendors. Injected, so the workers run against fakes in unit tests.
+public struct AgentEnvironment: Sendable {
+    public var config: GatewayConfig
+    public var store: GatewayStore
+    public var identity: GatewayIdentity
+    public var host: any ContainerHost
+    public var vendors: any VendorAPI
+    public var registry: DeviceRegistry
+    public var delivery: any DeliveryDriver
+    /// The host firewall isolating vendor containers (checked before a container with network is changed).
+    public var network: any NetworkGuard
+    public var logger: Logger
+    public var now: @Sendable () -> Date
+
+    public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
+                registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
+                now: @escaping @Sendable () -> Date = { Date() }) {
+        self.config = config
+        self.store = store
+        self.identity = identity
+        self.host = host
+        self.vendors = vendors
+        self.registry = registry
+        self.delivery = delivery
+        self.network = network
+        self.logger = logger
+        self.now = now
+    }
+
+    var backoff: Backoff { Backoff(first: config.retrySeconds, max: config.maxRetrySeconds) }
+    var deliveryBackoff: Backoff { Backoff(first: config.retrySeconds, max: config.delivery.maxRetrySeconds) }
+}
+
+/// Everything that happens for one vendor, in one place: announcing its devices, syncing and
+/// deciding its plans, reconciling its container, delivering its apps and reporting back.
+///
+/// Each worker runs three lanes of its own, so nothing one vendor does (a slow or failing daemon, an
+/// hour-long converge, a reconcile that throws) delays another vendor, and within a vendor a running
+/// delivery never delays its device changes:
+/// - **exchange**: talks to the vendor (announcements, plan sync, reports), with backoff;
+/// - **reconcile**: makes the container match the approved plan and the devices plugged in now;
+/// - **delivery**: bootstraps, converges, validates, keeps or rolls back, crash-safe, with backoff.
+///
+/// Lanes are woken by coalescing signals; their state lives in the store, so a signal is only "look
+/// again". Container changes of the reconcile and delivery lanes are serialized by ``containerLock``.
+public actor VendorWorker {
+    public nonisolated let vendor: GatewayConfig.VendorEntry
+    nonisolated let env: AgentEnvironment
+    nonisolated let containerLock = AsyncMutex()
+    nonisolated let logger: Logger
+
+    private nonisolated let reconcileWake: AsyncStream<Void>.Continuation
+    private nonisolated let exchangeWake: AsyncStream<Void>.Continuation
+    private nonisolated let deliveryWake: AsyncStream<Void>.Continuation
+    private let reconcileSignals: AsyncStream<Void>
+    private let exchangeSignals: AsyncStream<Void>
+    private let deliverySignals: AsyncStream<Void>
+
+    /// Reports waiting for the exchange lane (bounded: the oldest go first when a vendor stays down).
+    var outbox: [ProvisioningReport] = []
+    static let outboxLimit = 64
+    /// The exchange lane syncs the plan on its next pass whatever the interval.
+    var syncRequested = false
+    /// The last failure reported to the vendor from reconcile, so a retry loop does not flood it.
+    var lastReportedFailure: String?
+    /// Whether the storage pool was checked to enforce disk limits (checked once per run).
+    var poolChecked = false
+    /// LXD restarted: its copies of passed-in nodes may be stale, so every device is passed in afresh.
+    var refreshDevices = false
+
+    public init(vendor: GatewayConfig.VendorEntry, environment: AgentEnvironment) {
+        self.vendor = vendor
+        env = environment
+        var l = environment.logger
+        l[metadataKey: "iotgw.vendor"] = "\(vendor.id)"
+        logger = l
+        (reconcileSignals, reconcileWake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (exchangeSignals, exchangeWake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (deliverySignals, deliveryWake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public nonisolated var container: String { ProvisioningPlan.containerName(forVendor: vendor.id) }
+    nonisolated var store: GatewayStore { env.store }
+    nonisolated var now: Date { env.now() }
+
+    // MARK: - Lanes
+
+    /// Runs the three lanes until cancelled. A lane's failure is logged and retried; it never ends the worker.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.lane("reconcile", self.reconcileSignals) { try await $0.reconcilePass() } }
+            group.addTask { await self.lane("exchange", self.exchangeSignals) { try await $0.exchangePass() } }
+            group.addTask { await self.lane("delivery", self.deliverySignals) { try await $0.deliveryPass() } }
+        }
+    }
+
+    nonisolated func lane(_ name: String, _ signals: AsyncStream<Void>, _ pass: @Sendable (VendorWorker) async throws -> Void) async {
+        for await _ in signals {
+            if Task.isCancelled { break }
+            do { try await pass(self) } catch {
+                logger.warning("lane pass failed", metadata: ["iotgw.lane": "\(name)", "iotgw.error": "\(error.safeDescription)"])
+            }
+        }
+    }
+
+    /// Ends the lanes (their loops finish after the current pass).
+    public nonisolated func stop() {
+        reconcileWake.finish()
+        exchangeWake.finish()
+        deliveryWake.finish()
+    }
+
+    public nonisolated func kickReconcile() { reconcileWake.yield() }
+    public nonisolated func kickExchange() { exchangeWake.yield() }
+    public nonisolated func kickDelivery() { deliveryWake.yield() }
+
+    /// Periodic: wakes each lane that has something due (retries, plan sync). Never waits.
+    public func tick() async {
+        kickExchange()
+        guard let s = try? await store.vendorState(vendor.id), s.approvedPlanID != nil else { return }
+        if s.lastError != nil, (s.nextReconcileAt ?? .distantPast) <= now { kickReconcile() }
+        if (s.nextDeliveryAt ?? .distantPast) <= now { kickDelivery() }
+    }
+
+    // MARK: - Devices (called by the agent; quick, never waits on a lane)
+
+    /// udev reported one of this vendor's devices (already recorded by the agent).
+    public func deviceAdded(syspath: String) async throws {
+        guard var rec = try await store.device(syspath), rec.vendor == vendor.id else { return }
+        guard let serial = rec.serial, !serial.isEmpty else {
+            try await store.setDeviceState(syspath, .rejected, error: "device has no serial number; vendors identify devices by serial")
+            return
+        }
+        guard Fields.serial.isValid(serial) else {
+            try await store.setDeviceState(syspath, .rejected, error: "device serial \(Fields.quote(serial)) is not one a vendor can be asked about")
+            return
+        }
+        if rec.state == .denied { return }
+        // A USB serial adapter shows up twice (usb_device and its tty): one announcement per serial.
+        let twins = try await store.devices().filter { $0.syspath != syspath && $0.present && $0.serial == serial && $0.vendor == vendor.id }
+        if let plan = try await approvedPlan(), plan.devices.contains(where: { $0.serial == serial }) {
+            // Replug of a device the owner already approved: straight back into its container.
+            try await store.setDeviceState(syspath, .attaching)
+            kickReconcile()
+            return
+        }
+        if let twin = twins.first(where: { [.announcing, .awaitingApproval, .denied, .rejected].contains($0.state) }) {
+            rec.state = twin.state
+            try await store.setDeviceState(syspath, twin.state, error: twin.lastError, nextAttemptAt: twin.nextAttemptAt)
+            return
+        }
+        try await store.setDeviceState(syspath, .announcing, nextAttemptAt: now, attempts: 0)
+        kickExchange()
+    }
+
+    /// udev reported an unplug (the agent removed the device's nodes already).
+    public nonisolated func deviceRemoved() { kickReconcile() }
+
+    /// LXD restarted. While it was down it did not follow changes of the gateway's nodes (an unplug,
+    /// say), so every managed device is removed and added again, which makes LXD copy the nodes anew.
+    public func lxdRestarted() {
+        refreshDevices = true
+        kickReconcile()
+    }
+
+    // MARK: - Plans
+
+    /// The vendor's approved plan, decoded from the stored signed bytes.
+    public func approvedPlan() async throws -> ProvisioningPlan? {
+        guard let id = try await store.vendorState(vendor.id)?.approvedPlanID, let rec = try await store.plan(id: id) else { return nil }
+        return try GatewayAgent.decodePlan(rec)
+    }
+
+    /// After the owner (or the policy) decided on a plan.
+    public func decided(planID: Int64) async throws {
+        guard let rec = try await store.plan(id: planID), rec.vendor == vendor.id else { return }
+        switch rec.decision {
+        case .approved:
+            try await markAwaiting(as: .attaching, error: nil)
+            kickReconcile()
+        case .denied:
+            try await markAwaiting(as: .denied, error: "denied by \(rec.decidedBy ?? "owner")")
+            enqueue(report(planVersion: rec.version, outcome: .denied))
+        default:
+            return
+        }
+    }
+
+    func markAwaiting(as state: DeviceRecord.State, error: String?) async throws {
+        for d in try await store.devices() where d.vendor == vendor.id && d.present && [.announcing, .awaitingApproval].contains(d.state) {
+            try await store.setDeviceState(d.syspath, state, error: error)
+        }
+    }
+
+    // MARK: - Reports
+
+    /// A report in the form the vendor validates (`ProvisioningReport.validate`): text escaped and cut.
+    func report(planVersion: Int, outcome: ProvisioningReport.Outcome, error: String? = nil, addresses: [String] = [],
+                attached: [String] = [], delivery: DeliverySummary? = nil, aboutContainer: Bool = true) -> ProvisioningReport {
+        ProvisioningReport(gatewayID: env.identity.id, vendor: vendor.id, planVersion: planVersion, outcome: outcome,
+                           container: aboutContainer && outcome != .denied ? container : nil,
+                           addresses: addresses.filter(Fields.address.isValid), attachedDevices: attached,
+                           error: error.map { Fields.displayText($0, max: ProvisioningReport.maxTextLength) }, delivery: delivery)
+    }
+
+    /// Queues a report for the exchange lane (reports never wait on the vendor in other lanes).
+    func enqueue(_ r: ProvisioningReport) {
+        outbox.append(r)
+        if outbox.count > Self.outboxLimit { outbox.removeFirst(outbox.count - Self.outboxLimit) }
+        kickExchange()
+    }
+
+    func takeOutbox() -> [ProvisioningReport] {
+        defer { outbox.removeAll() }
+        return outbox
+    }
+}

@@ -1,0 +1,22 @@
+import LXD
+
+/// The container operations the gateway core performs, so that the per-vendor state machines can be
+/// unit-tested without LXD or root. `LXDClient` is the real one.
+public protocol ContainerHost: Sendable {
+    func instance(_ name: String) async throws -> (instance: Instance, etag: String?)
+    func createInstance(_ spec: InstancesPost, timeout: Duration?) async throws
+    func patchInstance(_ name: String, config: [String: String], devices: [String: Device], ifMatch etag: String?) async throws
+    func setState(_ name: String, _ action: InstanceStatePut.Action, timeout: Int, force: Bool) async throws
+    func addDevice(_ instance: String, name: String, _ device: Device) async throws
+    func removeDevice(_ instance: String, name: String) async throws
+    func state(_ name: String) async throws -> InstanceState
+    func verifyImage(alias: String, fingerprint: String) async throws
+    func storagePool(_ name: String) async throws -> StoragePool
+    func createSnapshot(_ instance: String, name: String) async throws
+    func restoreSnapshot(_ instance: String, name: String) async throws
+    func snapshots(_ instance: String) async throws -> [InstanceSnapshot]
+    func deleteSnapshot(_ instance: String, name: String) async throws
+    func server() async throws -> Server
+}
+
+extension LXDClient: ContainerHost {}

@@ -1,0 +1,396 @@
+import Crypto
+import Foundation
+import GatewayProtocol
+import Logging
+import LXD
+import Synchronization
+@testable import GatewayAgent
+
+/// LXD in memory: instances with config and devices, snapshots, a pool driver. Counts writes, and
+/// can be told to fail every call about one instance.
+final class FakeHost: ContainerHost, Sendable {
+    struct State {
+        var instances: [String: Instance] = [:]
+        var snapshots: [String: [String]] = [:]
+        var failing: Set<String> = []
+        var writes = 0
+        var poolDriver = "btrfs"
+        var image: (alias: String, fingerprint: String) = ("iotgw-busybox", String(repeating: "a", count: 64))
+    }
+    let state = Mutex(State())
+
+    func failCalls(for name: String, _ on: Bool = true) {
+        state.withLock { s in
+            if on { s.failing.insert(name) } else { s.failing.remove(name) }
+        }
+    }
+    var writes: Int { state.withLock { $0.writes } }
+    func instanceNow(_ name: String) -> Instance? { state.withLock { $0.instances[name] } }
+
+    func guardUp(_ name: String) throws {
+        if state.withLock({ $0.failing.contains(name) }) { throw LXDError(code: .unreachable, message: "fake LXD refuses \(name)") }
+    }
+
+    func write<T>(_ name: String, _ body: (inout State) throws -> T) throws -> T {
+        try guardUp(name)
+        return try state.withLock { s in
+            s.writes += 1
+            return try body(&s)
+        }
+    }
+
+    static func notFound(_ name: String) -> LXDError { LXDError(code: .notFound, status: 404, message: "Instance not found") }
+
+    func instance(_ name: String) async throws -> (instance: Instance, etag: String?) {
+        try guardUp(name)
+        guard let i = state.withLock({ $0.instances[name] }) else { throw Self.notFound(name) }
+        return (i, nil)
+    }
+
+    func createInstance(_ spec: InstancesPost, timeout: Duration?) async throws {
+        try write(spec.name) { s in
+            guard s.instances[spec.name] == nil else { throw LXDError(code: .conflict, status: 409, message: "already exists") }
+            s.instances[spec.name] = try Self.makeInstance(spec)
+        }
+    }
+
+    static func makeInstance(_ spec: InstancesPost) throws -> Instance {
+        let json: [String: Any] = [
+            "name": spec.name, "type": "container", "status": "Stopped", "status_code": 102, "architecture": "x86_64",
+            "config": spec.config, "devices": spec.devices.mapValues(\.config), "expanded_config": spec.config,
+            "expanded_devices": spec.devices.mapValues(\.config), "profiles": spec.profiles, "ephemeral": false, "stateful": false,
+            "description": spec.description, "created_at": "2026-12-03T00:00:00Z",
+        ]
+        return try JSONDecoder().decode(Instance.self, from: try JSONSerialization.data(withJSONObject: json))
+    }
+
+    func patchInstance(_ name: String, config: [String: String], devices: [String: Device], ifMatch etag: String?) async throws {
+        try write(name) { s in
+            guard var i = s.instances[name] else { throw Self.notFound(name) }
+            i.config.merge(config) { $1 }
+            i.devices.merge(devices) { $1 }
+            s.instances[name] = i
+        }
+    }
+
+    func setState(_ name: String, _ action: InstanceStatePut.Action, timeout: Int, force: Bool) async throws {
+        try write(name) { s in
+            guard var i = s.instances[name] else { throw Self.notFound(name) }
+            switch action {
+            case .start, .restart:
+                i.statusCode = 103
+                i.status = "Running"
+            default:
+                i.statusCode = 102
+                i.status = "Stopped"
+            }
+            s.instances[name] = i
+        }
+    }
+
+    func addDevice(_ instance: String, name: String, _ device: Device) async throws {
+        try await patchInstance(instance, config: [:], devices: [name: device], ifMatch: nil)
+    }
+
+    func removeDevice(_ instance: String, name: String) async throws {
+        try write(instance) { s in
+            guard var i = s.instances[instance] else { throw Self.notFound(instance) }
+            i.devices[name] = nil
+            s.instances[instance] = i
+        }
+    }
+
+    func state(_ name: String) async throws -> InstanceState {
+        try guardUp(name)
+        return try JSONDecoder().decode(InstanceState.self, from: Data(#"{"status":"Running","status_code":103,"network":{}}"#.utf8))
+    }
+
+    func verifyImage(alias: String, fingerprint: String) async throws {
+        let image = state.withLock { $0.image }
+        guard image.alias == alias, image.fingerprint == fingerprint else {
+            throw LXDError(code: .fingerprintMismatch, message: "image \(alias) differs")
+        }
+    }
+
+    func storagePool(_ name: String) async throws -> StoragePool {
+        StoragePool(name: name, driver: state.withLock { $0.poolDriver }, status: "Created", config: [:])
+    }
+
+    func createSnapshot(_ instance: String, name: String) async throws {
+        try write(instance) { $0.snapshots[instance, default: []].append(name) }
+    }
+
+    func restoreSnapshot(_ instance: String, name: String) async throws {
+        try write(instance) { s in
+            guard s.snapshots[instance]?.contains(name) == true else { throw LXDError(code: .notFound, message: "no snapshot") }
+        }
+    }
+
+    func snapshots(_ instance: String) async throws -> [InstanceSnapshot] { [] }
+    func deleteSnapshot(_ instance: String, name: String) async throws {
+        try write(instance) { $0.snapshots[instance]?.removeAll { $0 == name } }
+    }
+
+    func server() async throws -> Server { throw LXDError(code: .unreachable, message: "fake") }
+}
+
+/// Device nodes in memory (no root needed).
+final class MemoryNodeFiles: DeviceNodeFiles, Sendable {
+    let files = Mutex<[String: DeviceNumber]>([:])
+    func prepare(directory: String) throws {}
+    func make(path: String, number: DeviceNumber) throws { files.withLock { $0[path] = number } }
+    func remove(path: String) { _ = files.withLock { $0.removeValue(forKey: path) } }
+    func number(at path: String) -> DeviceNumber? { files.withLock { $0[path] } }
+    func list(_ directory: String) -> [String] {
+        let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+        return Array(Set(files.withLock { $0.keys.filter { $0.hasPrefix(prefix) } }.compactMap {
+            $0.dropFirst(prefix.count).split(separator: "/").first.map(String.init)
+        })).sorted()
+    }
+    var paths: [String] { files.withLock { $0.keys.sorted() } }
+}
+
+/// A one-shot gate a fake can wait on until a test opens it.
+final class Gate: Sendable {
+    let opened = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    func wait() async {
+        await withCheckedContinuation { c in
+            let resume = opened.withLock { s -> Bool in
+                if s.open { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if resume { c.resume() }
+        }
+    }
+    func open() {
+        for c in opened.withLock({ s -> [CheckedContinuation<Void, Never>] in
+            s.open = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }) { c.resume() }
+    }
+}
+
+/// Vendors' daemons in memory: each vendor answers with plans it signs for the devices it is told
+/// about, or with whatever a test sets.
+final class FakeVendors: VendorAPI, Sendable {
+    struct Vendor: Sendable {
+        var rawKey: Data
+        var key: Curve25519.Signing.PrivateKey {
+            // Invariant: rawKey came from a valid key.
+            try! Curve25519.Signing.PrivateKey(rawRepresentation: rawKey)
+        }
+        var plan: (@Sendable (Announcement?) throws -> ProvisioningPlan)?
+        var rawAnswer: Data?
+        var failure: VendorError?
+        var bootstrapGate: Gate?
+        var announceGate: Gate?
+    }
+    let vendors: Mutex<[String: Vendor]>
+    let reports = Mutex<[ProvisioningReport]>([])
+    let calls = Mutex<[String]>([])
+
+    init(_ vendors: [String: Curve25519.Signing.PrivateKey]) {
+        self.vendors = Mutex(vendors.mapValues { Vendor(rawKey: $0.rawRepresentation) })
+    }
+
+    func update(_ id: String, _ body: (inout Vendor) -> Void) { vendors.withLock { body(&$0[id]!) } }
+    func vendor(_ id: String) -> Vendor { vendors.withLock { $0[id]! } }
+    func reported(_ vendor: String) -> [ProvisioningReport] { reports.withLock { $0.filter { $0.vendor == vendor } } }
+
+    func signedPlan(_ v: Vendor, _ a: Announcement?) throws -> Data {
+        if let raw = v.rawAnswer { return raw }
+        guard let plan = try v.plan?(a) else { throw VendorError(kind: .refused(code: "noPlan"), message: "no plan") }
+        return try WireJSON.encoder().encode(try PlanSigner(privateKey: v.key).sign(plan))
+    }
+
+    func announce(_ announcement: Announcement, to vendor: GatewayConfig.VendorEntry) async throws -> Data {
+        calls.withLock { $0.append("announce \(vendor.id) \(announcement.device.serial)") }
+        let v = self.vendor(vendor.id)
+        if let g = v.announceGate { await g.wait() }
+        if let f = v.failure { throw f }
+        return try signedPlan(v, announcement)
+    }
+
+    func currentPlan(_ request: PlanRequest, from vendor: GatewayConfig.VendorEntry) async throws -> Data {
+        calls.withLock { $0.append("plan \(vendor.id)") }
+        let v = self.vendor(vendor.id)
+        if let f = v.failure { throw f }
+        return try signedPlan(v, nil)
+    }
+
+    func bootstrap(_ request: BootstrapRequest, from vendor: GatewayConfig.VendorEntry) async throws -> Data {
+        calls.withLock { $0.append("bootstrap \(vendor.id) v\(request.planVersion)") }
+        let v = self.vendor(vendor.id)
+        if let g = v.bootstrapGate { await g.wait() }
+        if let f = v.failure { throw f }
+        let bundle = BootstrapBundle(kind: .none, gatewayID: request.gatewayID, vendor: vendor.id, planVersion: request.planVersion,
+                                     expiresAt: Date().addingTimeInterval(600))
+        return try WireJSON.encoder().encode(try PlanSigner(privateKey: v.key).sign(bundle))
+    }
+
+    func report(_ report: ProvisioningReport, to vendor: GatewayConfig.VendorEntry) async throws {
+        reports.withLock { $0.append(report) }
+    }
+}
+
+/// A delivery driver that records what it was asked and can hold a converge until a test opens a gate.
+final class FakeDelivery: DeliveryDriver, Sendable {
+    let gates = Mutex<[String: Gate]>([:])
+    let phases = Mutex<[String]>([])
+    let recovered = Mutex<[DeliveryTransaction]>([])
+    let failNext = Mutex<[String: Error]>([:])
+
+    func hold(_ vendor: String) -> Gate {
+        let g = Gate()
+        gates.withLock { $0[vendor] = g }
+        return g
+    }
+
+    func deliver(_ job: DeliveryJob, journal: @escaping DeliveryJournal) async throws -> DeliveryReport {
+        try await journal(.snapshotting)
+        try await journal(.converging)
+        phases.withLock { $0.append("\(job.vendor) converging v\(job.planVersion)") }
+        if let g = gates.withLock({ $0[job.vendor] }) { await g.wait() }
+        if let e = failNext.withLock({ $0.removeValue(forKey: job.vendor) }) { throw e }
+        try await journal(.committing)
+        phases.withLock { $0.append("\(job.vendor) delivered v\(job.planVersion)") }
+        return DeliveryReport(result: .applied, provisioner: "fake", converge: nil, validation: [:], failingControls: [], controls: nil,
+                              snapshot: job.snapshot, restoredSnapshot: nil, message: "ok")
+    }
+
+    func recover(_ txn: DeliveryTransaction, container: String, lock: AsyncMutex) async throws {
+        recovered.withLock { $0.append(txn) }
+    }
+}
+
+/// A gateway core wired to fakes, with its own temporary store. ``restart()`` makes a new agent over
+/// the same store, LXD and node files, as a process restart would.
+final class Rig {
+    static let gateway = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
+    let keys: [String: Curve25519.Signing.PrivateKey]
+    let config: GatewayConfig
+    let store: GatewayStore
+    let host = FakeHost()
+    let vendors: FakeVendors
+    let files = MemoryNodeFiles()
+    var registry: DeviceRegistry
+    let delivery = FakeDelivery()
+    var agent: GatewayAgent
+
+    /// Vendors `acme` (USB 0403) and `globex` (USB 10c4), both `policy`.
+    init(policy: GatewayConfig.Policy = .ask, appUpdates: GatewayConfig.UpdatePolicy = .auto, apps: Bool = false) throws {
+        let keys = ["acme": Curve25519.Signing.PrivateKey(), "globex": Curve25519.Signing.PrivateKey()]
+        self.keys = keys
+        var config = Sample.config(policy: policy)
+        config.vendors = [
+            .init(id: "acme", match: [.init(vendorID: "0403", productID: nil)], daemonURL: "https://acme.example",
+                  publicKey: Keys.encode(keys["acme"]!.publicKey), policy: policy, appUpdates: appUpdates),
+            .init(id: "globex", match: [.init(vendorID: "10c4", productID: nil)], daemonURL: "https://globex.example",
+                  publicKey: Keys.encode(keys["globex"]!.publicKey), policy: policy, appUpdates: appUpdates),
+        ]
+        config.retrySeconds = 0.05
+        config.maxRetrySeconds = 0.4
+        config.delivery.maxRetrySeconds = 0.4
+        config.deviceDirectory = "/run/test-devices"
+        self.config = config
+        store = try GatewayStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString).sqlite").path)
+        vendors = FakeVendors(keys)
+        (registry, agent) = Self.makeAgent(config: config, store: store, host: host, vendors: vendors, files: files, delivery: delivery)
+        for id in ["acme", "globex"] {
+            vendors.update(id) { v in v.plan = { a in Rig.plan(vendor: id, serials: a.map { [$0.device.serial] } ?? ["\(id.uppercased())-1"], apps: apps) } }
+        }
+    }
+
+    static func makeAgent(config: GatewayConfig, store: GatewayStore, host: FakeHost, vendors: FakeVendors, files: MemoryNodeFiles,
+                          delivery: FakeDelivery) -> (DeviceRegistry, GatewayAgent) {
+        let registry = DeviceRegistry(directory: config.deviceDirectory, files: files)
+        let env = AgentEnvironment(config: config, store: store, identity: Self.gateway, host: host, vendors: vendors, registry: registry,
+                                   delivery: delivery, logger: Logger(label: "test"))
+        return (registry, GatewayAgent(environment: env, tickInterval: .milliseconds(50)))
+    }
+
+    /// A new agent (fresh workers and registry) over the same store, LXD and node files.
+    func restart() {
+        (registry, agent) = Self.makeAgent(config: config, store: store, host: host, vendors: vendors, files: files, delivery: delivery)
+    }
+
+    /// Waits until the vendor's container runs with the device inside and the plan is applied.
+    func provisioned(_ vendor: String, _ serial: String) async throws {
+        try await until("\(serial) inside iotgw-\(vendor)") {
+            guard let i = host.instanceNow("iotgw-\(vendor)"), i.isRunning, i.devices[ContainerPlanner.deviceName(serial: serial)] != nil else {
+                return false
+            }
+            return try await store.vendorState(vendor)?.appliedVersion != nil
+        }
+    }
+
+    static func usbID(_ vendor: String) -> (String, String) { vendor == "acme" ? ("0403", "6001") : ("10c4", "ea60") }
+
+    static func plan(vendor: String, version: Int = 1, serials: [String], apps: Bool = false, path: String = "/dev/ttyUSB0",
+                     kind: DeviceGrant.Kind = .unixChar) -> ProvisioningPlan {
+        let (vid, pid) = usbID(vendor)
+        return ProvisioningPlan(vendor: vendor, gatewayID: gateway.id, version: version, issuedAt: Date(), expiresAt: Date().addingTimeInterval(3600),
+                                container: ContainerSpec(name: "iotgw-\(vendor)",
+                                                         image: ImageRef(alias: "iotgw-busybox", fingerprint: String(repeating: "a", count: 64)),
+                                                         limits: ResourceLimits(cpus: 1, memoryMiB: 128, diskMiB: 512, processes: 100), network: .nat),
+                                devices: serials.enumerated().map { i, s in
+                                    DeviceGrant(serial: s, vendorID: vid, productID: pid, kind: kind, path: kind == .usb ? nil : (i == 0 ? path : path + "-\(i)"))
+                                },
+                                apps: apps ? [AppSpec(name: "agent", version: "1.0.0", runList: ["recipe[agent]"])] : [])
+    }
+
+    /// Plugs a USB serial adapter: its usb_device and its tty, as udev reports them.
+    @discardableResult
+    func plug(_ vendor: String, serial: String, tty: String = "ttyUSB0", minor: UInt32 = 0) async throws -> (usb: String, tty: String) {
+        let (vid, pid) = Self.usbID(vendor)
+        let usb = "/sys/devices/usb1/1-\(serial)", ttyPath = usb + "/1-\(serial):1.0/\(tty)"
+        try await agent.handle(.added(PluggedDevice(syspath: usb, subsystem: "usb", devnode: nil, vendorID: vid, productID: pid, serial: serial)))
+        try await agent.handle(.added(PluggedDevice(syspath: ttyPath, subsystem: "tty", devnode: "/dev/\(tty)", vendorID: vid, productID: pid,
+                                                    serial: serial, number: DeviceNumber(major: 188, minor: minor))))
+        return (usb, ttyPath)
+    }
+
+    func unplug(_ device: (usb: String, tty: String)) async throws {
+        try await agent.handle(.removed(syspath: device.tty))
+        try await agent.handle(.removed(syspath: device.usb))
+    }
+
+    /// Runs the agent's workers (their lanes and ticks) while `body` runs.
+    func running(_ body: () async throws -> Void) async throws {
+        let workers = Array(agent.workers.values)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in workers { group.addTask { await w.run() } }
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(30))
+                    for w in workers { await w.tick() }
+                }
+            }
+            defer { for w in workers { w.stop() }; group.cancelAll() }
+            try await body()
+        }
+    }
+
+    func pending() async throws -> [PlanRecord] { try await store.plans(decision: .pending) }
+    func nodePath(_ vendor: String, _ serial: String) -> String {
+        registry.path(vendor: vendor, device: ContainerPlanner.deviceName(serial: serial))
+    }
+}
+
+/// Polls until `condition` holds (at most `timeout`).
+func until(_ what: String, timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    throw TestFailure("timed out waiting for \(what)")
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}

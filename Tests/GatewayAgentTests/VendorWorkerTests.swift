@@ -1,0 +1,410 @@
+import Crypto
+import Foundation
+import GatewayProtocol
+import LXD
+import Testing
+@testable import GatewayAgent
+
+/// The per-vendor state machines against fakes: no LXD, no network, no root.
+@Suite struct VendorWorkerTests {
+    @Test func plugAskApproveCreatesTheContainerWithTheDeviceFromTheGatewaysOwnNode() async throws {
+        let rig = try Rig()
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1")
+            try await until("an approval") { try await rig.pending().count == 1 }
+            #expect(rig.host.instanceNow("iotgw-acme") == nil, "nothing is created before approval")
+            let approval = try #require(try await rig.pending().first)
+            try await rig.store.decide(planID: approval.id!, approve: true, by: "owner", digest: approval.payloadSHA256)
+            try await rig.agent.decided(planID: approval.id!)
+            try await rig.provisioned("acme", "ACME-1")
+            let i = try #require(rig.host.instanceNow("iotgw-acme"))
+            #expect(i.isRunning)
+            #expect(i.devices["iotgw-ACME-1"]?["source"] == rig.nodePath("acme", "ACME-1"))
+            #expect(rig.files.number(at: rig.nodePath("acme", "ACME-1")) == DeviceNumber(major: 188, minor: 0))
+            try await until("an applied report") { rig.vendors.reported("acme").contains { $0.outcome == .applied } }
+        }
+    }
+
+    @Test func anUnplugRemovesTheNodeAtOnceAndAReusedKernelNameNeverReachesTheOldContainer() async throws {
+        let rig = try Rig(policy: .auto)
+        try await rig.running {
+            let a = try await rig.plug("acme", serial: "ACME-1", tty: "ttyUSB0", minor: 0)
+            try await until("acme's device inside") { rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil }
+            // Unplug, and at once globex's device gets the same kernel name and number.
+            try await rig.agent.handle(.removed(syspath: a.tty))
+            #expect(rig.files.number(at: rig.nodePath("acme", "ACME-1")) == nil, "the node went with the unplug, before any worker ran")
+            try await rig.agent.handle(.removed(syspath: a.usb))
+            try await rig.plug("globex", serial: "GLX-1", tty: "ttyUSB0", minor: 0)
+            try await until("globex's device inside its own container") {
+                rig.host.instanceNow("iotgw-globex")?.devices["iotgw-GLX-1"] != nil
+            }
+            try await until("acme's device detached") { rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] == nil }
+            #expect(rig.files.paths == [rig.nodePath("globex", "GLX-1")])
+            #expect(rig.host.instanceNow("iotgw-acme")?.devices.values.contains { $0["source"] == rig.nodePath("globex", "GLX-1") } == false)
+        }
+    }
+
+    @Test func oneVendorsHeldDeliveryDelaysNeitherAnotherVendorNorItsOwnUnplug() async throws {
+        let rig = try Rig(policy: .auto, apps: true)
+        let held = rig.delivery.hold("acme")
+        try await rig.running {
+            let a = try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("acme converging") { rig.delivery.phases.withLock { $0.contains("acme converging v1") } }
+            // While acme's converge is held: globex's device arrives in globex's container...
+            try await rig.plug("globex", serial: "GLX-1", minor: 1)
+            try await until("globex provisioned and delivered") {
+                rig.host.instanceNow("iotgw-globex")?.devices["iotgw-GLX-1"] != nil
+                    && rig.delivery.phases.withLock { $0.contains("globex delivered v1") }
+            }
+            // ...and acme's own unplug leaves acme's container.
+            try await rig.unplug(a)
+            try await until("acme's device detached during its converge") { rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] == nil }
+            #expect(try await rig.store.deliveryTransaction("acme")?.phase == .converging)
+            held.open()
+            try await until("acme delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
+            #expect(try await rig.store.deliveryTransaction("acme") == nil)
+        }
+    }
+
+    @Test func aVendorWhoseReconcileFailsDoesNotStopTheOthersAndIsRetriedWithBackoff() async throws {
+        let rig = try Rig(policy: .auto)
+        rig.host.failCalls(for: "iotgw-acme")
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.plug("globex", serial: "GLX-1", minor: 1)
+            try await until("globex provisioned") { rig.host.instanceNow("iotgw-globex")?.devices["iotgw-GLX-1"] != nil }
+            try await until("acme's failure recorded") { try await rig.store.vendorState("acme")?.lastError?.contains("unreachable") == true }
+            let s = try #require(try await rig.store.vendorState("acme"))
+            #expect(s.reconcileAttempts >= 1)
+            #expect(s.nextReconcileAt != nil)
+            // One failure report, not one per retry.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(rig.vendors.reported("acme").filter { $0.outcome == .failed }.count == 1)
+            rig.host.failCalls(for: "iotgw-acme", false)
+            try await rig.provisioned("acme", "ACME-1")
+            try await until("retries reset") { try await rig.store.vendorState("acme")?.reconcileAttempts == 0 }
+        }
+    }
+
+    @Test func startUpSweepReconcilesEveryVendorEvenWhenOneThrows() async throws {
+        let rig = try Rig(policy: .auto)
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.plug("globex", serial: "GLX-1", minor: 1)
+            try await until("both provisioned") {
+                rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil
+                    && rig.host.instanceNow("iotgw-globex")?.devices["iotgw-GLX-1"] != nil
+            }
+        }
+        // Restart: LXD lost globex's device config, acme's container is unreachable; the sweep still fixes globex.
+        try await rig.host.removeDevice("iotgw-globex", name: "iotgw-GLX-1")
+        rig.host.failCalls(for: "iotgw-acme")
+        rig.restart()
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.plug("globex", serial: "GLX-1", minor: 1)
+            try await rig.agent.handle(.sweep(present: Set(try await rig.store.devices().filter(\.present).map(\.syspath))))
+            try await until("globex repaired") { rig.host.instanceNow("iotgw-globex")?.devices["iotgw-GLX-1"] != nil }
+        }
+    }
+
+    @Test func aPlanAskingForMoreWaitsForTheOwnerAndShowsWhatChanges() async throws {
+        let rig = try Rig()
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("approval") { try await rig.pending().count == 1 }
+            let first = try #require(try await rig.pending().first)
+            try await rig.store.decide(planID: first.id!, approve: true, by: "owner", digest: first.payloadSHA256)
+            try await rig.agent.decided(planID: first.id!)
+            try await until("provisioned") { rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil }
+            let before = try #require(rig.host.instanceNow("iotgw-acme"))
+            // The vendor turns the approved serial into raw USB passthrough: a new approval, nothing applied.
+            rig.vendors.update("acme") { v in
+                v.plan = { _ in Rig.plan(vendor: "acme", version: 2, serials: ["ACME-1"], kind: .usb) }
+            }
+            await rig.agent.worker("acme")!.requestSync()
+            try await until("a second approval") { try await rig.pending().first?.version == 2 }
+            let view = try await ControlViews(agent: rig.agent).approval(try #require(try await rig.pending().first?.id))
+            #expect(view?.changes == ["device ACME-1: USB 0403:6001 unix-char -> /dev/ttyUSB0 -> USB 0403:6001 usb"])
+            #expect(view?.approvedPlanVersion == 1)
+            #expect(rig.host.instanceNow("iotgw-acme")?.devices == before.devices)
+            #expect(try await rig.store.vendorState("acme")?.appliedVersion == 1)
+        }
+    }
+
+    @Test func appUpdatesGoThroughOnlyWhenTheOwnerLetsThem() async throws {
+        for policy in [GatewayConfig.UpdatePolicy.auto, .ask] {
+            let rig = try Rig(appUpdates: policy, apps: true)
+            try await rig.running {
+                try await rig.plug("acme", serial: "ACME-1", minor: 0)
+                try await until("approval") { try await rig.pending().count == 1 }
+                let first = try #require(try await rig.pending().first)
+                try await rig.store.decide(planID: first.id!, approve: true, by: "owner", digest: first.payloadSHA256)
+                try await rig.agent.decided(planID: first.id!)
+                rig.vendors.update("acme") { v in
+                    v.plan = { _ in
+                        var p = Rig.plan(vendor: "acme", version: 2, serials: ["ACME-1"], apps: true)
+                        p.apps[0].version = "1.1.0"
+                        p.apps[0].runList = ["recipe[agent@1.1.0]"]
+                        return p
+                    }
+                }
+                await rig.agent.worker("acme")!.requestSync()
+                try await until("v2 recorded") { try await rig.store.heldPlan("acme").version == 2 }
+                if policy == .auto { try await until("v2 decided") { try await rig.store.plans().first { $0.version == 2 }?.decision == .approved } }
+                try await Task.sleep(for: .milliseconds(100))
+                let v2 = try #require(try await rig.store.plans().first { $0.version == 2 })
+                #expect(v2.decision == (policy == .auto ? .approved : .pending))
+                #expect(v2.decidedBy == (policy == .auto ? "covered:app-update" : nil))
+            }
+        }
+    }
+
+    @Test func plansGrantingDevicesTheGatewayDidNotSeeOrThatBelongToAnotherVendorAreRefused() async throws {
+        let rig = try Rig(policy: .auto)
+        try await rig.plug("globex", serial: "GLX-1", minor: 1)
+        let cases: [(String, @Sendable (Announcement?) -> ProvisioningPlan, String)] = [
+            ("globex's device", { a in
+                var p = Rig.plan(vendor: "acme", serials: [a?.device.serial ?? "ACME-1"])
+                p.devices.append(DeviceGrant(serial: "GLX-1", vendorID: "10c4", productID: "ea60", kind: .unixChar, path: "/dev/ttyUSB9"))
+                return p
+            }, "foreignDevice"),
+            ("an unseen serial", { a in Rig.plan(vendor: "acme", serials: [a?.device.serial ?? "ACME-1", "NEVER-SEEN"]) }, "unknownDevice"),
+            ("other USB IDs", { a in
+                var p = Rig.plan(vendor: "acme", serials: [a?.device.serial ?? "ACME-1"])
+                p.devices[0].productID = "6015"
+                return p
+            }, "unknownDevice"),
+        ]
+        try await rig.running {
+            for (i, (what, plan, code)) in cases.enumerated() {
+                rig.vendors.update("acme") { $0.plan = plan }
+                let serial = "ACME-\(i)"
+                try await rig.plug("acme", serial: serial, minor: UInt32(10 + i))
+                try await until("\(what) refused") {
+                    try await rig.store.devices().first { $0.serial == serial && $0.subsystem == "tty" }?.state == .rejected
+                }
+                #expect(try await rig.store.vendorState("acme")?.rejection?.contains(code) == true, "\(what)")
+                #expect(try await rig.store.plans().filter { $0.vendor == "acme" }.isEmpty, "\(what): no plan recorded")
+            }
+            #expect(rig.host.instanceNow("iotgw-acme") == nil, "nothing was created for acme")
+        }
+    }
+
+    @Test func aRepeatedVersionWithOtherContentIsRefused() async throws {
+        let rig = try Rig(policy: .auto)
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.provisioned("acme", "ACME-1")
+            let writes = rig.host.writes
+            rig.vendors.update("acme") { v in
+                v.plan = { _ in
+                    var p = Rig.plan(vendor: "acme", version: 1, serials: ["ACME-1"])
+                    p.container.limits.memoryMiB = 256
+                    return p
+                }
+            }
+            await rig.agent.worker("acme")!.requestSync()
+            try await until("refused") { try await rig.store.vendorState("acme")?.rejection?.contains("versionReuse") == true }
+            #expect(rig.host.writes == writes)
+            #expect(try await rig.store.plans().count == 1)
+        }
+    }
+
+    @Test func aCrashMidConvergeRestoresTheSnapshotAndRetries() async throws {
+        let rig = try Rig(policy: .auto, apps: true)
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
+        }
+        // As a crash leaves it: a v2 delivery recorded as converging.
+        try await rig.store.saveDeliveryTransaction(DeliveryTransaction(vendor: "acme", planVersion: 2, snapshot: "iotgw-123", phase: .converging,
+                                                                        startedAt: Date(), updatedAt: Date()))
+        rig.restart()
+        try await rig.running {
+            rig.agent.worker("acme")!.kickDelivery()
+            try await until("recovered") { !rig.delivery.recovered.withLock { $0.isEmpty } }
+            #expect(rig.delivery.recovered.withLock { $0.map(\.snapshot) } == ["iotgw-123"])
+            try await until("transaction dropped") { try await rig.store.deliveryTransaction("acme") == nil }
+        }
+    }
+
+    @Test func failedDeliveriesBackOff() async throws {
+        let rig = try Rig(policy: .auto, apps: true)
+        rig.vendors.update("acme") { $0.failure = nil }
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("provisioned") { rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil }
+            rig.vendors.update("acme") { $0.failure = VendorError(kind: .unreachable, message: "down") }
+            try await until("three failed attempts") { (try await rig.store.vendorState("acme")?.deliveryAttempts ?? 0) >= 3 }
+            let s = try #require(try await rig.store.vendorState("acme"))
+            #expect(s.nextDeliveryAt != nil)
+            let bootstraps = rig.vendors.calls.withLock { $0.filter { $0.hasPrefix("bootstrap acme") }.count }
+            // Ticks come every 30 ms; with backoff from 50 ms doubling to 400 ms far fewer attempts are made.
+            try await Task.sleep(for: .milliseconds(600))
+            let later = rig.vendors.calls.withLock { $0.filter { $0.hasPrefix("bootstrap acme") }.count }
+            #expect(later - bootstraps <= 3, "\(later - bootstraps) attempts in 600 ms")
+        }
+    }
+
+    @Test func aBundleForAnotherPlanVersionOrGatewayIsRefused() async throws {
+        let rig = try Rig(policy: .auto, apps: true)
+        let key = rig.keys["acme"]!
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
+        }
+        // Directly: BundleValidator is what the lane uses.
+        let validator = BundleValidator(vendor: "acme", vendorKey: key.publicKey, gatewayID: Rig.gateway.id)
+        let bundle = BootstrapBundle(kind: .none, gatewayID: Rig.gateway.id, vendor: "acme", planVersion: 1, expiresAt: Date().addingTimeInterval(60))
+        let raw = try WireJSON.encoder().encode(try PlanSigner(privateKey: key).sign(bundle))
+        #expect(throws: ProtocolError.self) { try validator.validate(rawBody: raw, planVersion: 2, expectedNode: "n", now: Date()) }
+        var other = bundle
+        other.gatewayID = "gw-0000000000000000"
+        let raw2 = try WireJSON.encoder().encode(try PlanSigner(privateKey: key).sign(other))
+        #expect(throws: ProtocolError.self) { try validator.validate(rawBody: raw2, planVersion: 1, expectedNode: "n", now: Date()) }
+    }
+}
+
+@Suite struct ApprovalPolicyTests {
+    let vendor = GatewayConfig.VendorEntry(id: "acme", match: [.init(vendorID: "0403", productID: nil)], daemonURL: "https://a",
+                                           publicKey: "", policy: .ask)
+    func grant(_ mutate: (inout ProvisioningPlan) -> Void = { _ in }) -> ProvisioningPlan.Grant {
+        var p = Rig.plan(vendor: "acme", serials: ["A", "B"], apps: true)
+        mutate(&p)
+        return p.grant
+    }
+
+    @Test func onlyNothingNewGoesThroughUnasked() {
+        let approved = grant()
+        #expect(ApprovalPolicy.decide(grant(), approved: approved, vendor: vendor) == .approve(by: "covered"))
+        #expect(ApprovalPolicy.decide(grant { $0.devices.removeLast() }, approved: approved, vendor: vendor) == .approve(by: "covered:subset"))
+        #expect(ApprovalPolicy.decide(grant { $0.apps[0].version = "2" }, approved: approved, vendor: vendor)
+            == .approve(by: "covered:app-update"))
+        var strict = vendor
+        strict.appUpdates = .ask
+        #expect(ApprovalPolicy.decide(grant { $0.apps[0].version = "2" }, approved: approved, vendor: strict)
+            == .ask(changes: ["app agent: version 1.0.0 -> 2"]))
+        #expect(ApprovalPolicy.decide(grant(), approved: nil, vendor: vendor) == .ask(changes: nil))
+    }
+
+    @Test(arguments: [
+        "kind", "vendorID", "productID", "path", "memory", "image", "network", "new device", "new app", "profile",
+    ])
+    func everythingTheVendorGetsIsBound(_ what: String) {
+        let approved = grant()
+        let wider = grant { p in
+            switch what {
+            case "kind": p.devices[0].kind = .usb; p.devices[0].path = nil
+            case "vendorID": p.devices[0].vendorID = "0404"
+            case "productID": p.devices[0].productID = "6015"
+            case "path": p.devices[0].path = "/dev/ttyS0"
+            case "memory": p.container.limits.memoryMiB = 256
+            case "image": p.container.image.fingerprint = String(repeating: "b", count: 64)
+            case "network": p.container.network = .none
+            case "new device": p.devices.append(DeviceGrant(serial: "C", vendorID: "0403", productID: "6001", kind: .unixChar, path: "/dev/x"))
+            case "new app": p.apps.append(AppSpec(name: "extra", version: "1", runList: ["recipe[x]"]))
+            default: p.apps[0].inspecProfile = "other"
+            }
+        }
+        guard case .ask(let changes) = ApprovalPolicy.decide(wider, approved: approved, vendor: vendor) else {
+            Issue.record("\(what) went through unasked")
+            return
+        }
+        #expect(changes?.isEmpty == false)
+    }
+
+    @Test func policiesAutoAndDenyDecideAlone() {
+        var v = vendor
+        v.policy = .auto
+        #expect(ApprovalPolicy.decide(grant(), approved: nil, vendor: v) == .approve(by: "policy:auto"))
+        v.policy = .deny
+        #expect(ApprovalPolicy.decide(grant(), approved: nil, vendor: v) == .deny(by: "policy:deny"))
+    }
+}
+
+@Suite struct DeviceRegistryTests {
+    let number = DeviceNumber(major: 188, minor: 0)
+
+    @Test func nodesExistOnlyWhileTheirDeviceIsPluggedWithThatNumber() throws {
+        let files = MemoryNodeFiles()
+        let r = DeviceRegistry(directory: "/d", files: files)
+        let node = ManagedNode(path: "/d/acme/iotgw-A", syspath: "/sys/tty0", number: number)
+        #expect(throws: GatewayError.self) { try r.ensure(node) }
+        r.plugged(syspath: "/sys/tty0", number: number)
+        try r.ensure(node)
+        #expect(files.number(at: node.path) == number)
+        #expect(r.unplugged(syspath: "/sys/tty0") == [node.path])
+        #expect(files.paths.isEmpty)
+        // Plugged again with another number: the old node can never be made for it.
+        r.plugged(syspath: "/sys/tty0", number: DeviceNumber(major: 188, minor: 1))
+        #expect(throws: GatewayError.self) { try r.ensure(node) }
+    }
+
+    @Test func theStartUpSweepKeepsOnlyNodesThatStandForThePluggedDevice() throws {
+        let files = MemoryNodeFiles()
+        try files.make(path: "/d/acme/iotgw-A", number: number)
+        try files.make(path: "/d/acme/iotgw-B", number: DeviceNumber(major: 188, minor: 1))
+        try files.make(path: "/d/globex/iotgw-C", number: DeviceNumber(major: 188, minor: 2))
+        let r = DeviceRegistry(directory: "/d", files: files)
+        r.plugged(syspath: "/sys/a", number: number)
+        r.plugged(syspath: "/sys/c", number: DeviceNumber(major: 188, minor: 9))  // C is back with another number
+        r.sweep(expected: ["/d/acme/iotgw-A": ["/sys/a"], "/d/globex/iotgw-C": ["/sys/c"]])
+        #expect(files.paths == ["/d/acme/iotgw-A"])
+        #expect(r.unplugged(syspath: "/sys/a") == ["/d/acme/iotgw-A"])
+    }
+}
+
+@Suite struct BackoffTests {
+    @Test func doublesFromTheFirstDelayUpToTheCap() {
+        let b = Backoff(first: 2, max: 60)
+        #expect((0...7).map { b.delay(afterAttempts: $0) } == [0, 2, 4, 8, 16, 32, 60, 60])
+        #expect(b.delay(afterAttempts: 10_000) == 60)
+        #expect(b.next(afterAttempts: 1, now: Date(timeIntervalSince1970: 100)) == Date(timeIntervalSince1970: 102))
+    }
+}
+
+@Suite struct IdentityTests {
+    func dir() -> String { FileManager.default.temporaryDirectory.appendingPathComponent("id-\(UUID().uuidString)").path }
+
+    @Test func createdOnceAndKept() throws {
+        let d = dir()
+        let a = try IdentityStore.loadOrCreate(stateDirectory: d)
+        #expect(try IdentityStore.loadOrCreate(stateDirectory: d).id == a.id)
+        let attrs = try FileManager.default.attributesOfItem(atPath: IdentityStore.path(stateDirectory: d))
+        #expect((attrs[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+    }
+
+    @Test func anUnreadableOrCorruptKeyStopsAndIsNeverReplaced() throws {
+        let d = dir()
+        _ = try IdentityStore.loadOrCreate(stateDirectory: d)
+        let path = IdentityStore.path(stateDirectory: d)
+        try "not a key\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { try IdentityStore.loadOrCreate(stateDirectory: d) } throws: { ($0 as? GatewayError)?.code == .identity }
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "not a key\n", "the file is left for the owner to restore")
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)  // a directory where the key should be
+        #expect { try IdentityStore.loadOrCreate(stateDirectory: d) } throws: { ($0 as? GatewayError)?.code == .identity }
+    }
+}
+
+@Suite struct ProfileResolverTests {
+    @Test func profilesResolveOnlyInsideTheOwnersDirectory() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("inspec-\(UUID().uuidString)").path
+        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("secret-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root + "/good", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: secret, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: root + "/escape", withDestinationPath: secret)
+        var delivery = GatewayConfig.Delivery.standard
+        delivery.inspecDirectory = root
+        let app = { (p: String?) in AppSpec(name: "a", version: "1", runList: ["recipe[a]"], inspecProfile: p) }
+        let (ok, notes) = try ProfileResolver.resolve([app("good"), app("missing")], delivery: delivery)
+        #expect(ok.count == 1 && ok[0].hasSuffix("/good"))
+        #expect(notes.count == 1 && notes[0].contains("missing"))
+        #expect { try ProfileResolver.resolve([app("escape")], delivery: delivery) } throws: { ($0 as? GatewayError)?.code == .delivery }
+        #expect { try ProfileResolver.resolve([app("..")], delivery: delivery) } throws: { ($0 as? GatewayError)?.code == .delivery }
+        // The owner's mapping wins over the vendor's name.
+        delivery.profiles = ["a": "good"]
+        #expect(try ProfileResolver.resolve([app("escape")], delivery: delivery).profiles.count == 1)
+    }
+}
