@@ -31,9 +31,9 @@ struct PublishAppCommand: AsyncParsableCommand {
     var runList: [String] = []
 
     func validate() throws {
-        guard AppCatalog.isVersion(version) else { throw ValidationError("--version must be 1-64 characters without spaces") }
-        for entry in runList where !AppCatalog.isRunListEntry(entry) {
-            throw ValidationError("--run-list \"\(entry)\" is not a run-list entry like 'recipe[name@1.2.3]' or 'role[name]'")
+        guard Fields.version.isValid(version) else { throw ValidationError("--version must be \(Fields.version.form)") }
+        for entry in runList where !Fields.runListItem.isValid(entry) {
+            throw ValidationError("--run-list \(Fields.quote(entry)) is not a run-list entry like 'recipe[name@1.2.3]' or 'role[name]'")
         }
     }
 

@@ -66,7 +66,9 @@ struct ReportsCommand: AsyncParsableCommand {
         })
     }
 
-    /// The error, the delivery (result, failing controls, restored snapshot) and the attached devices.
+    /// The error, the delivery (result, failing controls, restored snapshot) and the attached devices,
+    /// escaped: reports come from gateways (and rows stored before reports were validated may hold
+    /// anything), so nothing in them reaches the terminal raw.
     static func detail(_ report: ProvisioningReport) -> String {
         var parts: [String] = []
         if let error = report.error { parts.append(error) }
@@ -78,6 +80,6 @@ struct ReportsCommand: AsyncParsableCommand {
             parts.append(delivery)
         }
         if !report.attachedDevices.isEmpty { parts.append("devices: " + report.attachedDevices.joined(separator: ",")) }
-        return parts.joined(separator: "; ")
+        return Fields.escaped(parts.joined(separator: "; "))
     }
 }

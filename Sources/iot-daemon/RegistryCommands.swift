@@ -25,12 +25,11 @@ struct RegisterDeviceCommand: AsyncParsableCommand {
     var model: String
 
     func validate() throws {
-        guard !serial.isEmpty, serial.count <= 128, !serial.contains(where: { $0.isWhitespace || ($0.asciiValue ?? 32) < 32 }) else {
-            throw ValidationError("--serial must be 1-128 characters without spaces or control characters")
-        }
+        // The rule gateways check plans with: a serial they would refuse is not registered.
+        guard Fields.serial.isValid(serial) else { throw ValidationError("--serial must be \(Fields.serial.form)") }
         for (name, value) in [("--vendor-id", vendorID), ("--product-id", productID)] {
-            if let value, !(value.count == 4 && value.allSatisfy { $0.isASCII && $0.isHexDigit }) {
-                throw ValidationError("\(name) must be 4 hex digits, got \"\(value)\"")
+            if let value, !Fields.usbID.isValid(value.lowercased()) {
+                throw ValidationError("\(name) must be 4 hex digits, got \(Fields.quote(value))")
             }
         }
     }

@@ -15,7 +15,8 @@ struct ChefDeliveryTests {
         let response = try await signedPost(client, h, "/v1/bootstrap", BootstrapRequest(gatewayID: h.gateway.id, planVersion: planVersion))
         try #require(response.status == .ok, "bootstrap answered \(response.status): \(String(buffer: response.body))")
         #expect(response.headers[.cacheControl] == "no-store")
-        return try decode(BootstrapBundle.self, response)
+        // As the gateway takes it: signed, for this gateway, vendor, version and node.
+        return try h.verifiedBootstrap(response, planVersion: planVersion).bundle
     }
 
     @Test func firstBootstrapRegistersLikeKnifeAndTheSecondReusesTheKey() async throws {

@@ -131,6 +131,52 @@ struct ConfigurationTests {
         #expect(Self.refusal(yaml)?.field == "apps[1].name")
     }
 
+    @Test func publicHostsAreOptional() throws {
+        #expect(try VendorConfiguration.parse(yaml: Self.example).publicHosts == nil)
+        let yaml = Self.example + "\npublicHosts: [iot.acme.example, 10.0.3.1]"
+        #expect(try VendorConfiguration.parse(yaml: yaml).publicHosts == ["iot.acme.example", "10.0.3.1"])
+    }
+
+    @Test(arguments: ["[Iot.acme.example]", "[iot.acme.example:8470]", "[\"\"]", "[]", "[iot..acme]", "[-iot.acme]", "[\"iot acme\"]",
+                      "[\"https://iot.acme.example\"]"])
+    func refusesBadPublicHosts(_ hosts: String) {
+        let error = Self.refusal(Self.example + "\npublicHosts: \(hosts)")
+        #expect(error?.code == .invalidField)
+        #expect(error?.field?.hasPrefix("publicHosts") == true)
+    }
+
+    /// Fields gateways would refuse in a plan are refused in the configuration already.
+    @Test(arguments: [
+        ("- {name: thermo-agent", "  - {name: thermo-agent, version: \"1 0\", runList: [\"recipe[thermo_agent]\"]}", "apps[0].version"),
+        ("- {name: thermo-agent", "  - {name: thermo-agent, version: 1.0.0, runList: [thermo_agent]}", "apps[0].runList"),
+        ("- {name: thermo-agent", "  - {name: thermo-agent, version: 1.0.0, runList: [\"recipe[x] \"]}", "apps[0].runList"),
+        ("- {name: thermo-agent", "  - {name: -thermo, version: 1.0.0, runList: [\"recipe[x]\"]}", "apps[0].name"),
+        ("- {name: thermo-agent", "  - {name: thermo-agent, version: 1.0.0, runList: [\"recipe[x]\"], inspecProfile: ..}", "apps[0].inspecProfile"),
+        ("- {name: thermo-v1", "  - {name: thermo-v1, vendorID: \"0403\", productID: \"6001\", devicePath: /dev/null, kind: unix-char}",
+         "models[0].devicePath"),
+        ("- {name: thermo-v1", "  - {name: thermo-v1, vendorID: \"0403\", productID: \"6001\", devicePath: /dev/../etc/shadow, kind: unix-char}",
+         "models[0].devicePath"),
+        ("- {name: thermo-v1", "  - {name: thermo-v1, vendorID: \"0403\", productID: \"6001\", devicePath: /dev/\(String(repeating: "t", count: 40)), kind: unix-char}",
+         "models[0].devicePath"),
+        ("image:", "image: {alias: .hidden, fingerprint: \(String(repeating: "0f", count: 32))}", "image.alias"),
+        ("container:", "container: {cpus: 4096, memoryMiB: 256, diskMiB: 2048, processes: 300, network: nat}", "container.cpus"),
+    ])
+    func refusesWhatGatewaysWouldRefuse(_ prefix: String, _ line: String, _ field: String) {
+        let error = Self.refusal(Self.example(replacing: prefix, with: line))
+        #expect(error?.code == .invalidField)
+        #expect(error?.field == field)
+    }
+
+    @Test func ansibleAppNamesMustMakeVariableNames() async throws {
+        try await withTemporaryFolder { folder in
+            try "- hosts: localhost\n".write(to: folder.appendingPathComponent("site.yml"), atomically: true, encoding: .utf8)
+            let ansible = "\nansible: {playbookDirectory: \(folder.path)}"
+            #expect(try VendorConfiguration.parse(yaml: Self.example + ansible).ansible?.playbookDirectory == folder.path)
+            let digit = Self.example.replacingOccurrences(of: "thermo-agent", with: "9thermo") + ansible
+            #expect(Self.refusal(digit)?.field == "apps[0].name")
+        }
+    }
+
     @Test func loadResolvesRelativePathsAgainstTheFile() async throws {
         try await withTemporaryFolder { folder in
             let yaml = Self.example(replacing: "database:", with: "database: data/acme.sqlite")

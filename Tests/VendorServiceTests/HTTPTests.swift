@@ -18,7 +18,8 @@ struct HTTPTests {
         let body = try Harness.announcement(gateway, serial: serial, vendorID: vendorID, productID: productID,
                                             currentPlanVersion: currentPlanVersion)
         return try await client.execute(uri: "/v1/announce", method: .post,
-                                        headers: try signedHeaders(gateway, path: "/v1/announce", body: body, now: signedAt),
+                                        headers: try signedHeaders(gateway, path: "/v1/announce", body: body, now: signedAt,
+                                                                   vendor: h.configuration.vendor),
                                         body: ByteBuffer(bytes: body))
     }
 

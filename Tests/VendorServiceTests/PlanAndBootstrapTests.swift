@@ -80,7 +80,7 @@ struct PlanAndBootstrapTests {
                                                         body: ByteBuffer(bytes: try WireJSON.encoder().encode(PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 0))))
                 #expect(errorCode(unsigned) == "badSignature")
                 let negative = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: -1))
-                #expect(errorCode(negative) == "malformed")
+                #expect(errorCode(negative) == "invalidField")
                 let body = Data(repeating: UInt8(ascii: " "), count: 16 * 1024 + 1)
                 let large = try await client.execute(uri: "/v1/bootstrap", method: .post,
                                                      headers: try signedHeaders(h.gateway, path: "/v1/bootstrap", body: body), body: ByteBuffer(bytes: body))
@@ -109,7 +109,88 @@ struct PlanAndBootstrapTests {
                 #expect(response.status == .ok)
                 #expect(response.headers[.cacheControl] == "no-store")
                 // Apps sorted by name: hygro-agent, then thermo-agent.
-                #expect(try decode(BootstrapBundle.self, response) == BootstrapBundle(kind: .none, runList: ["recipe[hygro_agent]", "recipe[thermo_agent]"]))
+                let verified = try h.verifiedBootstrap(response, planVersion: 2)
+                #expect(verified.bundle == BootstrapBundle(kind: .none, gatewayID: h.gateway.id, vendor: "acme", planVersion: 2,
+                                                           expiresAt: Harness.now.addingTimeInterval(BootstrapBundle.lifetime),
+                                                           runList: ["recipe[hygro_agent]", "recipe[thermo_agent]"]))
+                #expect(verified.playbookArchive == nil)
+            }
+        }
+    }
+
+    @Test func bootstrapForAnotherPlanVersionIsAConflictNamingTheCurrentOne() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            try await h.register("CP2", model: "hygro-v2")
+            try await h.app().test(.router) { client in
+                _ = try await HTTPTests.announce(client, h, serial: "FT1")
+                _ = try await HTTPTests.announce(client, h, serial: "CP2", vendorID: "10c4", productID: "ea60", currentPlanVersion: 1)
+                for version in [0, 1, 3] {
+                    let response = try await signedPost(client, h, "/v1/bootstrap", BootstrapRequest(gatewayID: h.gateway.id, planVersion: version))
+                    #expect(response.status == .conflict)
+                    #expect(errorCode(response) == "planVersionMismatch")
+                    #expect(try decode(ErrorBody.self, response).error.message.contains("current plan is version 2"))
+                }
+                #expect(try await signedPost(client, h, "/v1/bootstrap", BootstrapRequest(gatewayID: h.gateway.id, planVersion: 2)).status == .ok)
+            }
+        }
+    }
+
+    @Test func theSignedBootstrapIsBoundToItsGatewayVersionAndLifetime() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            try await h.app().test(.router) { client in
+                _ = try await HTTPTests.announce(client, h, serial: "FT1")
+                let response = try await signedPost(client, h, "/v1/bootstrap", BootstrapRequest(gatewayID: h.gateway.id, planVersion: 1))
+                #expect(try h.verifiedBootstrap(response, planVersion: 1).bundle.planVersion == 1)
+
+                func refusal(_ validate: () throws -> VerifiedBootstrap) -> ProtocolError.Code? {
+                    do { _ = try validate() } catch let error as ProtocolError { return error.code } catch { return nil }
+                    return nil
+                }
+                let body = Data(response.body.readableBytesView)
+                let key = h.signer.publicKey
+                let node = ChefProvisioner.nodeName(gatewayID: h.gateway.id, vendor: "acme")
+                let other = GatewayIdentity(key: .init())
+                #expect(refusal { try BundleValidator(vendor: "acme", vendorKey: key, gatewayID: other.id)
+                    .validate(rawBody: body, planVersion: 1, expectedNode: node, now: Harness.now) } == .wrongGateway)
+                #expect(refusal { try BundleValidator(vendor: "globex", vendorKey: key, gatewayID: h.gateway.id)
+                    .validate(rawBody: body, planVersion: 1, expectedNode: node, now: Harness.now) } == .wrongVendor)
+                #expect(refusal { try h.verifiedBootstrap(response, planVersion: 2) } == .wrongAudience)
+                #expect(refusal { try h.verifiedBootstrap(response, planVersion: 1,
+                                                          now: Harness.now.addingTimeInterval(BootstrapBundle.lifetime)) } == .expired)
+                #expect(refusal { try BundleValidator(vendor: "acme", vendorKey: Curve25519.Signing.PrivateKey().publicKey, gatewayID: h.gateway.id)
+                    .validate(rawBody: body, planVersion: 1, expectedNode: node, now: Harness.now) } == .unknownKey)
+            }
+        }
+    }
+
+    @Test func theAnsibleBundleCarriesItsArchiveBoundByDigest() async throws {
+        try await Harness.with(configure: { $0.ansible = .init(playbookDirectory: repositoryRoot.appendingPathComponent("cookbooks/ansible/sensor-agent").path) }) { h in
+            try await h.register("FT1")
+            let provisioner = try #require(AnsiblePlaybookProvisioner.configured(by: h.configuration))
+            try await h.app(provisioner: provisioner).test(.router) { client in
+                _ = try await HTTPTests.announce(client, h, serial: "FT1")
+                let response = try await signedPost(client, h, "/v1/bootstrap", BootstrapRequest(gatewayID: h.gateway.id, planVersion: 1))
+                #expect(response.status == .ok)
+                let verified = try h.verifiedBootstrap(response, planVersion: 1)
+                #expect(verified.bundle.kind == .ansible)
+                #expect(verified.bundle.extraVars == ["app_version": "1.0.0", "thermo_agent_version": "1.0.0"])
+                let archive = try #require(verified.playbookArchive)
+                #expect(archive.prefix(2) == Data([0x1f, 0x8b]), "gzip")
+                #expect(verified.bundle.playbookArchiveSHA256 == Keys.sha256Hex(archive))
+
+                // The archive is not signed itself, its digest is: another archive beside the same bytes is refused.
+                var signed = try decode(SignedBootstrap.self, response)
+                var tampered = archive
+                tampered[tampered.count / 2] ^= 0x01
+                signed.playbookArchive = tampered.base64EncodedString()
+                let validator = BundleValidator(vendor: "acme", vendorKey: h.signer.publicKey, gatewayID: h.gateway.id)
+                #expect { try validator.validate(rawBody: try WireJSON.encoder().encode(signed), planVersion: 1, expectedNode: "-", now: Harness.now) }
+                    throws: { ($0 as? ProtocolError)?.code == .digestMismatch }
+                signed.playbookArchive = nil
+                #expect { try validator.validate(rawBody: try WireJSON.encoder().encode(signed), planVersion: 1, expectedNode: "-", now: Harness.now) }
+                    throws: { ($0 as? ProtocolError)?.code == .digestMismatch }
             }
         }
     }

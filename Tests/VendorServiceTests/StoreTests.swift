@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GatewayProtocol
+import GRDB
 import Testing
 @testable import VendorService
 
@@ -53,6 +54,41 @@ struct StoreTests {
             }
             #expect(seen == ["B", "A", "C"])
             #expect(try await h.store.plan(gatewayID: h.gateway.id)?.version == 4)
+        }
+    }
+
+    @Test func aNonceIsClaimedOnceUntilItExpires() async throws {
+        try await Harness.with { h in
+            let t = Harness.now, until = Harness.now.addingTimeInterval(600)
+            let other = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
+            try await h.store.enrollGateway(EnrolledGateway(id: other.id, publicKey: other.publicKey, enrolledAt: t))
+            #expect(try await h.store.claimNonce(gatewayID: h.gateway.id, nonce: "n-0000000000000001", expiresAt: until, now: t))
+            #expect(try await !h.store.claimNonce(gatewayID: h.gateway.id, nonce: "n-0000000000000001", expiresAt: until, now: t))
+            #expect(try await !h.store.claimNonce(gatewayID: h.gateway.id, nonce: "n-0000000000000001", expiresAt: until,
+                                                  now: until.addingTimeInterval(-1)))
+            // Nonces are per gateway.
+            #expect(try await h.store.claimNonce(gatewayID: other.id, nonce: "n-0000000000000001", expiresAt: until, now: t))
+            // Expired rows (of every gateway) are pruned by the next claim; the nonce is free again.
+            #expect(try await h.store.claimNonce(gatewayID: h.gateway.id, nonce: "n-0000000000000002", expiresAt: until.addingTimeInterval(600),
+                                                 now: until))
+            let left = try await h.store.pool.read { db in try RequestNonce.order(Column("nonce")).fetchAll(db) }
+            #expect(left.map(\.nonce) == ["n-0000000000000002"])
+            #expect(try await h.store.claimNonce(gatewayID: h.gateway.id, nonce: "n-0000000000000001", expiresAt: until.addingTimeInterval(600),
+                                                 now: until))
+        }
+    }
+
+    @Test func aDatabaseFromBeforeNoncesGetsTheirTable() async throws {
+        try await withTemporaryFolder { folder in
+            let path = folder.appendingPathComponent("old.sqlite").path
+            // The schema as shipped before request nonces.
+            try SQLiteVendorStore.migrator.migrate(try DatabaseQueue(path: path), upTo: "v2-chef-registrations")
+            let store = try SQLiteVendorStore(path: path, create: false)
+            let gateway = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
+            try await store.enrollGateway(EnrolledGateway(id: gateway.id, publicKey: gateway.publicKey, enrolledAt: Harness.now))
+            #expect(try await store.claimNonce(gatewayID: gateway.id, nonce: "n-0000000000000001", expiresAt: .distantFuture, now: Harness.now))
+            let applied = try await store.pool.read { db in try SQLiteVendorStore.migrator.appliedMigrations(db) }
+            #expect(applied.last == "v3-request-nonces")
         }
     }
 

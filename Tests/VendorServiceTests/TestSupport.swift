@@ -8,11 +8,18 @@ import Logging
 import Testing
 @testable import VendorService
 
-/// A configuration like the documented example, with paths in `folder`.
+/// This repository's root (for its `cookbooks/`).
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// The host HummingbirdTesting's clients (router and live) send as the request's authority.
+let testHost = "localhost"
+
+/// A configuration like the documented example, with paths in `folder`. Gateways reach it as ``testHost``.
 func makeConfiguration(folder: URL, port: Int = 0) -> VendorConfiguration {
     VendorConfiguration(
         vendor: "acme",
         listen: .init(host: "127.0.0.1", port: port),
+        publicHosts: [testHost],
         database: folder.appendingPathComponent("acme.sqlite").path,
         signingKey: folder.appendingPathComponent("acme.key").path,
         planTTLSeconds: 86_400,
@@ -74,12 +81,20 @@ struct Harness: Sendable {
         return logger
     }
 
-    func service(provisioner: any Provisioner = NoopProvisioner()) -> ProvisioningService {
-        ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner, now: { Self.now })
+    /// - Parameter now: the service's clock (default: the fixed ``now``).
+    func service(provisioner: any Provisioner = NoopProvisioner(), now: Date = Harness.now) -> ProvisioningService {
+        ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner, now: { now })
     }
 
-    func app(provisioner: any Provisioner = NoopProvisioner()) -> some ApplicationProtocol {
-        buildApplication(configuration: configuration, service: service(provisioner: provisioner), logger: Self.logger)
+    func app(provisioner: any Provisioner = NoopProvisioner(), now: Date = Harness.now) -> some ApplicationProtocol {
+        buildApplication(configuration: configuration, service: service(provisioner: provisioner, now: now), logger: Self.logger)
+    }
+
+    /// Checks a signed bootstrap answer as the gateway does, for this harness's gateway and `planVersion`.
+    func verifiedBootstrap(_ response: TestResponse, planVersion: Int, now: Date = Harness.now) throws -> VerifiedBootstrap {
+        try BundleValidator(vendor: configuration.vendor, vendorKey: signer.publicKey, gatewayID: gateway.id)
+            .validate(rawBody: Data(response.body.readableBytesView), planVersion: planVersion,
+                      expectedNode: ChefProvisioner.nodeName(gatewayID: gateway.id, vendor: configuration.vendor), now: now)
     }
 
     func validator(for gateway: GatewayIdentity? = nil) -> PlanValidator {
@@ -97,10 +112,13 @@ struct Harness: Sendable {
     }
 }
 
-/// The signature headers a gateway adds, plus the JSON content type.
-func signedHeaders(_ gateway: GatewayIdentity, path: String, body: Data, now: Date = Harness.now) throws -> HTTPFields {
+/// The signature headers a gateway adds, plus the JSON content type: signed for `vendor` at `host` (default:
+/// the harness's vendor at ``testHost``) with a fresh nonce unless one is given.
+func signedHeaders(_ gateway: GatewayIdentity, path: String, body: Data, now: Date = Harness.now, vendor: String = "acme",
+                   host: String = testHost, nonce: String = RequestSignature.makeNonce()) throws -> HTTPFields {
     var fields = HTTPFields()
-    for (name, value) in try RequestSignature.headers(gatewayID: gateway.id, key: gateway.key, method: "POST", path: path, body: body, now: now) {
+    for (name, value) in try RequestSignature.headers(gatewayID: gateway.id, key: gateway.key, method: "POST", path: path,
+                                                      audience: .init(vendor: vendor, host: host), body: body, now: now, nonce: nonce) {
         fields[try #require(HTTPField.Name(name))] = value
     }
     fields[.contentType] = "application/json"
@@ -111,12 +129,19 @@ func errorCode(_ response: TestResponse) -> String? {
     (try? WireJSON.decoder().decode(ErrorBody.self, from: Data(response.body.readableBytesView)))?.error.code
 }
 
-/// POSTs `value` as WireJSON to `path`, signed by `gateway` (default: the harness's enrolled one).
+/// POSTs `value` as WireJSON to `path`, signed by `gateway` (default: the harness's enrolled one) for the
+/// harness's vendor at ``testHost``, at `now`.
 func signedPost(_ client: some TestClientProtocol, _ h: Harness, _ path: String, _ value: some Encodable,
-                from gateway: GatewayIdentity? = nil) async throws -> TestResponse {
-    let body = try WireJSON.encoder().encode(value)
-    return try await client.execute(uri: path, method: .post, headers: try signedHeaders(gateway ?? h.gateway, path: path, body: body),
-                                    body: ByteBuffer(bytes: body))
+                from gateway: GatewayIdentity? = nil, now: Date = Harness.now) async throws -> TestResponse {
+    try await signedPost(client, path, body: try WireJSON.encoder().encode(value), from: gateway ?? h.gateway, vendor: h.configuration.vendor,
+                         now: now)
+}
+
+/// POSTs `body` to `path`, signed by `gateway` for `vendor` at ``testHost``.
+func signedPost(_ client: some TestClientProtocol, _ path: String, body: Data, from gateway: GatewayIdentity, vendor: String = "acme",
+                now: Date = Harness.now) async throws -> TestResponse {
+    try await client.execute(uri: path, method: .post, headers: try signedHeaders(gateway, path: path, body: body, now: now, vendor: vendor),
+                             body: ByteBuffer(bytes: body))
 }
 
 /// Decodes a WireJSON answer.

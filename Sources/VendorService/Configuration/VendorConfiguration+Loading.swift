@@ -69,8 +69,9 @@ extension VendorConfiguration {
 }
 
 extension VendorConfiguration {
-    /// Checks every field; throws a ``ConfigurationError`` naming the first bad one. Limits and tokens
-    /// follow `PlanValidator`'s rules, so every plan composed from a valid configuration is accepted by gateways.
+    /// Checks every field; throws a ``ConfigurationError`` naming the first bad one. Names, versions, run
+    /// lists, paths and limits follow the rules gateways check plans with (`Fields`, `PlanValidator`), so
+    /// every plan composed from a valid configuration is accepted by gateways.
     public func validate() throws {
         if chef != nil, ansible != nil {
             throw ConfigurationError(.invalidField, field: "ansible", "configure either chef or ansible, not both")
@@ -82,46 +83,56 @@ extension VendorConfiguration {
         func fail(_ field: String, _ message: String) -> ConfigurationError {
             ConfigurationError(.invalidField, field: field, message)
         }
+        /// The rule's own message (it names the form), under the configuration's field name.
+        func check(_ rule: FieldRule, _ value: String, _ field: String) throws {
+            guard rule.isValid(value) else { throw fail(field, "\(Fields.quote(value)) must be \(rule.form)") }
+        }
         guard Self.isVendorID(vendor) else { throw fail("vendor", "\"\(vendor)\" must match [a-z][a-z0-9-]{0,30}") }
         guard !listen.host.isEmpty else { throw fail("listen.host", "must not be empty") }
         guard (0...65535).contains(listen.port) else { throw fail("listen.port", "\(listen.port) is not a TCP port") }
+        if let publicHosts {
+            guard !publicHosts.isEmpty else { throw fail("publicHosts", "must list at least one host name, or be left out") }
+            for (i, host) in publicHosts.enumerated() { try check(Fields.host, host, "publicHosts[\(i)]") }
+        }
         guard !database.isEmpty else { throw fail("database", "must be a file path") }
         guard !signingKey.isEmpty else { throw fail("signingKey", "must be a file path") }
         guard (60...(366 * 86_400)).contains(planTTLSeconds) else {
             throw fail("planTTLSeconds", "\(planTTLSeconds) must be between 60 and \(366 * 86_400)")
         }
-        guard Self.isToken(image.alias) else { throw fail("image.alias", "\"\(image.alias)\" must be 1-64 of [A-Za-z0-9._-]") }
-        guard image.fingerprint.count == 64, image.fingerprint.allSatisfy({ $0.isASCII && $0.isHexDigit }) else {
-            throw fail("image.fingerprint", "must be the image's SHA-256: 64 hex digits")
+        try check(Fields.name, image.alias, "image.alias")
+        guard Fields.sha256.isValid(image.fingerprint) else { throw fail("image.fingerprint", "must be the image's SHA-256: 64 hex digits") }
+        for (field, value, range) in [("cpus", container.cpus, 1...1024), ("memoryMiB", container.memoryMiB, 16...(1 << 24)),
+                                      ("diskMiB", container.diskMiB, 64...(1 << 30)), ("processes", container.processes, 8...(1 << 22))]
+            where !range.contains(value) {
+            throw fail("container.\(field)", "must be between \(range.lowerBound) and \(range.upperBound)")
         }
-        guard container.cpus >= 1 else { throw fail("container.cpus", "must be at least 1") }
-        guard container.memoryMiB >= 16 else { throw fail("container.memoryMiB", "must be at least 16") }
-        guard container.diskMiB >= 64 else { throw fail("container.diskMiB", "must be at least 64") }
-        guard container.processes >= 8 else { throw fail("container.processes", "must be at least 8") }
 
+        guard apps.count <= PlanValidator.maxApps else { throw fail("apps", "at most \(PlanValidator.maxApps) apps") }
         var appNames = Set<String>()
         for (i, app) in apps.enumerated() {
-            guard Self.isToken(app.name) else { throw fail("apps[\(i)].name", "\"\(app.name)\" must be 1-64 of [A-Za-z0-9._-]") }
+            try check(Fields.name, app.name, "apps[\(i)].name")
             guard appNames.insert(app.name).inserted else { throw fail("apps[\(i)].name", "app \"\(app.name)\" is defined twice") }
-            guard !app.version.isEmpty, app.version.count <= 64 else { throw fail("apps[\(i)].version", "must be 1-64 characters") }
-            guard !app.runList.isEmpty else { throw fail("apps[\(i)].runList", "must name at least one recipe or role") }
-            for entry in app.runList where entry.isEmpty {
-                throw fail("apps[\(i)].runList", "entries must not be empty")
+            if ansible != nil, !Fields.variableName.isValid(AnsiblePlaybookProvisioner.variableName(forApp: app.name)) {
+                throw fail("apps[\(i)].name", "\"\(app.name)\" cannot name an Ansible variable (start with a letter, at most 56 characters)")
             }
-            if let profile = app.inspecProfile, !Self.isToken(profile) {
-                throw fail("apps[\(i)].inspecProfile", "\"\(profile)\" must be 1-64 of [A-Za-z0-9._-]")
+            try check(Fields.version, app.version, "apps[\(i)].version")
+            guard (1...PlanValidator.maxRunListItems).contains(app.runList.count) else {
+                throw fail("apps[\(i)].runList", "must name 1-\(PlanValidator.maxRunListItems) recipes or roles")
             }
+            for entry in app.runList { try check(Fields.runListItem, entry, "apps[\(i)].runList") }
+            if let profile = app.inspecProfile { try check(Fields.name, profile, "apps[\(i)].inspecProfile") }
         }
 
         var modelNames = Set<String>()
         for (i, model) in models.enumerated() {
-            guard Self.isToken(model.name) else { throw fail("models[\(i)].name", "\"\(model.name)\" must be 1-64 of [A-Za-z0-9._-]") }
+            try check(Fields.name, model.name, "models[\(i)].name")
             guard modelNames.insert(model.name).inserted else { throw fail("models[\(i)].name", "model \"\(model.name)\" is defined twice") }
-            guard Self.isHex4(model.vendorID) else { throw fail("models[\(i)].vendorID", "\"\(model.vendorID)\" must be 4 hex digits") }
-            guard Self.isHex4(model.productID) else { throw fail("models[\(i)].productID", "\"\(model.productID)\" must be 4 hex digits") }
+            guard Fields.usbID.isValid(model.vendorID) else { throw fail("models[\(i)].vendorID", "\"\(model.vendorID)\" must be 4 hex digits") }
+            guard Fields.usbID.isValid(model.productID) else { throw fail("models[\(i)].productID", "\"\(model.productID)\" must be 4 hex digits") }
             if model.kind == .unixChar {
                 guard let path = model.devicePath, Self.isDevicePath(path) else {
-                    throw fail("models[\(i)].devicePath", "a unix-char device needs a path under /dev/ (no \"..\", under 128 characters)")
+                    throw fail("models[\(i)].devicePath", "a unix-char device needs a path under /dev/ that is not one the container relies on "
+                        + "(segments of [A-Za-z0-9._-], the last at most 31 characters, so a serial suffix fits)")
                 }
             }
             for app in model.apps where !appNames.contains(app) {
@@ -131,19 +142,14 @@ extension VendorConfiguration {
         if let chef { try chef.validate() }
     }
 
-    /// `[a-z][a-z0-9-]{0,30}`.
-    public static func isVendorID(_ s: String) -> Bool {
-        guard let first = s.first, first.isASCII, first.isLowercase, (1...31).contains(s.count) else { return false }
-        return s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+    /// `[a-z][a-z0-9-]{0,30}`, not ending in `-` (`Fields.vendorID`).
+    public static func isVendorID(_ s: String) -> Bool { Fields.vendorID.isValid(s) }
+
+    /// A model's device path: valid in a plan (`Fields.containerDevicePath`) also with the longest suffix
+    /// ``PlanComposer`` gives a second device of the model (`-` and 32 characters of its serial, plus a counter).
+    static func isDevicePath(_ p: String) -> Bool {
+        Fields.containerDevicePath.isValid(p) && Fields.containerDevicePath.isValid(p + "-" + String(repeating: "x", count: PlanComposer.maxSuffixLength))
     }
-
-    static func isHex4(_ s: String) -> Bool { s.count == 4 && s.allSatisfy { $0.isASCII && $0.isHexDigit } }
-
-    static func isToken(_ s: String) -> Bool {
-        !s.isEmpty && s.count <= 64 && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
-    }
-
-    static func isDevicePath(_ p: String) -> Bool { p.hasPrefix("/dev/") && !p.contains("..") && p.count < 128 }
 }
 
 extension VendorConfiguration.ChefSettings {
@@ -168,10 +174,15 @@ extension VendorConfiguration.ChefSettings {
             throw fail("adminName", "\"\(adminName)\" must be a Chef user or client name of [A-Za-z0-9_.-]")
         }
         guard !adminKey.isEmpty else { throw fail("adminKey", "must be the path of the admin's PEM private key") }
+        // What containers are told must pass the gateway's check of the bootstrap bundle.
+        guard Fields.url.isValid(containerChefServerURL) else {
+            throw fail(containerServerURL == nil ? "serverURL" : "containerServerURL",
+                       "\(Fields.quote(containerChefServerURL)) must be \(Fields.url.form), at most \(Fields.url.maxLength) characters")
+        }
         if let environment {
-            guard !environment.isEmpty, environment.count <= 255,
-                  environment.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
-                throw fail("environment", "\"\(environment)\" must be a Chef environment name of [A-Za-z0-9_-]")
+            // Gateways check the bundle's environment as a name (`Fields.name`).
+            guard Fields.name.isValid(environment), !environment.contains(".") else {
+                throw fail("environment", "\"\(environment)\" must be a Chef environment name of [A-Za-z0-9_-] starting with a letter or digit")
             }
         }
     }

@@ -7,6 +7,7 @@ import GatewayProtocol
 /// ```yaml
 /// vendor: acme
 /// listen: {host: 127.0.0.1, port: 8470}
+/// publicHosts: [iot.acme.example]           # optional: the host names gateways sign their requests for
 /// database: /var/lib/iot-daemon/acme.sqlite
 /// signingKey: /etc/iot-daemon/acme.key
 /// planTTLSeconds: 86400
@@ -33,6 +34,16 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     /// The vendor id: `[a-z][a-z0-9-]{0,30}`. Names the container (`iotgw-<vendor>`) on every gateway.
     public var vendor: String
     public var listen: Listen
+    /// The host names gateways use to reach this daemon (lowercase, no port, each valid as `Fields.host`), e.g.
+    /// `iot.acme.example` for a gateway whose `daemonURL` is `https://iot.acme.example`. A gateway signs the
+    /// host it connects to; a request signed for any other host is refused, so a request captured on its way
+    /// to another server (another daemon of this vendor, a staging host) cannot be replayed here.
+    ///
+    /// `nil`: the host of the request's own `Host` header is the only one accepted. That is weaker: whoever
+    /// relays a request chooses its `Host` header, so a request signed for another host of this vendor passes.
+    /// The vendor-id audience (a request signed for another vendor is refused) and the nonce (a request is
+    /// accepted once) still stop cross-vendor and repeated replays.
+    public var publicHosts: [String]?
     /// SQLite database file. A relative path is resolved against the configuration file's folder.
     public var database: String
     /// File holding the vendor's Ed25519 private key (base64 of the raw 32 bytes), created by `iot-daemon init`.
@@ -185,10 +196,12 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
 
     public static let defaultPlanTTLSeconds = 86_400
 
-    public init(vendor: String, listen: Listen, database: String, signingKey: String, planTTLSeconds: Int = defaultPlanTTLSeconds,
-                image: ImageRef, container: ContainerSettings, models: [DeviceModel], apps: [AppSpec], chef: ChefSettings? = nil) {
+    public init(vendor: String, listen: Listen, publicHosts: [String]? = nil, database: String, signingKey: String,
+                planTTLSeconds: Int = defaultPlanTTLSeconds, image: ImageRef, container: ContainerSettings, models: [DeviceModel],
+                apps: [AppSpec], chef: ChefSettings? = nil) {
         self.vendor = vendor
         self.listen = listen
+        self.publicHosts = publicHosts
         self.database = database
         self.signingKey = signingKey
         self.planTTLSeconds = planTTLSeconds
@@ -200,7 +213,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case vendor, listen, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible
+        case vendor, listen, publicHosts, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible
     }
 
     public init(from decoder: any Decoder) throws {
@@ -208,6 +221,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
         self.init(
             vendor: try c.decode(String.self, forKey: .vendor),
             listen: try c.decode(Listen.self, forKey: .listen),
+            publicHosts: try c.decodeIfPresent([String].self, forKey: .publicHosts),
             database: try c.decode(String.self, forKey: .database),
             signingKey: try c.decode(String.self, forKey: .signingKey),
             planTTLSeconds: try c.decodeIfPresent(Int.self, forKey: .planTTLSeconds) ?? Self.defaultPlanTTLSeconds,

@@ -14,20 +14,31 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let notGenuine = Code("notGenuine")
         /// 403: no gateway with that id is enrolled.
         public static let unknownGateway = Code("unknownGateway")
-        /// 401: signature headers missing, signature does not verify, or timestamp too far from now.
+        /// 401: signature headers missing, signature does not verify (for this vendor and one of its hosts), or
+        /// timestamp too far from now.
         public static let badSignature = Code("badSignature")
+        /// 401: the request is signed for another vendor (its `X-IoTGW-Vendor` audience is not this daemon's vendor).
+        public static let wrongAudience = Code("wrongAudience")
+        /// 401: the request's nonce was already used by this gateway (a replay).
+        public static let replayedRequest = Code("replayedRequest")
         /// 400: the signed gateway id differs from the one in the body.
         public static let gatewayMismatch = Code("gatewayMismatch")
         /// 400: the report names another vendor.
         public static let wrongVendor = Code("wrongVendor")
-        /// 400: the body is not the expected JSON, or a field is out of range.
+        /// 400: the body is not the expected JSON.
         public static let malformed = Code("malformed")
+        /// 400: a field is not valid (see `Fields`: control characters, too long, out of range...); the message
+        /// names the field and quotes the value escaped.
+        public static let invalidField = Code("invalidField")
         /// 413: the body is over the limit.
         public static let tooLarge = Code("tooLarge")
         /// 409: the device is genuine but the catalog has no model for it.
         public static let unknownModel = Code("unknownModel")
         /// 409: the gateway has no plan yet (it never announced a genuine device).
         public static let noPlan = Code("noPlan")
+        /// 409: a bootstrap asks for a plan version that is not the gateway's current plan; the message names
+        /// the current version (the gateway polls its plan, then bootstraps for that version).
+        public static let planVersionMismatch = Code("planVersionMismatch")
         /// 503: the vendor's Chef server cannot be reached or fails; the gateway retries later.
         public static let chefUnavailable = Code("chefUnavailable")
         /// 404: no such endpoint.
@@ -55,6 +66,13 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     static func unknownGateway(_ message: String) -> APIError { APIError(.unknownGateway, status: .forbidden, message) }
     static func badSignature(_ message: String) -> APIError { APIError(.badSignature, status: .unauthorized, message) }
     static func malformed(_ message: String) -> APIError { APIError(.malformed, status: .badRequest, message) }
+    /// 400 `invalidField` with the message of the `Fields` rule that refused the value (it quotes the value escaped).
+    static func invalidField(_ error: ProtocolError) -> APIError { APIError(.invalidField, status: .badRequest, error.message) }
+
+    /// Runs field checks, answering a refused field as 400 `invalidField`.
+    static func checkingFields<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as ProtocolError { throw invalidField(error) }
+    }
     static let internalError = APIError(.internal, status: .internalServerError, "internal error")
 }
 

@@ -50,9 +50,14 @@ public func buildApplication(configuration: VendorConfiguration, service: Provis
 /// - `GET /v1/health` → 200 `{"status":"ok","vendor":"<vendor>"}`
 /// - `POST /v1/announce` (signed, `Announcement`, ≤ 16 KiB) → 200 `SignedPlan`
 /// - `POST /v1/plan` (signed, `PlanRequest`, ≤ 16 KiB) → 200 `SignedPlan` (the current plan), 409 `noPlan`
-/// - `POST /v1/bootstrap` (signed, `BootstrapRequest`, ≤ 16 KiB) → 200 `BootstrapBundle` (carries the
-///   node's Chef client key: `Cache-Control: no-store`), 409 `noPlan`, 503 `chefUnavailable`
+/// - `POST /v1/bootstrap` (signed, `BootstrapRequest`, ≤ 16 KiB) → 200 `SignedBootstrap` (may carry the
+///   node's Chef client key: `Cache-Control: no-store`), 409 `noPlan` or `planVersionMismatch`, 503
+///   `chefUnavailable`
 /// - `POST /v1/report` (signed, `ProvisioningReport`, ≤ 16 KiB) → 204
+///
+/// Signed: `RequestSignature` v2, checked by ``ProvisioningService/authenticate(_:method:path:requestHost:body:logger:)``
+/// before the body is parsed (401 `badSignature`, `wrongAudience`, `replayedRequest`; 403 `unknownGateway`).
+/// Every field of a parsed body is checked before use (400 `invalidField`).
 ///
 /// Every error is `ErrorBody` JSON with a stable code (``APIError/Code``).
 func buildRouter(service: ProvisioningService) -> Router<BasicRequestContext> {
@@ -126,13 +131,16 @@ struct VendorRoutes: Sendable {
             throw APIError(.tooLarge, status: .contentTooLarge, "request body is over \(Self.maxBodyBytes) bytes")
         }
         let body = Data(buffer.readableBytesView)
-        let headers = ProvisioningService.SignatureHeaders(
+        let received = RequestSignature.Received(
             gatewayID: Self.header(RequestSignature.gatewayHeader, in: request),
+            vendor: Self.header(RequestSignature.vendorHeader, in: request),
             timestamp: Self.header(RequestSignature.timestampHeader, in: request),
+            nonce: Self.header(RequestSignature.nonceHeader, in: request),
             signature: Self.header(RequestSignature.signatureHeader, in: request)
         )
-        let gateway = try await service.authenticate(headers, method: request.method.rawValue, path: request.uri.path, body: body,
-                                                     logger: context.logger)
+        // HTTP/1's Host header arrives as the request's authority.
+        let gateway = try await service.authenticate(received, method: request.method.rawValue, path: request.uri.path,
+                                                     requestHost: request.head.authority, body: body, logger: context.logger)
         return (gateway, body)
     }
 
@@ -147,14 +155,16 @@ struct VendorRoutes: Sendable {
         }
     }
 
+    /// Where decoding failed. Dictionary keys in a coding path are the sender's: escaped.
     private static func describe(_ error: any Error) -> String {
+        func path(_ keys: [any CodingKey]) -> String { Fields.escaped(keys.map(\.stringValue).joined(separator: "."), max: 128) }
         switch error {
         case DecodingError.keyNotFound(let key, let c):
-            return "missing field \((c.codingPath + [key]).map(\.stringValue).joined(separator: "."))"
+            return "missing field \(path(c.codingPath + [key]))"
         case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
-            return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+            return "wrong type at \(path(c.codingPath))"
         case DecodingError.dataCorrupted(let c):
-            return c.codingPath.isEmpty ? "not JSON" : "invalid value at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+            return c.codingPath.isEmpty ? "not JSON" : "invalid value at \(path(c.codingPath))"
         default:
             return "not JSON"
         }

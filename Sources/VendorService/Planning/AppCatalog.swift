@@ -32,22 +32,6 @@ public enum AppCatalog {
         var seen = Set<String>()
         return apps.flatMap(\.runList).filter { seen.insert($0).inserted }
     }
-
-    /// A release's version: 1-64 characters, no whitespace or control characters.
-    public static func isVersion(_ s: String) -> Bool {
-        (1...64).contains(s.count) && !s.contains { $0.isWhitespace || ($0.asciiValue.map { $0 < 32 || $0 == 127 } ?? false) }
-    }
-
-    /// A run-list entry: `recipe[NAME]`, `recipe[COOKBOOK::RECIPE@VERSION]`, `role[NAME]` or a bare
-    /// recipe name, as Chef accepts them; at most 255 characters without whitespace.
-    public static func isRunListEntry(_ s: String) -> Bool {
-        guard (1...255).contains(s.count), !s.contains(where: { $0.isWhitespace || !$0.isASCII }) else { return false }
-        for prefix in ["recipe[", "role["] where s.hasPrefix(prefix) {
-            let inner = s.dropFirst(prefix.count)
-            return inner.count >= 2 && inner.hasSuffix("]") && !inner.dropLast().contains { $0 == "[" || $0 == "]" }
-        }
-        return !s.contains { $0 == "[" || $0 == "]" }
-    }
 }
 
 extension PlanComposer {

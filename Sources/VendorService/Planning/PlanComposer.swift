@@ -53,16 +53,23 @@ public struct PlanComposer: Sendable {
         public var contentHash: String
         /// Whether `plan.version` is new (content changed, first plan, or the gateway held a higher version).
         public var isNewVersion: Bool
-        /// Serials of devices left out because the catalog no longer has their model.
+        /// Serials of devices left out: the catalog no longer has their model, or the plan already lists
+        /// as many devices as gateways accept (`PlanValidator.maxDevices`).
         public var omitted: [String]
     }
+
+    /// The longest suffix a second device of a model gets on the model's path: `-`, 32 characters of its
+    /// serial, and `-<n>` when two serials give the same suffix.
+    static let maxSuffixLength = 1 + 32 + 4
 
     /// The content for a gateway's devices.
     ///
     /// - Parameter devices: the genuine devices the gateway announced, in the order it first announced
     ///   them. A device whose model shares a `unix-char` path with a device announced earlier gets the
-    ///   path suffixed with its serial (`/dev/ttyUSB0-<serial>`), so every device keeps its path when
-    ///   others arrive. Grants are sorted by serial; apps are the union of the models' apps, sorted by name.
+    ///   path suffixed with its serial (`/dev/ttyUSB0-<serial>`, and `-2`, `-3`... if two serials give the
+    ///   same suffix), so every device keeps its path when others arrive. Devices past
+    ///   `PlanValidator.maxDevices` are left out. Grants are sorted by serial; apps are the union of the
+    ///   models' apps, sorted by name.
     public func content(gatewayID: String, devices: [RegisteredDevice]) -> (content: Content, omitted: [String]) {
         let modelsByName = Dictionary(models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let appsByName = Dictionary(apps.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -72,13 +79,13 @@ public struct PlanComposer: Sendable {
         var appNames = Set<String>()
         var seenSerials = Set<String>()
         for device in devices where seenSerials.insert(device.serial).inserted {
-            guard let model = modelsByName[device.model] else {
+            guard let model = modelsByName[device.model], grants.count < PlanValidator.maxDevices else {
                 omitted.append(device.serial)
                 continue
             }
             var path: String?
             if model.kind == .unixChar, let base = model.devicePath {
-                path = usedPaths.contains(base) ? "\(base)-\(Self.pathSafe(device.serial))" : base
+                path = Self.unusedPath(base, serial: device.serial, used: usedPaths)
             }
             if let path { usedPaths.insert(path) }
             grants.append(DeviceGrant(serial: device.serial, vendorID: device.vendorID, productID: device.productID, kind: model.kind,
@@ -124,6 +131,19 @@ public struct PlanComposer: Sendable {
             expiresAt: now.addingTimeInterval(planTTL), container: content.container, devices: content.devices, apps: content.apps
         )
         return Composed(plan: plan, contentHash: hash, isNewVersion: isNew, omitted: omitted)
+    }
+
+    /// `base` if no device uses it yet, else `base-<serial>`, else `base-<serial>-2`, `-3`...
+    static func unusedPath(_ base: String, serial: String, used: Set<String>) -> String {
+        guard used.contains(base) else { return base }
+        let suffixed = "\(base)-\(pathSafe(serial))"
+        var candidate = suffixed
+        var n = 1
+        while used.contains(candidate) {
+            n += 1
+            candidate = "\(suffixed)-\(n)"
+        }
+        return candidate
     }
 
     /// A serial as a path component: `[A-Za-z0-9_-]`, anything else as `_`, at most 32 characters.

@@ -18,22 +18,28 @@ public struct AnsiblePlaybookProvisioner: Provisioner {
     public func planIssued(_ plan: ProvisioningPlan, isNewVersion: Bool, logger: Logger) async throws -> ProvisionerChange? { nil }
     public func nodeRegistered(_ report: ProvisioningReport, logger: Logger) async throws {}
 
-    public func bootstrap(_ plan: ProvisioningPlan, logger: Logger) async throws -> BootstrapBundle {
+    public func bootstrap(_ plan: ProvisioningPlan, logger: Logger) async throws -> BootstrapContents {
         let archive = try Self.archive(playbookDirectory)
         guard archive.count <= BootstrapBundle.maxPlaybookBytes else {
             logger.error("playbook archive too large", metadata: ["ansible.bytes": "\(archive.count)"])
             throw APIError.internalError
         }
-        return BootstrapBundle(kind: .ansible, runList: AppCatalog.runList(of: plan.apps),
-                               playbookArchive: archive.base64EncodedString(), extraVars: Self.variables(plan.apps))
+        return BootstrapContents(bundle: BootstrapBundle(.ansible, for: plan, extraVars: Self.variables(plan.apps)), playbookArchive: archive)
     }
 
-    /// `app_version` (the first app's, for single-app playbooks) and `<app>_version` for each app.
+    /// `app_version` (the first app's, for single-app playbooks) and `<app>_version` for each app
+    /// (``variableName(forApp:)``).
     public static func variables(_ apps: [AppSpec]) -> [String: String] {
         var vars: [String: String] = [:]
         if let first = apps.first { vars["app_version"] = first.version }
-        for a in apps { vars[a.name.replacingOccurrences(of: "-", with: "_") + "_version"] = a.version }
+        for a in apps { vars[variableName(forApp: a.name)] = a.version }
         return vars
+    }
+
+    /// `sensor-agent` → `sensor_agent_version`: `-` and `.` become `_`. The configuration refuses app
+    /// names whose variable gateways would refuse (`Fields.variableName`).
+    public static func variableName(forApp app: String) -> String {
+        String(app.map { $0 == "-" || $0 == "." ? "_" : $0 }) + "_version"
     }
 
     /// gzip'd tar of the directory's contents (`tar -C DIR -czf - .`).

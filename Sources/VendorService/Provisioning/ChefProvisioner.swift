@@ -74,7 +74,7 @@ public struct ChefProvisioner: Provisioner {
 
     /// Registers the gateway's client and node on first call; later calls make sure the node follows
     /// `plan` and answer the stored key (registering again only if the server no longer accepts it).
-    public func bootstrap(_ plan: ProvisioningPlan, logger: Logger) async throws -> BootstrapBundle {
+    public func bootstrap(_ plan: ProvisioningPlan, logger: Logger) async throws -> BootstrapContents {
         let runList = AppCatalog.runList(of: plan.apps)
         let gatewayID = plan.gatewayID
         let registration: ChefRegistration
@@ -95,8 +95,9 @@ public struct ChefProvisioner: Provisioner {
         } catch let error as ChefError {
             throw Self.apiError(error, logger: logger)
         }
-        return BootstrapBundle(kind: .chef, chefServerURL: settings.containerChefServerURL, nodeName: registration.nodeName,
-                               clientKeyPEM: registration.clientKeyPEM, runList: runList, environment: settings.environment)
+        return BootstrapContents(bundle: BootstrapBundle(.chef, for: plan, chefServerURL: settings.containerChefServerURL,
+                                                         nodeName: registration.nodeName, clientKeyPEM: registration.clientKeyPEM,
+                                                         environment: settings.environment))
     }
 
     // MARK: Steps

@@ -9,11 +9,12 @@ extension ProvisioningService {
     /// version and is only re-signed with a fresh expiry. 409 ``APIError/Code/noPlan`` when the gateway
     /// never announced a genuine device.
     public func currentPlan(_ request: PlanRequest, from gateway: EnrolledGateway, logger: Logger) async throws -> SignedPlan {
+        try APIError.checkingFields {
+            try Fields.gatewayID.check(request.gatewayID, at: "gatewayID")
+            try Self.checkVersion(request.currentPlanVersion, at: "currentPlanVersion")
+        }
         guard request.gatewayID == gateway.id else {
             throw APIError(.gatewayMismatch, status: .badRequest, "request is signed by \(gateway.id) but asks for \(request.gatewayID)'s plan")
-        }
-        guard (0...Self.maxPlanVersion).contains(request.currentPlanVersion) else {
-            throw APIError.malformed("currentPlanVersion must be between 0 and \(Self.maxPlanVersion)")
         }
         var logger = logger
         logger[metadataKey: "gateway.id"] = "\(gateway.id)"
@@ -25,14 +26,21 @@ extension ProvisioningService {
     }
 
     /// Answers `POST /v1/bootstrap`: what the gateway's container needs to converge its current plan's
-    /// apps, from the provisioner (Chef: registers the node once, then answers its key and run list).
-    /// 409 ``APIError/Code/noPlan`` before the gateway has a plan.
-    public func bootstrap(_ request: BootstrapRequest, from gateway: EnrolledGateway, logger: Logger) async throws -> BootstrapBundle {
+    /// apps, from the provisioner (Chef: registers the node once, then answers its key and run list), as a
+    /// `SignedBootstrap` signed with the plan-signing key and bound to the gateway, the vendor, the plan
+    /// version and an expiry (`BootstrapBundle.lifetime` from now); an Ansible playbook travels beside it,
+    /// bound by its digest.
+    ///
+    /// Only the current plan is bootstrapped: 409 ``APIError/Code/planVersionMismatch`` when the request
+    /// names another version (a gateway behind polls its plan first), 409 ``APIError/Code/noPlan`` before
+    /// the gateway has a plan.
+    public func bootstrap(_ request: BootstrapRequest, from gateway: EnrolledGateway, logger: Logger) async throws -> SignedBootstrap {
+        try APIError.checkingFields {
+            try Fields.gatewayID.check(request.gatewayID, at: "gatewayID")
+            try Self.checkVersion(request.planVersion, at: "planVersion")
+        }
         guard request.gatewayID == gateway.id else {
             throw APIError(.gatewayMismatch, status: .badRequest, "request is signed by \(gateway.id) but bootstraps \(request.gatewayID)")
-        }
-        guard (0...Self.maxPlanVersion).contains(request.planVersion) else {
-            throw APIError.malformed("planVersion must be between 0 and \(Self.maxPlanVersion)")
         }
         var logger = logger
         logger[metadataKey: "gateway.id"] = "\(gateway.id)"
@@ -42,17 +50,26 @@ extension ProvisioningService {
             logger.error("stored plan cannot be decoded", metadata: ["plan.version": "\(stored.version)", "error.message": "\(error)"])
             throw APIError.internalError
         }
-        if request.planVersion != plan.version {
-            // Answered anyway: the bundle follows the current plan, which the gateway gets on its next poll.
-            logger.notice("bootstrap for another plan version", metadata: [
+        guard request.planVersion == plan.version else {
+            logger.notice("bootstrap for another plan version refused", metadata: [
                 "plan.version": "\(plan.version)", "plan.requested": "\(request.planVersion)",
             ])
+            throw APIError(.planVersionMismatch, status: .conflict,
+                           "gateway \(gateway.id)'s current plan is version \(plan.version), not \(request.planVersion): "
+                               + "poll the plan (POST /v1/plan) and bootstrap for that version")
         }
-        let bundle = try await provisioner.bootstrap(plan, logger: logger)
+        let contents = try await provisioner.bootstrap(plan, logger: logger)
+        var bundle = contents.bundle
+        bundle.gatewayID = plan.gatewayID
+        bundle.vendor = vendor
+        bundle.planVersion = plan.version
+        bundle.expiresAt = now().addingTimeInterval(BootstrapBundle.lifetime)
+        bundle.playbookArchiveSHA256 = contents.playbookArchive.map { Keys.sha256Hex($0) }
+        let signed = try signer.sign(bundle, archive: contents.playbookArchive)
         logger.info("bootstrap answered", metadata: [
             "plan.version": "\(plan.version)", "bootstrap.kind": "\(bundle.kind.rawValue)", "chef.node": "\(bundle.nodeName ?? "-")",
         ])
-        return bundle
+        return signed
     }
 
     /// Composes and stores the gateway's plan again (see ``VendorStore/reissuePlan(gatewayID:issue:)``);

@@ -45,13 +45,16 @@ extension ProvisioningService {
             let known = composer.apps.map(\.name).joined(separator: ", ")
             throw ConfigurationError(.invalidField, field: "app", "\"\(name)\" is not in the catalog (apps: \(known.isEmpty ? "none" : known))")
         }
-        guard AppCatalog.isVersion(version) else {
-            throw ConfigurationError(.invalidField, field: "version", "\"\(version)\" must be 1-64 characters without spaces")
+        // The rules gateways check plans with: a release they would refuse is not recorded.
+        guard Fields.version.isValid(version) else {
+            throw ConfigurationError(.invalidField, field: "version", "\(Fields.quote(version)) must be \(Fields.version.form)")
         }
         if let runList {
-            guard !runList.isEmpty else { throw ConfigurationError(.invalidField, field: "runList", "must name at least one recipe or role") }
-            for entry in runList where !AppCatalog.isRunListEntry(entry) {
-                throw ConfigurationError(.invalidField, field: "runList", "\"\(entry)\" is not a run-list entry like recipe[name@1.2.3] or role[name]")
+            guard (1...PlanValidator.maxRunListItems).contains(runList.count) else {
+                throw ConfigurationError(.invalidField, field: "runList", "must name 1-\(PlanValidator.maxRunListItems) recipes or roles")
+            }
+            for entry in runList where !Fields.runListItem.isValid(entry) {
+                throw ConfigurationError(.invalidField, field: "runList", "\(Fields.quote(entry)) is not a run-list entry like recipe[name@1.2.3] or role[name]")
             }
         }
         let before = AppCatalog.effective(baseline: composer.apps, releases: try await store.appReleases())

@@ -10,6 +10,9 @@ public struct ProvisioningService: Sendable {
     public let vendor: String
     /// Composes from the configuration's catalog; each plan applies the current app releases to it.
     public let composer: PlanComposer
+    /// The host names requests must be signed for (the configuration's `publicHosts`); nil: the request's
+    /// own `Host` header host.
+    public let publicHosts: Set<String>?
     let store: any VendorStore
     let signer: PlanSigner
     let provisioner: any Provisioner
@@ -20,80 +23,115 @@ public struct ProvisioningService: Sendable {
                 provisioner: any Provisioner = NoopProvisioner(), now: @escaping @Sendable () -> Date = { Date() }) {
         vendor = configuration.vendor
         composer = PlanComposer(configuration: configuration)
+        publicHosts = configuration.publicHosts.map(Set.init)
         self.store = store
         self.signer = signer
         self.provisioner = provisioner
         self.now = now
     }
 
-    /// The longest serial accepted (USB string descriptors hold at most 126 UTF-16 units).
-    static let maxSerialLength = 128
     /// Plan versions a gateway may claim to hold; far above any real count, far below overflow.
     static let maxPlanVersion = Int(Int32.max)
+    /// How long a request's nonce is remembered: a request signed at `t` passes the timestamp check until
+    /// `t + allowedSkew`, which is at most twice the skew after the vendor first saw it.
+    static let nonceLifetime = 2 * RequestSignature.allowedSkew
 
     // MARK: Authentication
 
-    /// The `X-IoTGW-*` headers of a request, as received (nil when absent).
-    public struct SignatureHeaders: Sendable {
-        public var gatewayID: String?
-        public var timestamp: String?
-        public var signature: String?
-
-        public init(gatewayID: String?, timestamp: String?, signature: String?) {
-            self.gatewayID = gatewayID
-            self.timestamp = timestamp
-            self.signature = signature
-        }
-    }
-
-    /// Verifies a request came from an enrolled gateway: its signature over method, path, timestamp and
-    /// body must verify with the key the gateway was enrolled with, and its timestamp be fresh.
+    /// Verifies a request came from an enrolled gateway and is meant for this daemon, once
+    /// (`RequestSignature` v2): the five `X-IoTGW-*` headers must be present; the audience vendor must be
+    /// this daemon's (401 ``APIError/Code/wrongAudience``); the timestamp within
+    /// `RequestSignature.allowedSkew` of the clock and the signature over method, path, host, vendor,
+    /// gateway, timestamp, nonce and body valid with the gateway's enrolled key for one of this daemon's
+    /// hosts (401 ``APIError/Code/badSignature``); and only then, so that nobody without the key can burn
+    /// a gateway's nonces, the nonce is claimed (401 ``APIError/Code/replayedRequest`` when already used).
+    ///
+    /// - Parameter requestHost: the request's `Host` header (or HTTP/2 authority) as received; it is the
+    ///   accepted host only when the configuration has no `publicHosts`.
     /// - Returns: the gateway.
-    public func authenticate(_ headers: SignatureHeaders, method: String, path: String, body: some DataProtocol,
-                             logger: Logger) async throws -> EnrolledGateway {
-        guard let gatewayID = headers.gatewayID, let timestamp = headers.timestamp, let signature = headers.signature else {
-            throw APIError.badSignature("request needs the \(RequestSignature.gatewayHeader), \(RequestSignature.timestampHeader) "
-                + "and \(RequestSignature.signatureHeader) headers")
+    public func authenticate(_ received: RequestSignature.Received, method: String, path: String, requestHost: String?,
+                             body: some DataProtocol, logger: Logger) async throws -> EnrolledGateway {
+        guard let gatewayID = received.gatewayID, let audience = received.vendor, received.timestamp != nil, let nonce = received.nonce,
+              received.signature != nil else {
+            throw APIError.badSignature("request needs the \(RequestSignature.gatewayHeader), \(RequestSignature.vendorHeader), "
+                + "\(RequestSignature.timestampHeader), \(RequestSignature.nonceHeader) and \(RequestSignature.signatureHeader) headers")
         }
-        guard let gateway = try await store.gateway(id: gatewayID) else {
-            logger.notice("request from unknown gateway", metadata: ["gateway.id": "\(gatewayID)"])
-            throw APIError.unknownGateway("gateway \(gatewayID) is not enrolled with vendor \(vendor)")
+        guard Fields.gatewayID.isValid(gatewayID), let gateway = try await store.gateway(id: gatewayID) else {
+            logger.notice("request from unknown gateway", metadata: ["gateway.id": .untrusted(gatewayID)])
+            throw APIError.unknownGateway("gateway \(Fields.quote(gatewayID)) is not enrolled with vendor \(vendor)")
         }
         let key: Curve25519.Signing.PublicKey
         do { key = try Keys.decodePublic(gateway.publicKey) } catch {
-            logger.error("enrolled gateway key is invalid", metadata: ["gateway.id": "\(gatewayID)"])
+            logger.error("enrolled gateway key is invalid", metadata: ["gateway.id": "\(gateway.id)"])
             throw APIError.internalError
         }
+        let hosts = acceptedHosts(requestHost: requestHost)
+        let now = now()
         do {
-            try RequestSignature.verify(publicKey: key, method: method, path: path, timestamp: timestamp, signature: signature,
-                                        body: body, now: now())
+            try RequestSignature.verify(received, publicKey: key, method: method, path: path, vendor: vendor, hosts: hosts, body: body,
+                                        now: now)
         } catch let error as ProtocolError {
-            logger.notice("request signature refused", metadata: ["gateway.id": "\(gatewayID)", "error.code": "\(error.code)"])
-            throw APIError.badSignature(error.code == .staleRequest
-                ? "request timestamp is missing or more than \(Int(RequestSignature.allowedSkew))s from the vendor's clock"
-                : "request signature does not verify with gateway \(gatewayID)'s enrolled key")
+            logger.notice("request signature refused", metadata: [
+                "gateway.id": "\(gateway.id)", "error.code": "\(error.code)", "request.vendor": .untrusted(audience),
+            ])
+            switch error.code {
+            case .wrongAudience:
+                throw APIError(.wrongAudience, status: .unauthorized,
+                               "request is signed for vendor \(Fields.quote(audience)), this daemon serves \(vendor)")
+            case .staleRequest:
+                throw APIError.badSignature("request timestamp is missing or more than \(Int(RequestSignature.allowedSkew))s from the vendor's clock")
+            default:
+                let forHosts = hosts.isEmpty
+                    ? "(the request names no host)" : "and host " + hosts.sorted().map { Fields.quote($0) }.joined(separator: " or ")
+                throw APIError.badSignature("request signature does not verify with gateway \(gateway.id)'s enrolled key for vendor \(vendor) "
+                    + forHosts)
+            }
+        }
+        guard try await store.claimNonce(gatewayID: gateway.id, nonce: nonce, expiresAt: now.addingTimeInterval(Self.nonceLifetime),
+                                         now: now) else {
+            logger.notice("request replayed", metadata: ["gateway.id": "\(gateway.id)", "request.nonce": .untrusted(nonce)])
+            throw APIError(.replayedRequest, status: .unauthorized, "request nonce was already used: every request needs a fresh nonce")
         }
         return gateway
     }
 
+    /// The hosts a request may be signed for: the configured `publicHosts`, or else the host of the
+    /// request's own `Host` header (weaker, see ``VendorConfiguration/publicHosts``).
+    func acceptedHosts(requestHost: String?) -> Set<String> {
+        if let publicHosts { return publicHosts }
+        return requestHost.flatMap(Self.host(ofAuthority:)).map { [$0] } ?? []
+    }
+
+    /// `Example.com:8470` → `example.com`, `[::1]:8470` → `::1`; nil when nothing is left.
+    static func host(ofAuthority authority: String) -> String? {
+        var host = Substring(authority)
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return nil }
+            host = host[host.index(after: host.startIndex)..<close]
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        return host.isEmpty ? nil : host.lowercased()
+    }
+
     // MARK: Announcements
 
-    /// Answers an authenticated gateway's announcement with its signed plan.
+    /// Answers an authenticated gateway's announcement with its signed plan. Every field is checked
+    /// (`Fields`) before anything is looked up or stored: 400 ``APIError/Code/invalidField``.
     public func announce(_ announcement: Announcement, from gateway: EnrolledGateway, logger: Logger) async throws -> SignedPlan {
+        try APIError.checkingFields {
+            try Fields.gatewayID.check(announcement.gatewayID, at: "gatewayID")
+            try announcement.device.validate()
+            try Self.checkVersion(announcement.currentPlanVersion, at: "currentPlanVersion")
+        }
         guard announcement.gatewayID == gateway.id else {
             throw APIError(.gatewayMismatch, status: .badRequest,
                            "request is signed by \(gateway.id) but announces for \(announcement.gatewayID)")
         }
         let device = announcement.device
-        guard !device.serial.isEmpty, device.serial.count <= Self.maxSerialLength else {
-            throw APIError.malformed("device.serial must be 1-\(Self.maxSerialLength) characters")
-        }
-        guard (0...Self.maxPlanVersion).contains(announcement.currentPlanVersion) else {
-            throw APIError.malformed("currentPlanVersion must be between 0 and \(Self.maxPlanVersion)")
-        }
         var logger = logger
         logger[metadataKey: "gateway.id"] = "\(gateway.id)"
-        logger[metadataKey: "device.serial"] = "\(device.serial)"
+        logger[metadataKey: "device.serial"] = .untrusted(device.serial)
 
         let registered: RegisteredDevice
         switch DeviceAuthenticity.check(device, registered: try await store.device(serial: device.serial)) {
@@ -166,16 +204,15 @@ public struct ProvisioningService: Sendable {
 
     // MARK: Reports
 
-    /// Records an authenticated gateway's report.
+    /// Records an authenticated gateway's report. Every field is checked (`ProvisioningReport.validate()`)
+    /// before anything is stored: 400 ``APIError/Code/invalidField``.
     public func report(_ report: ProvisioningReport, from gateway: EnrolledGateway, logger: Logger) async throws {
+        try APIError.checkingFields { try report.validate() }
         guard report.gatewayID == gateway.id else {
             throw APIError(.gatewayMismatch, status: .badRequest, "request is signed by \(gateway.id) but reports for \(report.gatewayID)")
         }
         guard report.vendor == vendor else {
             throw APIError(.wrongVendor, status: .badRequest, "report is for vendor \(report.vendor), this is \(vendor)")
-        }
-        guard (0...Self.maxPlanVersion).contains(report.planVersion) else {
-            throw APIError.malformed("planVersion must be between 0 and \(Self.maxPlanVersion)")
         }
         let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
         let stored = try await store.addReport(StoredReport(gatewayID: gateway.id, planVersion: report.planVersion,
@@ -188,11 +225,40 @@ public struct ProvisioningService: Sendable {
         if let delivery = report.delivery {
             metadata["delivery.result"] = "\(delivery.result)"
             metadata["delivery.provisioner"] = "\(delivery.provisioner)"
-            if !delivery.failingControls.isEmpty { metadata["delivery.failing"] = "\(delivery.failingControls.joined(separator: ","))" }
+            if !delivery.failingControls.isEmpty { metadata["delivery.failing"] = .untrusted(delivery.failingControls.joined(separator: ",")) }
         }
         logger.info("report received", metadata: metadata)
         if report.outcome == .applied {
             try await provisioner.nodeRegistered(report, logger: logger)
         }
     }
+
+    /// A plan version from a gateway: 0 (none) to ``maxPlanVersion``.
+    static func checkVersion(_ version: Int, at path: String) throws {
+        guard (0...maxPlanVersion).contains(version) else {
+            throw ProtocolError(.invalidField, "\(path): \(version) must be between 0 and \(maxPlanVersion)")
+        }
+    }
+}
+
+extension DeviceIdentity {
+    /// Checks what a gateway says about a device against `Fields`: the serial, 4 lowercase hex digit
+    /// USB IDs, printable manufacturer and product strings of at most 128 characters, a subsystem name.
+    func validate() throws {
+        try Fields.serial.check(serial, at: "device.serial")
+        try Fields.usbID.named("vendor ID").check(vendorID, at: "device.vendorID")
+        try Fields.usbID.named("product ID").check(productID, at: "device.productID")
+        for (field, value) in [("manufacturer", manufacturer), ("product", product)] {
+            guard let value else { continue }
+            guard Fields.isShowable(value, max: 128) else {
+                throw ProtocolError(.invalidField, "device.\(field): \(Fields.quote(value)) must be at most 128 printable characters")
+            }
+        }
+        try Fields.name.named("subsystem").check(subsystem, at: "device.subsystem")
+    }
+}
+
+extension Logger.MetadataValue {
+    /// Text from a gateway for log metadata: escaped (`Fields.escaped`), at most 128 characters.
+    static func untrusted(_ value: String) -> Logger.MetadataValue { .string(Fields.escaped(value, max: 128)) }
 }

@@ -161,6 +161,22 @@ public struct ChefRegistration: Sendable, Codable, Equatable, CustomStringConver
     }
 }
 
+/// `request_nonces`: the nonces of gateways' signed requests, kept until no request carrying them could
+/// still pass the timestamp check (see ``VendorStore/claimNonce(gatewayID:nonce:expiresAt:now:)``).
+/// Primary key (gatewayID, nonce).
+public struct RequestNonce: Sendable, Codable, Equatable {
+    public var gatewayID: String
+    public var nonce: String
+    /// When the row may be pruned.
+    public var expiresAt: Date
+
+    public init(gatewayID: String, nonce: String, expiresAt: Date) {
+        self.gatewayID = gatewayID
+        self.nonce = nonce
+        self.expiresAt = expiresAt
+    }
+}
+
 /// What a gateway's plan is composed from, read in the transaction that stores the plan.
 public struct PlanInputs: Sendable, Equatable {
     /// The registered devices the gateway announced, in the order it first announced them, then by serial.

@@ -99,6 +99,14 @@ public struct SQLiteVendorStore: VendorStore {
                 t.column("registeredAt", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v3-request-nonces") { db in
+            try db.create(table: RequestNonce.databaseTableName) { t in
+                t.column("gatewayID", .text).notNull().references(EnrolledGateway.databaseTableName, onDelete: .cascade)
+                t.column("nonce", .text).notNull()
+                t.column("expiresAt", .datetime).notNull().indexed()
+                t.primaryKey(["gatewayID", "nonce"])
+            }
+        }
         return migrator
     }
 
@@ -236,6 +244,15 @@ public struct SQLiteVendorStore: VendorStore {
         try await pool.read { db in try ChefRegistration.order(Column("gatewayID")).fetchAll(db) }
     }
 
+    public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try await pool.write { db in
+            try RequestNonce.filter(Column("expiresAt") <= now).deleteAll(db)
+            guard try !RequestNonce.exists(db, key: ["gatewayID": gatewayID, "nonce": nonce]) else { return false }
+            try RequestNonce(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt).insert(db)
+            return true
+        }
+    }
+
     @discardableResult public func addReport(_ report: StoredReport) async throws -> StoredReport {
         try await pool.write { db in
             var report = report
@@ -273,6 +290,10 @@ extension AppRelease: FetchableRecord, MutablePersistableRecord {
 
 extension ChefRegistration: FetchableRecord, PersistableRecord {
     public static let databaseTableName = "chef_registrations"
+}
+
+extension RequestNonce: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "request_nonces"
 }
 
 extension StoredReport: FetchableRecord, MutablePersistableRecord {

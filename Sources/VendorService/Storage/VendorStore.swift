@@ -53,6 +53,12 @@ public protocol VendorStore: Sendable {
     /// Every registration, sorted by gateway id.
     func chefRegistrations() async throws -> [ChefRegistration]
 
+    /// In one transaction: forgets the nonces that expired by `now`, then records `nonce` for `gatewayID`
+    /// until `expiresAt`. Returns false (and records nothing) when the gateway used that nonce before and it
+    /// has not expired: the request is a replay. Kept in the store, not in memory, so that replicas sharing a
+    /// database share nonces, and a restart forgets none.
+    func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool
+
     /// Stores a report; returns it with its id.
     @discardableResult func addReport(_ report: StoredReport) async throws -> StoredReport
     /// Reports, oldest first.
