@@ -67,9 +67,12 @@ struct HTTPTests {
                 let v1 = try h.validator().validate(rawBody: Data(first.body.readableBytesView), lastVersion: 0, now: Harness.now).plan
                 #expect(v1.version == 1)
 
-                // Announcing the same device again keeps the version.
+                // Announcing the same device again answers the very same signed plan.
                 let again = try await Self.announce(client, h, serial: "FT1", currentPlanVersion: 1)
-                let same = try h.validator().validate(rawBody: Data(again.body.readableBytesView), lastVersion: 1, now: Harness.now).plan
+                #expect(again.body == first.body)
+                let held = PlanHeld(version: 1, payloadSHA256: Keys.sha256Hex(try h.validator().validate(
+                    rawBody: Data(first.body.readableBytesView), lastVersion: 0, now: Harness.now).payload))
+                let same = try h.validator().validate(rawBody: Data(again.body.readableBytesView), held: held, now: Harness.now).plan
                 #expect(same.version == 1)
 
                 let second = try await Self.announce(client, h, serial: "CP2", vendorID: "10c4", productID: "ea60", currentPlanVersion: 1)

@@ -36,9 +36,10 @@ struct PlanAndBootstrapTests {
             try await h.app().test(.router) { client in
                 #expect(try await HTTPTests.announce(client, h, serial: "FT1").status == .ok)
 
-                // Unchanged: the same version, re-signed.
+                // Unchanged: the very same signed plan.
                 let same = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 1))
                 #expect(same.status == .ok)
+                #expect(try decode(SignedPlan.self, same) == (try #require(try await h.store.plan(gatewayID: h.gateway.id))).signedPlan())
                 let v1 = try plan(same, h, lastVersion: 1)
                 #expect(v1.version == 1)
                 #expect(v1.apps == [h.configuration.app(named: "thermo-agent")])
@@ -191,6 +192,39 @@ struct PlanAndBootstrapTests {
                 signed.playbookArchive = nil
                 #expect { try validator.validate(rawBody: try WireJSON.encoder().encode(signed), planVersion: 1, expectedNode: "-", now: Harness.now) }
                     throws: { ($0 as? ProtocolError)?.code == .digestMismatch }
+            }
+        }
+    }
+
+    @Test func anUnchangedPlanIsAnsweredByteForByteWhileFreshAndRenewedNearItsExpiry() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            let ttl = TimeInterval(h.configuration.planTTLSeconds)
+            let poll = PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 1)
+            let first = try await h.app().test(.router) { client in
+                Data(try await HTTPTests.announce(client, h, serial: "FT1").body.readableBytesView)
+            }
+            let payload = try h.validator().validate(rawBody: first, lastVersion: 0, now: Harness.now).payload
+            let held = PlanHeld(version: 1, payloadSHA256: Keys.sha256Hex(payload))
+            // Just over half the lifetime left: the same bytes, which the gateway accepts again.
+            let fresh = Harness.now.addingTimeInterval(ttl / 2 - 1)
+            try await h.app(now: fresh).test(.router) { client in
+                let polled = try await signedPost(client, h, "/v1/plan", poll, now: fresh)
+                #expect(Data(polled.body.readableBytesView) == first)
+                #expect(try h.validator().validate(rawBody: Data(polled.body.readableBytesView), held: held, now: fresh).plan.version == 1)
+                let announced = try await HTTPTests.announce(client, h, serial: "FT1", currentPlanVersion: 1, signedAt: fresh)
+                #expect(Data(announced.body.readableBytesView) == first)
+            }
+            #expect(try await h.store.plan(gatewayID: h.gateway.id)?.issuedAt == Harness.now)
+            // Half the lifetime gone: the next version, with a fresh expiry and the same content.
+            let late = Harness.now.addingTimeInterval(ttl / 2)
+            try await h.app(now: late).test(.router) { client in
+                let polled = try await signedPost(client, h, "/v1/plan", poll, now: late)
+                let renewed = try h.validator().validate(rawBody: Data(polled.body.readableBytesView), held: held, now: late).plan
+                #expect(renewed.version == 2)
+                #expect(renewed.issuedAt == late)
+                #expect(renewed.expiresAt == late.addingTimeInterval(ttl))
+                #expect(renewed.grant == (try h.validator().validate(rawBody: first, lastVersion: 0, now: Harness.now).plan.grant))
             }
         }
     }

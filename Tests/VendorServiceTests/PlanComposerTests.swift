@@ -16,7 +16,9 @@ struct PlanComposerTests {
                                 registeredAt: now)
     }
 
-    func previous(_ c: PlanComposer.Composed) -> PlanComposer.Previous { .init(version: c.plan.version, contentHash: c.contentHash) }
+    func previous(_ c: PlanComposer.Composed) -> PlanComposer.Previous {
+        .init(version: c.plan.version, contentHash: c.contentHash, plan: c.plan)
+    }
 
     @Test func firstPlanIsVersionOneWithContainerImageAndLimitsFromConfig() throws {
         let c = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, now: now)
@@ -35,14 +37,34 @@ struct PlanComposerTests {
         #expect(c.plan.apps.map(\.name) == ["thermo-agent"])
     }
 
-    @Test func sameDevicesKeepTheVersionWithAFreshExpiry() throws {
+    @Test func sameDevicesKeepThePlanItselfWhileMoreThanHalfItsLifetimeIsLeft() throws {
         let first = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, now: now)
-        let later = now.addingTimeInterval(3600)
+        let later = now.addingTimeInterval(composer.planTTL / 2 - 1)
         let again = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: previous(first), gatewayVersion: 1, now: later)
-        #expect(again.plan.version == 1)
         #expect(!again.isNewVersion)
+        #expect(again.plan == first.plan)
         #expect(again.contentHash == first.contentHash)
-        #expect(again.plan.expiresAt == later.addingTimeInterval(86_400))
+        // The gateway not holding it yet changes nothing either.
+        #expect(try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: previous(first), gatewayVersion: 0, now: later)
+            .plan == first.plan)
+    }
+
+    @Test func sameDevicesGetTheNextVersionOnceHalfTheLifetimeIsGone() throws {
+        let first = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, now: now)
+        let later = now.addingTimeInterval(composer.planTTL / 2)
+        let renewed = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: previous(first), gatewayVersion: 1, now: later)
+        #expect(renewed.isNewVersion)
+        #expect(renewed.plan.version == 2)
+        #expect(renewed.plan.issuedAt == later)
+        #expect(renewed.plan.expiresAt == later.addingTimeInterval(86_400))
+        #expect(renewed.contentHash == first.contentHash)
+        #expect(renewed.plan.grant == first.plan.grant)
+    }
+
+    @Test func aPreviousPlanThatCannotBeAnsweredAgainGetsTheNextVersion() throws {
+        let first = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, now: now)
+        let undecodable = PlanComposer.Previous(version: 1, contentHash: first.contentHash, plan: nil)
+        #expect(try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: undecodable, now: now).plan.version == 2)
     }
 
     @Test func aNewDeviceBumpsTheVersion() throws {
@@ -79,8 +101,10 @@ struct PlanComposerTests {
         // The vendor lost its plan (restored database) but the gateway holds version 7.
         let fresh = try composer.compose(gatewayID: "gw-1", devices: [device("A1")], previous: nil, gatewayVersion: 7, now: now)
         #expect(fresh.plan.version == 8)
+        var three = fresh.plan
+        three.version = 3
         let stale = try composer.compose(gatewayID: "gw-1", devices: [device("A1")],
-                                         previous: .init(version: 3, contentHash: fresh.contentHash), gatewayVersion: 7, now: now)
+                                         previous: .init(version: 3, contentHash: fresh.contentHash, plan: three), gatewayVersion: 7, now: now)
         #expect(stale.plan.version == 8)
         #expect(stale.isNewVersion)
     }
@@ -167,13 +191,13 @@ struct AppCatalogTests {
 
         // A plan without hygro-agent keeps its version.
         let same = try composer.applying(releases).compose(gatewayID: "gw-1", devices: [try device("A1")],
-                                                           previous: .init(version: 1, contentHash: thermo.contentHash), now: now)
+                                                           previous: .init(version: 1, contentHash: thermo.contentHash, plan: thermo.plan), now: now)
         #expect(same.plan.version == 1)
         #expect(!same.isNewVersion)
 
         let both = try composer.compose(gatewayID: "gw-2", devices: [try device("B1", model: "hygro-v2")], previous: nil, now: now)
         let bumped = try composer.applying(releases).compose(gatewayID: "gw-2", devices: [try device("B1", model: "hygro-v2")],
-                                                             previous: .init(version: 1, contentHash: both.contentHash), now: now)
+                                                             previous: .init(version: 1, contentHash: both.contentHash, plan: both.plan), now: now)
         #expect(bumped.plan.version == 2)
         #expect(bumped.isNewVersion)
         #expect(bumped.plan.apps.first { $0.name == "hygro-agent" }?.version == "2.2.0")

@@ -5,7 +5,9 @@ import GatewayProtocol
 /// passed in, so versioning and content rules are unit-tested directly.
 ///
 /// The plan's *content* is everything but `version`, `issuedAt` and `expiresAt`. Its hash decides the
-/// version: new content gets a new version, the same content keeps its version and is only re-signed
+/// version. Gateways accept a version again only as the very same signed bytes, so a plan is never
+/// re-signed under its version: the same content is answered with the stored plan itself while that has
+/// more than half of `planTTL` to live; new content, or a plan nearing its expiry, gets the next version
 /// with a fresh expiry.
 public struct PlanComposer: Sendable {
     public var vendor: String
@@ -24,14 +26,18 @@ public struct PlanComposer: Sendable {
         planTTL = TimeInterval(configuration.planTTLSeconds)
     }
 
-    /// The version and content hash of the plan a gateway was issued last.
+    /// The plan a gateway was issued last.
     public struct Previous: Sendable, Equatable {
         public var version: Int
         public var contentHash: String
+        /// The plan as it was signed, when it can be answered again; nil (it cannot be decoded, say): the
+        /// next plan gets the next version whatever its content.
+        public var plan: ProvisioningPlan?
 
-        public init(version: Int, contentHash: String) {
+        public init(version: Int, contentHash: String, plan: ProvisioningPlan?) {
             self.version = version
             self.contentHash = contentHash
+            self.plan = plan
         }
     }
 
@@ -51,7 +57,9 @@ public struct PlanComposer: Sendable {
     public struct Composed: Sendable, Equatable {
         public var plan: ProvisioningPlan
         public var contentHash: String
-        /// Whether `plan.version` is new (content changed, first plan, or the gateway held a higher version).
+        /// Whether `plan.version` is new (first plan, content changed, the previous plan nears its expiry,
+        /// or the gateway held a higher version). False: `plan` is the previous plan, to be answered with
+        /// its stored signed bytes.
         public var isNewVersion: Bool
         /// Serials of devices left out: the catalog no longer has their model, or the plan already lists
         /// as many devices as gateways accept (`PlanValidator.maxDevices`).
@@ -104,7 +112,8 @@ public struct PlanComposer: Sendable {
         return (content, omitted)
     }
 
-    /// Composes the plan to answer an announcement with.
+    /// Composes the plan to answer an announcement or a poll with: the previous plan itself while its
+    /// content is unchanged and it has more than half of `planTTL` to live, else the next version.
     ///
     /// - Parameters:
     ///   - previous: the plan stored for this gateway, if any.
@@ -115,22 +124,17 @@ public struct PlanComposer: Sendable {
                         now: Date) throws -> Composed {
         let (content, omitted) = content(gatewayID: gatewayID, devices: devices)
         let hash = try content.hash()
-        let version: Int
-        let isNew: Bool
-        if let previous, previous.contentHash == hash, previous.version >= gatewayVersion, previous.version > 0 {
-            version = previous.version
-            isNew = false
-        } else {
-            let (next, overflow) = max(previous?.version ?? 0, gatewayVersion, 0).addingReportingOverflow(1)
-            guard !overflow else { throw ProtocolError(.invalidField, "plan version cannot go past \(Int.max)") }
-            version = next
-            isNew = true
+        if let previous, let plan = previous.plan, plan.version == previous.version, previous.contentHash == hash,
+           previous.version >= gatewayVersion, previous.version > 0, plan.expiresAt.timeIntervalSince(now) > planTTL / 2 {
+            return Composed(plan: plan, contentHash: hash, isNewVersion: false, omitted: omitted)
         }
+        let (version, overflow) = max(previous?.version ?? 0, gatewayVersion, 0).addingReportingOverflow(1)
+        guard !overflow else { throw ProtocolError(.invalidField, "plan version cannot go past \(Int.max)") }
         let plan = ProvisioningPlan(
             schema: content.schema, vendor: content.vendor, gatewayID: content.gatewayID, version: version, issuedAt: now,
             expiresAt: now.addingTimeInterval(planTTL), container: content.container, devices: content.devices, apps: content.apps
         )
-        return Composed(plan: plan, contentHash: hash, isNewVersion: isNew, omitted: omitted)
+        return Composed(plan: plan, contentHash: hash, isNewVersion: true, omitted: omitted)
     }
 
     /// `base` if no device uses it yet, else `base-<serial>`, else `base-<serial>-2`, `-3`...

@@ -5,9 +5,10 @@ import Logging
 // Polling for the current plan and fetching the bootstrap bundle: what a gateway asks after it announced.
 extension ProvisioningService {
     /// Answers `POST /v1/plan`: the gateway's current plan, composed again from its devices and the
-    /// current catalog (releases applied). New content gets the next version; unchanged content keeps its
-    /// version and is only re-signed with a fresh expiry. 409 ``APIError/Code/noPlan`` when the gateway
-    /// never announced a genuine device.
+    /// current catalog (releases applied). Unchanged content is answered with the stored plan's very same
+    /// signed bytes while it has more than half of its lifetime left; new content, or a plan nearing its
+    /// expiry, gets the next version. 409 ``APIError/Code/noPlan`` when the gateway never announced a
+    /// genuine device.
     public func currentPlan(_ request: PlanRequest, from gateway: EnrolledGateway, logger: Logger) async throws -> SignedPlan {
         try APIError.checkingFields {
             try Fields.gatewayID.check(request.gatewayID, at: "gatewayID")
@@ -84,12 +85,22 @@ extension ProvisioningService {
 }
 
 extension StoredPlan {
+    /// The `SignedPlan` exactly as it was answered.
+    public func signedPlan() throws -> SignedPlan {
+        try WireJSON.decoder().decode(SignedPlan.self, from: Data(signedJSON.utf8))
+    }
+
     /// The plan inside `signedJSON`, as it was signed.
     public func decodedPlan() throws -> ProvisioningPlan {
-        let signed = try WireJSON.decoder().decode(SignedPlan.self, from: Data(signedJSON.utf8))
+        let signed = try signedPlan()
         guard let payload = Data(base64Encoded: signed.payload) else {
             throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "plan payload is not base64"))
         }
         return try WireJSON.decoder().decode(ProvisioningPlan.self, from: payload)
+    }
+
+    /// What ``PlanComposer`` needs of it; a plan that cannot be decoded is never answered again.
+    var previous: PlanComposer.Previous {
+        PlanComposer.Previous(version: version, contentHash: contentHash, plan: try? decodedPlan())
     }
 }

@@ -160,7 +160,8 @@ public struct ProvisioningService: Sendable {
     }
 
     /// The closure the store calls in its transaction: composes the plan from the inputs with the
-    /// releases applied, signs it and returns it to be stored.
+    /// releases applied and returns it to be stored: the stored plan itself, unchanged (the very same
+    /// signed bytes), when ``PlanComposer`` keeps it, else the new version, signed.
     func issuer(gatewayID: String, gatewayVersion: Int)
         -> @Sendable (PlanInputs) throws -> (plan: StoredPlan, issued: (PlanComposer.Composed, SignedPlan))
     {
@@ -169,10 +170,12 @@ public struct ProvisioningService: Sendable {
         let issuedAt = now()
         return { inputs in
             let composed = try composer.applying(inputs.releases).compose(
-                gatewayID: gatewayID, devices: inputs.devices,
-                previous: inputs.previous.map { PlanComposer.Previous(version: $0.version, contentHash: $0.contentHash) },
+                gatewayID: gatewayID, devices: inputs.devices, previous: inputs.previous.map { $0.previous },
                 gatewayVersion: gatewayVersion, now: issuedAt
             )
+            if !composed.isNewVersion, let stored = inputs.previous {
+                return (stored, (composed, try stored.signedPlan()))
+            }
             let signed = try signer.sign(composed.plan)
             let json = String(decoding: try WireJSON.encoder().encode(signed), as: UTF8.self)
             let stored = StoredPlan(gatewayID: gatewayID, version: composed.plan.version, contentHash: composed.contentHash,

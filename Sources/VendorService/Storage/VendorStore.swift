@@ -23,7 +23,8 @@ public protocol VendorStore: Sendable {
     /// In one transaction: records that `gatewayID` announced the registered device `serial` (keeping the
     /// first time it was seen), then calls `issue` with the ``PlanInputs`` (all registered devices the
     /// gateway has announced, its previous plan, the current app releases), stores the plan `issue`
-    /// returns in place of the previous one and returns what `issue` returned besides the plan.
+    /// returns in place of the previous one (which may be the previous one itself, unchanged) and returns
+    /// what `issue` returned besides the plan.
     /// If `issue` throws, nothing is recorded. Serializing this per gateway is what keeps plan versions
     /// strictly increasing.
     func recordAnnouncement<Issued: Sendable>(
