@@ -123,10 +123,23 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .executableTarget(name: "lxd-bench", dependencies: ["LXD", .product(name: "Logging", package: "swift-log")]),
-        .executableTarget(name: "udev-probe", dependencies: ["Udev"]),
+        .executableTarget(
+            name: "lxd-bench",
+            dependencies: [
+                "LXD",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "udev-probe",
+            dependencies: ["Udev", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // Simulates plugging USB devices for the demo and benchmarks (umockdev testbed + child process).
-        .executableTarget(name: "iotgw-devsim", dependencies: ["UmockdevTesting"]),
+        .executableTarget(
+            name: "iotgw-devsim",
+            dependencies: ["UmockdevTesting", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
 
         // MARK: Tests
         .testTarget(name: "LXDTests", dependencies: ["LXD"], resources: [.copy("Fixtures")]),
