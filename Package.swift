@@ -167,6 +167,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting", "InSpec", "Chef",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -179,6 +180,7 @@ let package = Package(
             dependencies: [
                 "VendorService", "GatewayProtocol", "Chef",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]

@@ -129,6 +129,8 @@ public struct VerifiedBootstrap: Sendable, Equatable {
 /// Checks a signed bootstrap bundle before anything of it is used. Pure: no I/O, time injected.
 public struct BundleValidator: Sendable {
     public static let maxTrustedCerts = 8
+    /// The longest a bundle may be valid from the moment the gateway checks it.
+    public static let maxLifetime: TimeInterval = 24 * 3600
     public static let maxExtraVars = 64
 
     public var vendor: String
@@ -175,6 +177,10 @@ public struct BundleValidator: Sendable {
             throw ProtocolError(.wrongAudience, "bundle is for plan v\(bundle.planVersion), this delivery is v\(planVersion)")
         }
         guard bundle.expiresAt > now else { throw ProtocolError(.expired, "bundle expired at \(bundle.expiresAt)") }
+        // A bundle carries a key: it must not stay usable for long if it leaks.
+        guard bundle.expiresAt <= now.addingTimeInterval(Self.maxLifetime) else {
+            throw ProtocolError(.invalidField, "bundle expires more than \(Int(Self.maxLifetime))s from now")
+        }
         var archive: Data?
         if let b64 = signed.playbookArchive {
             guard let data = Data(base64Encoded: b64), data.count <= BootstrapBundle.maxPlaybookBytes else {

@@ -77,7 +77,7 @@ struct HostileVendor: Sendable {
     }
 
     var entryYAML: String {
-        "  - {id: \(id), match: [{vendorID: \"1d50\"}], daemonURL: \"http://127.0.0.1:\(port)\", publicKey: \"\(Keys.encode(key.publicKey))\", policy: POLICY}"
+        "  - {id: \(id), match: [{vendorID: \"1d50\"}], daemonURL: \"http://127.0.0.1:\(port)\", allowInsecureHTTP: true, publicKey: \"\(Keys.encode(key.publicKey))\", policy: POLICY}"
     }
 }
 
@@ -107,7 +107,7 @@ extension EndToEndTests {
                 let cases: [(String, String)] = [
                     ("BAD-MALFORMED", "malformed"), ("BAD-OVERSIZED", "tooLarge"), ("BAD-KEY", "unknownKey"), ("BAD-TAMPERED", "badSignature"),
                     ("BAD-OTHERGW", "wrongGateway"), ("BAD-FOREIGN", "foreignContainer"), ("BAD-NAME", "foreignContainer"),
-                    ("BAD-EXPIRED", "expired"), ("BAD-CAPS", "exceeds this gateway's caps"), ("BAD-PATH", "under /dev/"),
+                    ("BAD-EXPIRED", "expired"), ("BAD-CAPS", "exceeds this gateway's caps"), ("BAD-PATH", "device path"),
                     ("BAD-SCHEMA", "unsupportedSchema"),
                 ]
                 var nodes: [CharNode] = []

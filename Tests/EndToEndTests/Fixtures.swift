@@ -74,7 +74,7 @@ final class VendorFixture {
     }
 
     var entryYAML: String {
-        "  - {id: \(id), match: [{vendorID: \"\(usbVendorID)\"}], daemonURL: \"http://127.0.0.1:\(port)\", publicKey: \"\(publicKey)\", policy: POLICY}"
+        "  - {id: \(id), match: [{vendorID: \"\(usbVendorID)\"}], daemonURL: \"http://127.0.0.1:\(port)\", allowInsecureHTTP: true, publicKey: \"\(publicKey)\", policy: POLICY}"
     }
 }
 
@@ -83,32 +83,43 @@ final class GatewayFixture {
     let dir: URL
     let configPath: String
     let socket: String
+    /// Where this gateway makes its device nodes (under /dev, as LXD requires; unique per test).
+    let deviceDirectory: String
     var daemon: Daemon?
     var starts = 0
 
     init(vendors: [(VendorFixture, GatewayConfig.Policy)], root: URL, lxdSocket: String? = nil, capsCPUs: Int = 2,
-         extraVendorsYAML: [String] = [], profiles: [String] = ["default", "iotgw-vendor"], extraYAML: String = "") throws {
+         extraVendorsYAML: [String] = [], profiles: [String] = ["default", "iotgw-vendor"], storagePool: String = "default",
+         extraYAML: String = "") throws {
         dir = root.appendingPathComponent("gateway")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        socket = "/run/iotgw-e2e-\(UUID().uuidString.prefix(8))/control.sock"
+        let tag = UUID().uuidString.prefix(8).lowercased()
+        socket = "/run/iotgw-e2e-\(tag)/control.sock"
+        deviceDirectory = "/dev/iotgw-e2e-\(tag)"
         configPath = dir.appendingPathComponent("gateway.yaml").path
         let lxd = lxdSocket.map { "  socket: \($0)\n" } ?? ""
         try """
             stateDirectory: \(dir.appendingPathComponent("state").path)
             controlSocket: \(socket)
             subsystems: [usb, tty]
+            deviceDirectory: \(deviceDirectory)
             retrySeconds: 0.5
             maxRetrySeconds: 2
             lxd:
             \(lxd)  profiles: [\(profiles.joined(separator: ", "))]
               network: iotgwbr0
-              storagePool: default
+              storagePool: \(storagePool)
             caps: {cpus: \(capsCPUs), memoryMiB: 512, diskMiB: 2048, processes: 500, allowNesting: false}
             vendors:
             \((vendors.map { $0.0.entryYAML.replacingOccurrences(of: "POLICY", with: $0.1.rawValue) } + extraVendorsYAML).joined(separator: "\n"))
             \(extraYAML)
             """.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
+
+    deinit { try? FileManager.default.removeItem(atPath: deviceDirectory) }
+
+    /// The node the gateway makes for a vendor's device.
+    func node(vendor: String, serial: String) -> String { "\(deviceDirectory)/\(vendor)/\(ContainerPlanner.deviceName(serial: serial))" }
 
     func identity() throws -> (id: String, publicKey: String) {
         let r = try run(try Bin.path("iot-gateway-client"), ["identity", "--config", configPath, "--json"])

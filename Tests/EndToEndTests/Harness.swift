@@ -141,3 +141,17 @@ func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
     d.dateDecodingStrategy = .iso8601
     return try d.decode(T.self, from: Data(text.utf8))
 }
+
+/// Whether a TCP connection to `host:port` succeeds within about two seconds.
+func canConnect(host: String, port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var tv = timeval(tv_sec: 2, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr(host)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
