@@ -28,7 +28,7 @@ enum Render {
                                v.attachedDevices.joined(separator: ","),
                                v.delivery.map { d in "v\(v.deliveredPlanVersion ?? 0) " + String(d.prefix(50))
                                    + (v.failingControls.isEmpty ? "" : " [\(v.failingControls.joined(separator: ","))]") } ?? "-",
-                               (v.error ?? v.rejection.map { "refused: " + $0 }).map { String($0.prefix(80)) } ?? ""] })
+                               String([v.error, v.rejection.map { "refused: " + $0 }].compactMap { $0 }.joined(separator: "; ").prefix(120))] })
     }
 
     static func devices(_ list: [ControlAPI.Device]) -> String {

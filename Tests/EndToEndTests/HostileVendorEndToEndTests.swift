@@ -53,11 +53,12 @@ extension EndToEndTests {
             var instances: [String: String]
             var approvals: Int
         }
-        func observe() async throws -> Observed {
+        func observe(ignoringVolatile: Bool = false) async throws -> Observed {
             var out: [String: String] = [:]
             for i in try await lxd.listInstances() where i.name.hasPrefix("iotgw-") {
                 let devices = i.devices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.config.sorted { $0.key < $1.key })" }
-                out[i.name] = "\(i.status) \(i.config.sorted { $0.key < $1.key }) \(devices)"
+                let config = i.config.filter { !ignoringVolatile || !$0.key.hasPrefix("volatile.") }.sorted { $0.key < $1.key }
+                out[i.name] = "\(i.status) \(config) \(devices)"
             }
             return Observed(instances: out, approvals: try gateway.json(["approvals", "--all"], as: [ControlAPI.Approval].self).count)
         }
@@ -243,22 +244,33 @@ extension EndToEndTests {
                                             clientKeyPEM: "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n")))
                     }),
                 ]
+                // One app update, approved by the owner's policy; its delivery keeps being retried while the
+                // attacker swaps bundles, so LXD must stay exactly as it is through all of them.
+                let vb = version.update { $0 += 1; return $0 }
+                let update: @Sendable (String) -> ProvisioningPlan = { gw in
+                    var p = honest(gw, version: vb, apps: true)
+                    p.apps[0].version = "1.0.\(vb)"
+                    p.apps[0].runList = ["recipe[probe@1.0.\(vb)]"]
+                    return p
+                }
+                attacker.update { $0 = Attacker.Behaviour(plan: update, bundleUnavailable: true) }
+                _ = try await eventually("the app update applied", timeout: .seconds(30)) {
+                    try vendorRow(attackerID).flatMap { $0.appliedPlanVersion == vb ? $0 : nil }
+                }
                 for (name, reason, bundle) in bundleAttacks {
-                    let v = version.update { $0 += 1; return $0 }
-                    let before = try await lxd.snapshots(attackerContainer).map(\.name)
-                    attacker.update { $0 = Attacker.Behaviour(plan: { gw in
-                        var p = honest(gw, version: v, apps: true)
-                        p.apps[0].version = "1.0.\(v)"
-                        p.apps[0].runList = ["recipe[probe@1.0.\(v)]"]
-                        return p
-                    }, bundle: bundle) }
+                    let before = try await observe()
+                    let snapshots = try await lxd.snapshots(attackerContainer).map(\.name)
+                    attacker.update { $0 = Attacker.Behaviour(plan: update, bundle: bundle) }
                     let row = try await eventually("\(name) refused", timeout: .seconds(60)) {
-                        try vendorRow(attackerID).flatMap { $0.rejection?.contains(reason) == true && $0.appliedPlanVersion == v ? $0 : nil }
+                        try vendorRow(attackerID).flatMap { $0.rejection?.contains(reason) == true ? $0 : nil }
                     }
-                    #expect(row.deliveredPlanVersion != v, "\(name): nothing delivered")
-                    #expect(try await lxd.snapshots(attackerContainer).map(\.name) == before, "\(name): refused before any snapshot")
+                    #expect(row.deliveredPlanVersion != vb, "\(name): nothing delivered")
+                    #expect(try await observe() == before, "\(name): LXD and the approvals are unchanged")
+                    #expect(try await lxd.snapshots(attackerContainer).map(\.name) == snapshots, "\(name): refused before any snapshot")
+                    #expect(try gateway.cli(["vendors"]).stdout.contains("refused"), "\(name): the reason shows in `iot-gateway vendors`")
                     try await victimIsFine()
                     print("attack \(name): refused: \(row.rejection ?? "")")
+                    attacker.update { $0 = Attacker.Behaviour(plan: update, bundleUnavailable: true) }
                 }
                 // 5. The gateway's signed bootstrap request, replayed by the attacker to the victim's daemon.
                 let captured = try #require(attacker.recorded("/v1/bootstrap").last)
@@ -279,12 +291,9 @@ extension EndToEndTests {
                 // 7. An archive with a device node, a link out and a big file: unpacked only inside the
                 //    attacker's own unprivileged container (where mknod fails), never on the host.
                 let archive = try Self.nastyArchive()
-                let v7 = version.update { $0 += 1; return $0 }
-                attacker.update { $0 = Attacker.Behaviour(plan: { gw in
-                    var p = honest(gw, version: v7, apps: true)
-                    p.apps[0].version = "1.0.\(v7)"
-                    return p
-                }, bundle: { r, k in
+                let beforeArchive = try await observe(ignoringVolatile: true)
+                let v7 = vb
+                attacker.update { $0 = Attacker.Behaviour(plan: update, bundle: { r, k in
                     try WireJSON.encoder().encode(try PlanSigner(privateKey: k).sign(
                         BootstrapBundle(kind: .ansible, gatewayID: r.gatewayID, vendor: attackerID, planVersion: r.planVersion, expiresAt: Date().addingTimeInterval(60),
                                         playbookArchiveSHA256: Keys.sha256Hex(archive), extraVars: ["app_version": "1"]), archive: archive))
@@ -295,6 +304,10 @@ extension EndToEndTests {
                 #expect(unpacked.delivery?.contains("does not unpack") == true, "\(unpacked.delivery ?? "")")
                 let stateFiles = FileManager.default.enumerator(atPath: gateway.dir.appendingPathComponent("state").path)?.allObjects as? [String] ?? []
                 #expect(!stateFiles.contains { $0.contains("site.yml") || $0.contains("playbook") }, "nothing unpacked on the host: \(stateFiles)")
+                // Rolled back: the container is as it was (the restart renews only LXD's own volatile keys).
+                _ = try await eventually("the attacker's container back as it was", timeout: .seconds(60)) {
+                    try await observe(ignoringVolatile: true) == beforeArchive ? true : nil
+                }
                 try await victimIsFine()
 
                 // 8. The attacker's device unplugged and, at once, the victim's second device at the same device

@@ -29,6 +29,8 @@ final class Attacker: Sendable {
         var redirect: String?
         /// The bootstrap answer (raw); nil: a valid `kind: none` bundle.
         var bundle: (@Sendable (BootstrapRequest, Curve25519.Signing.PrivateKey) throws -> Data)?
+        /// Answer bootstrap requests with 503 (the gateway retries later).
+        var bundleUnavailable = false
     }
 
     let id: String
@@ -71,6 +73,7 @@ final class Attacker: Sendable {
         case "/v1/report":
             return Response(status: .noContent)
         case "/v1/bootstrap":
+            if b.bundleUnavailable { return Response(status: .serviceUnavailable) }
             let r = try WireJSON.decoder().decode(BootstrapRequest.self, from: req.body)
             let data = try b.bundle?(r, key) ?? WireJSON.encoder().encode(try PlanSigner(privateKey: key).sign(
                 BootstrapBundle(kind: .none, gatewayID: r.gatewayID, vendor: id, planVersion: r.planVersion, expiresAt: Date().addingTimeInterval(600))))
