@@ -133,18 +133,12 @@ public struct BundleValidator: Sendable {
     public static let maxLifetime: TimeInterval = 24 * 3600
     public static let maxExtraVars = 64
 
-    public var vendor: String
-    public var gatewayID: String
-    let rawVendorKey: Data
-    var vendorKey: Curve25519.Signing.PublicKey {
-        // Invariant: rawVendorKey came from a valid key's rawRepresentation in init.
-        try! Curve25519.Signing.PublicKey(rawRepresentation: rawVendorKey)
-    }
+    let trust: TrustedVendor
+    public var vendor: String { trust.vendor }
+    public var gatewayID: String { trust.gatewayID }
 
     public init(vendor: String, vendorKey: Curve25519.Signing.PublicKey, gatewayID: String) {
-        self.vendor = vendor
-        rawVendorKey = vendorKey.rawRepresentation
-        self.gatewayID = gatewayID
+        trust = TrustedVendor(vendor: vendor, key: vendorKey, gatewayID: gatewayID)
     }
 
     /// Signature first, then binding (gateway, vendor, plan version, expiry, archive digest), then
@@ -160,13 +154,7 @@ public struct BundleValidator: Sendable {
         guard let payload = Data(base64Encoded: signed.payload), payload.count <= 256 * 1024 else {
             throw ProtocolError(.malformed, "bundle payload is not base64 or too large")
         }
-        guard signed.keyID == Keys.keyID(vendorKey) else {
-            throw ProtocolError(.unknownKey, "bundle signed with key \(Fields.quote(signed.keyID)), vendor \(vendor) uses \(Keys.keyID(vendorKey))")
-        }
-        guard let sig = Data(base64Encoded: signed.signature),
-              Envelope.isValid(sig, payload: payload, domain: Envelope.bootstrapDomain, key: vendorKey) else {
-            throw ProtocolError(.badSignature, "bundle signature does not verify with vendor \(vendor)'s key")
-        }
+        try trust.verify(keyID: signed.keyID, signature: signed.signature, payload: payload, domain: Envelope.bootstrapDomain, what: "bundle")
         let bundle: BootstrapBundle
         do { bundle = try WireJSON.decoder().decode(BootstrapBundle.self, from: payload) } catch {
             throw ProtocolError(.malformed, "bundle does not match schema: \(PlanValidator.describe(error))")

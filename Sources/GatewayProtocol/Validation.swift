@@ -43,6 +43,36 @@ public struct ProtocolError: Error, Sendable, Equatable, CustomStringConvertible
     public var description: String { "\(code): \(message)" }
 }
 
+/// A vendor as the gateway trusts it: its id, its plan-signing key (from the owner's configuration)
+/// and this gateway's id, which everything the vendor signs must name.
+struct TrustedVendor: Sendable {
+    var vendor: String
+    var gatewayID: String
+    // Raw bytes: swift-crypto's key types are not Sendable on Linux.
+    let rawKey: Data
+    var key: Curve25519.Signing.PublicKey {
+        // Invariant: rawKey came from a valid key's rawRepresentation in init.
+        try! Curve25519.Signing.PublicKey(rawRepresentation: rawKey)
+    }
+
+    init(vendor: String, key: Curve25519.Signing.PublicKey, gatewayID: String) {
+        self.vendor = vendor
+        rawKey = key.rawRepresentation
+        self.gatewayID = gatewayID
+    }
+
+    /// Checks that `payload` was signed by this vendor's key (with a domain tag, or none for plans).
+    func verify(keyID: String, signature: String, payload: Data, domain: String?, what: String) throws {
+        guard keyID == Keys.keyID(key) else {
+            throw ProtocolError(.unknownKey, "\(what) signed with key \(Fields.quote(keyID)), vendor \(vendor) uses \(Keys.keyID(key))")
+        }
+        guard let sig = Data(base64Encoded: signature),
+              domain.map({ Envelope.isValid(sig, payload: payload, domain: $0, key: key) }) ?? key.isValidSignature(sig, for: payload) else {
+            throw ProtocolError(.badSignature, "\(what) signature does not verify with vendor \(vendor)'s key")
+        }
+    }
+}
+
 /// The plan a gateway holds from a vendor: the newest version it accepted and the SHA-256 of that
 /// plan's payload bytes. A plan is accepted only with a higher version, or the same version and the
 /// very same bytes (a repeated answer).
@@ -69,19 +99,12 @@ public struct PlanValidator: Sendable {
     public static let allowedSkew: TimeInterval = 300
     public static let maxLifetime: TimeInterval = 366 * 24 * 3600
 
-    public var vendor: String
-    public var gatewayID: String
-    // Raw bytes: swift-crypto's key types are not Sendable on Linux.
-    let rawVendorKey: Data
-    var vendorKey: Curve25519.Signing.PublicKey {
-        // Invariant: rawVendorKey came from a valid key's rawRepresentation in init.
-        try! Curve25519.Signing.PublicKey(rawRepresentation: rawVendorKey)
-    }
+    let trust: TrustedVendor
+    public var vendor: String { trust.vendor }
+    public var gatewayID: String { trust.gatewayID }
 
     public init(vendor: String, vendorKey: Curve25519.Signing.PublicKey, gatewayID: String) {
-        self.vendor = vendor
-        self.rawVendorKey = vendorKey.rawRepresentation
-        self.gatewayID = gatewayID
+        trust = TrustedVendor(vendor: vendor, key: vendorKey, gatewayID: gatewayID)
     }
 
     /// Decodes the raw response body (size-checked) and validates it against the plan held.
@@ -106,12 +129,7 @@ public struct PlanValidator: Sendable {
         guard let payload = Data(base64Encoded: signed.payload), payload.count <= Self.maxPlanBytes else {
             throw ProtocolError(.malformed, "plan payload is not base64 or too large")
         }
-        guard signed.keyID == Keys.keyID(vendorKey) else {
-            throw ProtocolError(.unknownKey, "plan signed with key \(Fields.quote(signed.keyID)), vendor \(vendor) uses \(Keys.keyID(vendorKey))")
-        }
-        guard let sig = Data(base64Encoded: signed.signature), vendorKey.isValidSignature(sig, for: payload) else {
-            throw ProtocolError(.badSignature, "plan signature does not verify with vendor \(vendor)'s key")
-        }
+        try trust.verify(keyID: signed.keyID, signature: signed.signature, payload: payload, domain: nil, what: "plan")
         let plan: ProvisioningPlan
         do { plan = try WireJSON.decoder().decode(ProvisioningPlan.self, from: payload) } catch {
             throw ProtocolError(.malformed, "plan does not match schema: \(Self.describe(error))")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import LXD
+import UmockdevTesting
 
 /// Locates the built executables and runs them as real processes.
 enum Bin {
@@ -154,4 +155,17 @@ func canConnect(host: String, port: Int) -> Bool {
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
         connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
+
+extension Testbed {
+    /// Adds a USB serial adapter and sends the `add` uevents udev sends for it: its usb_device, then its tty.
+    @discardableResult
+    func plug(vendorID: String, productID: String, serial: String? = nil, manufacturer: String? = nil, product: String? = nil,
+              ttyName: String, devnode: String) throws -> (usbSyspath: String, ttySyspath: String) {
+        let d = try addUSBSerialAdapter(vendorID: vendorID, productID: productID, serial: serial, manufacturer: manufacturer,
+                                        product: product, ttyName: ttyName, devnode: devnode)
+        try uevent(d.usbSyspath, "add")
+        try uevent(d.ttySyspath, "add")
+        return d
+    }
 }

@@ -36,10 +36,8 @@ import UmockdevTesting
             #expect(st.st_mode & 0o777 == 0o700 && st.st_uid == 0)
 
             // 1. Plug: the daemon asks the vendor and waits for the owner.
-            var dev1 = try testbed.addUSBSerialAdapter(vendorID: "0403", productID: "6001", serial: "ACME-0001", manufacturer: "Acme",
+            var dev1 = try testbed.plug(vendorID: "0403", productID: "6001", serial: "ACME-0001", manufacturer: "Acme",
                                                        product: "Thermo", ttyName: "ttyUSB90", devnode: node1.path)
-            try testbed.uevent(dev1.usbSyspath, "add")
-            try testbed.uevent(dev1.ttySyspath, "add")
             // The usb_device is announced first; the tty (the node that will be passed in) follows.
             let pending = try await eventually("a pending approval showing the tty") {
                 try gateway.approvals().first { $0.devices.first?.hostNode != nil }
@@ -98,19 +96,15 @@ import UmockdevTesting
             #expect(try await lxd.instance(acmeContainer).instance.devices["iotgw-ACME-0001"] == nil)
 
             // 5. Replug: back into the same container without a new approval.
-            dev1 = try testbed.addUSBSerialAdapter(vendorID: "0403", productID: "6001", serial: "ACME-0001", manufacturer: "Acme",
+            dev1 = try testbed.plug(vendorID: "0403", productID: "6001", serial: "ACME-0001", manufacturer: "Acme",
                                                    product: "Thermo", ttyName: "ttyUSB91", devnode: node1.path)
-            try testbed.uevent(dev1.usbSyspath, "add")
-            try testbed.uevent(dev1.ttySyspath, "add")
             _ = try await eventually("device back inside") { try await E2E.deviceInside(lxd, acmeContainer, "/dev/ttyUSB0") ? true : nil }
             #expect(try gateway.approvals().isEmpty)
             #expect(try await lxd.listInstances(userFilter: ["iotgw.vendor": acme.id]).count == 1)
 
             // 6. Crash with an approval pending: a second device asks for more; kill -9; it is still there after restart.
-            let dev2 = try testbed.addUSBSerialAdapter(vendorID: "0403", productID: "6001", serial: "ACME-0002", ttyName: "ttyUSB92",
+            let dev2 = try testbed.plug(vendorID: "0403", productID: "6001", serial: "ACME-0002", ttyName: "ttyUSB92",
                                                        devnode: node2.path)
-            try testbed.uevent(dev2.usbSyspath, "add")
-            try testbed.uevent(dev2.ttySyspath, "add")
             let second = try await eventually("second approval") { try gateway.approvals().first { $0.planVersion == 2 } }
             #expect(second.devices.map(\.serial) == ["ACME-0001", "ACME-0002"])
             gateway.daemon?.kill9()
@@ -125,10 +119,8 @@ import UmockdevTesting
             }
 
             // 7. Crash mid-provisioning: kill -9 as soon as LXD starts creating globex's container.
-            let dev3 = try testbed.addUSBSerialAdapter(vendorID: "10c4", productID: "ea60", serial: "GLX-1", ttyName: "ttyUSB93",
+            let dev3 = try testbed.plug(vendorID: "10c4", productID: "ea60", serial: "GLX-1", ttyName: "ttyUSB93",
                                                        devnode: node3.path)
-            try testbed.uevent(dev3.usbSyspath, "add")
-            try testbed.uevent(dev3.ttySyspath, "add")
             _ = try await eventually("globex container being created", timeout: .seconds(60), poll: .milliseconds(20)) {
                 try await lxd.instanceExists(globexContainer) ? true : nil
             }

@@ -4,6 +4,7 @@ import GatewayProtocol
 import Logging
 import LXD
 import Synchronization
+import Testing
 @testable import GatewayAgent
 
 /// LXD in memory: instances with config and devices, snapshots, a pool driver. Counts writes, and
@@ -374,6 +375,14 @@ final class Rig {
     }
 
     func pending() async throws -> [PlanRecord] { try await store.plans(decision: .pending) }
+
+    /// Waits for the one pending approval and approves it as the owner would (by its digest).
+    func approvePending() async throws {
+        try await until("an approval") { try await pending().count == 1 }
+        let p = try #require(try await pending().first)
+        try await store.decide(planID: p.id!, approve: true, by: "owner", digest: p.payloadSHA256)
+        try await agent.decided(planID: p.id!)
+    }
     func nodePath(_ vendor: String, _ serial: String) -> String {
         registry.path(vendor: vendor, device: ContainerPlanner.deviceName(serial: serial))
     }

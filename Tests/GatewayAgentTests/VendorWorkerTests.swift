@@ -13,9 +13,7 @@ import Testing
             try await rig.plug("acme", serial: "ACME-1")
             try await until("an approval") { try await rig.pending().count == 1 }
             #expect(rig.host.instanceNow("iotgw-acme") == nil, "nothing is created before approval")
-            let approval = try #require(try await rig.pending().first)
-            try await rig.store.decide(planID: approval.id!, approve: true, by: "owner", digest: approval.payloadSHA256)
-            try await rig.agent.decided(planID: approval.id!)
+            try await rig.approvePending()
             try await rig.provisioned("acme", "ACME-1")
             let i = try #require(rig.host.instanceNow("iotgw-acme"))
             #expect(i.isRunning)
@@ -112,10 +110,7 @@ import Testing
         let rig = try Rig()
         try await rig.running {
             try await rig.plug("acme", serial: "ACME-1", minor: 0)
-            try await until("approval") { try await rig.pending().count == 1 }
-            let first = try #require(try await rig.pending().first)
-            try await rig.store.decide(planID: first.id!, approve: true, by: "owner", digest: first.payloadSHA256)
-            try await rig.agent.decided(planID: first.id!)
+            try await rig.approvePending()
             try await until("provisioned") { rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil }
             let before = try #require(rig.host.instanceNow("iotgw-acme"))
             // The vendor turns the approved serial into raw USB passthrough: a new approval, nothing applied.
@@ -137,10 +132,7 @@ import Testing
             let rig = try Rig(appUpdates: policy, apps: true)
             try await rig.running {
                 try await rig.plug("acme", serial: "ACME-1", minor: 0)
-                try await until("approval") { try await rig.pending().count == 1 }
-                let first = try #require(try await rig.pending().first)
-                try await rig.store.decide(planID: first.id!, approve: true, by: "owner", digest: first.payloadSHA256)
-                try await rig.agent.decided(planID: first.id!)
+                try await rig.approvePending()
                 rig.vendors.update("acme") { v in
                     v.plan = { _ in
                         var p = Rig.plan(vendor: "acme", version: 2, serials: ["ACME-1"], apps: true)
