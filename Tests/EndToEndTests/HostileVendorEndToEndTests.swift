@@ -364,14 +364,9 @@ extension EndToEndTests {
         func sh(_ c: String, _ script: String) async throws -> Int { try await lxd.exec(c, ["sh", "-c", script]).exitCode }
         // A service on the host, listening on every address, and one in the target container.
         let hostPort = freePort()
-        let listener = Process()
-        listener.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        listener.arguments = ["python3", "-m", "http.server", "\(hostPort)", "--bind", "0.0.0.0"]
-        listener.standardOutput = FileHandle.nullDevice
-        listener.standardError = FileHandle.nullDevice
-        try listener.run()
-        defer { listener.terminate() }
-        _ = try await eventually("host service up") { canConnect(port: hostPort) ? true : nil }
+        let listener = try TCPListener(port: hostPort)
+        defer { listener.close() }
+        #expect(canConnect(port: hostPort), "the host's service answers on loopback")
         _ = try await lxd.exec(target, ["sh", "-c", "nohup python3 -m http.server 7777 >/dev/null 2>&1 &"])
         _ = try await eventually("the target's service up (from the host)") { canConnect(host: targetIP, port: 7777) ? true : nil }
 
