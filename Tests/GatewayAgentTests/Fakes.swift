@@ -15,7 +15,10 @@ final class FakeHost: ContainerHost, Sendable {
         var snapshots: [String: [String]] = [:]
         var failing: Set<String> = []
         var writes = 0
+        var deviceLog: [String] = []
         var poolDriver = "btrfs"
+        /// LXD's pid as `server()` reports it; nil: LXD is down.
+        var pid: Int?
         var image: (alias: String, fingerprint: String) = ("iotgw-busybox", String(repeating: "a", count: 64))
     }
     let state = Mutex(State())
@@ -91,6 +94,7 @@ final class FakeHost: ContainerHost, Sendable {
 
     func addDevice(_ instance: String, name: String, _ device: Device) async throws {
         try await patchInstance(instance, config: [:], devices: [name: device], ifMatch: nil)
+        state.withLock { $0.deviceLog.append("add \(name)") }
     }
 
     func removeDevice(_ instance: String, name: String) async throws {
@@ -98,6 +102,7 @@ final class FakeHost: ContainerHost, Sendable {
             guard var i = s.instances[instance] else { throw Self.notFound(instance) }
             i.devices[name] = nil
             s.instances[instance] = i
+            s.deviceLog.append("remove \(name)")
         }
     }
 
@@ -132,7 +137,13 @@ final class FakeHost: ContainerHost, Sendable {
         try write(instance) { $0.snapshots[instance]?.removeAll { $0 == name } }
     }
 
-    func server() async throws -> Server { throw LXDError(code: .unreachable, message: "fake") }
+    func server() async throws -> Server {
+        guard let pid = state.withLock({ $0.pid }) else { throw LXDError(code: .unreachable, message: "fake LXD is down") }
+        let json = #"{"api_extensions":[],"api_status":"stable","api_version":"1.0","auth":"trusted","environment":{"server_version":"5.0.2","server_pid":"# + "\(pid)}}"
+        return try JSONDecoder().decode(Server.self, from: Data(json.utf8))
+    }
+    /// Device removals and additions LXD was asked for, in order.
+    var deviceLog: [String] { state.withLock { $0.deviceLog } }
 }
 
 /// Device nodes in memory (no root needed).

@@ -42,6 +42,30 @@ import Testing
         }
     }
 
+    @Test func afterLXDRestartsOrComesBackEveryDeviceIsPassedInAfresh() async throws {
+        let rig = try Rig(policy: .auto)
+        rig.host.state.withLock { $0.pid = 100 }
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.provisioned("acme", "ACME-1")
+            await rig.agent.watchLXD()
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(!rig.host.deviceLog.contains("remove iotgw-ACME-1"), "the same LXD: nothing to refresh")
+            // LXD restarted.
+            rig.host.state.withLock { $0.pid = 200 }
+            await rig.agent.watchLXD()
+            try await until("re-added after a restart") { rig.host.deviceLog.suffix(2) == ["remove iotgw-ACME-1", "add iotgw-ACME-1"] }
+            // LXD down, then back (even with the same pid).
+            let before = rig.host.deviceLog.count
+            rig.host.state.withLock { $0.pid = nil }
+            await rig.agent.watchLXD()
+            rig.host.state.withLock { $0.pid = 200 }
+            await rig.agent.watchLXD()
+            try await until("re-added after LXD came back") { rig.host.deviceLog.count >= before + 2 }
+            #expect(rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil)
+        }
+    }
+
     @Test func oneVendorsHeldDeliveryDelaysNeitherAnotherVendorNorItsOwnUnplug() async throws {
         let rig = try Rig(policy: .auto, apps: true)
         let held = rig.delivery.hold("acme")

@@ -33,8 +33,9 @@ public final class GatewayAgent: Service, Sendable {
     let events: AsyncStream<Event>
     let input: AsyncStream<Event>.Continuation
     let network: any NetworkGuard
-    /// LXD's process id when last seen: a new one means LXD restarted.
-    let lxdPID = Mutex<Int?>(nil)
+    /// LXD's process id when last seen (a new one means LXD restarted), and whether LXD was
+    /// unreachable since (it may have come back without us seeing another pid).
+    let lxdSeen = Mutex<(pid: Int?, wasDown: Bool)>((nil, false))
 
     public init(environment env: AgentEnvironment, tickInterval: Duration? = nil) {
         config = env.config
@@ -82,14 +83,18 @@ public final class GatewayAgent: Service, Sendable {
         }
     }
 
-    /// Notices LXD restarts (a new daemon pid) and has every worker pass its devices in afresh.
+    /// Notices LXD restarts (a new daemon pid, or LXD back after being unreachable) and has every
+    /// worker pass its devices in afresh: LXD does not follow node changes while it is down.
     func watchLXD() async {
-        guard let pid = try? await host.server().environment?.serverPID else { return }
-        let previous = lxdPID.withLock { p in
-            defer { p = pid }
-            return p
+        guard let pid = try? await host.server().environment?.serverPID else {
+            lxdSeen.withLock { $0.wasDown = true }
+            return
         }
-        guard let previous, previous != pid else { return }
+        let restarted = lxdSeen.withLock { seen in
+            defer { seen = (pid, false) }
+            return seen.wasDown || (seen.pid != nil && seen.pid != pid)
+        }
+        guard restarted else { return }
         logger.notice("LXD restarted: passing devices in afresh", metadata: ["lxd.pid": "\(pid)"])
         for w in workers.values { await w.lxdRestarted() }
     }
