@@ -108,6 +108,23 @@ import Testing
         }
     }
 
+    /// A restore that fails (here: its snapshot is gone) still prunes the gateway's snapshots, so
+    /// retries cannot pile them up; the snapshot it needs for the next try is kept.
+    @Test func snapshotsArePrunedEvenWhenARestoreFails() async throws {
+        let lxd = try E2E.lxd()
+        let c = "t-prune-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        try await E2EContext.cleaningUp(lxd, [c], daemons: { [] }) {
+            try await lxd.createInstance(InstancesPost(name: c, source: .image(alias: "iotgw-busybox"), profiles: ["default"]))
+            for i in 1...4 { try await lxd.createSnapshot(c, name: "iotgw-\(i)") }
+            try await lxd.createSnapshot(c, name: "owner-own")
+            var delivery = AppDelivery(lxd: lxd, logger: Logger(label: "prune"))
+            delivery.keepSnapshots = 1
+            await #expect(throws: LXDError.self) { try await delivery.restore(c, to: "iotgw-missing", lock: AsyncMutex()) }
+            let left = try await lxd.snapshots(c).map(\.name)
+            #expect(left == ["iotgw-4", "owner-own"], "\(left)")
+        }
+    }
+
     @Test func failedConvergeRollsBack() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pb-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -118,6 +118,13 @@ extension EndToEndTests {
                 let atk1 = try testbed.plug(vendorID: "1d50", productID: "6018", serial: "ATK-1", ttyName: "ttyUSB41", devnode: atkNode.path)
                 let first = try await eventually("the attacker's first approval") { try gateway.approvals().first { $0.vendor == attackerID && $0.devices.first?.hostNode != nil } }
                 #expect(try gateway.cli(["approve", "\(first.id)"], stdin: "y\n").status == 0)
+                // Typed errors on the control socket: an unknown approval is 404, a decided one 409.
+                await #expect { try await ControlClient(socketPath: gateway.socket).decide(424242, approve: false) } throws: {
+                    ($0 as? ControlClient.Failure)?.code == "notFound"
+                }
+                await #expect { try await ControlClient(socketPath: gateway.socket).decide(first.id, approve: true, digest: first.digest) } throws: {
+                    ($0 as? ControlClient.Failure)?.code == "notPending"
+                }
                 _ = try await eventually("devices inside both containers", timeout: .seconds(90)) {
                     let a = try await E2E.deviceInside(lxd, attackerContainer, "/dev/ttyUSB0")
                     let b = try await E2E.deviceInside(lxd, victimContainer, "/dev/ttyUSB0")
