@@ -28,7 +28,14 @@ enum Render {
                                v.attachedDevices.joined(separator: ","),
                                v.delivery.map { d in "v\(v.deliveredPlanVersion ?? 0) " + String(d.prefix(50))
                                    + (v.failingControls.isEmpty ? "" : " [\(v.failingControls.joined(separator: ","))]") } ?? "-",
-                               String([v.error, v.rejection.map { "refused: " + $0 }].compactMap { $0 }.joined(separator: "; ").prefix(120))] })
+                               note(v)] })
+    }
+
+    /// A vendor's problems, each cut on its own so that neither hides the other: a refused plan or
+    /// answer first (what the vendor tried), then the current error (what is stuck).
+    static func note(_ v: ControlAPI.Vendor) -> String {
+        [v.rejection.map { "refused: " + String($0.prefix(90)) }, v.error.map { String($0.prefix(70)) }].compactMap { $0 }
+            .joined(separator: "; ")
     }
 
     static func devices(_ list: [ControlAPI.Device]) -> String {
