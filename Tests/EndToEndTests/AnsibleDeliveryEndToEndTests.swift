@@ -34,7 +34,7 @@ extension EndToEndTests {
             let testbed = try Testbed()
             let tty = try CharNode()
             try await gateway.start(testbed: testbed)
-            let dev = try testbed.plug(vendorID: "0403", productID: "6001", serial: "ANS-1", ttyName: "ttyUSB70", devnode: tty.path)
+            try testbed.plug(vendorID: "0403", productID: "6001", serial: "ANS-1", ttyName: "ttyUSB70", devnode: tty.path)
 
             let first = try await eventually("first delivery", timeout: .seconds(240)) {
                 try status().flatMap { $0.deliveredPlanVersion != nil ? $0 : nil }

@@ -114,8 +114,7 @@ extension EndToEndTests {
                 for (i, (serial, reason)) in cases.enumerated() {
                     let node = try CharNode()
                     nodes.append(node)
-                    let a = try testbed.plug(vendorID: "1d50", productID: "6018", serial: serial, ttyName: "ttyACM\(i)",
-                                                            devnode: node.path)
+                    try testbed.plug(vendorID: "1d50", productID: "6018", serial: serial, ttyName: "ttyACM\(i)", devnode: node.path)
                     let rejected = try await eventually("\(serial) rejected") {
                         try gateway.devices().first { $0.serial == serial && $0.subsystem == "tty" && $0.state == "rejected" }
                     }
@@ -127,8 +126,7 @@ extension EndToEndTests {
                 // A valid plan whose image fingerprint does not match the local image: approved (policy auto), but
                 // checked before anything is created.
                 let node = try CharNode()
-                let fp = try testbed.plug(vendorID: "1d50", productID: "6018", serial: "BAD-FINGERPRINT", ttyName: "ttyACM50",
-                                                         devnode: node.path)
+                try testbed.plug(vendorID: "1d50", productID: "6018", serial: "BAD-FINGERPRINT", ttyName: "ttyACM50", devnode: node.path)
                 let vendor = try await eventually("fingerprint error reported") {
                     try gateway.status().vendors.first { $0.id == hostile.id && $0.error?.contains("fingerprintMismatch") == true }
                 }
@@ -137,8 +135,7 @@ extension EndToEndTests {
 
                 // An unreachable vendor: the device waits and is retried with backoff; when the vendor comes up, it proceeds.
                 let lateNode = try CharNode()
-                let l = try testbed.plug(vendorID: "1d51", productID: "0001", serial: "LATE-1", ttyName: "ttyACM60",
-                                                        devnode: lateNode.path)
+                try testbed.plug(vendorID: "1d51", productID: "0001", serial: "LATE-1", ttyName: "ttyACM60", devnode: lateNode.path)
                 let waiting = try await eventually("retrying an unreachable vendor") {
                     try gateway.devices().first { $0.serial == "LATE-1" && $0.state == "announcing" && ($0.error?.contains("unreachable") ?? false) }
                 }
@@ -168,8 +165,7 @@ extension EndToEndTests {
                 let testbed = try Testbed()
                 try await noLXD.start(testbed: testbed)
                 let node = try CharNode()
-                let a = try testbed.plug(vendorID: "1d50", productID: "6018", serial: "GOOD-1", ttyName: "ttyACM70",
-                                                        devnode: node.path)
+                try testbed.plug(vendorID: "1d50", productID: "6018", serial: "GOOD-1", ttyName: "ttyACM70", devnode: node.path)
                 let status = try await eventually("LXD unreachable shown") {
                     let s = try noLXD.status()
                     return s.vendors.first(where: { $0.id == hostile.id })?.error?.contains("unreachable") == true ? s : nil

@@ -87,7 +87,7 @@ extension EndToEndTests {
             let testbed = try Testbed()
             let tty = try CharNode()
             try await gateway.start(testbed: testbed)
-            let dev = try testbed.plug(vendorID: "0403", productID: "6001", serial: "CHEF-1", ttyName: "ttyUSB80", devnode: tty.path)
+            try testbed.plug(vendorID: "0403", productID: "6001", serial: "CHEF-1", ttyName: "ttyUSB80", devnode: tty.path)
 
             // 1. First delivery: bootstrapped, converged, validated, reported.
             let first = try await eventually("first delivery", timeout: .seconds(180)) {

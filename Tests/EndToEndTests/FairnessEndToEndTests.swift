@@ -53,7 +53,7 @@ extension EndToEndTests {
             // The other vendor, while the converge is held.
             let clock = ContinuousClock()
             let plugged = clock.now
-            let f1 = try testbed.plug(vendorID: "10c4", productID: "ea60", serial: "FAST-1", ttyName: "ttyUSB61", devnode: fastNode.path)
+            try testbed.plug(vendorID: "10c4", productID: "ea60", serial: "FAST-1", ttyName: "ttyUSB61", devnode: fastNode.path)
             _ = try await eventually("the other vendor's device in its container", timeout: .seconds(60), poll: .milliseconds(50)) {
                 try await lxd.instanceExists(fastC) ? (try await E2E.deviceInside(lxd, fastC, "/dev/ttyUSB0") ? true : nil) : nil
             }
@@ -122,7 +122,7 @@ extension EndToEndTests {
             let testbed = try Testbed()
             try await gateway.start(testbed: testbed)
             let node = try CharNode()
-            let d = try testbed.plug(vendorID: "0403", productID: "6001", serial: "DIR-1", ttyName: "ttyUSB62", devnode: node.path)
+            try testbed.plug(vendorID: "0403", productID: "6001", serial: "DIR-1", ttyName: "ttyUSB62", devnode: node.path)
             let row = try await eventually("refused on a dir pool") {
                 try gateway.status().vendors.first { $0.id == vendor.id && $0.error?.contains("diskLimitUnenforceable") == true }
             }

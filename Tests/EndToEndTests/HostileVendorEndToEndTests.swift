@@ -113,7 +113,7 @@ extension EndToEndTests {
                 let vicNode = try CharNode(), atkNode = try CharNode()
 
                 // The victim's device, in its container (policy auto).
-                let vic1 = try testbed.plug(vendorID: "0403", productID: "6001", serial: "VIC-1", ttyName: "ttyUSB40", devnode: vicNode.path)
+                try testbed.plug(vendorID: "0403", productID: "6001", serial: "VIC-1", ttyName: "ttyUSB40", devnode: vicNode.path)
                 // The attacker's device, approved by the owner at the prompt.
                 let atk1 = try testbed.plug(vendorID: "1d50", productID: "6018", serial: "ATK-1", ttyName: "ttyUSB41", devnode: atkNode.path)
                 let first = try await eventually("the attacker's first approval") { try gateway.approvals().first { $0.vendor == attackerID && $0.devices.first?.hostNode != nil } }
@@ -316,7 +316,7 @@ extension EndToEndTests {
                 // 8. The attacker's device unplugged and, at once, the victim's second device at the same device
                 //    node (path and number; umockdev will not reuse the sysfs name): it goes to the victim only.
                 try testbed.remove(atk1.usbSyspath)
-                let vic2 = try testbed.plug(vendorID: "0403", productID: "6001", serial: "VIC-2", ttyName: "ttyUSB43", devnode: atkNode.path)
+                try testbed.plug(vendorID: "0403", productID: "6001", serial: "VIC-2", ttyName: "ttyUSB43", devnode: atkNode.path)
                 _ = try await eventually("VIC-2 in the victim's container", timeout: .seconds(30)) {
                     try await E2E.deviceInside(lxd, victimContainer, "/dev/ttyUSB0-VIC-2") ? true : nil
                 }
@@ -329,7 +329,7 @@ extension EndToEndTests {
                 // 4. A vendor's error message full of terminal escapes, for a newly plugged device: shown escaped.
                 attacker.update { $0.refusal = (403, "\u{1b}]0;owned\u{07}\u{1b}[31mnot genuine\u{1b}[0m\r\nfake line") }
                 let atkNode2 = try CharNode()
-                let atk2 = try testbed.plug(vendorID: "1d50", productID: "6018", serial: "ATK-2", ttyName: "ttyUSB42", devnode: atkNode2.path)
+                try testbed.plug(vendorID: "1d50", productID: "6018", serial: "ATK-2", ttyName: "ttyUSB42", devnode: atkNode2.path)
                 _ = try await eventually("ATK-2 refused") { try gateway.devices().first { $0.serial == "ATK-2" && $0.state == "rejected" } }
                 for args in [["devices"], ["vendors"], ["status"]] {
                     let out = try gateway.cli(args).stdout

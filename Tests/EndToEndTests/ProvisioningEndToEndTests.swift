@@ -103,8 +103,7 @@ import UmockdevTesting
             #expect(try await lxd.listInstances(userFilter: ["iotgw.vendor": acme.id]).count == 1)
 
             // 6. Crash with an approval pending: a second device asks for more; kill -9; it is still there after restart.
-            let dev2 = try testbed.plug(vendorID: "0403", productID: "6001", serial: "ACME-0002", ttyName: "ttyUSB92",
-                                                       devnode: node2.path)
+            try testbed.plug(vendorID: "0403", productID: "6001", serial: "ACME-0002", ttyName: "ttyUSB92", devnode: node2.path)
             let second = try await eventually("second approval") { try gateway.approvals().first { $0.planVersion == 2 } }
             #expect(second.devices.map(\.serial) == ["ACME-0001", "ACME-0002"])
             gateway.daemon?.kill9()
@@ -119,8 +118,7 @@ import UmockdevTesting
             }
 
             // 7. Crash mid-provisioning: kill -9 as soon as LXD starts creating globex's container.
-            let dev3 = try testbed.plug(vendorID: "10c4", productID: "ea60", serial: "GLX-1", ttyName: "ttyUSB93",
-                                                       devnode: node3.path)
+            try testbed.plug(vendorID: "10c4", productID: "ea60", serial: "GLX-1", ttyName: "ttyUSB93", devnode: node3.path)
             _ = try await eventually("globex container being created", timeout: .seconds(60), poll: .milliseconds(20)) {
                 try await lxd.instanceExists(globexContainer) ? true : nil
             }

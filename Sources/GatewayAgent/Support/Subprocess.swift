@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Runs a host command without blocking the cooperative pool: the process is awaited through its
 /// termination handler, never with `waitUntilExit`.
@@ -36,21 +37,22 @@ enum Subprocess {
     }
 
     /// Reads a pipe to its end on a thread of its own.
-    final class Reader: @unchecked Sendable {
-        // Safe: `data` is written by the reading thread only, and read after `done` signals its end.
-        private var data = Data()
+    final class Reader: Sendable {
+        private let data = Mutex(Data())
         private let done = DispatchSemaphore(value: 0)
 
         init(_ handle: FileHandle) {
             Thread.detachNewThread { [self] in
-                data = handle.readDataToEndOfFile()
+                let read = handle.readDataToEndOfFile()
+                data.withLock { $0 = read }
                 done.signal()
             }
         }
 
+        /// Waits for the end of the pipe (called from the process's termination handler, off the pool).
         func finish() -> String {
             done.wait()
-            return String(decoding: data, as: UTF8.self)
+            return String(decoding: data.withLock { $0 }, as: UTF8.self)
         }
     }
 }
