@@ -13,7 +13,7 @@ extension VendorWorker {
             try await recover(txn)
         }
         guard let plan = try await approvedPlan(), !plan.apps.isEmpty, let state = try await store.vendorState(vendor.id),
-              state.appliedVersion == plan.version, state.lastError == nil || state.lastError?.hasPrefix("delivery: ") == true,
+              state.appliedVersion == plan.version, state.reconcileAttempts == 0,
               state.deliveredVersion != plan.version, (state.nextDeliveryAt ?? .distantPast) <= now else { return }
         do {
             try await deliver(plan, firstBoot: state.deliveredVersion == nil)

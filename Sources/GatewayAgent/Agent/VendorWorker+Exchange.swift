@@ -29,8 +29,7 @@ extension VendorWorker {
     /// Everything the gateway checks of a signed plan before it is recorded, shown or acted on:
     /// signature and fields (`PlanValidator`), versions, the owner's caps, and every device grant
     /// against what this gateway itself saw and the owner's match rules.
-    func admit(_ body: Data) async throws -> (plan: ProvisioningPlan, payload: Data) {
-        let held = try await store.heldPlan(vendor.id)
+    func admit(_ body: Data, held: PlanHeld) async throws -> (plan: ProvisioningPlan, payload: Data) {
         let (plan, payload) = try validator.validate(rawBody: body, held: held, now: now)
         try GrantCheck.checkCaps(plan, caps: env.config.caps)
         try GrantCheck.check(plan, vendor: vendor.id, config: env.config, seen: try await store.devices())
@@ -49,7 +48,7 @@ extension VendorWorker {
         let record: PlanRecord
         do {
             let body = try await env.vendors.announce(announcement, to: vendor)
-            let (p, payload) = try await admit(body)
+            let (p, payload) = try await admit(body, held: held)
             guard p.devices.contains(where: { $0.serial == serial }) else {
                 throw GatewayError(.deviceNotGranted, "plan v\(p.version) from \(vendor.id) does not include device \(serial)")
             }
@@ -85,7 +84,7 @@ extension VendorWorker {
         let held = try await store.heldPlan(vendor.id)
         do {
             let body = try await env.vendors.currentPlan(PlanRequest(gatewayID: env.identity.id, currentPlanVersion: held.version), from: vendor)
-            let (plan, payload) = try await admit(body)
+            let (plan, payload) = try await admit(body, held: held)
             guard plan.version > held.version else { return }
             logger.info("newer plan", metadata: ["iotgw.planVersion": "\(plan.version)"])
             let rec = try await store.recordPlan(vendor: vendor.id, version: plan.version, signedJSON: body,

@@ -34,14 +34,12 @@ extension VendorWorker {
             try await checkPool()
             if plan.container.network == .nat, env.config.lxd.hostFirewall { try await env.network.ensure() }
             let (steps, attached, present) = try await containerLock.withLock { [self] in
-                let mine = try await store.devices().filter {
-                    $0.vendor == vendor.id && $0.present && $0.serial.map(granted.contains) == true && $0.state != .denied
-                }
+                let mine = try await grantedDevices(granted)
                 let present = Self.presentDevices(mine, number: env.registry.number(syspath:))
                 let executor = ContainerExecutor(host: env.host, registry: env.registry, store: store, logger: logger)
                 let observed = try await executor.observe(container, vendor: vendor.id)
-                var steps = try ContainerPlanner.steps(plan: plan, present: present, observed: observed, config: env.config, nodePath: nodePath)
-                if refresh { steps = ContainerPlanner.refreshing(steps, observed: observed) }
+                let steps = try ContainerPlanner.steps(plan: plan, present: present, observed: observed, config: env.config,
+                                                       refresh: refresh, nodePath: nodePath)
                 try await executor.run(steps, vendor: vendor.id, container: container)
                 return (steps, ContainerPlanner.attachable(plan: plan, present: present, nodePath: nodePath), mine)
             }
@@ -67,15 +65,19 @@ extension VendorWorker {
             let attempts = (previous?.reconcileAttempts ?? 0) + 1
             try await store.setVendorResult(vendor.id, appliedVersion: nil, container: container, error: reason)
             try await store.setReconcileRetry(vendor.id, attempts: attempts, next: env.backoff.next(afterAttempts: attempts, now: now))
-            for d in try await store.devices() where d.vendor == vendor.id && d.present && d.serial.map(granted.contains) == true
-                && d.state != .denied {
-                try await store.setDeviceState(d.syspath, .attaching, error: reason)
-            }
+            for d in try await grantedDevices(granted) { try await store.setDeviceState(d.syspath, .attaching, error: reason) }
             if lastReportedFailure != reason {
                 lastReportedFailure = reason
                 enqueue(report(planVersion: plan.version, outcome: .failed, error: reason))
             }
             throw error
+        }
+    }
+
+    /// The vendor's plugged devices the plan grants (and the owner did not deny).
+    nonisolated func grantedDevices(_ granted: Set<String>) async throws -> [DeviceRecord] {
+        try await store.devices().filter {
+            $0.vendor == vendor.id && $0.present && $0.serial.map(granted.contains) == true && $0.state != .denied
         }
     }
 

@@ -124,7 +124,8 @@ public actor VendorWorker {
     public func tick() async {
         kickExchange()
         guard let s = try? await store.vendorState(vendor.id), s.approvedPlanID != nil else { return }
-        if s.lastError != nil, (s.nextReconcileAt ?? .distantPast) <= now { kickReconcile() }
+        // A failed reconcile is retried when due (a failed delivery backs off in its own lane).
+        if s.reconcileAttempts > 0, (s.nextReconcileAt ?? .distantPast) <= now { kickReconcile() }
         if (s.nextDeliveryAt ?? .distantPast) <= now { kickDelivery() }
     }
 
@@ -132,7 +133,7 @@ public actor VendorWorker {
 
     /// udev reported one of this vendor's devices (already recorded by the agent).
     public func deviceAdded(syspath: String) async throws {
-        guard var rec = try await store.device(syspath), rec.vendor == vendor.id else { return }
+        guard let rec = try await store.device(syspath), rec.vendor == vendor.id else { return }
         guard let serial = rec.serial, !serial.isEmpty else {
             try await store.setDeviceState(syspath, .rejected, error: "device has no serial number; vendors identify devices by serial")
             return
@@ -142,16 +143,17 @@ public actor VendorWorker {
             return
         }
         if rec.state == .denied { return }
-        // A USB serial adapter shows up twice (usb_device and its tty): one announcement per serial.
-        let twins = try await store.devices().filter { $0.syspath != syspath && $0.present && $0.serial == serial && $0.vendor == vendor.id }
         if let plan = try await approvedPlan(), plan.devices.contains(where: { $0.serial == serial }) {
             // Replug of a device the owner already approved: straight back into its container.
             try await store.setDeviceState(syspath, .attaching)
             kickReconcile()
             return
         }
-        if let twin = twins.first(where: { [.announcing, .awaitingApproval, .denied, .rejected].contains($0.state) }) {
-            rec.state = twin.state
+        // A USB serial adapter shows up twice (usb_device and its tty): one announcement per serial.
+        if let twin = try await store.devices().first(where: {
+            $0.syspath != syspath && $0.present && $0.serial == serial && $0.vendor == vendor.id
+                && [.announcing, .awaitingApproval, .denied, .rejected].contains($0.state)
+        }) {
             try await store.setDeviceState(syspath, twin.state, error: twin.lastError, nextAttemptAt: twin.nextAttemptAt)
             return
         }

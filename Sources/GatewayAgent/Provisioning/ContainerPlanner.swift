@@ -199,32 +199,11 @@ public enum ContainerPlanner {
         wanted(plan: plan, present: present, nodePath: nodePath).values.map(\.serial).sorted()
     }
 
-    /// After LXD restarted: every managed device it kept is removed first and (if still wanted) added
-    /// again, so LXD copies each node afresh instead of trusting a copy it made before it went down.
-    public static func refreshing(_ steps: [ProvisionStep], observed: ContainerObservation) -> [ProvisionStep] {
-        guard observed.exists else { return steps }
-        var out: [ProvisionStep] = []
-        var attached = Set<String>()
-        for step in steps { if case .attach(let n, _) = step { attached.insert(n) } }
-        let kept = observed.devices.keys.filter { $0.hasPrefix(devicePrefix) }.sorted()
-        for step in steps {
-            if case .detach(let n) = step, kept.contains(n) { continue }
-            out.append(step)
-        }
-        // Removal of every kept device first, then the plan's own steps (which attach what is wanted).
-        let removals = kept.map { ProvisionStep.detach(name: $0) }
-        let reattach: [ProvisionStep] = kept.compactMap { n in
-            guard !attached.contains(n), let d = observed.devices[n] else { return nil }
-            // Still wanted (the plan saw it attached as wanted): add it back.
-            return steps.contains(.detach(name: n)) ? nil : .attach(name: n, device: d)
-        }
-        let firstDevice = out.firstIndex { if case .attach = $0 { true } else if case .detach = $0 { true } else { false } } ?? out.endIndex
-        out.insert(contentsOf: removals, at: firstDevice)
-        return out + reattach
-    }
-
+    /// - Parameter refresh: LXD restarted: every managed device it kept is removed and (if still
+    ///   wanted) added again, so LXD copies each node afresh instead of trusting a copy it made before
+    ///   it went down.
     public static func steps(plan: ProvisioningPlan, present: [PresentDevice], observed: ContainerObservation, config: GatewayConfig,
-                             nodePath: (String) -> String) throws -> [ProvisionStep] {
+                             refresh: Bool = false, nodePath: (String) -> String) throws -> [ProvisionStep] {
         let name = plan.container.name
         if observed.exists && observed.labelledVendor != plan.vendor {
             throw GatewayError(.notManaged, "instance \(name) exists but is not managed for vendor \(plan.vendor); refusing to touch it")
@@ -256,11 +235,10 @@ public enum ContainerPlanner {
             steps.append(.setDevice(name: n, device: d))
         }
         if !observed.running { steps.append(.start) }
-        for (n, w) in wanted.sorted(by: { $0.key < $1.key }) where observed.devices[n] != w.device {
+        let detached = observed.devices.keys.sorted().filter { $0.hasPrefix(devicePrefix) && (refresh || wanted[$0] == nil) }
+        steps += detached.map { .detach(name: $0) }
+        for (n, w) in wanted.sorted(by: { $0.key < $1.key }) where detached.contains(n) || observed.devices[n] != w.device {
             steps.append(.attach(name: n, device: w.device))
-        }
-        for n in observed.devices.keys.sorted() where n.hasPrefix(devicePrefix) && wanted[n] == nil {
-            steps.append(.detach(name: n))
         }
         steps += staleNodes.map { .removeNode(path: $0) }
         return steps
