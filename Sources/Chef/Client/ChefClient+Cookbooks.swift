@@ -17,21 +17,32 @@ extension ChefClient {
         let manifest = try CookbookManifest.json(metadata, files, frozen: freeze)
         let byChecksum = Dictionary(files.map { ($0.checksum, $0) }, uniquingKeysWith: { first, _ in first })
 
-        let sandbox = try await createSandbox(checksums: Array(byChecksum.keys))
-        var uploaded: [String] = []
-        var present: [String] = []
-        for (checksum, file) in byChecksum.sorted(by: { $0.key < $1.key }) {
-            guard let entry = sandbox.checksums[checksum], entry.needsUpload else {
-                present.append(checksum)
-                continue
+        // A checksum another upload has announced but not yet sent counts as present in our
+        // sandbox, and the commit then fails with 503 until that upload finishes. A fresh sandbox
+        // asks again and uploads what is still missing (goiardi did this to two parallel uploads).
+        var (uploaded, present): ([String], [String]) = ([], [])
+        for attempt in 1...Self.sandboxAttempts {
+            present = []  // what an earlier attempt uploaded stays counted as uploaded by us
+            let sandbox = try await createSandbox(checksums: Array(byChecksum.keys))
+            for (checksum, file) in byChecksum.sorted(by: { $0.key < $1.key }) {
+                guard let entry = sandbox.checksums[checksum], entry.needsUpload else {
+                    if !uploaded.contains(checksum) { present.append(checksum) }
+                    continue
+                }
+                guard let url = entry.url else {
+                    throw ChefError(code: .invalidResponse, message: "sandbox \(sandbox.sandboxID) wants \(checksum) but gave no upload URL")
+                }
+                try await uploadFile(file, to: url)
+                if !uploaded.contains(checksum) { uploaded.append(checksum) }
             }
-            guard let url = entry.url else {
-                throw ChefError(code: .invalidResponse, message: "sandbox \(sandbox.sandboxID) wants \(checksum) but gave no upload URL")
+            do {
+                try await commitSandbox(sandbox)
+                break
+            } catch let error as ChefError where error.status == 503 && attempt < Self.sandboxAttempts {
+                logger.notice("chef sandbox commit raced another upload, retrying", metadata: ["chef.error": "\(error.message)"])
+                try await Task.sleep(for: .milliseconds(200 * attempt))
             }
-            try await uploadFile(file, to: url)
-            uploaded.append(checksum)
         }
-        try await commitSandbox(sandbox)
         try await call(.PUT, "cookbooks/\(metadata.name)/\(metadata.version)", body: Array(manifest.utf8))
         logger.info("chef cookbook uploaded", metadata: [
             "chef.cookbook": "\(metadata.name)", "chef.version": "\(metadata.version)",
@@ -39,6 +50,8 @@ extension ChefClient {
         ])
         return ChefCookbookUpload(name: metadata.name, version: metadata.version, uploaded: uploaded, alreadyPresent: present)
     }
+
+    static let sandboxAttempts = 4
 
     /// `POST /sandboxes` for these MD5 checksums (lowercase hex).
     public func createSandbox(checksums: [String]) async throws -> ChefSandbox {
