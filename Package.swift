@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "LXD", targets: ["LXD"]),
         .library(name: "Udev", targets: ["Udev"]),
         .library(name: "GatewayProtocol", targets: ["GatewayProtocol"]),
+        .library(name: "MQTT", targets: ["MQTT"]),
         .executable(name: "iot-gateway-client", targets: ["iot-gateway-client"]),
         .executable(name: "iot-gateway", targets: ["iot-gateway"]),
         .executable(name: "iot-daemon", targets: ["iot-daemon"]),
@@ -64,6 +65,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Adapter: MQTT through libmosquitto (TLS, QoS 1, retained, last will, reconnect). Only MQTT
+        // imports CMosquitto.
+        .systemLibrary(name: "CMosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .target(name: "MQTT", dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]),
+
         // Adapter: InSpec's JSON reporter output and verdicts.
         .target(name: "InSpec"),
 
@@ -74,7 +80,7 @@ let package = Package(
         .target(
             name: "GatewayAgent",
             dependencies: [
-                "LXD", "Udev", "GatewayProtocol", "Chef", "InSpec",
+                "LXD", "Udev", "GatewayProtocol", "Chef", "InSpec", "MQTT",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -90,7 +96,7 @@ let package = Package(
         .target(
             name: "VendorService",
             dependencies: [
-                "GatewayProtocol", "Chef",
+                "GatewayProtocol", "Chef", "MQTT",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -118,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "iot-daemon",
             dependencies: [
-                "VendorService",
+                "VendorService", "GatewayProtocol", "MQTT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -155,6 +161,7 @@ let package = Package(
             ],
             resources: [.copy("Fixtures")]
         ),
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT"]),
         .testTarget(name: "InSpecTests", dependencies: ["InSpec"], resources: [.copy("Fixtures")]),
         .testTarget(name: "UdevTests", dependencies: ["Udev", "UmockdevTesting"]),
         .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol", .product(name: "Crypto", package: "swift-crypto")]),

@@ -54,6 +54,14 @@ struct PublishAppCommand: AsyncParsableCommand {
         let service = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
         let publication = try await service.publish(app: app, version: version, runList: runList.isEmpty ? nil : runList, logger: logger)
 
+        // Connected gateways get their new plans pushed now (`serve` would within its check interval).
+        if let fleet = configuration.fleet {
+            let changed = Set(publication.gateways.filter { $0.version != $0.previousVersion }.map(\.gatewayID))
+            let plans = try await store.plans().filter { changed.contains($0.gatewayID) }
+            do { try await VendorFleet.pushPlans(plans, settings: fleet, logger: logger) } catch {
+                printError("warning: plans not pushed to the broker now (\(error)); `serve` pushes them when it reaches it")
+            }
+        }
         let release = publication.release
         printError("published \(release.app) \(release.version) (was \(publication.previous.version)), run list: "
             + release.runList.joined(separator: ","))

@@ -30,9 +30,32 @@ struct GatewaysCommand: AsyncParsableCommand {
         let configuration = try options.load()
         let gateways = try await options.openStore(configuration).gateways()
         if output.json { return try printJSON(gateways) }
-        printTable(["GATEWAY", "ENROLLED", "PLAN", "DEVICES"], gateways.map {
-            [$0.id, $0.enrolledAt.iso8601, $0.planVersion.map { "v\($0)" } ?? "-", $0.devices.isEmpty ? "-" : $0.devices.joined(separator: ",")]
+        printTable(["GATEWAY", "ENROLLED", "PLAN", "DEVICES", "FLEET", "LAST SEEN", "STATUS"], gateways.map { g in
+            let fleet = g.revokedAt != nil ? "revoked" : g.online.map { $0 ? "online" : "offline" } ?? "-"
+            return [g.id, g.enrolledAt.iso8601, g.planVersion.map { "v\($0)" } ?? "-", g.devices.isEmpty ? "-" : g.devices.joined(separator: ","),
+                    fleet, g.lastSeenAt?.iso8601 ?? "-", g.status.map(Self.describe) ?? "-"]
         })
+    }
+}
+
+extension GatewaysCommand {
+    /// One line of a verified status: container, devices attached, plan versions, last delivery.
+    static func describe(_ s: GatewayStatus) -> String {
+        var parts: [String] = []
+        if let c = s.container {
+            var text = "\(c.name) \(c.state)"
+            if let m = c.memoryBytes { text += " mem \(m / 1_048_576)MiB" }
+            if let d = c.diskBytes { text += " disk \(d / 1_048_576)MiB" }
+            parts.append(text)
+        }
+        parts.append("devices " + (s.devices.isEmpty ? "-" : s.devices.joined(separator: ",")))
+        let v = { (n: Int?) in n.map { "v\($0)" } ?? "-" }
+        parts.append("plan received \(v(s.plan.received)) approved \(v(s.plan.approved)) applied \(v(s.plan.applied)) delivered \(v(s.plan.delivered))")
+        if let d = s.lastDelivery {
+            parts.append("last delivery v\(d.planVersion) \(d.result)" + (d.failingControls.isEmpty ? "" : " failing " + d.failingControls.joined(separator: ",")))
+        }
+        parts.append("agent \(s.agentVersion) up \(s.uptimeSeconds)s")
+        return parts.joined(separator: "; ")
     }
 }
 

@@ -91,5 +91,10 @@ struct EnrollGatewayCommand: AsyncParsableCommand {
             throw refusal(error.message)
         }
         printError("enrolled gateway \(gatewayID)")
+        // The broker certificate is for the gateway's own key: nothing secret is made or handed over.
+        if let fleet = configuration.fleet, let path = try GatewayCertificates.issue(gatewayID: gatewayID, publicKey: publicKey, settings: fleet) {
+            printError("issued its broker certificate \(path) (CN \(gatewayID)); the gateway owner sets it as fleet.certificateFile")
+            print(path)
+        }
     }
 }

@@ -39,7 +39,11 @@ struct ServeCommand: AsyncParsableCommand {
             "vendor": "\(configuration.vendor)", "listen": "\(configuration.listen.host):\(configuration.listen.port)",
             "database": "\(configuration.database)", "chef.server": "\(configuration.chef?.serverURL ?? "none")",
         ])
-        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var services: [any Service] = [app]
+        if let fleet = configuration.fleet {
+            services.append(FleetService(configuration: configuration, settings: fleet, store: store, logger: logger))
+        }
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
         logger.info("iot-daemon stopped")
     }

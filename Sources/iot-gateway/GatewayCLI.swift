@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GatewayAgent
+import GatewayProtocol
 
 /// The gateway owner's command line: approvals, status, vendors, devices.
 @main
@@ -8,7 +9,7 @@ struct GatewayCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iot-gateway",
         abstract: "Control the iot-gateway daemon: approve what vendors get, see what runs.",
-        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self])
+        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self, LogsStop.self])
 
     struct Connection: ParsableArguments {
         @Option(help: "The daemon's control socket.")
@@ -107,6 +108,21 @@ struct GatewayCLI: AsyncParsableCommand {
             let v = try await connection.client.vendors()
             if json { return try printJSON(v) }
             print(Render.vendors(v))
+        }
+    }
+
+    struct LogsStop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "logs-stop", abstract: "End a vendor's live log relay now.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The vendor's id.") var vendor: String
+
+        func validate() throws {
+            guard Fields.vendorID.isValid(vendor) else { throw ValidationError("vendor must be \(Fields.vendorID.form)") }
+        }
+
+        func run() async throws {
+            let stopped = try await connection.client.stopLogs(vendor: vendor)
+            print(Render.safe(stopped ? "stopped the log relay of \(vendor)" : "no log relay of \(vendor) was running"))
         }
     }
 

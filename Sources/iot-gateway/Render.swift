@@ -22,10 +22,11 @@ enum Render {
     }
 
     static func vendors(_ list: [ControlAPI.Vendor]) -> String {
-        table(["VENDOR", "POLICY", "PLAN", "CONTAINER", "STATE", "ADDRESS", "DEVICES", "APPS", "ERROR"],
+        table(["VENDOR", "POLICY", "PLAN", "CONTAINER", "STATE", "ADDRESS", "DEVICES", "FLEET", "APPS", "ERROR"],
               list.map { v in [v.id, v.policy, v.appliedPlanVersion.map { "v\($0)" } ?? (v.lastPlanVersion.map { "v\($0) (not applied)" } ?? "-"),
                                v.container ?? "-", v.containerStatus ?? "-", v.addresses.first ?? "-",
                                v.attachedDevices.joined(separator: ","),
+                               (v.fleet ?? "-") + (v.logRelay == true ? " (logs)" : ""),
                                v.delivery.map { d in "v\(v.deliveredPlanVersion ?? 0) " + String(d.prefix(50))
                                    + (v.failingControls.isEmpty ? "" : " [\(v.failingControls.joined(separator: ","))]") } ?? "-",
                                note(v)] })

@@ -16,6 +16,8 @@ final class VendorFixture {
     let configPath: String
     let publicKey: String
     var daemon: Daemon?
+    /// Extra fields of the gateway's entry for this vendor (e.g. its `fleet`), as YAML flow-mapping items.
+    var entryExtras = ""
 
     init(id: String, usbVendorID: String, productID: String = "6001", serials: [String], image: String, fingerprint: String,
          cpus: Int = 1, memoryMiB: Int = 128, runList: String = "recipe[sensor_agent]", extraYAML: String = "", root: URL) throws {
@@ -52,10 +54,13 @@ final class VendorFixture {
         guard r.status == 0 else { throw HarnessError("register-device failed: \(r.stderr)") }
     }
 
-    func enroll(_ gateway: (id: String, publicKey: String)) throws {
+    /// Enrolls the gateway; with a broker configured, returns the path of the certificate issued for it.
+    @discardableResult
+    func enroll(_ gateway: (id: String, publicKey: String)) throws -> String {
         let r = try run(try Bin.path("iot-daemon"), ["enroll-gateway", "--config", configPath, "--gateway-id", gateway.id,
                                                      "--public-key", gateway.publicKey])
         guard r.status == 0 else { throw HarnessError("enroll-gateway failed: \(r.stderr)") }
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     func start() async throws {
@@ -74,7 +79,7 @@ final class VendorFixture {
     }
 
     var entryYAML: String {
-        "  - {id: \(id), match: [{vendorID: \"\(usbVendorID)\"}], daemonURL: \"http://127.0.0.1:\(port)\", allowInsecureHTTP: true, publicKey: \"\(publicKey)\", policy: POLICY}"
+        "  - {id: \(id), match: [{vendorID: \"\(usbVendorID)\"}], daemonURL: \"http://127.0.0.1:\(port)\", allowInsecureHTTP: true, publicKey: \"\(publicKey)\", policy: POLICY\(entryExtras)}"
     }
 }
 

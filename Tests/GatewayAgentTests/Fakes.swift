@@ -108,7 +108,7 @@ final class FakeHost: ContainerHost, Sendable {
 
     func state(_ name: String) async throws -> InstanceState {
         try guardUp(name)
-        return try JSONDecoder().decode(InstanceState.self, from: Data(#"{"status":"Running","status_code":103,"network":{}}"#.utf8))
+        return try JSONDecoder().decode(InstanceState.self, from: Data(#"{"status":"Running","status_code":103,"pid":4242,"processes":7,"cpu":{"usage":1500000000},"memory":{"usage":8388608,"usage_peak":9000000},"disk":{"root":{"usage":1048576}},"network":{}}"#.utf8))
     }
 
     func verifyImage(alias: String, fingerprint: String) async throws {

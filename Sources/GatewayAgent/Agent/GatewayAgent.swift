@@ -27,6 +27,9 @@ public final class GatewayAgent: Service, Sendable {
     /// LXD, for the owner's status views.
     public let host: any ContainerHost
     let workers: [String: VendorWorker]
+    /// Fleet channels of the vendors with a broker (made in `run`).
+    let channels = Mutex<[String: FleetChannel]>([:])
+    let environment: AgentEnvironment
     let logger: Logger
     let now: @Sendable () -> Date
     let tickInterval: Duration
@@ -38,6 +41,7 @@ public final class GatewayAgent: Service, Sendable {
     let lxdSeen = Mutex<(pid: Int?, wasDown: Bool)>((nil, false))
 
     public init(environment env: AgentEnvironment, tickInterval: Duration? = nil) {
+        environment = env
         config = env.config
         store = env.store
         identity = env.identity
@@ -65,6 +69,7 @@ public final class GatewayAgent: Service, Sendable {
         }
         await withTaskGroup(of: Void.self) { group in
             for w in workers.values { group.addTask { await w.run() } }
+            for channel in makeChannels() { group.addTask { await channel.run() } }
             group.addTask { [self] in
                 // Retries (vendor unreachable, LXD down, deliveries backing off) and plan syncs are driven by a tick.
                 while !Task.isCancelled {
@@ -82,6 +87,29 @@ public final class GatewayAgent: Service, Sendable {
             group.cancelAll()
         }
     }
+
+    /// The gateway software's version, as statuses report it.
+    public static let version = "0.8.0"
+
+    /// One fleet channel per vendor with a broker in the configuration. A channel that cannot be made
+    /// (an unreadable certificate, say) is logged; that vendor's plans are then polled over HTTP only.
+    func makeChannels() -> [FleetChannel] {
+        guard let makeLink = environment.fleetLinks else { return [] }
+        var made: [String: FleetChannel] = [:]
+        for (id, worker) in workers.sorted(by: { $0.key < $1.key }) {
+            guard let fleet = worker.vendor.fleet else { continue }
+            do {
+                made[id] = try FleetChannel(worker: worker, fleet: fleet, environment: environment, journal: environment.journal, makeLink: makeLink)
+            } catch {
+                logger.error("fleet channel not started", metadata: ["iotgw.vendor": "\(id)", "iotgw.error": "\(error.safeDescription)"])
+            }
+        }
+        channels.withLock { $0 = made }
+        return Array(made.values)
+    }
+
+    /// A vendor's fleet channel, if it has one.
+    public func channel(_ vendor: String) -> FleetChannel? { channels.withLock { $0[vendor] } }
 
     /// Notices LXD restarts (a new daemon pid, or LXD back after being unreachable) and has every
     /// worker pass its devices in afresh: LXD does not follow node changes while it is down.

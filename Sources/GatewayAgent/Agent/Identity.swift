@@ -79,7 +79,20 @@ extension GatewayAgent {
                                    vendors: VendorClient(http: vendorHTTP, identity: identity, logger: logger),
                                    registry: DeviceRegistry(directory: config.deviceDirectory),
                                    delivery: LXDDeliveryDriver(lxd: lxd, delivery: config.delivery, logger: logger),
-                                   network: config.lxd.hostFirewall ? HostFirewall(bridge: config.lxd.network) : NoNetworkGuard(), logger: logger)
+                                   network: config.lxd.hostFirewall ? HostFirewall(bridge: config.lxd.network) : NoNetworkGuard(), logger: logger,
+                                   fleetLinks: try fleetLinks(config: config, identity: identity, logger: logger),
+                                   journal: LXDContainerJournal(lxd: lxd))
         return GatewayAgent(environment: env)
+    }
+
+    /// Links to vendors' brokers over libmosquitto, authenticated with the gateway's own key (nil when no
+    /// vendor has a broker configured).
+    static func fleetLinks(config: GatewayConfig, identity: GatewayIdentity, logger: Logger) throws -> FleetLinkFactory? {
+        guard config.vendors.contains(where: { $0.fleet != nil }) else { return nil }
+        let keyFile = try MQTTFleetLink.writeKeyFile(identity: identity, stateDirectory: config.stateDirectory)
+        return { vendor, will in
+            guard let fleet = vendor.fleet else { throw GatewayError(.fleet, "vendor \(vendor.id) has no broker configured") }
+            return try MQTTFleetLink(vendor: vendor, fleet: fleet, identity: identity, keyFile: keyFile, will: will, logger: logger)
+        }
     }
 }

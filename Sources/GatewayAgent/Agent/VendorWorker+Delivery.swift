@@ -14,7 +14,8 @@ extension VendorWorker {
         }
         guard let plan = try await approvedPlan(), !plan.apps.isEmpty, let state = try await store.vendorState(vendor.id),
               state.appliedVersion == plan.version, state.reconcileAttempts == 0,
-              state.deliveredVersion != plan.version, (state.nextDeliveryAt ?? .distantPast) <= now else { return }
+              state.deliveredVersion != plan.version || redeliverRequested, (state.nextDeliveryAt ?? .distantPast) <= now else { return }
+        redeliverRequested = false
         do {
             try await deliver(plan, firstBoot: state.deliveredVersion == nil)
         } catch {

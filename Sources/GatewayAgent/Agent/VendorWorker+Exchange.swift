@@ -4,6 +4,8 @@ import GatewayProtocol
 // The exchange lane: everything that waits on the vendor's daemon.
 extension VendorWorker {
     func exchangePass() async throws {
+        // A pushed plan needs no vendor round trip: it never waits behind an unreachable daemon.
+        try await takePushedPlan()
         for r in takeOutbox() { await send(r) }
         let t = now
         var asked = Set<String>()
@@ -74,29 +76,60 @@ extension VendorWorker {
     }
 
     /// Asks the vendor for its current plan every `planSyncSeconds` (sooner when asked): gateways are
-    /// behind NAT, so updates are pulled.
+    /// behind NAT, so updates are pulled. While the vendor's broker pushes plans, polling is only the
+    /// fallback, at the fleet channel's longer `pollSeconds`.
     func syncIfDue() async throws {
         guard let state = try await store.vendorState(vendor.id), state.approvedPlanID != nil else { return }
         let t = now
-        if !syncRequested, let last = state.lastSyncAt, t.timeIntervalSince(last) < env.config.planSyncSeconds { return }
+        let interval = fleetConnected ? (vendor.fleet?.pollSeconds ?? env.config.planSyncSeconds) : env.config.planSyncSeconds
+        if !syncRequested, let last = state.lastSyncAt, t.timeIntervalSince(last) < interval { return }
         syncRequested = false
         try await store.setSynced(vendor.id, at: t)
         let held = try await store.heldPlan(vendor.id)
+        let body: Data
         do {
-            let body = try await env.vendors.currentPlan(PlanRequest(gatewayID: env.identity.id, currentPlanVersion: held.version), from: vendor)
+            body = try await env.vendors.currentPlan(PlanRequest(gatewayID: env.identity.id, currentPlanVersion: held.version), from: vendor)
+        } catch let e as VendorError where e.isRetryable {
+            return logger.warning("plan sync failed", metadata: ["iotgw.error": "\(e.message)"])
+        } catch {
+            let reason = error.safeDescription
+            try await store.setRejection(vendor.id, reason, at: t)
+            return logger.warning("plan refused", metadata: ["iotgw.error": "\(reason)"])
+        }
+        try await consider(body, held: held, via: "poll")
+    }
+
+    /// A plan the vendor's broker pushed (retained, so it comes again on every reconnect). The exchange
+    /// lane checks it exactly like a polled one, in turn with polls, so the same plan never lands twice.
+    public func planPushed(_ body: Data) {
+        pushedPlan = body
+        kickExchange()
+    }
+
+    /// Takes the newest pushed plan, if any. Ignored until the vendor has an approved plan here (a first
+    /// plan comes only as the answer to a device announcement).
+    func takePushedPlan() async throws {
+        guard let body = pushedPlan else { return }
+        pushedPlan = nil
+        guard try await store.vendorState(vendor.id)?.approvedPlanID != nil else { return }
+        try await consider(body, held: try await store.heldPlan(vendor.id), via: "push")
+    }
+
+    /// Admits a newer plan from a poll or a push and puts it to the owner's policy; refuses anything else.
+    func consider(_ body: Data, held: PlanHeld, via source: String) async throws {
+        let t = now
+        do {
             let (plan, payload) = try await admit(body, held: held)
             guard plan.version > held.version else { return }
-            logger.info("newer plan", metadata: ["iotgw.planVersion": "\(plan.version)"])
+            logger.info("newer plan", metadata: ["iotgw.planVersion": "\(plan.version)", "iotgw.via": "\(source)"])
             let rec = try await store.recordPlan(vendor: vendor.id, version: plan.version, signedJSON: body,
                                                  payloadSHA256: Keys.sha256Hex(payload))
             try await store.setRejection(vendor.id, nil, at: t)
             try await decide(rec, plan: plan)
-        } catch let e as VendorError where e.isRetryable {
-            logger.warning("plan sync failed", metadata: ["iotgw.error": "\(e.message)"])
         } catch {
             let reason = error.safeDescription
             try await store.setRejection(vendor.id, reason, at: t)
-            logger.warning("plan refused", metadata: ["iotgw.error": "\(reason)"])
+            logger.warning("plan refused", metadata: ["iotgw.error": "\(reason)", "iotgw.via": "\(source)"])
         }
     }
 

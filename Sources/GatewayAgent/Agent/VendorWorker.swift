@@ -17,10 +17,14 @@ public struct AgentEnvironment: Sendable {
     public var network: any NetworkGuard
     public var logger: Logger
     public var now: @Sendable () -> Date
+    /// Connections to the vendors' brokers (vendors with `fleet` in the configuration); nil: no fleet channel.
+    public var fleetLinks: FleetLinkFactory?
+    /// Reads a vendor container's journal for the live log relay.
+    public var journal: (any ContainerJournal)?
 
     public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
-                now: @escaping @Sendable () -> Date = { Date() }) {
+                now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil) {
         self.config = config
         self.store = store
         self.identity = identity
@@ -31,6 +35,8 @@ public struct AgentEnvironment: Sendable {
         self.network = network
         self.logger = logger
         self.now = now
+        self.fleetLinks = fleetLinks
+        self.journal = journal
     }
 
     var backoff: Backoff { Backoff(first: config.retrySeconds, max: config.maxRetrySeconds) }
@@ -73,6 +79,12 @@ public actor VendorWorker {
     var poolChecked = false
     /// LXD restarted: its copies of passed-in nodes may be stale, so every device is passed in afresh.
     var refreshDevices = false
+    /// The vendor's broker is connected: plans are pushed, so polling slows down to `fleet.pollSeconds`.
+    var fleetConnected = false
+    /// The newest plan the vendor's broker pushed, waiting for the exchange lane.
+    var pushedPlan: Data?
+    /// The vendor asked (`redeliver` command) for the current plan's apps to be delivered again.
+    var redeliverRequested = false
 
     public init(vendor: GatewayConfig.VendorEntry, environment: AgentEnvironment) {
         self.vendor = vendor

@@ -157,9 +157,11 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         public var appUpdates: UpdatePolicy
         /// Allow a plain `http` daemonURL (keys would travel in clear text): off by default.
         public var allowInsecureHTTP: Bool
+        /// The vendor's MQTT broker (fleet channel); without it the gateway only polls over HTTP.
+        public var fleet: Fleet?
 
         public init(id: String, name: String? = nil, match: [MatchRule], daemonURL: String, publicKey: String, policy: Policy,
-                    appUpdates: UpdatePolicy = .auto, allowInsecureHTTP: Bool = false) {
+                    appUpdates: UpdatePolicy = .auto, allowInsecureHTTP: Bool = false, fleet: Fleet? = nil) {
             self.id = id
             self.name = name
             self.match = match
@@ -168,6 +170,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             self.policy = policy
             self.appUpdates = appUpdates
             self.allowInsecureHTTP = allowInsecureHTTP
+            self.fleet = fleet
         }
 
         public init(from decoder: any Decoder) throws {
@@ -180,9 +183,107 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             policy = try c.decodeIfPresent(Policy.self, forKey: .policy) ?? .ask
             appUpdates = try c.decodeIfPresent(UpdatePolicy.self, forKey: .appUpdates) ?? .auto
             allowInsecureHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowInsecureHTTP) ?? false
+            fleet = try c.decodeIfPresent(Fleet.self, forKey: .fleet)
         }
 
-        enum CodingKeys: String, CodingKey { case id, name, match, daemonURL, publicKey, policy, appUpdates, allowInsecureHTTP }
+        enum CodingKeys: String, CodingKey { case id, name, match, daemonURL, publicKey, policy, appUpdates, allowInsecureHTTP, fleet }
+    }
+
+    /// One vendor's fleet channel: its MQTT broker, and what the owner lets the vendor do over it.
+    public struct Fleet: Sendable, Codable, Equatable {
+        /// The broker (TLS only). The gateway authenticates with a certificate the vendor issued for the
+        /// gateway's own key at enrollment; its CN is the gateway id.
+        public var host: String
+        public var port: Int
+        /// The vendor broker's CA certificate (PEM): the broker must present a certificate it signed.
+        public var caFile: String
+        /// This gateway's client certificate from `iot-daemon enroll-gateway` (PEM, public).
+        public var certificateFile: String
+        /// Plan poll interval over HTTP while the broker connection is up (pushes make polls a fallback).
+        public var pollSeconds: Double
+        /// Status is published on every change and at least this often.
+        public var statusSeconds: Double
+        /// The commands the owner accepts from this vendor (`FleetCommand.Kind` raw values).
+        public var commands: [String]
+        public var logs: Logs
+
+        /// Live relay of the vendor's own container journal: off unless the owner allows it.
+        public struct Logs: Sendable, Codable, Equatable {
+            public var allowed: Bool
+            public var linesPerSecond: Int
+            public var bytesPerSecond: Int
+            /// The longest relay, whatever the vendor asks for.
+            public var maxSeconds: Int
+
+            public init(allowed: Bool = false, linesPerSecond: Int = 20, bytesPerSecond: Int = 4096, maxSeconds: Int = 600) {
+                self.allowed = allowed
+                self.linesPerSecond = linesPerSecond
+                self.bytesPerSecond = bytesPerSecond
+                self.maxSeconds = maxSeconds
+            }
+
+            public init(from decoder: any Decoder) throws {
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                let d = Logs()
+                allowed = try c.decodeIfPresent(Bool.self, forKey: .allowed) ?? d.allowed
+                linesPerSecond = try c.decodeIfPresent(Int.self, forKey: .linesPerSecond) ?? d.linesPerSecond
+                bytesPerSecond = try c.decodeIfPresent(Int.self, forKey: .bytesPerSecond) ?? d.bytesPerSecond
+                maxSeconds = try c.decodeIfPresent(Int.self, forKey: .maxSeconds) ?? d.maxSeconds
+            }
+
+            enum CodingKeys: String, CodingKey { case allowed, linesPerSecond, bytesPerSecond, maxSeconds }
+        }
+
+        public static let defaultCommands = ["status", "resync"]
+
+        public init(host: String, port: Int, caFile: String, certificateFile: String, pollSeconds: Double = 3600, statusSeconds: Double = 300,
+                    commands: [String] = Fleet.defaultCommands, logs: Logs = Logs()) {
+            self.host = host
+            self.port = port
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.pollSeconds = pollSeconds
+            self.statusSeconds = statusSeconds
+            self.commands = commands
+            self.logs = logs
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            host = try c.decode(String.self, forKey: .host)
+            port = try c.decodeIfPresent(Int.self, forKey: .port) ?? 8883
+            caFile = try c.decode(String.self, forKey: .caFile)
+            certificateFile = try c.decode(String.self, forKey: .certificateFile)
+            pollSeconds = try c.decodeIfPresent(Double.self, forKey: .pollSeconds) ?? 3600
+            statusSeconds = try c.decodeIfPresent(Double.self, forKey: .statusSeconds) ?? 300
+            commands = try c.decodeIfPresent([String].self, forKey: .commands) ?? Fleet.defaultCommands
+            logs = try c.decodeIfPresent(Logs.self, forKey: .logs) ?? Logs()
+        }
+
+        enum CodingKeys: String, CodingKey { case host, port, caFile, certificateFile, pollSeconds, statusSeconds, commands, logs }
+
+        /// Whether the owner accepts this command from the vendor (logs also need `logs.allowed`).
+        public func accepts(_ kind: FleetCommand.Kind) -> Bool {
+            guard commands.contains(kind.rawValue) else { return false }
+            return kind != .logsStart || logs.allowed
+        }
+
+        func validate(vendor: String) throws {
+            guard Fields.host.isValid(host), (1...65535).contains(port) else {
+                throw ConfigError("vendor \(vendor): fleet.host must be a host name or IPv4 address and fleet.port 1-65535")
+            }
+            guard caFile.hasPrefix("/"), certificateFile.hasPrefix("/") else {
+                throw ConfigError("vendor \(vendor): fleet.caFile and fleet.certificateFile must be absolute paths")
+            }
+            guard pollSeconds >= 1, statusSeconds >= 1 else { throw ConfigError("vendor \(vendor): fleet.pollSeconds and statusSeconds must be at least 1") }
+            for c in commands where FleetCommand.Kind(rawValue: c) == nil {
+                throw ConfigError("vendor \(vendor): fleet.commands: \(Fields.quote(c)) is not one of "
+                                  + FleetCommand.Kind.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            guard logs.linesPerSecond >= 1, logs.bytesPerSecond >= 64, (1...86_400).contains(logs.maxSeconds) else {
+                throw ConfigError("vendor \(vendor): fleet.logs limits must be linesPerSecond >= 1, bytesPerSecond >= 64, maxSeconds 1-86400")
+            }
+        }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -285,6 +386,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             do { _ = try Keys.decodePublic(v.publicKey) } catch {
                 throw ConfigError("vendor \(v.id): publicKey must be a base64 Ed25519 public key")
             }
+            try v.fleet?.validate(vendor: v.id)
         }
         // Two vendors claiming the same device would make ownership ambiguous.
         for (i, a) in vendors.enumerated() {

@@ -87,6 +87,14 @@ public enum ControlAPI {
         /// A delivery under way (its phase) or waiting to retry (when).
         public var deliveryPhase: String?
         public var nextDeliveryAt: Date?
+        /// The vendor's broker connection: `connected`, `disconnected`, or nil without a broker; and a log relay running.
+        public var fleet: String? = nil
+        public var logRelay: Bool? = nil
+    }
+
+    /// What `POST /v1/vendors/{id}/logs-stop` did.
+    public struct Stopped: Sendable, Codable, Equatable {
+        public var stopped: Bool
     }
 
     public struct Status: Sendable, Codable, Equatable {

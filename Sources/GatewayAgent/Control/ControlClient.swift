@@ -60,4 +60,8 @@ public struct ControlClient: Sendable {
     }
     public func vendors() async throws -> [ControlAPI.Vendor] { try await call(.GET, "/v1/vendors", as: [ControlAPI.Vendor].self) }
     public func devices() async throws -> [ControlAPI.Device] { try await call(.GET, "/v1/devices", as: [ControlAPI.Device].self) }
+    /// Ends a vendor's live log relay; false when none was running.
+    public func stopLogs(vendor: String) async throws -> Bool {
+        try await call(.POST, "/v1/vendors/\(vendor)/logs-stop", as: ControlAPI.Stopped.self).stopped
+    }
 }

@@ -54,6 +54,13 @@ public enum ControlServer {
         }
         router.get("/v1/vendors") { _, _ in try json(try await views.vendors()) }
         router.get("/v1/devices") { _, _ in try json(try await views.devices()) }
+        // The owner ends a vendor's live log relay.
+        router.post("/v1/vendors/{id}/logs-stop") { _, ctx in
+            let id = try ctx.parameters.require("id")
+            guard agent.config.vendor(id: id) != nil else { return error(.notFound, "notFound", "no vendor \(Fields.quote(id))") }
+            guard let channel = agent.channel(id) else { return error(.conflict, "noFleet", "vendor \(id) has no fleet channel") }
+            return try json(ControlAPI.Stopped(stopped: await channel.ownerStopsRelay()))
+        }
         return Application(router: router, configuration: .init(address: .unixDomainSocket(path: agent.config.controlSocket),
                                                                 serverName: "iot-gateway-client"),
                            logger: logger)
@@ -164,6 +171,10 @@ struct ControlViews: Sendable {
                 failing = r.failingControls
             }
             let txn = try await agent.store.deliveryTransaction(v.id)
+            let channel = agent.channel(v.id)
+            var fleet: String?
+            var relay: Bool?
+            if let channel { (fleet, relay) = await (channel.isConnected ? "connected" : "disconnected", channel.isRelaying) }
             out.append(ControlAPI.Vendor(id: v.id, name: v.name, policy: v.policy.rawValue, daemonURL: v.daemonURL,
                                          lastPlanVersion: s?.lastVersion, approvedPlanVersion: approvedVersion,
                                          appliedPlanVersion: s?.appliedVersion, container: s?.approvedPlanID != nil ? name : nil,
@@ -172,7 +183,8 @@ struct ControlViews: Sendable {
                                              .compactMap(\.serial)).sorted(),
                                          error: s?.lastError, deliveredPlanVersion: s?.deliveredVersion, delivery: delivery,
                                          failingControls: failing, rejection: s?.rejection, rejectedAt: s?.rejectedAt,
-                                         deliveryPhase: txn.map { "v\($0.planVersion) \($0.phase.rawValue)" }, nextDeliveryAt: s?.nextDeliveryAt))
+                                         deliveryPhase: txn.map { "v\($0.planVersion) \($0.phase.rawValue)" }, nextDeliveryAt: s?.nextDeliveryAt,
+                                         fleet: fleet, logRelay: relay))
         }
         return out
     }

@@ -96,6 +96,14 @@ public struct GatewayStore: Sendable {
                 t.column("updatedAt", .datetime).notNull()
             }
         }
+        m.registerMigration("v4-fleet") { db in
+            // Ids of fleet commands accepted, kept until they expire: a replayed command is refused.
+            try db.create(table: "fleet_commands") { t in
+                t.primaryKey("id", .text)
+                t.column("vendor", .text).notNull()
+                t.column("expiresAt", .datetime).notNull().indexed()
+            }
+        }
         return m
     }
 
@@ -324,5 +332,27 @@ public struct GatewayStore: Sendable {
     public func journal(vendor: String, limit: Int = 50) async throws -> [JournalRecord] {
         try await db.read { try JournalRecord.filter(Column("vendor") == vendor).order(Column("id").desc).limit(limit).fetchAll($0) }
     }
-}
 
+    // MARK: - Fleet
+
+    /// Claims a command id for good (until it expires): false when it was seen before, a replay.
+    /// Expired ids are dropped first; a command past its expiry is refused before it gets here.
+    public func claimCommand(id: String, vendor: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try await db.write { db in
+            try db.execute(sql: "DELETE FROM fleet_commands WHERE expiresAt <= ?", arguments: [now])
+            try db.execute(sql: "INSERT OR IGNORE INTO fleet_commands (id, vendor, expiresAt) VALUES (?, ?, ?)",
+                           arguments: [id, vendor, expiresAt])
+            return db.changesCount == 1
+        }
+    }
+
+    /// A vendor's plan versions as far as each got: received, pending the owner, approved.
+    public func planVersions(_ vendor: String) async throws -> (received: Int?, pending: Int?, approved: Int?) {
+        try await db.read { db in
+            let state = try VendorStateRecord.fetchOne(db, key: vendor)
+            let pending = try Int.fetchOne(db, sql: "SELECT MAX(version) FROM plans WHERE vendor = ? AND decision = 'pending'", arguments: [vendor])
+            let approved = try state?.approvedPlanID.flatMap { try Int.fetchOne(db, sql: "SELECT version FROM plans WHERE id = ?", arguments: [$0]) }
+            return (state.map(\.lastVersion).flatMap { $0 > 0 ? $0 : nil }, pending, approved)
+        }
+    }
+}

@@ -36,6 +36,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let deviceNode = Code("deviceNode")
         /// The host firewall that isolates vendor containers is not in place.
         public static let network = Code("network")
+        /// The vendor's broker or fleet channel failed (connection, publish).
+        public static let fleet = Code("fleet")
     }
 
     public var code: Code

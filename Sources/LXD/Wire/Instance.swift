@@ -178,6 +178,10 @@ public struct InstanceState: Sendable, Decodable {
         /// CPU time used, in nanoseconds.
         public var usage: Int64
     }
+    public struct Disk: Sendable, Decodable {
+        /// Bytes used (reported by pools that can tell, e.g. btrfs with quotas, zfs, lvm).
+        public var usage: Int64
+    }
 
     public var status: String
     public var statusCode: Int
@@ -185,11 +189,13 @@ public struct InstanceState: Sendable, Decodable {
     public var processes: Int64
     public var cpu: CPU?
     public var memory: Memory?
+    /// Per disk device (`root`...); absent where the pool cannot tell.
+    public var disk: [String: Disk]?
     /// `nil` while stopped.
     public var network: [String: Network]?
 
     enum CodingKeys: String, CodingKey {
-        case status, pid, processes, cpu, memory, network
+        case status, pid, processes, cpu, memory, disk, network
         case statusCode = "status_code"
     }
 

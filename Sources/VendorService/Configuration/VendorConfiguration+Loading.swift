@@ -22,6 +22,13 @@ extension VendorConfiguration {
             if let adminKey = configuration.chef?.adminKey {
                 configuration.chef?.adminKey = resolve(adminKey, against: folder)
             }
+            if var fleet = configuration.fleet {
+                fleet.caCertificate = resolve(fleet.caCertificate, against: folder)
+                fleet.certificate = resolve(fleet.certificate, against: folder)
+                fleet.key = resolve(fleet.key, against: folder)
+                fleet.certificateDirectory = fleet.certificateDirectory.map { resolve($0, against: folder) }
+                configuration.fleet = fleet
+            }
             return configuration
         } catch var error as ConfigurationError {
             error.path = path
@@ -140,6 +147,14 @@ extension VendorConfiguration {
             }
         }
         if let chef { try chef.validate() }
+        if let fleet {
+            guard Fields.host.isValid(fleet.host), (1...65535).contains(fleet.port) else {
+                throw ConfigurationError(.invalidField, field: "fleet.host", "must be a host name or IPv4 address, with fleet.port 1-65535")
+            }
+            if let issue = fleet.issueCommand, issue.isEmpty || fleet.certificateDirectory == nil {
+                throw ConfigurationError(.invalidField, field: "fleet.issueCommand", "needs an argv and fleet.certificateDirectory")
+            }
+        }
     }
 
     /// `[a-z][a-z0-9-]{0,30}`, not ending in `-` (`Fields.vendorID`).

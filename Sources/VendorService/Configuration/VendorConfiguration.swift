@@ -62,6 +62,26 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     public var chef: ChefSettings?
     /// Deliver apps as an Ansible playbook instead (exclusive with `chef`).
     public var ansible: AnsibleSettings?
+    /// The vendor's MQTT broker (fleet channel): plans are pushed, statuses and command results come back.
+    public var fleet: FleetSettings?
+
+    /// The fleet channel's broker and the vendor's certificate authority for gateways (README "Fleet channel").
+    public struct FleetSettings: Sendable, Codable, Equatable {
+        public var host: String
+        public var port: Int
+        /// The broker's CA (PEM): the broker must present a certificate it signed.
+        public var caCertificate: String
+        /// The control plane's own client certificate and key (its CN has the ACL's vendor rights).
+        public var certificate: String
+        public var key: String
+        /// Issues a gateway's client certificate at enrollment: argv with `{gateway}` (the id), `{publicKey}`
+        /// (base64 Ed25519) and `{out}` (where the PEM must be written) replaced. The CN must be the gateway id.
+        public var issueCommand: [String]?
+        /// Makes the broker refuse a gateway from now on (CRL and reload): argv with `{gateway}` replaced.
+        public var revokeCommand: [String]?
+        /// Where issued gateway certificates are kept (`<id>.crt`).
+        public var certificateDirectory: String?
+    }
 
     public struct AnsibleSettings: Sendable, Codable, Equatable {
         /// Directory with `site.yml` at its top; shipped to gateways in the bootstrap bundle.
@@ -213,7 +233,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case vendor, listen, publicHosts, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible
+        case vendor, listen, publicHosts, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible, fleet
     }
 
     public init(from decoder: any Decoder) throws {
@@ -232,6 +252,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
             chef: try c.decodeIfPresent(ChefSettings.self, forKey: .chef)
         )
         ansible = try c.decodeIfPresent(AnsibleSettings.self, forKey: .ansible)
+        fleet = try c.decodeIfPresent(FleetSettings.self, forKey: .fleet)
     }
 
     /// The model with this name, if the catalog has it.

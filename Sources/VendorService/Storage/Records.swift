@@ -1,4 +1,5 @@
 import Foundation
+import GatewayProtocol
 
 // One Codable struct per table. Property names are the column names; the SQLite store adds the GRDB
 // conformances, so another backend can reuse these values unchanged.
@@ -103,14 +104,59 @@ public struct GatewaySummary: Sendable, Codable, Equatable {
     public var devices: [String]
     public var planVersion: Int?
     public var planIssuedAt: Date?
+    /// From the fleet channel: whether the gateway's broker connection is up, when a status last came,
+    /// and the newest verified status (nil when the gateway never published one).
+    public var online: Bool?
+    public var lastSeenAt: Date?
+    public var status: GatewayStatus?
+    /// When the vendor revoked the gateway (its requests and broker connections are refused since).
+    public var revokedAt: Date?
 
-    public init(id: String, publicKey: String, enrolledAt: Date, devices: [String], planVersion: Int?, planIssuedAt: Date?) {
+    public init(id: String, publicKey: String, enrolledAt: Date, devices: [String], planVersion: Int?, planIssuedAt: Date?,
+                online: Bool? = nil, lastSeenAt: Date? = nil, status: GatewayStatus? = nil, revokedAt: Date? = nil) {
         self.id = id
         self.publicKey = publicKey
         self.enrolledAt = enrolledAt
         self.devices = devices
         self.planVersion = planVersion
         self.planIssuedAt = planIssuedAt
+        self.online = online
+        self.lastSeenAt = lastSeenAt
+        self.status = status
+        self.revokedAt = revokedAt
+    }
+}
+
+/// `gateway_status`: the newest verified status of each gateway (fleet channel).
+public struct GatewayStatusRecord: Sendable, Codable, Equatable {
+    public var gatewayID: String
+    public var online: Bool
+    public var session: Int64
+    public var sequence: Int64
+    /// The status as JSON (`GatewayStatus`), verified before it was stored.
+    public var status: String
+    /// When the last status or will of this gateway arrived.
+    public var lastSeenAt: Date
+}
+
+/// `command_results`: what gateways answered to commands (verified).
+public struct StoredCommandResult: Sendable, Codable, Equatable {
+    public var id: Int64?
+    public var gatewayID: String
+    public var commandID: String
+    public var command: String
+    public var outcome: String
+    public var message: String
+    public var receivedAt: Date
+
+    public init(id: Int64? = nil, gatewayID: String, commandID: String, command: String, outcome: String, message: String, receivedAt: Date) {
+        self.id = id
+        self.gatewayID = gatewayID
+        self.commandID = commandID
+        self.command = command
+        self.outcome = outcome
+        self.message = message
+        self.receivedAt = receivedAt
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayProtocol
 import GRDB
 
 /// ``VendorStore`` on a SQLite file in WAL mode (GRDB `DatabasePool`): many concurrent readers, one writer.
@@ -107,6 +108,26 @@ public struct SQLiteVendorStore: VendorStore {
                 t.primaryKey(["gatewayID", "nonce"])
             }
         }
+        migrator.registerMigration("v4-fleet") { db in
+            try db.alter(table: EnrolledGateway.databaseTableName) { t in t.add(column: "revokedAt", .datetime) }
+            try db.create(table: GatewayStatusRecord.databaseTableName) { t in
+                t.primaryKey("gatewayID", .text).references(EnrolledGateway.databaseTableName, onDelete: .cascade)
+                t.column("online", .boolean).notNull()
+                t.column("session", .integer).notNull()
+                t.column("sequence", .integer).notNull()
+                t.column("status", .text).notNull()
+                t.column("lastSeenAt", .datetime).notNull()
+            }
+            try db.create(table: StoredCommandResult.databaseTableName) { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("gatewayID", .text).notNull().indexed().references(EnrolledGateway.databaseTableName, onDelete: .cascade)
+                t.column("commandID", .text).notNull()
+                t.column("command", .text).notNull()
+                t.column("outcome", .text).notNull()
+                t.column("message", .text).notNull()
+                t.column("receivedAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 
@@ -143,19 +164,78 @@ public struct SQLiteVendorStore: VendorStore {
         }
     }
 
+    /// An enrolled gateway that was not revoked.
     public func gateway(id: String) async throws -> EnrolledGateway? {
-        try await pool.read { db in try EnrolledGateway.fetchOne(db, key: id) }
+        try await pool.read { db in
+            try EnrolledGateway.fetchOne(db, sql: "SELECT * FROM \(EnrolledGateway.databaseTableName) WHERE id = ? AND revokedAt IS NULL",
+                                         arguments: [id])
+        }
     }
 
     public func gateways() async throws -> [GatewaySummary] {
         try await pool.read { db in
-            let gateways = try EnrolledGateway.order(Column("id")).fetchAll(db)
+            let gateways = try Row.fetchAll(db, sql: "SELECT id, publicKey, enrolledAt, revokedAt FROM \(EnrolledGateway.databaseTableName) ORDER BY id")
             let devices = Dictionary(grouping: try GatewayDevice.order(Column("serial")).fetchAll(db), by: \.gatewayID)
             let plans = Dictionary(try StoredPlan.fetchAll(db).map { ($0.gatewayID, $0) }, uniquingKeysWith: { a, _ in a })
-            return gateways.map { g in
-                GatewaySummary(id: g.id, publicKey: g.publicKey, enrolledAt: g.enrolledAt, devices: devices[g.id, default: []].map(\.serial),
-                               planVersion: plans[g.id]?.version, planIssuedAt: plans[g.id]?.issuedAt)
+            let statuses = Dictionary(try GatewayStatusRecord.fetchAll(db).map { ($0.gatewayID, $0) }, uniquingKeysWith: { a, _ in a })
+            return gateways.map { row in
+                let id: String = row["id"]
+                let s = statuses[id]
+                return GatewaySummary(id: id, publicKey: row["publicKey"], enrolledAt: row["enrolledAt"],
+                                      devices: devices[id, default: []].map(\.serial), planVersion: plans[id]?.version,
+                                      planIssuedAt: plans[id]?.issuedAt, online: s?.online, lastSeenAt: s?.lastSeenAt,
+                                      status: s.flatMap { try? WireJSON.decoder().decode(GatewayStatus.self, from: Data($0.status.utf8)) },
+                                      revokedAt: row["revokedAt"])
             }
+        }
+    }
+
+    public func saveStatus(_ status: GatewayStatus, receivedAt: Date) async throws -> Bool {
+        let json = String(decoding: try WireJSON.encoder().encode(status), as: UTF8.self)
+        return try await pool.write { db in
+            guard try EnrolledGateway.exists(db, key: status.gatewayID) else {
+                throw StoreError(.notFound, "gateway \(status.gatewayID) is not enrolled")
+            }
+            let current = try GatewayStatusRecord.fetchOne(db, key: status.gatewayID)
+            let decoded = current.flatMap { try? WireJSON.decoder().decode(GatewayStatus.self, from: Data($0.status.utf8)) }
+            guard status.supersedes(decoded) else { return false }
+            if !status.online, var current {
+                // The will says only "gone": the last status stays, marked offline.
+                current.online = false
+                current.lastSeenAt = receivedAt
+                try current.update(db)
+                return true
+            }
+            try GatewayStatusRecord(gatewayID: status.gatewayID, online: status.online, session: status.session, sequence: status.sequence,
+                                    status: json, lastSeenAt: receivedAt).save(db)
+            return true
+        }
+    }
+
+    public func statuses() async throws -> [GatewayStatusRecord] {
+        try await pool.read { try GatewayStatusRecord.order(Column("gatewayID")).fetchAll($0) }
+    }
+
+    public func addCommandResult(_ result: StoredCommandResult) async throws {
+        try await pool.write { db in
+            guard try EnrolledGateway.exists(db, key: result.gatewayID) else { return }
+            var r = result
+            try r.insert(db)
+        }
+    }
+
+    public func commandResults(gatewayID: String?) async throws -> [StoredCommandResult] {
+        try await pool.read { db in
+            var q = StoredCommandResult.order(Column("id"))
+            if let gatewayID { q = q.filter(Column("gatewayID") == gatewayID) }
+            return try q.fetchAll(db)
+        }
+    }
+
+    public func revokeGateway(id: String, at: Date) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE \(EnrolledGateway.databaseTableName) SET revokedAt = COALESCE(revokedAt, ?) WHERE id = ?", arguments: [at, id])
+            guard db.changesCount == 1 else { throw StoreError(.notFound, "gateway \(id) is not enrolled") }
         }
     }
 
@@ -290,6 +370,16 @@ extension AppRelease: FetchableRecord, MutablePersistableRecord {
 
 extension ChefRegistration: FetchableRecord, PersistableRecord {
     public static let databaseTableName = "chef_registrations"
+}
+
+extension GatewayStatusRecord: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "gateway_status"
+}
+
+extension StoredCommandResult: FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "command_results"
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
 
 extension RequestNonce: FetchableRecord, PersistableRecord {

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayProtocol
 
 /// Where the IoT daemon keeps its registry, enrollments, plans, reports, app releases and Chef registrations.
 ///
@@ -64,6 +65,18 @@ public protocol VendorStore: Sendable {
     @discardableResult func addReport(_ report: StoredReport) async throws -> StoredReport
     /// Reports, oldest first.
     func reports() async throws -> [StoredReport]
+
+    // Fleet channel
+
+    /// Keeps a verified status of an enrolled gateway when it supersedes the stored one (see
+    /// `GatewayStatus.supersedes`); a will only marks the gateway offline. Returns whether it was kept.
+    @discardableResult func saveStatus(_ status: GatewayStatus, receivedAt: Date) async throws -> Bool
+    func statuses() async throws -> [GatewayStatusRecord]
+    /// Stores a verified command result.
+    func addCommandResult(_ result: StoredCommandResult) async throws
+    func commandResults(gatewayID: String?) async throws -> [StoredCommandResult]
+    /// Revokes an enrolled gateway: its signed requests are refused from now on.
+    func revokeGateway(id: String, at: Date) async throws
 }
 
 /// Why the store refused an operation. Matchable by `code`.

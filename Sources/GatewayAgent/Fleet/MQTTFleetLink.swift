@@ -1,0 +1,69 @@
+import Foundation
+import GatewayProtocol
+import Logging
+import MQTT
+
+/// ``FleetLink`` over libmosquitto: TLS 1.3 to the vendor's broker, authenticated by a client
+/// certificate the vendor issued for this gateway's own Ed25519 key (CN = gateway id), a persistent
+/// session so commands sent while offline arrive, and a last will that marks the gateway offline.
+public struct MQTTFleetLink: FleetLink {
+    let client: MQTTClient
+    public static let publishTimeout: Duration = .seconds(10)
+
+    public init(vendor: GatewayConfig.VendorEntry, fleet: GatewayConfig.Fleet, identity: GatewayIdentity, keyFile: String,
+                will: (topic: String, payload: Data), logger: Logger) throws {
+        var l = logger
+        l[metadataKey: "iotgw.vendor"] = "\(vendor.id)"
+        var c = MQTTConfiguration(host: fleet.host, port: fleet.port, clientID: identity.id)
+        c.tls = .init(caFile: fleet.caFile, certificateFile: fleet.certificateFile, keyFile: keyFile)
+        c.cleanSession = false
+        c.will = MQTTMessage(topic: will.topic, payload: Array(will.payload), qos: .atLeastOnce, retain: true)
+        client = try MQTTClient(configuration: c, logger: l)
+    }
+
+    public var events: AsyncStream<FleetLinkEvent> {
+        let source = client.events
+        return AsyncStream { continuation in
+            let task = Task {
+                for await e in source {
+                    switch e {
+                    case .connected: continuation.yield(.connected)
+                    case .disconnected(let reason): continuation.yield(.disconnected(reason: reason))
+                    case .message(let m): continuation.yield(.message(topic: m.topic, payload: Data(m.payload)))
+                    }
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    public func start() throws { try client.start() }
+    public func subscribe(_ topic: String) throws { try client.subscribe(topic, qos: .atLeastOnce) }
+    public func publish(topic: String, payload: Data, retain: Bool) async throws {
+        try await client.publish(MQTTMessage(topic: topic, payload: Array(payload), qos: .atLeastOnce, retain: retain), timeout: Self.publishTimeout)
+    }
+    public func stop() async { await client.stop() }
+
+    /// The gateway's private key as PKCS#8 PEM for TLS, written 0600 next to the identity (derived from
+    /// it, rewritten at each start, never sent anywhere).
+    public static func writeKeyFile(identity: GatewayIdentity, stateDirectory: String) throws -> String {
+        let path = (stateDirectory as NSString).appendingPathComponent("fleet-tls.key")
+        // PKCS#8 for Ed25519 (RFC 8410): a fixed 16-byte prefix and the 32-byte seed.
+        let der = Data([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20])
+            + identity.key.rawRepresentation
+        let pem = "-----BEGIN PRIVATE KEY-----\n" + der.base64EncodedString() + "\n-----END PRIVATE KEY-----\n"
+        let tmp = path + ".tmp"
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw GatewayError(.identity, "cannot create \(tmp) (errno \(errno))") }
+        let bytes = Array(pem.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw GatewayError(.identity, "cannot write \(path) (errno \(errno))")
+        }
+        return path
+    }
+}

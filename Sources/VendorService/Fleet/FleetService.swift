@@ -1,0 +1,156 @@
+import Foundation
+import GatewayProtocol
+import Logging
+import MQTT
+import ServiceLifecycle
+
+/// The vendor's side of the fleet channel, run by `iot-daemon serve` beside the HTTP API:
+/// - publishes every gateway's current signed plan, retained, whenever it changes (registration,
+///   `publish-app`, releases), so connected gateways get it at once and reconnecting ones on connect;
+/// - verifies each gateway's status with the key it enrolled with and keeps the newest (offline when
+///   its last will arrives); verifies and keeps command results.
+///
+/// Several replicas may run it against one broker and database: retained plans are idempotent (the
+/// same bytes), and statuses are ordered by the gateway's own (session, sequence).
+public struct FleetService: Service {
+    let settings: VendorConfiguration.FleetSettings
+    let vendor: String
+    let store: any VendorStore
+    let logger: Logger
+    let clientID: String
+    /// How often the store is asked for changed plans.
+    let planCheckInterval: Duration
+
+    public init(configuration: VendorConfiguration, settings: VendorConfiguration.FleetSettings, store: any VendorStore, logger: Logger,
+                clientID: String? = nil, planCheckInterval: Duration = .milliseconds(500)) {
+        self.settings = settings
+        vendor = configuration.vendor
+        self.store = store
+        self.logger = logger
+        self.clientID = clientID ?? "iotgw-vendor-\(configuration.vendor)-\(UInt32.random(in: 0...UInt32.max))"
+        self.planCheckInterval = planCheckInterval
+    }
+
+    public func run() async throws {
+        let client = try VendorFleet.client(settings, clientID: clientID, cleanSession: true, logger: logger)
+        try client.subscribe(FleetTopics.allStatus, qos: .atLeastOnce)
+        try client.subscribe(FleetTopics.allResults, qos: .atLeastOnce)
+        try client.start()
+        logger.info("fleet channel started", metadata: ["mqtt.broker": "\(settings.host):\(settings.port)"])
+        let published = PublishedPlans()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await event in client.events {
+                    switch event {
+                    case .connected:
+                        logger.notice("fleet broker connected")
+                        await published.reset()  // republish everything: cheap, and the broker may have lost retained state
+                    case .disconnected(let reason):
+                        logger.warning("fleet broker disconnected", metadata: ["mqtt.reason": "\(reason)"])
+                    case .message(let m):
+                        await receive(m)
+                    }
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: planCheckInterval) } catch { break }
+                    await publishChangedPlans(client, published)
+                }
+            }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+        await client.stop()
+        logger.info("fleet channel stopped")
+    }
+
+    /// Plans whose version is not yet on the broker go out retained (QoS 1).
+    func publishChangedPlans(_ client: MQTTClient, _ published: PublishedPlans) async {
+        do {
+            for plan in try await store.plans() where await published.needs(plan.gatewayID, plan.version) {
+                try await client.publish(MQTTMessage(topic: FleetTopics.plan(plan.gatewayID), payload: Array(plan.signedJSON.utf8), qos: .atLeastOnce,
+                                                     retain: true), timeout: .seconds(10))
+                await published.mark(plan.gatewayID, plan.version)
+                logger.info("plan pushed", metadata: ["gateway.id": "\(plan.gatewayID)", "plan.version": "\(plan.version)"])
+            }
+        } catch let e as MQTTError where e.code == .notConnected {
+            return
+        } catch {
+            logger.warning("plans not pushed", metadata: ["error.message": "\(error)"])
+        }
+    }
+
+    func receive(_ m: MQTTMessage) async {
+        guard let (gatewayID, leaf) = FleetTopics.parse(m.topic) else { return }
+        do {
+            // The key the gateway enrolled with; a revoked or unknown gateway's messages are dropped.
+            guard let gateway = try await store.gateway(id: gatewayID) else {
+                return logger.warning("fleet message from an unknown or revoked gateway dropped", metadata: ["gateway.id": "\(gatewayID)"])
+            }
+            let key = try Keys.decodePublic(gateway.publicKey)
+            switch leaf {
+            case "status":
+                let status = try SignedDocument.open(m.payload, as: GatewayStatus.self, domain: Envelope.statusDomain, key: key, what: "status")
+                try status.validate(gatewayID: gatewayID, vendor: vendor)
+                let kept = try await store.saveStatus(status, receivedAt: Date())
+                logger.debug("status", metadata: ["gateway.id": "\(gatewayID)", "status.online": "\(status.online)", "status.kept": "\(kept)"])
+            case "results":
+                let r = try SignedDocument.open(m.payload, as: CommandResult.self, domain: Envelope.resultDomain, key: key, what: "command result")
+                guard r.gatewayID == gatewayID, r.vendor == vendor else { throw ProtocolError(.wrongGateway, "result names another gateway or vendor") }
+                try await store.addCommandResult(StoredCommandResult(gatewayID: gatewayID, commandID: Fields.displayText(r.id, max: 64),
+                                                                     command: Fields.displayText(r.command, max: 32), outcome: r.outcome.rawValue,
+                                                                     message: Fields.displayText(r.message, max: 1024), receivedAt: Date()))
+            default:
+                return
+            }
+        } catch {
+            logger.warning("fleet message refused", metadata: ["gateway.id": "\(gatewayID)", "mqtt.topic": "\(leaf)", "error.message": "\(error)"])
+        }
+    }
+}
+
+/// Which plan version of each gateway this process put on the broker.
+actor PublishedPlans {
+    var versions: [String: Int] = [:]
+    func needs(_ gateway: String, _ version: Int) -> Bool { versions[gateway] != version }
+    func mark(_ gateway: String, _ version: Int) { versions[gateway] = version }
+    func reset() { versions = [:] }
+}
+
+/// Connections of the vendor's control plane to its broker (`serve`, and the CLI's one-shot commands).
+public enum VendorFleet {
+    public static func client(_ s: VendorConfiguration.FleetSettings, clientID: String, cleanSession: Bool, logger: Logger) throws -> MQTTClient {
+        var c = MQTTConfiguration(host: s.host, port: s.port, clientID: clientID)
+        c.tls = .init(caFile: s.caCertificate, certificateFile: s.certificate, keyFile: s.key)
+        c.cleanSession = cleanSession
+        return try MQTTClient(configuration: c, logger: logger)
+    }
+
+    /// Signs a command for one gateway with the vendor's key.
+    public static func command(_ kind: FleetCommand.Kind, gatewayID: String, vendor: String, seconds: Int?, lifetime: TimeInterval,
+                               signer: PlanSigner, now: Date = Date()) throws -> (FleetCommand, Data) {
+        let cmd = FleetCommand(gatewayID: gatewayID, vendor: vendor, command: kind, seconds: seconds, issuedAt: now,
+                               expiresAt: now.addingTimeInterval(min(lifetime, FleetCommand.maxLifetime)))
+        return (cmd, try signer.signDocument(cmd, domain: Envelope.commandDomain))
+    }
+
+    /// Publishes the current plans of these gateways now (the CLI after `publish-app`), waiting for the
+    /// broker's acknowledgement; `serve` would publish them within its check interval anyway.
+    public static func pushPlans(_ plans: [StoredPlan], settings: VendorConfiguration.FleetSettings, logger: Logger) async throws {
+        guard !plans.isEmpty else { return }
+        let client = try client(settings, clientID: "iotgw-vendor-cli-\(UInt32.random(in: 0...UInt32.max))", cleanSession: true, logger: logger)
+        try client.start()
+        do {
+            try await client.waitUntilConnected(timeout: .seconds(10))
+            for p in plans {
+                try await client.publish(MQTTMessage(topic: FleetTopics.plan(p.gatewayID), payload: Array(p.signedJSON.utf8), qos: .atLeastOnce,
+                                                     retain: true), timeout: .seconds(10))
+            }
+        } catch {
+            await client.stop()
+            throw error
+        }
+        await client.stop()
+    }
+}

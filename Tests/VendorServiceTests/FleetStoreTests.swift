@@ -1,0 +1,38 @@
+import Foundation
+import GatewayProtocol
+import Testing
+@testable import VendorService
+
+@Suite("Fleet channel in the vendor store")
+struct FleetStoreTests {
+    func status(_ h: Harness, online: Bool = true, session: Int64, sequence: Int64, delivered: Int? = nil) -> GatewayStatus {
+        GatewayStatus(gatewayID: h.gateway.id, vendor: "acme", online: online, session: session, sequence: sequence, publishedAt: Harness.now,
+                      agentVersion: "0.8.0", uptimeSeconds: 1, container: .init(name: "iotgw-acme", state: "Running"), devices: ["FT1"],
+                      plan: .init(delivered: delivered), lastDelivery: nil, rejection: nil)
+    }
+
+    @Test func theNewestStatusIsKeptAndAWillMarksOnlyItsOwnSessionOffline() async throws {
+        try await Harness.with { h in
+            #expect(try await h.store.saveStatus(status(h, session: 10, sequence: 2, delivered: 2), receivedAt: Harness.now))
+            #expect(try await !h.store.saveStatus(status(h, session: 10, sequence: 1, delivered: 1), receivedAt: Harness.now), "late and older")
+            #expect(try await h.store.gateways().first?.status?.plan.delivered == 2)
+            #expect(try await h.store.saveStatus(status(h, online: false, session: 10, sequence: 0), receivedAt: Harness.now))
+            let offline = try #require(try await h.store.gateways().first)
+            #expect(offline.online == false && offline.status?.plan.delivered == 2, "the will keeps the last status")
+            #expect(try await h.store.saveStatus(status(h, session: 11, sequence: 1, delivered: 3), receivedAt: Harness.now))
+            #expect(try await !h.store.saveStatus(status(h, online: false, session: 10, sequence: 0), receivedAt: Harness.now),
+                    "a will of an older session does not end the new one")
+            #expect(try await h.store.gateways().first?.online == true)
+        }
+    }
+
+    @Test func aRevokedGatewayIsNoLongerFoundAndListedAsRevoked() async throws {
+        try await Harness.with { h in
+            #expect(try await h.store.gateway(id: h.gateway.id) != nil)
+            try await h.store.revokeGateway(id: h.gateway.id, at: Harness.now)
+            #expect(try await h.store.gateway(id: h.gateway.id) == nil)
+            #expect(try await h.store.gateways().first?.revokedAt != nil)
+            await #expect(throws: StoreError.self) { try await h.store.revokeGateway(id: "gw-0000000000000000", at: Harness.now) }
+        }
+    }
+}
