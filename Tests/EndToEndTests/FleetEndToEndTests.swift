@@ -70,7 +70,7 @@ extension EndToEndTests {
             let ttyA = try CharNode(), ttyB = try CharNode()
             try await gateway.start(testbed: testbed)
             try testbed.plug(vendorID: "0403", productID: "6001", serial: "FLA-1", ttyName: "ttyUSB80", devnode: ttyA.path)
-            try testbed.plug(vendorID: "10c4", productID: "ea60", serial: "FLB-1", ttyName: "ttyUSB81", devnode: ttyB.path)
+            try testbed.plug(vendorID: "10c4", productID: "6001", serial: "FLB-1", ttyName: "ttyUSB81", devnode: ttyB.path)
             _ = try await eventually("a's first delivery", timeout: .seconds(240)) { try delivered(a) }
 
             // Signed status reaches each vendor, verified with the enrolled key; each sees only its own slice.

@@ -20,6 +20,9 @@ final class FakeHost: ContainerHost, Sendable {
         /// LXD's pid as `server()` reports it; nil: LXD is down.
         var pid: Int?
         var image: (alias: String, fingerprint: String) = ("iotgw-busybox", String(repeating: "a", count: 64))
+        /// Creations under way now, and the most ever at once.
+        var creating = 0
+        var maxCreating = 0
     }
     let state = Mutex(State())
 
@@ -52,6 +55,12 @@ final class FakeHost: ContainerHost, Sendable {
     }
 
     func createInstance(_ spec: InstancesPost, timeout: Duration?) async throws {
+        state.withLock { s in
+            s.creating += 1
+            s.maxCreating = max(s.maxCreating, s.creating)
+        }
+        defer { state.withLock { $0.creating -= 1 } }
+        try await Task.sleep(for: .milliseconds(30))  // LXD takes a while; concurrent creations would overlap here
         try write(spec.name) { s in
             guard s.instances[spec.name] == nil else { throw LXDError(code: .conflict, status: 409, message: "already exists") }
             s.instances[spec.name] = try Self.makeInstance(spec)

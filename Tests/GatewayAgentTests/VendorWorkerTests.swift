@@ -88,6 +88,19 @@ import Testing
         }
     }
 
+    @Test func containersOfDifferentVendorsAreCreatedOneAtATime() async throws {
+        // LXD 5.0 gave two isolated containers created at once id maps outside the host's range.
+        let rig = try Rig(policy: .auto)
+        try await rig.running {
+            // Both workers reconcile at once (each in its own lanes).
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.plug("globex", serial: "GLX-1", minor: 1)
+            try await rig.provisioned("acme", "ACME-1")
+            try await rig.provisioned("globex", "GLX-1")
+            #expect(rig.host.state.withLock { $0.maxCreating } == 1)
+        }
+    }
+
     @Test func aVendorWhoseReconcileFailsDoesNotStopTheOthersAndIsRetriedWithBackoff() async throws {
         let rig = try Rig(policy: .auto)
         rig.host.failCalls(for: "iotgw-acme")

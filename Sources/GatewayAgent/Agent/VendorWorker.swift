@@ -21,6 +21,10 @@ public struct AgentEnvironment: Sendable {
     public var fleetLinks: FleetLinkFactory?
     /// Reads a vendor container's journal for the live log relay.
     public var journal: (any ContainerJournal)?
+    /// Serializes container creation across vendors: LXD 5.0 allocates an isolated id map while another
+    /// container being created still has none, so two creations at once got maps outside the host's
+    /// subordinate ids (the container never starts) or could get the same one.
+    public let creations = AsyncMutex()
 
     public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,

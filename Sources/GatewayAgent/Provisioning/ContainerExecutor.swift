@@ -10,12 +10,15 @@ public struct ContainerExecutor: Sendable {
     let registry: DeviceRegistry
     let store: GatewayStore
     let logger: Logger
+    /// Held around every creation, shared by all vendors (see `AgentEnvironment.creations`).
+    let creations: AsyncMutex
 
-    public init(host: any ContainerHost, registry: DeviceRegistry, store: GatewayStore, logger: Logger) {
+    public init(host: any ContainerHost, registry: DeviceRegistry, store: GatewayStore, logger: Logger, creations: AsyncMutex = AsyncMutex()) {
         self.host = host
         self.registry = registry
         self.store = store
         self.logger = logger
+        self.creations = creations
     }
 
     public func observe(_ name: String, vendor: String) async throws -> ContainerObservation {
@@ -56,7 +59,7 @@ public struct ContainerExecutor: Sendable {
             registry.remove(path: path)
         case .create(let s):
             do {
-                try await host.createInstance(s.post, timeout: nil)
+                try await creations.withLock { [host] in try await host.createInstance(s.post, timeout: nil) }
             } catch let e as LXDError where e.code == .conflict {
                 // A create that finished while we were down: the next observation sees it.
                 logger.info("container already exists", metadata: ["lxd.instance": "\(container)"])

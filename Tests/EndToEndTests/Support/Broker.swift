@@ -16,7 +16,7 @@ final class Broker: Sendable {
 
     @discardableResult
     static func kit(_ args: [String]) throws -> Output {
-        let r = try run(script, args)
+        let r = try spawnAndWait([script] + args)
         guard r.status == 0 else {
             Issue.record("scripts/mqtt-broker \(args.joined(separator: " ")) failed: \(r.stderr)")
             throw HarnessError("mqtt-broker \(args.first ?? "") failed")
@@ -73,6 +73,29 @@ final class Broker: Sendable {
         ["-h", "127.0.0.1", "-p", String(port), "--cafile", caFile, "--cert", vendorCert, "--key", vendorKey,
          "-i", "e2e-\(UInt32.random(in: 0...UInt32.max))"]
     }
+}
+
+/// Runs a command with posix_spawn and reaps it with waitpid, its output in a file. For commands that
+/// leave a daemon behind (`mosquitto -d`): Foundation's Process once never saw such a script exit.
+func spawnAndWait(_ argv: [String]) throws -> Output {
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("spawn-\(UUID().uuidString).log")
+    defer { try? FileManager.default.removeItem(at: out) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, out.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var pid: pid_t = 0
+    let cargs = argv.map { strdup($0) } + [nil]
+    defer { for a in cargs { free(a) } }
+    let rc = posix_spawn(&pid, argv[0], &actions, nil, cargs, environ)
+    guard rc == 0 else { throw HarnessError("cannot run \(argv[0]): errno \(rc)") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+    let exited = status & 0x7f == 0
+    return Output(status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout: text, stderr: text)
 }
 
 /// Polls a synchronous condition (at most 10 s).
