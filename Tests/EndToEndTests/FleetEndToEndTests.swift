@@ -103,9 +103,12 @@ extension EndToEndTests {
             // Commands: status answered, a refused kind from the owner's list, restart, and the log relay within its limits.
             let st = try command("status")
             #expect(st.status == 0 && st.stdout.hasPrefix("done"), "\(st.stdout) \(st.stderr)")
-            _ = try await lxd.exec(ca, ["sh", "-c", "for i in $(seq 1 200); do logger iotgw-flood-$i; done"])
             _ = try await lxd.exec(cb, ["logger", "iotgw-secret-of-b"])
-            let logs = try run(daemonBin, ["logs", identity.id, "--config", a.configPath, "--seconds", "30"])
+            let logsArgs = ["logs", identity.id, "--config", a.configPath, "--seconds", "30"]
+            let relay = Task.detached { try run(daemonBin, logsArgs) }
+            try await Task.sleep(for: .seconds(2))
+            _ = try await lxd.exec(ca, ["sh", "-c", "for i in $(seq 1 200); do logger iotgw-flood-$i; done"])
+            let logs = try await relay.value
             #expect(logs.status == 0, "\(logs.stderr)")
             let lines = logs.stdout.split(separator: "\n")
             #expect(lines.contains { $0.contains("iotgw-flood") }, "a's own journal is relayed")

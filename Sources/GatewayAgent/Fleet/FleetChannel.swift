@@ -246,6 +246,8 @@ public actor FleetChannel {
         while env.now() < deadline {
             if Task.isCancelled { break }
             do {
+                // Up to four seconds' worth per read: what is over the limit is counted as dropped, and a
+                // flood beyond that waits for the next read (the cursor moves only past what was read).
                 let (lines, next) = try await journal.read(container: worker.container, after: cursor,
                                                            limit: cursor == nil ? min(20, limits.linesPerSecond) : limits.linesPerSecond * 4)
                 cursor = next ?? cursor

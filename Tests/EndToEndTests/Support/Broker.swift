@@ -86,10 +86,21 @@ func spawnAndWait(_ argv: [String]) throws -> Output {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, out.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    // The test process blocks or ignores signals of its own; a daemon started from here must not
+    // inherit that (a broker with SIGHUP blocked never reloads its CRL).
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var none = sigset_t(), all = sigset_t()
+    sigemptyset(&none)
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &none)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     var pid: pid_t = 0
     let cargs = argv.map { strdup($0) } + [nil]
     defer { for a in cargs { free(a) } }
-    let rc = posix_spawn(&pid, argv[0], &actions, nil, cargs, environ)
+    let rc = posix_spawn(&pid, argv[0], &actions, &attr, cargs, environ)
     guard rc == 0 else { throw HarnessError("cannot run \(argv[0]): errno \(rc)") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
