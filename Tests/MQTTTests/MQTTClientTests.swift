@@ -1,0 +1,150 @@
+import Foundation
+import MQTT
+import Testing
+
+/// The adapter against a real mosquitto started by `scripts/mqtt-broker` (one broker per test).
+@Suite("MQTTClient against mosquitto", .timeLimit(.minutes(1)))
+struct MQTTClientTests {
+    @Test func connectsOverTLSWithAGatewayCertificate() async throws {
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            try await withClient(broker.configuration(for: gateway)) { client, log in
+                try await client.waitUntilConnected(timeout: .seconds(10))
+                let (_, sessionPresent) = try await log.connected()
+                #expect(sessionPresent == false)
+            }
+        }
+    }
+
+    @Test func qos1RoundTripBetweenGatewayAndVendor() async throws {
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            try await withClient(broker.vendorConfiguration()) { vendor, vendorLog in
+                try await withClient(broker.configuration(for: gateway)) { client, log in
+                    try await vendor.subscribe("iotgw/v1/+/status", qos: .atLeastOnce, timeout: .seconds(10))
+                    try await client.subscribe(gateway.planTopic, qos: .atLeastOnce, timeout: .seconds(10))
+
+                    try await vendor.publish(.text(gateway.planTopic, "plan-1"), timeout: .seconds(10))
+                    let (_, plan) = try await log.message(on: gateway.planTopic)
+                    #expect(plan == .text(gateway.planTopic, "plan-1", qos: .atLeastOnce, retain: false))
+
+                    try await client.publish(.text(gateway.statusTopic, "running"), timeout: .seconds(10))
+                    let (_, status) = try await vendorLog.message(on: gateway.statusTopic)
+                    #expect(status.text == "running")
+                    #expect(status.qos == .atLeastOnce)
+                }
+            }
+        }
+    }
+
+    @Test func retainedMessageReachesALaterSubscriber() async throws {
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            try await withClient(broker.vendorConfiguration()) { vendor, _ in
+                try await vendor.waitUntilConnected(timeout: .seconds(10))
+                try await vendor.publish(.text(gateway.planTopic, "plan-retained", retain: true), timeout: .seconds(10))
+            }
+            // Subscribed only now, after the vendor has gone.
+            try await withClient(broker.configuration(for: gateway)) { client, log in
+                try client.subscribe(gateway.planTopic, qos: .atLeastOnce)
+                let (_, plan) = try await log.message(on: gateway.planTopic)
+                #expect(plan.text == "plan-retained")
+                #expect(plan.retain)
+            }
+        }
+    }
+
+    @Test func lastWillIsPublishedWhenAClientDiesAbruptly() async throws {
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            try await withClient(broker.vendorConfiguration()) { vendor, vendorLog in
+                try await vendor.subscribe(gateway.statusTopic, qos: .atLeastOnce, timeout: .seconds(10))
+                // A connected gateway process with a will, killed with SIGKILL: its socket closes
+                // without DISCONNECT.
+                let child = try ChildProcess([
+                    "/usr/bin/mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port),
+                    "--cafile", broker.caFile, "--cert", gateway.certificateFile, "--key", gateway.keyFile,
+                    "-i", gateway.id, "-t", gateway.statusTopic, "-q", "1", "-l",
+                    "--will-topic", gateway.statusTopic, "--will-payload", "offline", "--will-qos", "1",
+                ])
+                try child.writeLine("online")
+                let (online, _) = try await vendorLog.message(on: gateway.statusTopic)
+                await child.kill()
+                let (_, will) = try await vendorLog.message(on: gateway.statusTopic, after: online + 1)
+                #expect(will.text == "offline")
+            }
+        }
+    }
+
+    @Test func noLastWillAfterACleanStop() async throws {
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            try await withClient(broker.vendorConfiguration()) { vendor, vendorLog in
+                try await vendor.subscribe(gateway.statusTopic, qos: .atLeastOnce, timeout: .seconds(10))
+                var configuration = broker.configuration(for: gateway)
+                configuration.will = .text(gateway.statusTopic, "offline")
+                let client = try MQTTClient(configuration: configuration, logger: TestBroker.logger)
+                let log = EventLog.recording(client)
+                try client.start()
+                try await client.waitUntilConnected(timeout: .seconds(10))
+                try await client.publish(.text(gateway.statusTopic, "online"), timeout: .seconds(10))
+                _ = try await vendorLog.message(on: gateway.statusTopic)
+                await client.stop()
+                #expect(await log.disconnectReasons == ["stopped by the client"])
+
+                // The broker handles the DISCONNECT (and would publish a will) before it logs this
+                // line; the vendor's marker is read after it, so a will would arrive first.
+                try await broker.waitForLog(containing: "Client \(gateway.id) disconnected.")
+                try await vendor.publish(.text(gateway.statusTopic, "marker"), timeout: .seconds(10))
+                try await vendorLog.wait(for: "marker") {
+                    if case .message(let m) = $0 { return m.text == "marker" }
+                    return false
+                }
+                #expect(await vendorLog.payloads(on: gateway.statusTopic) == ["online", "marker"])
+            }
+        }
+    }
+
+    @Test func reconnectsAfterTheBrokerIsKilledAndReceivesWhatWasQueuedMeanwhile() async throws {
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            try await withClient(broker.vendorConfiguration()) { vendor, _ in
+                try await vendor.waitUntilConnected(timeout: .seconds(10))
+                try await vendor.publish(.text(gateway.planTopic, "plan-1", retain: true), timeout: .seconds(10))
+
+                // A fixed 3 s backoff keeps the gateway offline while the vendor queues a command.
+                var configuration = broker.configuration(for: gateway)
+                configuration.reconnectDelay = .seconds(3) ... .seconds(3)
+                try await withClient(configuration) { client, log in
+                    try client.subscribe(gateway.planTopic, qos: .atLeastOnce)
+                    try client.subscribe(gateway.commandsTopic, qos: .atLeastOnce)
+                    let (first, _) = try await log.message(on: gateway.planTopic)
+                    // One more broker round trip: the broker's loop has saved its database (retained
+                    // message, the gateway's persistent session) before it answers this.
+                    try await vendor.publish(.text(gateway.statusTopic, "sync"), timeout: .seconds(10))
+
+                    try await broker.killBroker()
+                    let (down, reason) = try await log.disconnected(after: first)
+                    #expect(reason.contains("connectionLost"), "\(reason)")
+                    try await broker.startBroker()
+
+                    try await vendor.waitUntilConnected(timeout: .seconds(10))
+                    try await vendor.publish(.text(gateway.commandsTopic, "command-while-offline"), timeout: .seconds(10))
+                    let early = await log.firstIndex(after: down) {
+                        if case .connected = $0 { return true }
+                        return false
+                    }
+                    #expect(early == nil, "the gateway must still be offline when the command is queued")
+
+                    let (up, sessionPresent) = try await log.connected(after: down)
+                    #expect(sessionPresent, "the persistent session survived the SIGKILL")
+                    let (_, command) = try await log.message(on: gateway.commandsTopic, after: up)
+                    #expect(command.text == "command-while-offline")
+                    let (_, plan) = try await log.message(on: gateway.planTopic, after: up)
+                    #expect(plan.text == "plan-1")
+                    #expect(plan.retain, "re-subscribed, so the retained plan came again")
+                }
+            }
+        }
+    }
+}
