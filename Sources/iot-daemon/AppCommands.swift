@@ -50,17 +50,19 @@ struct PublishAppCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "iot-daemon")
-        let store = try options.openStore(configuration)
-        let service = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
-        let publication = try await service.publish(app: app, version: version, runList: runList.isEmpty ? nil : runList, logger: logger)
+        let publication = try await options.withStore(configuration, logger: logger) { store in
+            let service = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
+            let publication = try await service.publish(app: app, version: version, runList: runList.isEmpty ? nil : runList, logger: logger)
 
-        // Connected gateways get their new plans pushed now (`serve` would within its check interval).
-        if let fleet = configuration.fleet {
-            let changed = Set(publication.gateways.filter { $0.version != $0.previousVersion }.map(\.gatewayID))
-            let plans = try await store.plans().filter { changed.contains($0.gatewayID) }
-            do { try await VendorFleet.pushPlans(plans, settings: fleet, logger: logger) } catch {
-                printError("warning: plans not pushed to the broker now (\(error)); `serve` pushes them when it reaches it")
+            // Connected gateways get their new plans pushed now (`serve` would within its check interval).
+            if let fleet = configuration.fleet {
+                let changed = Set(publication.gateways.filter { $0.version != $0.previousVersion }.map(\.gatewayID))
+                let plans = try await store.plans().filter { changed.contains($0.gatewayID) }
+                do { try await VendorFleet.pushPlans(plans, settings: fleet, logger: logger) } catch {
+                    printError("warning: plans not pushed to the broker now (\(error)); `serve` pushes them when it reaches it")
+                }
             }
+            return publication
         }
         let release = publication.release
         printError("published \(release.app) \(release.version) (was \(publication.previous.version)), run list: "
@@ -106,7 +108,7 @@ struct AppsCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let releases = try await options.openStore(configuration).appReleases()
+        let releases = try await options.withStore(configuration) { try await $0.appReleases() }
         let effective = AppCatalog.effective(baseline: configuration.apps, releases: releases)
         let entries = effective.map { app in Entry(app: app, release: releases.last { $0.app == app.name }) }
         if output.json { return try printJSON(entries) }

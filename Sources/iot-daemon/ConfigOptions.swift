@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import VendorService
 
 /// `--config`, shared by every command.
@@ -10,10 +11,37 @@ struct ConfigOptions: ParsableArguments {
         try VendorConfiguration.load(from: config)
     }
 
-    /// Opens the database of an initialized daemon (`init` creates it).
-    func openStore(_ configuration: VendorConfiguration) throws -> SQLiteVendorStore {
-        try SQLiteVendorStore(path: configuration.database, create: false)
+    /// Opens the store of an initialized daemon (`init` creates it) for `body`; see ``withVendorStore(_:create:logger:_:)``.
+    func withStore<T: Sendable>(_ configuration: VendorConfiguration, logger: Logger = quietLogger,
+                                _ body: (any VendorStore) async throws -> T) async throws -> T {
+        try await withVendorStore(configuration, create: false, logger: logger, body)
     }
+}
+
+/// Warnings only: the store's logger for commands that print their own output.
+let quietLogger: Logger = {
+    var logger = Logger(label: "iot-daemon")
+    logger.logLevel = .warning
+    return logger
+}()
+
+/// Calls `body` with the configured store: PostgreSQL when the configuration has a `postgres` section (its
+/// connection pool runs for the duration of `body`, migrations applied first), else the SQLite file `database`.
+/// - Parameter create: create the database (SQLite file, PostgreSQL schema) when missing, as `init` does;
+///   otherwise a missing one throws ``StoreError/Code/missingDatabase``.
+func withVendorStore<T: Sendable>(_ configuration: VendorConfiguration, create: Bool, logger: Logger,
+                                  _ body: (any VendorStore) async throws -> T) async throws -> T {
+    if let postgres = configuration.postgres {
+        return try await PostgresVendorStore.withStore(settings: postgres, create: create, logger: logger) { store in try await body(store) }
+    }
+    return try await body(try SQLiteVendorStore(path: configuration.database, create: create))
+}
+
+/// Where the configured store keeps its data, for messages and logs (never the password).
+func storeDescription(_ configuration: VendorConfiguration) -> String {
+    guard let postgres = configuration.postgres else { return configuration.database }
+    guard let e = try? postgres.endpoint else { return "postgres" }
+    return "postgres://\(e.user)@\(e.host):\(e.port)/\(e.database) (schema \(postgres.schemaName))"
 }
 
 /// `--json`, shared by the listings.

@@ -98,8 +98,8 @@ enum FleetCLI {
     static func send(_ kind: FleetCommand.Kind, to gatewayID: String, seconds: Int?, configuration: VendorConfiguration,
                      fleet: VendorConfiguration.FleetSettings, wait: Duration,
                      onLogs: @escaping @Sendable (LogBatch) -> Bool?) async throws -> CommandResult {
-        let store = try SQLiteVendorStore(path: configuration.database, create: false)
-        guard let gateway = try await store.gateway(id: gatewayID) else { throw refusal("gateway \(gatewayID) is not enrolled (or was revoked)") }
+        let gateway = try await withVendorStore(configuration, create: false, logger: logger) { try await $0.gateway(id: gatewayID) }
+        guard let gateway else { throw refusal("gateway \(gatewayID) is not enrolled (or was revoked)") }
         let signer = try SigningKeyFile.load(path: configuration.signingKey)
         let (cmd, payload) = try VendorFleet.command(kind, gatewayID: gatewayID, vendor: configuration.vendor, seconds: seconds,
                                                      lifetime: 600, signer: signer)
@@ -172,8 +172,8 @@ struct RevokeGatewayCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let store = try options.openStore(configuration)
-        do { try await store.revokeGateway(id: gatewayID, at: Date()) } catch let e as StoreError where e.code == .notFound {
+        do { try await options.withStore(configuration) { try await $0.revokeGateway(id: gatewayID, at: Date()) } } catch let e as StoreError
+            where e.code == .notFound {
             throw refusal(e.message)
         }
         printError("revoked gateway \(gatewayID) (its signed requests are refused)")

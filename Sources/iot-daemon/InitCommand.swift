@@ -15,11 +15,11 @@ struct InitCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.load()
         let (signer, created) = try SigningKeyFile.loadOrCreate(path: configuration.signingKey)
-        _ = try SQLiteVendorStore(path: configuration.database, create: true)
+        try await withVendorStore(configuration, create: true, logger: quietLogger) { _ in }
         if created {
             printError("created signing key \(configuration.signingKey)")
         }
-        printError("database \(configuration.database) is ready")
+        printError("database \(storeDescription(configuration)) is ready")
         print(Keys.encode(signer.publicKey))
     }
 }

@@ -12,7 +12,7 @@ struct DevicesCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let devices = try await options.openStore(configuration).devices()
+        let devices = try await options.withStore(configuration) { try await $0.devices() }
         if output.json { return try printJSON(devices) }
         printTable(["SERIAL", "MODEL", "USB ID", "REGISTERED"],
                    devices.map { [$0.serial, $0.model, "\($0.vendorID):\($0.productID)", $0.registeredAt.iso8601] })
@@ -28,7 +28,7 @@ struct GatewaysCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let gateways = try await options.openStore(configuration).gateways()
+        let gateways = try await options.withStore(configuration) { try await $0.gateways() }
         if output.json { return try printJSON(gateways) }
         printTable(["GATEWAY", "ENROLLED", "PLAN", "DEVICES", "FLEET", "LAST SEEN", "STATUS"], gateways.map { g in
             let fleet = g.revokedAt != nil ? "revoked" : g.online.map { $0 ? "online" : "offline" } ?? "-"
@@ -78,7 +78,7 @@ struct ReportsCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let reports = try await options.openStore(configuration).reports()
+        let reports = try await options.withStore(configuration) { try await $0.reports() }
         let entries = reports.map {
             Entry(id: $0.id, gatewayID: $0.gatewayID, planVersion: $0.planVersion, outcome: $0.outcome, receivedAt: $0.receivedAt,
                   report: try? WireJSON.decoder().decode(ProvisioningReport.self, from: Data($0.json.utf8)))

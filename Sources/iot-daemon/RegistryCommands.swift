@@ -45,10 +45,9 @@ struct RegisterDeviceCommand: AsyncParsableCommand {
         guard vendorID == model.vendorID, productID == model.productID else {
             throw refusal("model \(model.name) is \(model.vendorID):\(model.productID), not \(vendorID):\(productID)")
         }
-        let store = try options.openStore(configuration)
         do {
-            try await store.registerDevice(RegisteredDevice(serial: serial, vendorID: vendorID, productID: productID, model: model.name,
-                                                            registeredAt: Date()))
+            let device = RegisteredDevice(serial: serial, vendorID: vendorID, productID: productID, model: model.name, registeredAt: Date())
+            try await options.withStore(configuration) { try await $0.registerDevice(device) }
         } catch let error as StoreError where error.code == .conflict {
             throw refusal(error.message)
         }
@@ -84,9 +83,9 @@ struct EnrollGatewayCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let store = try options.openStore(configuration)
         do {
-            try await store.enrollGateway(EnrolledGateway(id: gatewayID, publicKey: publicKey, enrolledAt: Date()))
+            let gateway = EnrolledGateway(id: gatewayID, publicKey: publicKey, enrolledAt: Date())
+            try await options.withStore(configuration) { try await $0.enrollGateway(gateway) }
         } catch let error as StoreError where error.code == .conflict {
             throw refusal(error.message)
         }

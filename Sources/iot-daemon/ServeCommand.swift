@@ -21,30 +21,33 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "iot-daemon")
         let configuration = try options.load()
-        let store = try options.openStore(configuration)
         if SigningKeyFile.isReadableByOthers(path: configuration.signingKey) {
             logger.warning("signing key is readable by group or others", metadata: ["key.path": "\(configuration.signingKey)"])
         }
-        let app = try buildApplication(configuration: configuration, store: store, logger: logger)
-        if let chef = configuration.chef {
-            if SigningKeyFile.isReadableByOthers(path: chef.adminKey) {
-                logger.warning("chef admin key is readable by group or others", metadata: ["key.path": "\(chef.adminKey)"])
+        // The store (for PostgreSQL: its connection pool) outlives the service group: it stops after the
+        // server has drained.
+        try await options.withStore(configuration, logger: logger) { store in
+            let app = try buildApplication(configuration: configuration, store: store, logger: logger)
+            if let chef = configuration.chef {
+                if SigningKeyFile.isReadableByOthers(path: chef.adminKey) {
+                    logger.warning("chef admin key is readable by group or others", metadata: ["key.path": "\(chef.adminKey)"])
+                }
+                if configuration.postgres == nil, SigningKeyFile.isReadableByOthers(path: configuration.database) {
+                    logger.warning("database holding chef client keys is readable by group or others",
+                                   metadata: ["database": "\(configuration.database)"])
+                }
             }
-            if SigningKeyFile.isReadableByOthers(path: configuration.database) {
-                logger.warning("database holding chef client keys is readable by group or others",
-                               metadata: ["database": "\(configuration.database)"])
+            logger.info("iot-daemon starting", metadata: [
+                "vendor": "\(configuration.vendor)", "listen": "\(configuration.listen.host):\(configuration.listen.port)",
+                "database": "\(storeDescription(configuration))", "chef.server": "\(configuration.chef?.serverURL ?? "none")",
+            ])
+            var services: [any Service] = [app]
+            if let fleet = configuration.fleet {
+                services.append(FleetService(configuration: configuration, settings: fleet, store: store, logger: logger))
             }
+            let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            try await group.run()
         }
-        logger.info("iot-daemon starting", metadata: [
-            "vendor": "\(configuration.vendor)", "listen": "\(configuration.listen.host):\(configuration.listen.port)",
-            "database": "\(configuration.database)", "chef.server": "\(configuration.chef?.serverURL ?? "none")",
-        ])
-        var services: [any Service] = [app]
-        if let fleet = configuration.fleet {
-            services.append(FleetService(configuration: configuration, settings: fleet, store: store, logger: logger))
-        }
-        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        try await group.run()
         logger.info("iot-daemon stopped")
     }
 }

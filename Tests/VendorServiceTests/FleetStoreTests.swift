@@ -3,16 +3,16 @@ import GatewayProtocol
 import Testing
 @testable import VendorService
 
-@Suite("Fleet channel in the vendor store")
+@Suite("Fleet channel in the vendor store (SQLite and PostgreSQL)")
 struct FleetStoreTests {
-    func status(_ h: Harness, online: Bool = true, session: Int64, sequence: Int64, delivered: Int? = nil) -> GatewayStatus {
+    func status(_ h: StoreHarness, online: Bool = true, session: Int64, sequence: Int64, delivered: Int? = nil) -> GatewayStatus {
         GatewayStatus(gatewayID: h.gateway.id, vendor: "acme", online: online, session: session, sequence: sequence, publishedAt: Harness.now,
                       agentVersion: "0.8.0", uptimeSeconds: 1, container: .init(name: "iotgw-acme", state: "Running"), devices: ["FT1"],
                       plan: .init(delivered: delivered), lastDelivery: nil, rejection: nil)
     }
 
-    @Test func theNewestStatusIsKeptAndAWillMarksOnlyItsOwnSessionOffline() async throws {
-        try await Harness.with { h in
+    @Test(arguments: Backend.allCases) func theNewestStatusIsKeptAndAWillMarksOnlyItsOwnSessionOffline(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
             #expect(try await h.store.saveStatus(status(h, session: 10, sequence: 2, delivered: 2), receivedAt: Harness.now))
             #expect(try await !h.store.saveStatus(status(h, session: 10, sequence: 1, delivered: 1), receivedAt: Harness.now), "late and older")
             #expect(try await h.store.gateways().first?.status?.plan.delivered == 2)
@@ -26,8 +26,8 @@ struct FleetStoreTests {
         }
     }
 
-    @Test func aRevokedGatewayIsNoLongerFoundAndListedAsRevoked() async throws {
-        try await Harness.with { h in
+    @Test(arguments: Backend.allCases) func aRevokedGatewayIsNoLongerFoundAndListedAsRevoked(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
             #expect(try await h.store.gateway(id: h.gateway.id) != nil)
             try await h.store.revokeGateway(id: h.gateway.id, at: Harness.now)
             #expect(try await h.store.gateway(id: h.gateway.id) == nil)

@@ -3,10 +3,10 @@ import GatewayProtocol
 import Testing
 @testable import VendorService
 
-@Suite("SQLite store: releases, registrations, reissue")
+@Suite("Store on SQLite and PostgreSQL: releases, registrations, reissue")
 struct StoreReleaseTests {
-    @Test func releasesAreKeptInOrderAndTheNewestOfEachAppIsCurrent() async throws {
-        try await Harness.with { h in
+    @Test(arguments: Backend.allCases) func releasesAreKeptInOrderAndTheNewestOfEachAppIsCurrent(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
             try await h.store.addAppRelease(AppRelease(app: "thermo-agent", version: "1.1.0", runList: ["recipe[t@1.1.0]"], publishedAt: Harness.now))
             try await h.store.addAppRelease(AppRelease(app: "hygro-agent", version: "2.2.0", runList: ["recipe[h]"], publishedAt: Harness.now))
             let last = try await h.store.addAppRelease(AppRelease(app: "thermo-agent", version: "1.2.0", runList: ["recipe[t@1.2.0]", "recipe[x]"],
@@ -25,8 +25,8 @@ struct StoreReleaseTests {
         }
     }
 
-    @Test func reissueNeedsAPlan() async throws {
-        try await Harness.with { h in
+    @Test(arguments: Backend.allCases) func reissueNeedsAPlan(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
             let none: Int? = try await h.store.reissuePlan(gatewayID: h.gateway.id) { _ in
                 Issue.record("issue must not be called without a plan")
                 return (StoredPlan(gatewayID: h.gateway.id, version: 1, contentHash: "", signedJSON: "{}", issuedAt: Harness.now), 0)
@@ -47,8 +47,8 @@ struct StoreReleaseTests {
         }
     }
 
-    @Test func chefRegistrationIsReplacedAndNeverPrintsItsKey() async throws {
-        try await Harness.with { h in
+    @Test(arguments: Backend.allCases) func chefRegistrationIsReplacedAndNeverPrintsItsKey(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
             #expect(try await h.store.chefRegistration(gatewayID: h.gateway.id) == nil)
             let first = ChefRegistration(gatewayID: h.gateway.id, nodeName: "\(h.gateway.id)-acme", clientKeyPEM: "SECRET-1", registeredAt: Harness.now)
             try await h.store.saveChefRegistration(first)

@@ -22,6 +22,9 @@ extension VendorConfiguration {
             if let adminKey = configuration.chef?.adminKey {
                 configuration.chef?.adminKey = resolve(adminKey, against: folder)
             }
+            if let file = configuration.postgres?.passwordFile {
+                configuration.postgres?.passwordFile = resolve(file, against: folder)
+            }
             if var fleet = configuration.fleet {
                 fleet.caCertificate = resolve(fleet.caCertificate, against: folder)
                 fleet.certificate = resolve(fleet.certificate, against: folder)
@@ -147,6 +150,7 @@ extension VendorConfiguration {
             }
         }
         if let chef { try chef.validate() }
+        if let postgres { try postgres.validate() }
         if let fleet {
             guard Fields.host.isValid(fleet.host), (1...65535).contains(fleet.port) else {
                 throw ConfigurationError(.invalidField, field: "fleet.host", "must be a host name or IPv4 address, with fleet.port 1-65535")

@@ -64,6 +64,8 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     public var ansible: AnsibleSettings?
     /// The vendor's MQTT broker (fleet channel): plans are pushed, statuses and command results come back.
     public var fleet: FleetSettings?
+    /// Keep the daemon's state in PostgreSQL instead of the SQLite file `database` (see ``PostgresSettings``).
+    public var postgres: PostgresSettings?
 
     /// The fleet channel's broker and the vendor's certificate authority for gateways (README "Fleet channel").
     public struct FleetSettings: Sendable, Codable, Equatable {
@@ -233,7 +235,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case vendor, listen, publicHosts, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible, fleet
+        case vendor, listen, publicHosts, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible, fleet, postgres
     }
 
     public init(from decoder: any Decoder) throws {
@@ -253,6 +255,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
         )
         ansible = try c.decodeIfPresent(AnsibleSettings.self, forKey: .ansible)
         fleet = try c.decodeIfPresent(FleetSettings.self, forKey: .fleet)
+        postgres = try c.decodeIfPresent(PostgresSettings.self, forKey: .postgres)
     }
 
     /// The model with this name, if the catalog has it.

@@ -3,8 +3,9 @@ import GatewayProtocol
 
 /// Where the IoT daemon keeps its registry, enrollments, plans, reports, app releases and Chef registrations.
 ///
-/// SQLite (``SQLiteVendorStore``) serves a vendor with a few thousand gateways; a PostgreSQL backend can
-/// implement the same protocol. Every method is one transaction.
+/// SQLite (``SQLiteVendorStore``, the embedded default) serves a vendor with a few thousand gateways;
+/// PostgreSQL (``PostgresVendorStore``) serves any number of replicas on one database. Every method is one
+/// transaction.
 public protocol VendorStore: Sendable {
     /// Adds a device to the manufacturing registry. Registering the same device again with the same
     /// vendor/product IDs and model does nothing; registering a known serial differently throws

@@ -1,0 +1,584 @@
+import Foundation
+import GatewayProtocol
+import Logging
+import PostgresNIO
+
+/// ``VendorStore`` on PostgreSQL (postgres-nio `PostgresClient`, a connection pool). Any number of
+/// `iot-daemon serve` replicas may share one database: every method is one transaction, plan issuing locks
+/// the gateway's row (`SELECT … FOR NO KEY UPDATE`) so versions are allocated once per gateway, and
+/// enrollment, registration and nonces rest on primary keys (`INSERT … ON CONFLICT`).
+///
+/// The pool runs in ``run()``, which must be going while the store is used (a `Service`'s `run`, or
+/// ``withStore(settings:create:logger:_:)`` which runs it around a body). ``migrate(create:)`` applies the
+/// schema before first use.
+public struct PostgresVendorStore: VendorStore {
+    let client: PostgresClient
+    /// For the one connection ``withStore(settings:create:logger:)`` tries first.
+    let probe: PostgresConnection.Configuration
+    /// The schema the tables live in (validated as a plain identifier: it is written into statements).
+    let schema: String
+    let logger: Logger
+
+    /// Builds the pool from a configuration's `postgres` section; connects nothing yet.
+    /// - Throws: ``ConfigurationError`` for a bad section or an unreadable password file.
+    public init(settings: VendorConfiguration.PostgresSettings, logger: Logger) throws {
+        try settings.validate()
+        let endpoint = try settings.endpoint
+        var password = endpoint.password
+        if let file = settings.passwordFile {
+            do {
+                password = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch {
+                throw ConfigurationError(.unreadable, field: "postgres.passwordFile", "cannot read \(file)")
+            }
+        }
+        var configuration = PostgresClient.Configuration(host: endpoint.host, port: endpoint.port, username: endpoint.user,
+                                                         password: password, database: endpoint.database, tls: .disable)
+        configuration.options.maximumConnections = settings.maxConnections ?? VendorConfiguration.PostgresSettings.defaultMaxConnections
+        configuration.options.connectTimeout = .seconds(10)
+        configuration.options.additionalStartupParameters = [("search_path", settings.schemaName)]
+        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        var probe = PostgresConnection.Configuration(host: endpoint.host, port: endpoint.port, username: endpoint.user, password: password,
+                                                     database: endpoint.database, tls: .disable)
+        probe.options.connectTimeout = .seconds(10)
+        self.probe = probe
+        schema = settings.schemaName
+        self.logger = logger
+    }
+
+    /// Runs the connection pool until the task is cancelled.
+    public func run() async {
+        await client.run()
+    }
+
+    /// Runs the pool, applies pending migrations, calls `body` with the store, then stops the pool.
+    /// - Parameter create: create the schema when missing (`iot-daemon init`); otherwise a database without
+    ///   it throws ``StoreError/Code/missingDatabase``.
+    public static func withStore<T: Sendable>(settings: VendorConfiguration.PostgresSettings, create: Bool, logger: Logger,
+                                              _ body: (PostgresVendorStore) async throws -> T) async throws -> T {
+        let store = try PostgresVendorStore(settings: settings, logger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await store.run() }
+            defer { group.cancelAll() }
+            // Also gives the pool's task time to start before the first lease.
+            try await store.checkReachable()
+            try await store.migrate(create: create)
+            return try await body(store)
+        }
+    }
+
+    /// Connects once outside the pool and closes: a server that is down or refuses the login throws its
+    /// `PSQLError` now, where the pool would retry for a minute and then report only a tripped circuit breaker.
+    public func checkReachable() async throws {
+        let connection = try await PostgresConnection.connect(configuration: probe, id: 0, logger: logger)
+        try await connection.close()
+    }
+
+    // MARK: Schema
+
+    /// Migrations, applied in order and recorded by name in `schema_migrations`. Never edit one that has
+    /// shipped; add a new one. Column names are the record properties in snake_case.
+    static let migrations: [(name: String, statements: [String])] = [
+        ("v1-schema", [
+            """
+            CREATE TABLE devices (serial text PRIMARY KEY, vendor_id text NOT NULL, product_id text NOT NULL, model text NOT NULL,
+                                  registered_at timestamptz NOT NULL)
+            """,
+            "CREATE TABLE gateways (id text PRIMARY KEY, public_key text NOT NULL, enrolled_at timestamptz NOT NULL, revoked_at timestamptz)",
+            """
+            CREATE TABLE gateway_devices (gateway_id text NOT NULL REFERENCES gateways ON DELETE CASCADE,
+                                          serial text NOT NULL REFERENCES devices ON DELETE CASCADE,
+                                          first_seen_at timestamptz NOT NULL, PRIMARY KEY (gateway_id, serial))
+            """,
+            """
+            CREATE TABLE plans (gateway_id text PRIMARY KEY REFERENCES gateways ON DELETE CASCADE, version bigint NOT NULL,
+                                content_hash text NOT NULL, signed_json text NOT NULL, issued_at timestamptz NOT NULL)
+            """,
+            """
+            CREATE TABLE reports (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                  gateway_id text NOT NULL REFERENCES gateways ON DELETE CASCADE, plan_version bigint NOT NULL,
+                                  outcome text NOT NULL, json text NOT NULL, received_at timestamptz NOT NULL)
+            """,
+            "CREATE INDEX reports_gateway_id ON reports (gateway_id)",
+            """
+            CREATE TABLE app_releases (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, app text NOT NULL, version text NOT NULL,
+                                       run_list text NOT NULL, published_at timestamptz NOT NULL)
+            """,
+            "CREATE INDEX app_releases_app ON app_releases (app)",
+            """
+            CREATE TABLE chef_registrations (gateway_id text PRIMARY KEY REFERENCES gateways ON DELETE CASCADE,
+                                             node_name text NOT NULL UNIQUE, client_key_pem text NOT NULL,
+                                             registered_at timestamptz NOT NULL)
+            """,
+            """
+            CREATE TABLE request_nonces (gateway_id text NOT NULL REFERENCES gateways ON DELETE CASCADE, nonce text NOT NULL,
+                                         expires_at timestamptz NOT NULL, PRIMARY KEY (gateway_id, nonce))
+            """,
+            "CREATE INDEX request_nonces_expires_at ON request_nonces (expires_at)",
+            """
+            CREATE TABLE gateway_status (gateway_id text PRIMARY KEY REFERENCES gateways ON DELETE CASCADE, online boolean NOT NULL,
+                                         session bigint NOT NULL, sequence bigint NOT NULL, status text NOT NULL,
+                                         last_seen_at timestamptz NOT NULL)
+            """,
+            """
+            CREATE TABLE command_results (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                          gateway_id text NOT NULL REFERENCES gateways ON DELETE CASCADE, command_id text NOT NULL,
+                                          command text NOT NULL, outcome text NOT NULL, message text NOT NULL,
+                                          received_at timestamptz NOT NULL)
+            """,
+            "CREATE INDEX command_results_gateway_id ON command_results (gateway_id)",
+        ]),
+    ]
+
+    /// Applies the migrations not yet recorded, in one transaction under an advisory lock, so replicas
+    /// starting together apply each once.
+    /// - Parameter create: create the schema and the migrations table when missing; otherwise their absence
+    ///   throws ``StoreError/Code/missingDatabase``.
+    public func migrate(create: Bool) async throws {
+        let schema = self.schema
+        try await write { db in
+            try await db.query("SELECT pg_advisory_xact_lock(hashtext('iot-daemon-migrations:' || \(schema)))", logger: logger)
+            var exists = false
+            for try await (found) in try await db.query("SELECT to_regclass(\(schema + ".schema_migrations")) IS NOT NULL",
+                                                        logger: logger).decode(Bool.self) {
+                exists = found
+            }
+            if !exists {
+                guard create else {
+                    throw StoreError(.missingDatabase, "PostgreSQL schema \(schema) has no iot-daemon tables; run `iot-daemon init` first")
+                }
+                try await db.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)"), logger: logger)
+                try await db.query(PostgresQuery(unsafeSQL: """
+                    CREATE TABLE \(schema).schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())
+                    """), logger: logger)
+            }
+            var applied: Set<String> = []
+            for try await name in try await db.query("SELECT name FROM schema_migrations", logger: logger).decode(String.self) {
+                applied.insert(name)
+            }
+            for migration in Self.migrations where !applied.contains(migration.name) {
+                for statement in migration.statements {
+                    try await db.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await db.query("INSERT INTO schema_migrations (name) VALUES (\(migration.name))", logger: logger)
+                logger.info("postgres migration applied", metadata: ["postgres.schema": "\(schema)", "postgres.migration": "\(migration.name)"])
+            }
+        }
+    }
+
+    // MARK: Transactions
+
+    /// Runs `body` in a read-write transaction on one pooled connection: committed when it returns,
+    /// rolled back when it throws (its error is rethrown as is, so a ``StoreError`` stays matchable).
+    func write<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await transaction("BEGIN", body)
+    }
+
+    /// A read-only transaction on one snapshot (several queries see the same state, as a SQLite read does).
+    func read<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+    }
+
+    private func transaction<T: Sendable>(_ begin: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let logger = self.logger
+        return try await client.withConnection { db in
+            try await db.query(PostgresQuery(unsafeSQL: begin), logger: logger)
+            let result: T
+            do {
+                result = try await body(db)
+            } catch {
+                do { try await db.query("ROLLBACK", logger: logger) } catch {
+                    logger.warning("postgres rollback failed", metadata: ["error": "\(error)"])
+                }
+                throw error
+            }
+            try await db.query("COMMIT", logger: logger)
+            return result
+        }
+    }
+
+    // MARK: Registry and enrollment
+
+    public func registerDevice(_ device: RegisteredDevice) async throws {
+        try await write { db in
+            let inserted = try await db.query("""
+                INSERT INTO devices (serial, vendor_id, product_id, model, registered_at)
+                VALUES (\(device.serial), \(device.vendorID), \(device.productID), \(device.model), \(device.registeredAt))
+                ON CONFLICT (serial) DO NOTHING RETURNING serial
+                """, logger: logger).collect()
+            guard inserted.isEmpty else { return }
+            // Another registration of the serial exists (perhaps committed by another replica just now).
+            guard let existing = try await Self.device(db, serial: device.serial, logger: logger) else { return }
+            guard existing.vendorID == device.vendorID, existing.productID == device.productID, existing.model == device.model else {
+                throw StoreError(.conflict, "device \(device.serial) is already registered as \(existing.model) "
+                    + "\(existing.vendorID):\(existing.productID)")
+            }
+        }
+    }
+
+    static func device(_ db: PostgresConnection, serial: String, logger: Logger) async throws -> RegisteredDevice? {
+        let rows = try await db.query("""
+            SELECT serial, vendor_id, product_id, model, registered_at FROM devices WHERE serial = \(serial)
+            """, logger: logger)
+        for try await (serial, vendorID, productID, model, registeredAt) in rows.decode((String, String, String, String, Date).self) {
+            return RegisteredDevice(serial: serial, vendorID: vendorID, productID: productID, model: model, registeredAt: registeredAt)
+        }
+        return nil
+    }
+
+    public func device(serial: String) async throws -> RegisteredDevice? {
+        try await read { db in try await Self.device(db, serial: serial, logger: logger) }
+    }
+
+    public func devices() async throws -> [RegisteredDevice] {
+        try await read { db in
+            var devices: [RegisteredDevice] = []
+            let rows = try await db.query("SELECT serial, vendor_id, product_id, model, registered_at FROM devices ORDER BY serial",
+                                          logger: logger)
+            for try await (serial, vendorID, productID, model, registeredAt) in rows.decode((String, String, String, String, Date).self) {
+                devices.append(RegisteredDevice(serial: serial, vendorID: vendorID, productID: productID, model: model, registeredAt: registeredAt))
+            }
+            return devices
+        }
+    }
+
+    public func enrollGateway(_ gateway: EnrolledGateway) async throws {
+        try await write { db in
+            let inserted = try await db.query("""
+                INSERT INTO gateways (id, public_key, enrolled_at) VALUES (\(gateway.id), \(gateway.publicKey), \(gateway.enrolledAt))
+                ON CONFLICT (id) DO NOTHING RETURNING id
+                """, logger: logger).collect()
+            guard inserted.isEmpty else { return }
+            for try await key in try await db.query("SELECT public_key FROM gateways WHERE id = \(gateway.id)", logger: logger)
+                .decode(String.self) where key != gateway.publicKey {
+                throw StoreError(.conflict, "gateway \(gateway.id) is already enrolled with another public key")
+            }
+        }
+    }
+
+    /// An enrolled gateway that was not revoked.
+    public func gateway(id: String) async throws -> EnrolledGateway? {
+        try await read { db in
+            let rows = try await db.query("SELECT id, public_key, enrolled_at FROM gateways WHERE id = \(id) AND revoked_at IS NULL",
+                                          logger: logger)
+            for try await (id, publicKey, enrolledAt) in rows.decode((String, String, Date).self) {
+                return EnrolledGateway(id: id, publicKey: publicKey, enrolledAt: enrolledAt)
+            }
+            return nil
+        }
+    }
+
+    public func gateways() async throws -> [GatewaySummary] {
+        try await read { db in
+            var devices: [String: [String]] = [:]
+            for try await (gatewayID, serial) in try await db.query("SELECT gateway_id, serial FROM gateway_devices ORDER BY serial",
+                                                                    logger: logger).decode((String, String).self) {
+                devices[gatewayID, default: []].append(serial)
+            }
+            var plans: [String: (version: Int, issuedAt: Date)] = [:]
+            for try await (gatewayID, version, issuedAt) in try await db.query("SELECT gateway_id, version, issued_at FROM plans",
+                                                                               logger: logger).decode((String, Int, Date).self) {
+                plans[gatewayID] = (version, issuedAt)
+            }
+            var statuses: [String: GatewayStatusRecord] = [:]
+            for status in try await Self.statuses(db, logger: logger) { statuses[status.gatewayID] = status }
+            var summaries: [GatewaySummary] = []
+            let rows = try await db.query("SELECT id, public_key, enrolled_at, revoked_at FROM gateways ORDER BY id", logger: logger)
+            for try await (id, publicKey, enrolledAt, revokedAt) in rows.decode((String, String, Date, Date?).self) {
+                let s = statuses[id]
+                summaries.append(GatewaySummary(
+                    id: id, publicKey: publicKey, enrolledAt: enrolledAt, devices: devices[id, default: []], planVersion: plans[id]?.version,
+                    planIssuedAt: plans[id]?.issuedAt, online: s?.online, lastSeenAt: s?.lastSeenAt,
+                    status: s.flatMap { try? WireJSON.decoder().decode(GatewayStatus.self, from: Data($0.status.utf8)) }, revokedAt: revokedAt))
+            }
+            return summaries
+        }
+    }
+
+    // MARK: Fleet channel
+
+    public func saveStatus(_ status: GatewayStatus, receivedAt: Date) async throws -> Bool {
+        let json = String(decoding: try WireJSON.encoder().encode(status), as: UTF8.self)
+        return try await write { db in
+            // Locking the gateway serializes statuses of one gateway across replicas.
+            guard try await Self.lockGateway(db, id: status.gatewayID, logger: logger) else {
+                throw StoreError(.notFound, "gateway \(status.gatewayID) is not enrolled")
+            }
+            let current = try await Self.statuses(db, gatewayID: status.gatewayID, logger: logger).first
+            let decoded = current.flatMap { try? WireJSON.decoder().decode(GatewayStatus.self, from: Data($0.status.utf8)) }
+            guard status.supersedes(decoded) else { return false }
+            if !status.online, current != nil {
+                // The will says only "gone": the last status stays, marked offline.
+                try await db.query("""
+                    UPDATE gateway_status SET online = false, last_seen_at = \(receivedAt) WHERE gateway_id = \(status.gatewayID)
+                    """, logger: logger)
+                return true
+            }
+            try await db.query("""
+                INSERT INTO gateway_status (gateway_id, online, session, sequence, status, last_seen_at)
+                VALUES (\(status.gatewayID), \(status.online), \(status.session), \(status.sequence), \(json), \(receivedAt))
+                ON CONFLICT (gateway_id) DO UPDATE SET online = EXCLUDED.online, session = EXCLUDED.session,
+                    sequence = EXCLUDED.sequence, status = EXCLUDED.status, last_seen_at = EXCLUDED.last_seen_at
+                """, logger: logger)
+            return true
+        }
+    }
+
+    static func statuses(_ db: PostgresConnection, gatewayID: String? = nil, logger: Logger) async throws -> [GatewayStatusRecord] {
+        let rows = try await db.query("""
+            SELECT gateway_id, online, session, sequence, status, last_seen_at FROM gateway_status
+            WHERE \(gatewayID)::text IS NULL OR gateway_id = \(gatewayID)::text ORDER BY gateway_id
+            """, logger: logger)
+        var records: [GatewayStatusRecord] = []
+        for try await (gatewayID, online, session, sequence, status, lastSeenAt) in rows.decode((String, Bool, Int64, Int64, String, Date).self) {
+            records.append(GatewayStatusRecord(gatewayID: gatewayID, online: online, session: session, sequence: sequence, status: status,
+                                               lastSeenAt: lastSeenAt))
+        }
+        return records
+    }
+
+    public func statuses() async throws -> [GatewayStatusRecord] {
+        try await read { db in try await Self.statuses(db, logger: logger) }
+    }
+
+    public func addCommandResult(_ result: StoredCommandResult) async throws {
+        try await write { db in
+            // Only for an enrolled gateway (a result for another is dropped), as the SQLite store does.
+            _ = try await db.query("""
+                INSERT INTO command_results (gateway_id, command_id, command, outcome, message, received_at)
+                SELECT id, \(result.commandID), \(result.command), \(result.outcome), \(result.message), \(result.receivedAt)
+                FROM gateways WHERE id = \(result.gatewayID)
+                """, logger: logger)
+        }
+    }
+
+    public func commandResults(gatewayID: String?) async throws -> [StoredCommandResult] {
+        try await read { db in
+            let rows = try await db.query("""
+                SELECT id, gateway_id, command_id, command, outcome, message, received_at FROM command_results
+                WHERE \(gatewayID)::text IS NULL OR gateway_id = \(gatewayID)::text ORDER BY id
+                """, logger: logger)
+            var results: [StoredCommandResult] = []
+            for try await (id, gatewayID, commandID, command, outcome, message, receivedAt)
+                in rows.decode((Int64, String, String, String, String, String, Date).self) {
+                results.append(StoredCommandResult(id: id, gatewayID: gatewayID, commandID: commandID, command: command, outcome: outcome,
+                                                   message: message, receivedAt: receivedAt))
+            }
+            return results
+        }
+    }
+
+    public func revokeGateway(id: String, at: Date) async throws {
+        try await write { db in
+            let updated = try await db.query("""
+                UPDATE gateways SET revoked_at = COALESCE(revoked_at, \(at)) WHERE id = \(id) RETURNING id
+                """, logger: logger).collect()
+            guard updated.count == 1 else { throw StoreError(.notFound, "gateway \(id) is not enrolled") }
+        }
+    }
+
+    // MARK: Plans
+
+    /// Locks the gateway's row until the transaction ends; false when the gateway is not enrolled. `NO KEY
+    /// UPDATE` serializes plan issuing (and statuses) per gateway without blocking inserts that only reference
+    /// the gateway (reports, nonces).
+    static func lockGateway(_ db: PostgresConnection, id: String, logger: Logger) async throws -> Bool {
+        try await !db.query("SELECT id FROM gateways WHERE id = \(id) FOR NO KEY UPDATE", logger: logger).collect().isEmpty
+    }
+
+    public func recordAnnouncement<Issued: Sendable>(
+        gatewayID: String, serial: String, at: Date,
+        issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
+    ) async throws -> Issued {
+        try await write { db in
+            guard try await Self.lockGateway(db, id: gatewayID, logger: logger) else {
+                throw StoreError(.notFound, "gateway \(gatewayID) is not enrolled")
+            }
+            guard try await Self.device(db, serial: serial, logger: logger) != nil else {
+                throw StoreError(.notFound, "device \(serial) is not registered")
+            }
+            try await db.query("""
+                INSERT INTO gateway_devices (gateway_id, serial, first_seen_at) VALUES (\(gatewayID), \(serial), \(at))
+                ON CONFLICT (gateway_id, serial) DO NOTHING
+                """, logger: logger)
+            let (plan, issued) = try issue(try await Self.planInputs(db, gatewayID: gatewayID, logger: logger))
+            try await Self.save(plan, db, logger: logger)
+            return issued
+        }
+    }
+
+    public func reissuePlan<Issued: Sendable>(
+        gatewayID: String,
+        issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
+    ) async throws -> Issued? {
+        try await write { db in
+            guard try await Self.lockGateway(db, id: gatewayID, logger: logger) else { return nil }
+            let inputs = try await Self.planInputs(db, gatewayID: gatewayID, logger: logger)
+            guard inputs.previous != nil else { return nil }
+            let (plan, issued) = try issue(inputs)
+            try await Self.save(plan, db, logger: logger)
+            return issued
+        }
+    }
+
+    static func save(_ plan: StoredPlan, _ db: PostgresConnection, logger: Logger) async throws {
+        try await db.query("""
+            INSERT INTO plans (gateway_id, version, content_hash, signed_json, issued_at)
+            VALUES (\(plan.gatewayID), \(plan.version), \(plan.contentHash), \(plan.signedJSON), \(plan.issuedAt))
+            ON CONFLICT (gateway_id) DO UPDATE SET version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,
+                signed_json = EXCLUDED.signed_json, issued_at = EXCLUDED.issued_at
+            """, logger: logger)
+    }
+
+    static func planInputs(_ db: PostgresConnection, gatewayID: String, logger: Logger) async throws -> PlanInputs {
+        var devices: [RegisteredDevice] = []
+        let rows = try await db.query("""
+            SELECT d.serial, d.vendor_id, d.product_id, d.model, d.registered_at FROM devices d
+            JOIN gateway_devices g ON g.serial = d.serial
+            WHERE g.gateway_id = \(gatewayID)
+            ORDER BY g.first_seen_at, d.serial
+            """, logger: logger)
+        for try await (serial, vendorID, productID, model, registeredAt) in rows.decode((String, String, String, String, Date).self) {
+            devices.append(RegisteredDevice(serial: serial, vendorID: vendorID, productID: productID, model: model, registeredAt: registeredAt))
+        }
+        return PlanInputs(devices: devices, previous: try await plans(db, gatewayID: gatewayID, logger: logger).first,
+                          releases: try await releases(db, currentOnly: true, logger: logger))
+    }
+
+    static func plans(_ db: PostgresConnection, gatewayID: String?, logger: Logger) async throws -> [StoredPlan] {
+        let rows = try await db.query("""
+            SELECT gateway_id, version, content_hash, signed_json, issued_at FROM plans
+            WHERE \(gatewayID)::text IS NULL OR gateway_id = \(gatewayID)::text ORDER BY gateway_id
+            """, logger: logger)
+        var plans: [StoredPlan] = []
+        for try await (gatewayID, version, contentHash, signedJSON, issuedAt) in rows.decode((String, Int, String, String, Date).self) {
+            plans.append(StoredPlan(gatewayID: gatewayID, version: version, contentHash: contentHash, signedJSON: signedJSON, issuedAt: issuedAt))
+        }
+        return plans
+    }
+
+    public func plan(gatewayID: String) async throws -> StoredPlan? {
+        try await read { db in try await Self.plans(db, gatewayID: gatewayID, logger: logger).first }
+    }
+
+    public func plans() async throws -> [StoredPlan] {
+        try await read { db in try await Self.plans(db, gatewayID: nil, logger: logger) }
+    }
+
+    // MARK: Releases and Chef registrations
+
+    /// Every release oldest first, or (`currentOnly`) the newest of each app, by app name.
+    static func releases(_ db: PostgresConnection, currentOnly: Bool, logger: Logger) async throws -> [AppRelease] {
+        let rows = try await db.query("""
+            SELECT id, app, version, run_list, published_at FROM app_releases
+            WHERE NOT \(currentOnly) OR id IN (SELECT MAX(id) FROM app_releases GROUP BY app)
+            ORDER BY CASE WHEN \(currentOnly) THEN app END, id
+            """, logger: logger)
+        var releases: [AppRelease] = []
+        for try await (id, app, version, runList, publishedAt) in rows.decode((Int64, String, String, String, Date).self) {
+            releases.append(AppRelease(id: id, app: app, version: version, runList: try JSONDecoder().decode([String].self, from: Data(runList.utf8)),
+                                       publishedAt: publishedAt))
+        }
+        return releases
+    }
+
+    @discardableResult public func addAppRelease(_ release: AppRelease) async throws -> AppRelease {
+        let runList = String(decoding: try JSONEncoder().encode(release.runList), as: UTF8.self)
+        return try await write { db in
+            var release = release
+            for try await id in try await db.query("""
+                INSERT INTO app_releases (app, version, run_list, published_at)
+                VALUES (\(release.app), \(release.version), \(runList), \(release.publishedAt)) RETURNING id
+                """, logger: logger).decode(Int64.self) {
+                release.id = id
+            }
+            return release
+        }
+    }
+
+    public func appReleases() async throws -> [AppRelease] {
+        try await read { db in try await Self.releases(db, currentOnly: false, logger: logger) }
+    }
+
+    static func chefRegistrations(_ db: PostgresConnection, gatewayID: String?, logger: Logger) async throws -> [ChefRegistration] {
+        let rows = try await db.query("""
+            SELECT gateway_id, node_name, client_key_pem, registered_at FROM chef_registrations
+            WHERE \(gatewayID)::text IS NULL OR gateway_id = \(gatewayID)::text ORDER BY gateway_id
+            """, logger: logger)
+        var registrations: [ChefRegistration] = []
+        for try await (gatewayID, nodeName, key, registeredAt) in rows.decode((String, String, String, Date).self) {
+            registrations.append(ChefRegistration(gatewayID: gatewayID, nodeName: nodeName, clientKeyPEM: key, registeredAt: registeredAt))
+        }
+        return registrations
+    }
+
+    public func chefRegistration(gatewayID: String) async throws -> ChefRegistration? {
+        try await read { db in try await Self.chefRegistrations(db, gatewayID: gatewayID, logger: logger).first }
+    }
+
+    public func saveChefRegistration(_ registration: ChefRegistration) async throws {
+        try await write { db in
+            guard try await Self.lockGateway(db, id: registration.gatewayID, logger: logger) else {
+                throw StoreError(.notFound, "gateway \(registration.gatewayID) is not enrolled")
+            }
+            try await db.query("""
+                INSERT INTO chef_registrations (gateway_id, node_name, client_key_pem, registered_at)
+                VALUES (\(registration.gatewayID), \(registration.nodeName), \(registration.clientKeyPEM), \(registration.registeredAt))
+                ON CONFLICT (gateway_id) DO UPDATE SET node_name = EXCLUDED.node_name, client_key_pem = EXCLUDED.client_key_pem,
+                    registered_at = EXCLUDED.registered_at
+                """, logger: logger)
+        }
+    }
+
+    public func chefRegistrations() async throws -> [ChefRegistration] {
+        try await read { db in try await Self.chefRegistrations(db, gatewayID: nil, logger: logger) }
+    }
+
+    // MARK: Nonces and reports
+
+    public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try await write { db in
+            // Rows another claim is pruning right now are skipped: that claim deletes them.
+            try await db.query("""
+                DELETE FROM request_nonces WHERE ctid IN
+                    (SELECT ctid FROM request_nonces WHERE expires_at <= \(now) FOR UPDATE SKIP LOCKED)
+                """, logger: logger)
+            // The primary key decides between replicas claiming the same nonce: the second waits for the first
+            // to commit, then finds the row. A row that expired but was not pruned is free again.
+            let claimed = try await db.query("""
+                INSERT INTO request_nonces (gateway_id, nonce, expires_at) VALUES (\(gatewayID), \(nonce), \(expiresAt))
+                ON CONFLICT (gateway_id, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                    WHERE request_nonces.expires_at <= \(now)
+                RETURNING nonce
+                """, logger: logger).collect()
+            return !claimed.isEmpty
+        }
+    }
+
+    @discardableResult public func addReport(_ report: StoredReport) async throws -> StoredReport {
+        try await write { db in
+            var report = report
+            for try await id in try await db.query("""
+                INSERT INTO reports (gateway_id, plan_version, outcome, json, received_at)
+                VALUES (\(report.gatewayID), \(report.planVersion), \(report.outcome), \(report.json), \(report.receivedAt)) RETURNING id
+                """, logger: logger).decode(Int64.self) {
+                report.id = id
+            }
+            return report
+        }
+    }
+
+    public func reports() async throws -> [StoredReport] {
+        try await read { db in
+            let rows = try await db.query("""
+                SELECT id, gateway_id, plan_version, outcome, json, received_at FROM reports ORDER BY id
+                """, logger: logger)
+            var reports: [StoredReport] = []
+            for try await (id, gatewayID, planVersion, outcome, json, receivedAt) in rows.decode((Int64, String, Int, String, String, Date).self) {
+                reports.append(StoredReport(id: id, gatewayID: gatewayID, planVersion: planVersion, outcome: outcome, json: json,
+                                            receivedAt: receivedAt))
+            }
+            return reports
+        }
+    }
+}
