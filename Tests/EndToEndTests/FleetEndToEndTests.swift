@@ -90,6 +90,21 @@ extension EndToEndTests {
             #expect(try SignedDocument.open(Data(retained.utf8), as: GatewayStatus.self, domain: Envelope.statusDomain, key: gatewayKey,
                                             what: "status").gatewayID == identity.id)
 
+            // The broker's ACL, with a second enrolled gateway's real certificate: it can neither read this
+            // gateway's plan nor write its status; a client of another CA cannot connect at all.
+            let other = try brokerA.gatewayIdentity("gw-00000000000000aa")
+            let stolen = try spawnAndWait(["/usr/bin/mosquitto_sub"] + other.args + ["-t", FleetTopics.plan(identity.id), "-C", "1", "-W", "3"])
+            #expect(stolen.stdout.isEmpty, "gateway B read A's retained plan: \(stolen.stdout.prefix(80))")
+            let sawAll = try spawnAndWait(["/usr/bin/mosquitto_sub"] + other.args + ["-t", "iotgw/v1/#", "-C", "1", "-W", "3"])
+            #expect(sawAll.stdout.isEmpty, "gateway B saw the whole tree")
+            _ = try spawnAndWait(["/usr/bin/mosquitto_pub"] + other.args + ["-t", FleetTopics.status(identity.id), "-m", "forged", "-r", "-q", "1"])
+            let kept = try #require(try brokerA.receive(FleetTopics.status(identity.id), count: 1, seconds: 5).first)
+            #expect(kept != "forged" && (try? SignedDocument.open(Data(kept.utf8), as: GatewayStatus.self, domain: Envelope.statusDomain,
+                                                                  key: gatewayKey, what: "status")) != nil, "B overwrote A's status")
+            let foreign = try spawnAndWait(["/usr/bin/mosquitto_sub", "-h", "127.0.0.1", "-p", String(brokerA.port), "--cafile", brokerA.caFile,
+                                                             "--cert", brokerB.vendorCert, "--key", brokerB.vendorKey, "-t", "#", "-C", "1", "-W", "3"])
+            #expect(foreign.status != 0 && foreign.stdout.isEmpty, "a certificate of another vendor's CA is refused")
+
             // A release reaches the gateway by push (polling is hourly) and is delivered.
             let clock = ContinuousClock()
             let t0 = clock.now

@@ -56,7 +56,7 @@ final class Broker: Sendable {
 
     /// Subscribes as the vendor with mosquitto_sub until `count` messages arrived or `seconds` passed.
     func receive(_ topic: String, count: Int, seconds: Int) throws -> [String] {
-        let r = try run("/usr/bin/mosquitto_sub", vendorArgs + ["-t", topic, "-C", String(count), "-W", String(seconds), "-q", "1"])
+        let r = try spawnAndWait(["/usr/bin/mosquitto_sub"] + vendorArgs + ["-t", topic, "-C", String(count), "-W", String(seconds), "-q", "1"])
         return r.stdout.split(separator: "\n").map(String.init)
     }
 
@@ -65,8 +65,18 @@ final class Broker: Sendable {
         let file = dir.appendingPathComponent("pub-\(UUID().uuidString).json")
         try payload.write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let r = try run("/usr/bin/mosquitto_pub", vendorArgs + ["-t", topic, "-f", file.path, "-q", "1"] + (retain ? ["-r"] : []))
+        let r = try spawnAndWait(["/usr/bin/mosquitto_pub"] + vendorArgs + ["-t", topic, "-f", file.path, "-q", "1"] + (retain ? ["-r"] : []))
         guard r.status == 0 else { throw HarnessError("mosquitto_pub failed: \(r.stderr)") }
+    }
+
+    /// A gateway enrolled with this broker (its own fresh key, a certificate issued by the kit), as
+    /// mosquitto_sub/pub arguments.
+    func gatewayIdentity(_ id: String) throws -> (id: String, args: [String]) {
+        let key = dir.appendingPathComponent("\(id).key").path, cert = dir.appendingPathComponent("\(id).crt").path
+        guard try run("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0 else { throw HarnessError("genpkey") }
+        let der = try run("/bin/sh", ["-c", "openssl pkey -in '\(key)' -pubout -outform DER | tail -c 32 | base64"])
+        try Self.kit(["issue", dir.path, id, der.stdout.trimmingCharacters(in: .whitespacesAndNewlines), cert])
+        return (id, ["-h", "127.0.0.1", "-p", String(port), "--cafile", caFile, "--cert", cert, "--key", key, "-i", id])
     }
 
     var vendorArgs: [String] {
@@ -75,19 +85,21 @@ final class Broker: Sendable {
     }
 }
 
-/// Runs a command with posix_spawn and reaps it with waitpid, its output in a file. For commands that
-/// leave a daemon behind (`mosquitto -d`): Foundation's Process once never saw such a script exit.
+/// Runs a command with posix_spawn and reaps it with waitpid, its output in files. The test process
+/// blocks signals that children rely on (SIGALRM ends `mosquitto_sub -W`, SIGHUP reloads a broker)
+/// and Foundation's Process passes that mask on; here a child starts with a clean mask and default
+/// handlers. Also for commands that leave a daemon behind (`mosquitto -d`), whose exit Process once
+/// never noticed.
 func spawnAndWait(_ argv: [String]) throws -> Output {
-    let out = FileManager.default.temporaryDirectory.appendingPathComponent("spawn-\(UUID().uuidString).log")
-    defer { try? FileManager.default.removeItem(at: out) }
+    let base = FileManager.default.temporaryDirectory.appendingPathComponent("spawn-\(UUID().uuidString)")
+    let (outPath, errPath) = (base.path + ".out", base.path + ".err")
+    defer { unlink(outPath); unlink(errPath) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, out.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    // The test process blocks or ignores signals of its own; a daemon started from here must not
-    // inherit that (a broker with SIGHUP blocked never reloads its CRL).
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     var attr = posix_spawnattr_t()
     posix_spawnattr_init(&attr)
     defer { posix_spawnattr_destroy(&attr) }
@@ -104,9 +116,9 @@ func spawnAndWait(_ argv: [String]) throws -> Output {
     guard rc == 0 else { throw HarnessError("cannot run \(argv[0]): errno \(rc)") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+    let read = { (p: String) in (try? String(contentsOfFile: p, encoding: .utf8)) ?? "" }
     let exited = status & 0x7f == 0
-    return Output(status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout: text, stderr: text)
+    return Output(status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), stdout: read(outPath), stderr: read(errPath))
 }
 
 /// Polls a synchronous condition (at most 10 s).
