@@ -190,6 +190,11 @@ extension EndToEndTests {
             try await Task.sleep(for: .seconds(2))
             #expect(try row(b)?.lastSeenAt == lastSeen, "no status of a revoked gateway is taken")
             #expect(try await lxd.instance(cb).instance.isRunning, "revocation at the vendor changes nothing on the gateway")
+
+            // A clean stop (SIGTERM) sends no will, so the gateway says "offline" itself before it disconnects.
+            _ = try await eventually("online before the stop", timeout: .seconds(30)) { try row(a).flatMap { $0.online == true ? true : nil } }
+            #expect(gateway.daemon?.stop() == 0)
+            _ = try await eventually("offline after a clean stop", timeout: .seconds(30)) { try row(a).flatMap { $0.online == false ? true : nil } }
         }
     }
 }

@@ -125,6 +125,19 @@ final class FakeFleetLink: FleetLink, Sendable {
         }
     }
 
+    @Test func aCleanStopPublishesTheSignedOfflineStatusItself() async throws {
+        let captured = Mutex<FakeFleetLink?>(nil)
+        try await Self.withChannel { _, link, _ in
+            captured.withLock { $0 = link }
+            link.input.yield(.connected)
+            try await until("status on connect") { !link.on(FleetTopics.status(Rig.gateway.id)).isEmpty }
+        }
+        // withChannel stops the link and waits for the channel's run to end: the last status is the offline one.
+        let link = try #require(captured.withLock { $0 })
+        let last = try Self.status(try #require(link.on(FleetTopics.status(Rig.gateway.id)).last))
+        #expect(!last.online)
+    }
+
     @Test func commandsRunOnceOnlyWhenSignedForThisGatewayInTimeAndAcceptedByTheOwner() async throws {
         try await Self.withChannel(commands: ["status", "resync"]) { rig, link, _ in
             link.input.yield(.connected)

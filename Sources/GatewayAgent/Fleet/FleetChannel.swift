@@ -23,6 +23,9 @@ public actor FleetChannel {
     /// This connection's session (ms since 1970 when the channel was made): orders statuses and wills.
     let session: Int64
     let started: Date
+    /// The signed "offline" status: the broker publishes it as the last will when the connection drops,
+    /// and the channel publishes it itself when the gateway stops cleanly (no will is sent then).
+    let offline: Data
 
     var connected = false
     var sequence: Int64 = 0
@@ -48,8 +51,8 @@ public actor FleetChannel {
         let will = GatewayStatus(gatewayID: env.identity.id, vendor: worker.vendor.id, online: false, session: session, sequence: 0,
                                  publishedAt: started, agentVersion: GatewayAgent.version, uptimeSeconds: 0, container: nil, devices: [],
                                  plan: .init(), lastDelivery: nil, rejection: nil)
-        let payload = try SignedDocument.sign(will, domain: Envelope.statusDomain, key: env.identity.key)
-        link = try makeLink(worker.vendor, (FleetTopics.status(env.identity.id), payload))
+        offline = try SignedDocument.sign(will, domain: Envelope.statusDomain, key: env.identity.key)
+        link = try makeLink(worker.vendor, (FleetTopics.status(env.identity.id), offline))
     }
 
     var gatewayID: String { env.identity.id }
@@ -80,6 +83,15 @@ public actor FleetChannel {
             group.cancelAll()
         }
         stopRelay(reason: "gateway stopping")
+        if connected {
+            // Run already cancelled (the gateway is stopping): the last publish must not be cancelled with it.
+            let (link, topic, offline, logger) = (link, FleetTopics.status(gatewayID), offline, logger)
+            await Task {
+                do { try await link.publish(topic: topic, payload: offline, retain: true) } catch {
+                    logger.warning("offline status not published", metadata: ["iotgw.error": "\(error.safeDescription)"])
+                }
+            }.value
+        }
         await link.stop()
     }
 
