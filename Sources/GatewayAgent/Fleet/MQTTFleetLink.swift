@@ -21,9 +21,14 @@ public struct MQTTFleetLink: FleetLink {
         client = try MQTTClient(configuration: c, logger: l)
     }
 
+    /// At most this many events wait for the channel: the broker is the vendor's, and a hostile one
+    /// flooding messages must not grow the gateway's memory (the oldest are dropped; commands that
+    /// mattered are resent by a vendor that waits for their results).
+    public static let eventBuffer = 256
+
     public var events: AsyncStream<FleetLinkEvent> {
         let source = client.events
-        return AsyncStream { continuation in
+        return AsyncStream(bufferingPolicy: .bufferingNewest(Self.eventBuffer)) { continuation in
             let task = Task {
                 for await e in source {
                     switch e {
