@@ -69,8 +69,7 @@ public struct FleetService: Service {
     func publishChangedPlans(_ client: MQTTClient, _ published: PublishedPlans) async {
         do {
             for plan in try await store.plans() where await published.needs(plan.gatewayID, plan.version) {
-                try await client.publish(MQTTMessage(topic: FleetTopics.plan(plan.gatewayID), payload: Array(plan.signedJSON.utf8), qos: .atLeastOnce,
-                                                     retain: true), timeout: .seconds(10))
+                try await client.publish(VendorFleet.planMessage(plan), timeout: .seconds(10))
                 await published.mark(plan.gatewayID, plan.version)
                 logger.info("plan pushed", metadata: ["gateway.id": "\(plan.gatewayID)", "plan.version": "\(plan.version)"])
             }
@@ -127,6 +126,11 @@ public enum VendorFleet {
         return try MQTTClient(configuration: c, logger: logger)
     }
 
+    /// A gateway's current signed plan as the retained message of its plan topic.
+    static func planMessage(_ plan: StoredPlan) -> MQTTMessage {
+        MQTTMessage(topic: FleetTopics.plan(plan.gatewayID), payload: Array(plan.signedJSON.utf8), qos: .atLeastOnce, retain: true)
+    }
+
     /// Signs a command for one gateway with the vendor's key.
     public static func command(_ kind: FleetCommand.Kind, gatewayID: String, vendor: String, seconds: Int?, lifetime: TimeInterval,
                                signer: PlanSigner, now: Date = Date()) throws -> (FleetCommand, Data) {
@@ -144,8 +148,7 @@ public enum VendorFleet {
         do {
             try await client.waitUntilConnected(timeout: .seconds(10))
             for p in plans {
-                try await client.publish(MQTTMessage(topic: FleetTopics.plan(p.gatewayID), payload: Array(p.signedJSON.utf8), qos: .atLeastOnce,
-                                                     retain: true), timeout: .seconds(10))
+                try await client.publish(planMessage(p), timeout: .seconds(10))
             }
         } catch {
             await client.stop()
