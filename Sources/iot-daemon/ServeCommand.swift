@@ -27,7 +27,8 @@ struct ServeCommand: AsyncParsableCommand {
         // The store (for PostgreSQL: its connection pool) outlives the service group: it stops after the
         // server has drained.
         try await options.withStore(configuration, logger: logger) { store in
-            let app = try buildApplication(configuration: configuration, store: store, logger: logger)
+            let provisioning = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
+            let app = buildApplication(configuration: configuration, service: provisioning, logger: logger)
             if let chef = configuration.chef {
                 if SigningKeyFile.isReadableByOthers(path: chef.adminKey) {
                     logger.warning("chef admin key is readable by group or others", metadata: ["key.path": "\(chef.adminKey)"])
@@ -41,7 +42,7 @@ struct ServeCommand: AsyncParsableCommand {
                 "vendor": "\(configuration.vendor)", "listen": "\(configuration.listen.host):\(configuration.listen.port)",
                 "database": "\(storeDescription(configuration))", "chef.server": "\(configuration.chef?.serverURL ?? "none")",
             ])
-            var services: [any Service] = [app]
+            var services: [any Service] = [app, RolloutDriver(rollouts: RolloutService(provisioning: provisioning), logger: logger)]
             if let fleet = configuration.fleet {
                 services.append(FleetService(configuration: configuration, settings: fleet, store: store, logger: logger))
             }
