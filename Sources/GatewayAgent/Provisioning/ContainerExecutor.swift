@@ -39,6 +39,7 @@ public struct ContainerExecutor: Sendable {
             do {
                 try await perform(step, container: container)
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
+                CrashPoint.reached("step:" + (step.description.split(separator: " ").first.map(String.init) ?? ""))
                 logger.info("provision step done", metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)"])
             } catch {
                 try await store.journal(vendor: vendor, step: step.description, status: "failed", detail: error.safeDescription)
