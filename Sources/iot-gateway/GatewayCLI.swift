@@ -9,7 +9,7 @@ struct GatewayCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iot-gateway",
         abstract: "Control the iot-gateway daemon: approve what vendors get, see what runs.",
-        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self, LogsStop.self])
+        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self, LogsStop.self, Orphans.self, Remove.self])
 
     struct Connection: ParsableArguments {
         @Option(help: "The daemon's control socket.")
@@ -123,6 +123,38 @@ struct GatewayCLI: AsyncParsableCommand {
         func run() async throws {
             let stopped = try await connection.client.stopLogs(vendor: vendor)
             print(Render.safe(stopped ? "stopped the log relay of \(vendor)" : "no log relay of \(vendor) was running"))
+        }
+    }
+
+    struct Orphans: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Containers of vendors no longer in the configuration (stopped, deleted after the grace period).")
+        @OptionGroup var connection: Connection
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let orphans = try await connection.client.orphans()
+            if json { return try printJSON(orphans) }
+            if orphans.isEmpty { return print("no orphaned containers") }
+            for o in orphans {
+                let when = o.deleteAfter.map { "deleted after \($0.formatted(.iso8601))" } ?? "being stopped"
+                print(Render.safe("\(o.container)  vendor \(o.vendor ?? "-")  \(o.status)  \(when)"))
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete the containers of a vendor you removed from the configuration, now instead of after the grace period.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "The vendor's id.") var vendor: String
+
+        func validate() throws {
+            guard Fields.vendorID.isValid(vendor) else { throw ValidationError("vendor must be \(Fields.vendorID.form)") }
+        }
+
+        func run() async throws {
+            let deleted = try await connection.client.remove(vendor: vendor)
+            print(Render.safe(deleted.isEmpty ? "no container of \(vendor) to delete" : "deleted \(deleted.joined(separator: ", "))"))
         }
     }
 

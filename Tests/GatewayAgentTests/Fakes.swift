@@ -141,6 +141,20 @@ final class FakeHost: ContainerHost, Sendable {
         }
     }
 
+    func listInstances(userFilter: [String: String]) async throws -> [Instance] {
+        state.withLock { s in
+            s.instances.values.filter { i in userFilter.allSatisfy { i.config["user." + $0.key] == $0.value } }.sorted { $0.name < $1.name }
+        }
+    }
+
+    func deleteInstance(_ name: String) async throws {
+        try write(name) { s in
+            guard let i = s.instances[name] else { throw Self.notFound(name) }
+            guard !i.isRunning else { throw LXDError(code: .badRequest, status: 400, message: "Instance is running") }
+            s.instances[name] = nil
+        }
+    }
+
     func snapshots(_ instance: String) async throws -> [InstanceSnapshot] { [] }
     func deleteSnapshot(_ instance: String, name: String) async throws {
         try write(instance) { $0.snapshots[instance]?.removeAll { $0 == name } }

@@ -39,6 +39,8 @@ public final class GatewayAgent: Service, Sendable {
     /// LXD's process id when last seen (a new one means LXD restarted), and whether LXD was
     /// unreachable since (it may have come back without us seeing another pid).
     let lxdSeen = Mutex<(pid: Int?, wasDown: Bool)>((nil, false))
+    /// Retires the containers of vendors no longer configured, at start and every `orphans.checkSeconds`.
+    public let orphans: OrphanSweeper
 
     public init(environment env: AgentEnvironment, tickInterval: Duration? = nil) {
         environment = env
@@ -53,6 +55,7 @@ public final class GatewayAgent: Service, Sendable {
         workers = Dictionary(uniqueKeysWithValues: env.config.vendors.map { ($0.id, VendorWorker(vendor: $0, environment: env)) })
         network = env.network
         (events, input) = AsyncStream.makeStream(of: Event.self)
+        orphans = OrphanSweeper(host: env.host, gatewayID: env.identity.id, config: env.config, logger: env.logger, now: env.now)
     }
 
     /// Queues a udev event; never blocks.
@@ -72,7 +75,14 @@ public final class GatewayAgent: Service, Sendable {
             for channel in makeChannels() { group.addTask { await channel.run() } }
             group.addTask { [self] in
                 // Retries (vendor unreachable, LXD down, deliveries backing off) and plan syncs are driven by a tick.
+                var nextOrphanSweep = now()
                 while !Task.isCancelled {
+                    if now() >= nextOrphanSweep {
+                        do { try await orphans.sweep() } catch {
+                            logger.warning("orphans not checked", metadata: ["iotgw.error": "\(error.safeDescription)"])
+                        }
+                        nextOrphanSweep = now().addingTimeInterval(config.orphans.checkSeconds)
+                    }
                     do { try await Task.sleep(for: tickInterval) } catch { break }
                     await watchLXD()
                     for w in workers.values { await w.tick() }

@@ -22,6 +22,31 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     public var delivery: Delivery
     /// Root-only directory for the device nodes the gateway makes for approved devices (see `DeviceRegistry`).
     public var deviceDirectory: String
+    /// What happens to managed containers whose vendor left this configuration (see `OrphanSweeper`).
+    public var orphans: Orphans
+
+    /// Managed containers (`user.iotgw.managed=true`) of vendors no longer in the configuration are
+    /// stopped at once and deleted `graceSeconds` later (or on `iot-gateway remove VENDOR`). Containers
+    /// without the label are never touched.
+    public struct Orphans: Sendable, Codable, Equatable {
+        /// How long a stopped orphan is kept (default 7 days): time to put its vendor back, or to export it.
+        public var graceSeconds: Double
+        /// How often LXD is checked for orphans (default every 5 minutes, and at start).
+        public var checkSeconds: Double
+
+        public init(graceSeconds: Double = 7 * 86_400, checkSeconds: Double = 300) {
+            self.graceSeconds = graceSeconds
+            self.checkSeconds = checkSeconds
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            graceSeconds = try c.decodeIfPresent(Double.self, forKey: .graceSeconds) ?? Orphans().graceSeconds
+            checkSeconds = try c.decodeIfPresent(Double.self, forKey: .checkSeconds) ?? Orphans().checkSeconds
+        }
+
+        enum CodingKeys: String, CodingKey { case graceSeconds, checkSeconds }
+    }
 
     /// How apps are delivered and validated inside vendor containers.
     public struct Delivery: Sendable, Codable, Equatable {
@@ -288,7 +313,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case stateDirectory, controlSocket, subsystems, lxd, caps, vendors, retrySeconds, maxRetrySeconds, planSyncSeconds, delivery
-        case deviceDirectory
+        case deviceDirectory, orphans
     }
 
     /// LXD passes only nodes under `/dev` into containers.
@@ -296,7 +321,8 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
 
     public init(stateDirectory: String, controlSocket: String, subsystems: [String] = ["usb", "tty"], lxd: LXDSettings, caps: Caps,
                 vendors: [VendorEntry], retrySeconds: Double = 2, maxRetrySeconds: Double = 60, planSyncSeconds: Double = 300,
-                delivery: Delivery = .standard, deviceDirectory: String = GatewayConfig.defaultDeviceDirectory) {
+                delivery: Delivery = .standard, deviceDirectory: String = GatewayConfig.defaultDeviceDirectory,
+                orphans: Orphans = Orphans()) {
         self.stateDirectory = stateDirectory
         self.controlSocket = controlSocket
         self.subsystems = subsystems
@@ -308,6 +334,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         self.planSyncSeconds = planSyncSeconds
         self.delivery = delivery
         self.deviceDirectory = deviceDirectory
+        self.orphans = orphans
     }
 
     public init(from decoder: any Decoder) throws {
@@ -325,6 +352,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         maxRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .maxRetrySeconds) ?? 60
         planSyncSeconds = try c.decodeIfPresent(Double.self, forKey: .planSyncSeconds) ?? 300
         delivery = try c.decodeIfPresent(Delivery.self, forKey: .delivery) ?? .standard
+        orphans = try c.decodeIfPresent(Orphans.self, forKey: .orphans) ?? Orphans()
     }
 
     public static let defaultControlSocket = "/run/iot-gateway/control.sock"
@@ -363,6 +391,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         }
         guard delivery.keepSnapshots >= 1 else { throw ConfigError("delivery.keepSnapshots must be at least 1") }
         guard planSyncSeconds >= 1 else { throw ConfigError("planSyncSeconds must be at least 1") }
+        guard orphans.graceSeconds >= 0, orphans.checkSeconds >= 1 else {
+            throw ConfigError("orphans: graceSeconds must be at least 0 and checkSeconds at least 1")
+        }
         guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {
             throw ConfigError("caps are below the minimum a container needs")
         }

@@ -97,6 +97,11 @@ public enum ControlAPI {
         public var stopped: Bool
     }
 
+    /// What `POST /v1/vendors/{id}/remove` deleted.
+    public struct Removed: Sendable, Codable, Equatable {
+        public var containers: [String]
+    }
+
     public struct Status: Sendable, Codable, Equatable {
         public var gatewayID: String
         public var publicKey: String

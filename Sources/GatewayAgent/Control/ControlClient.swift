@@ -60,6 +60,12 @@ public struct ControlClient: Sendable {
     }
     public func vendors() async throws -> [ControlAPI.Vendor] { try await call(.GET, "/v1/vendors", as: [ControlAPI.Vendor].self) }
     public func devices() async throws -> [ControlAPI.Device] { try await call(.GET, "/v1/devices", as: [ControlAPI.Device].self) }
+    /// Managed containers of vendors no longer configured.
+    public func orphans() async throws -> [Orphan] { try await call(.GET, "/v1/orphans", as: [Orphan].self) }
+    /// Deletes the managed containers of a vendor no longer configured; returns their names.
+    public func remove(vendor: String) async throws -> [String] {
+        try await call(.POST, "/v1/vendors/\(vendor)/remove", as: ControlAPI.Removed.self).containers
+    }
     /// Ends a vendor's live log relay; false when none was running.
     public func stopLogs(vendor: String) async throws -> Bool {
         try await call(.POST, "/v1/vendors/\(vendor)/logs-stop", as: ControlAPI.Stopped.self).stopped

@@ -61,6 +61,17 @@ public enum ControlServer {
             guard let channel = agent.channel(id) else { return error(.conflict, "noFleet", "vendor \(id) has no fleet channel") }
             return try json(ControlAPI.Stopped(stopped: await channel.ownerStopsRelay()))
         }
+        // Containers of vendors no longer configured, and their removal by the owner.
+        router.get("/v1/orphans") { _, _ in try json(try await agent.orphans.orphans()) }
+        router.post("/v1/vendors/{id}/remove") { _, ctx in
+            let id = try ctx.parameters.require("id")
+            guard Fields.vendorID.isValid(id) else { return error(.badRequest, "badRequest", "vendor must be \(Fields.vendorID.form)") }
+            do {
+                return try json(ControlAPI.Removed(containers: try await agent.orphans.remove(vendor: id)))
+            } catch let e as GatewayError where e.code == .conflict {
+                return error(.conflict, "stillConfigured", e.message)
+            }
+        }
         return Application(router: router, configuration: .init(address: .unixDomainSocket(path: agent.config.controlSocket),
                                                                 serverName: "iot-gateway-client"),
                            logger: logger)

@@ -17,6 +17,10 @@ public protocol ContainerHost: Sendable {
     func snapshots(_ instance: String) async throws -> [InstanceSnapshot]
     func deleteSnapshot(_ instance: String, name: String) async throws
     func server() async throws -> Server
+    /// Instances whose `user.*` config matches every filter entry (keys without the `user.` prefix).
+    func listInstances(userFilter: [String: String]) async throws -> [Instance]
+    /// Deletes a stopped instance with its snapshots.
+    func deleteInstance(_ name: String) async throws
 }
 
 extension LXDClient: ContainerHost {}

@@ -118,6 +118,8 @@ public struct PresentDevice: Sendable, Equatable {
 public enum ContainerPlanner {
     public static let vendorKey = "user.iotgw.vendor"
     public static let managedKey = "user.iotgw.managed"
+    /// The id of the gateway that manages the container: only that gateway ever retires it.
+    public static let gatewayKey = "user.iotgw.gateway"
     public static let planVersionKey = "user.iotgw.plan-version"
     /// Prefix of the LXD device names this gateway manages inside a container.
     public static let devicePrefix = "iotgw-"
@@ -144,6 +146,7 @@ public enum ContainerPlanner {
             "boot.autostart": "true",
             vendorKey: plan.vendor,
             managedKey: "true",
+            gatewayKey: plan.gatewayID,
             planVersionKey: String(plan.version),
         ]
     }

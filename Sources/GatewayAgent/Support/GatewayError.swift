@@ -38,6 +38,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let network = Code("network")
         /// The vendor's broker or fleet channel failed (connection, publish).
         public static let fleet = Code("fleet")
+        /// The request contradicts the configuration (removing a vendor that is still configured, say).
+        public static let conflict = Code("conflict")
     }
 
     public var code: Code

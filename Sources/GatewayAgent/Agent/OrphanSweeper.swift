@@ -1,0 +1,121 @@
+import Foundation
+import GatewayProtocol
+import Logging
+import LXD
+
+/// A managed container whose vendor is not in the owner's configuration any more.
+public struct Orphan: Sendable, Codable, Equatable {
+    public var container: String
+    /// The container's vendor label (nil when the label is missing).
+    public var vendor: String?
+    public var status: String
+    /// When the gateway stopped it (its `user.iotgw.orphaned-at` label).
+    public var orphanedAt: Date?
+    /// When it will be deleted.
+    public var deleteAfter: Date?
+}
+
+/// Finds and retires orphans: managed containers (`user.iotgw.managed=true` and `user.iotgw.gateway` =
+/// this gateway's id, set only on containers this gateway created) whose vendor left the owner's
+/// configuration. An orphan is stopped at once and
+/// labelled with the time (`user.iotgw.orphaned-at`, so the grace period survives restarts and needs no
+/// state of ours), then deleted with its snapshots once `graceSeconds` passed, or at once on
+/// `iot-gateway remove VENDOR`. A container without the managed label is never touched, whatever its name.
+public struct OrphanSweeper: Sendable {
+    public static let orphanedAtKey = "user.iotgw.orphaned-at"
+
+    let host: any ContainerHost
+    let gatewayID: String
+    let configured: Set<String>
+    let graceSeconds: Double
+    let logger: Logger
+    let now: @Sendable () -> Date
+
+    public init(host: any ContainerHost, gatewayID: String, config: GatewayConfig, logger: Logger, now: @escaping @Sendable () -> Date) {
+        self.host = host
+        self.gatewayID = gatewayID
+        configured = Set(config.vendors.map(\.id))
+        graceSeconds = config.orphans.graceSeconds
+        self.logger = logger
+        self.now = now
+    }
+
+    /// The orphans as they are now, touching nothing.
+    public func orphans() async throws -> [Orphan] {
+        try await host.listInstances(userFilter: ["iotgw.managed": "true", "iotgw.gateway": gatewayID]).compactMap { instance in
+            let vendor = instance.config[ContainerPlanner.vendorKey]
+            guard vendor.map({ !configured.contains($0) }) ?? true else { return nil }
+            let at = instance.config[Self.orphanedAtKey].flatMap { try? Date.ISO8601FormatStyle().parse($0) }
+            return Orphan(container: instance.name, vendor: vendor, status: instance.status, orphanedAt: at,
+                          deleteAfter: at?.addingTimeInterval(graceSeconds))
+        }.sorted { $0.container < $1.container }
+    }
+
+    /// One pass: stops and labels new orphans, deletes those past their grace period. A container that
+    /// fails is logged and tried again at the next pass; the others go on.
+    /// - Returns: the orphans left (stopped, waiting for their deletion).
+    @discardableResult
+    public func sweep() async throws -> [Orphan] {
+        var left: [Orphan] = []
+        for var orphan in try await orphans() {
+            var logger = logger
+            logger[metadataKey: "lxd.instance"] = "\(orphan.container)"
+            logger[metadataKey: "iotgw.vendor"] = "\(orphan.vendor ?? "-")"
+            do {
+                if let deleteAfter = orphan.deleteAfter, now() >= deleteAfter {
+                    try await delete(orphan.container)
+                    logger.notice("orphaned container deleted after its grace period")
+                    continue
+                }
+                if orphan.orphanedAt == nil {
+                    try await stop(orphan.container)
+                    let at = now()
+                    try await host.patchInstance(orphan.container, config: [Self.orphanedAtKey: at.formatted(.iso8601)], devices: [:],
+                                                 ifMatch: nil)
+                    orphan.orphanedAt = at
+                    orphan.deleteAfter = at.addingTimeInterval(graceSeconds)
+                    orphan.status = "Stopped"
+                    logger.notice("container of a vendor no longer configured stopped", metadata: [
+                        "iotgw.deleteAfter": "\(orphan.deleteAfter!.formatted(.iso8601))",
+                    ])
+                } else if orphan.status != "Stopped" {
+                    // Started again by someone else: an orphan stays stopped.
+                    try await stop(orphan.container)
+                    orphan.status = "Stopped"
+                }
+            } catch {
+                logger.warning("orphaned container not retired", metadata: ["iotgw.error": "\(error.safeDescription)"])
+            }
+            left.append(orphan)
+        }
+        return left
+    }
+
+    /// `iot-gateway remove VENDOR`: deletes the vendor's managed containers now. Refused (``GatewayError/Code/conflict``)
+    /// while the vendor is in the configuration: its worker would only create the container again.
+    /// - Returns: the containers deleted.
+    public func remove(vendor: String) async throws -> [String] {
+        guard !configured.contains(vendor) else {
+            throw GatewayError(.conflict, "vendor \(vendor) is still in the configuration: remove it there and restart first")
+        }
+        var deleted: [String] = []
+        for orphan in try await orphans() where orphan.vendor == vendor {
+            try await delete(orphan.container)
+            logger.notice("orphaned container deleted by the owner", metadata: ["lxd.instance": "\(orphan.container)", "iotgw.vendor": "\(vendor)"])
+            deleted.append(orphan.container)
+        }
+        return deleted
+    }
+
+    private func stop(_ name: String) async throws {
+        guard try await host.instance(name).instance.isRunning else { return }
+        do { try await host.setState(name, .stop, timeout: 30, force: false) } catch {
+            try await host.setState(name, .stop, timeout: 30, force: true)
+        }
+    }
+
+    private func delete(_ name: String) async throws {
+        try await stop(name)
+        try await host.deleteInstance(name)
+    }
+}
