@@ -25,7 +25,8 @@ struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     private func record(_ request: Request, context: Context, status: Int, since start: ContinuousClock.Instant) {
-        metrics.request(route: context.endpointPath ?? VendorMetrics.unmatchedRoute, method: request.method.rawValue, status: status,
-                        duration: ContinuousClock.now - start)
+        // The router sets the matched route's template, or "NotFound" when no route (or no method of it) matched.
+        let route = context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 } ?? VendorMetrics.unmatchedRoute
+        metrics.request(route: route, method: request.method.rawValue, status: status, duration: ContinuousClock.now - start)
     }
 }
