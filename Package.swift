@@ -178,7 +178,8 @@ let package = Package(
             dependencies: [
                 "GatewayAgent", "GatewayProtocol", "LXD",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // Real LXD, real daemons and CLI as processes, real libudev driven by umockdev.

@@ -9,7 +9,7 @@ struct GatewayCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iot-gateway",
         abstract: "Control the iot-gateway daemon: approve what vendors get, see what runs.",
-        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self, LogsStop.self])
+        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self, LogsStop.self, Metrics.self])
 
     struct Connection: ParsableArguments {
         @Option(help: "The daemon's control socket.")
@@ -123,6 +123,18 @@ struct GatewayCLI: AsyncParsableCommand {
         func run() async throws {
             let stopped = try await connection.client.stopLogs(vendor: vendor)
             print(Render.safe(stopped ? "stopped the log relay of \(vendor)" : "no log relay of \(vendor) was running"))
+        }
+    }
+
+    struct Metrics: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The gateway's metrics, in the Prometheus text format.",
+            discussion: "Events, approvals, containers, device attaches, deliveries, plans and fleet messages, per vendor.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            // Label values are the owner's vendor ids and fixed words; escaped all the same, line by line.
+            print(Render.safeLines(try await connection.client.metrics()), terminator: "")
         }
     }
 
