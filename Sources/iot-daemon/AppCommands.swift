@@ -108,7 +108,8 @@ struct AppsCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let releases = try await options.withStore(configuration) { try await $0.appReleases() }
+        // A rollout's staged release is not current until the rollout completes (`rollout status` shows it).
+        let releases = try await options.withStore(configuration) { try await $0.appReleases() }.filter { !$0.staged }
         let effective = AppCatalog.effective(baseline: configuration.apps, releases: releases)
         let entries = effective.map { app in Entry(app: app, release: releases.last { $0.app == app.name }) }
         if output.json { return try printJSON(entries) }

@@ -12,6 +12,7 @@ struct IoTDaemon: AsyncParsableCommand {
             DevicesCommand.self, GatewaysCommand.self, ReportsCommand.self,
             PublishAppCommand.self, AppsCommand.self, UploadCookbooksCommand.self,
             RevokeGatewayCommand.self, CommandCommand.self, LogsCommand.self,
+            GroupCommand.self, RolloutCommand.self,
         ]
     )
 }

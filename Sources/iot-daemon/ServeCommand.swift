@@ -33,7 +33,8 @@ struct ServeCommand: AsyncParsableCommand {
         let metrics = VendorMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         try await options.withStore(configuration, logger: logger) { store in
-            let app = try buildApplication(configuration: configuration, store: store, logger: logger, metrics: metrics)
+            let provisioning = try ProvisioningService.configured(by: configuration, store: store, logger: logger, metrics: metrics)
+            let app = buildApplication(configuration: configuration, service: provisioning, logger: logger)
             if let chef = configuration.chef {
                 if SigningKeyFile.isReadableByOthers(path: chef.adminKey) {
                     logger.warning("chef admin key is readable by group or others", metadata: ["key.path": "\(chef.adminKey)"])
@@ -48,7 +49,7 @@ struct ServeCommand: AsyncParsableCommand {
                 "metrics.listen": "\(configuration.metrics.map { "\($0.host):\($0.port)" } ?? "off")",
                 "database": "\(storeDescription(configuration))", "chef.server": "\(configuration.chef?.serverURL ?? "none")",
             ])
-            var services: [any Service] = [app]
+            var services: [any Service] = [app, RolloutDriver(rollouts: RolloutService(provisioning: provisioning), logger: logger)]
             if let listen = configuration.metrics {
                 if !["127.0.0.1", "::1", "localhost"].contains(listen.host) {
                     logger.warning("metrics listener is not on loopback: anyone who reaches it sees fleet size and traffic",

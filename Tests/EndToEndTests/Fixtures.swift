@@ -134,10 +134,12 @@ final class GatewayFixture {
         return (id.gatewayID, id.publicKey)
     }
 
-    func start(testbed: Testbed) async throws {
+    /// - Parameter extraEnv: added to the testbed's environment (a crash point, say).
+    func start(testbed: Testbed, extraEnv: [String: String] = [:]) async throws {
         starts += 1
         daemon = try Daemon(name: "iot-gateway-client-\(starts)", executable: try Bin.path("iot-gateway-client"),
-                            args: ["run", "--config", configPath, "--log-level", "debug"], env: testbed.environment, logDir: dir)
+                            args: ["run", "--config", configPath, "--log-level", "debug"],
+                            env: testbed.environment.merging(extraEnv) { $1 }, logDir: dir)
         _ = try await eventually("control socket", timeout: .seconds(20)) { FileManager.default.fileExists(atPath: socket) ? true : nil }
     }
 

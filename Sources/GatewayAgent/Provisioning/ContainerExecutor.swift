@@ -43,6 +43,7 @@ public struct ContainerExecutor: Sendable {
             do {
                 try await perform(step, container: container)
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
+                CrashPoint.reached("step:" + (step.description.split(separator: " ").first.map(String.init) ?? ""))
                 switch step {
                 case .create(let s):
                     metrics?.containerCreated(vendor: vendor)

@@ -187,7 +187,7 @@ public struct GatewayStore: Sendable {
     /// Records a validated plan. Idempotent for the same bytes. Older pending plans of the vendor are
     /// superseded; `lastVersion` moves forward. Returns the stored record.
     public func recordPlan(vendor: String, version: Int, signedJSON: Data, payloadSHA256: String) async throws -> PlanRecord {
-        try await db.write { db in
+        let record = try await db.write { db in
             if let existing = try PlanRecord.filter(Column("vendor") == vendor && Column("payloadSHA256") == payloadSHA256).fetchOne(db) {
                 return existing
             }
@@ -207,6 +207,8 @@ public struct GatewayStore: Sendable {
             try state.save(db)
             return rec
         }
+        CrashPoint.reached("plan-recorded")
+        return record
     }
 
     /// Decides a pending plan. Approving makes it the vendor's approved plan. Throws
@@ -215,7 +217,7 @@ public struct GatewayStore: Sendable {
     /// `digest` (the payload digest of what the owner was shown) is not the plan's.
     @discardableResult
     public func decide(planID: Int64, approve: Bool, by: String, digest: String? = nil) async throws -> PlanRecord {
-        try await db.write { db in
+        let decided = try await db.write { db in
             guard var p = try PlanRecord.fetchOne(db, key: planID) else { throw GatewayError(.notFound, "no approval \(planID)") }
             guard p.decision == .pending else { throw GatewayError(.notPending, "approval \(planID) is already \(p.decision.rawValue)") }
             if let digest, digest != p.payloadSHA256 {
@@ -232,6 +234,8 @@ public struct GatewayStore: Sendable {
             }
             return p
         }
+        CrashPoint.reached("approval-decided")
+        return decided
     }
 
     public func setVendorResult(_ vendor: String, appliedVersion: Int?, container: String?, error: String?) async throws {
@@ -243,6 +247,7 @@ public struct GatewayStore: Sendable {
             s.updatedAt = Date()
             try s.update(db)
         }
+        if appliedVersion != nil { CrashPoint.reached("result-recorded") }
     }
 
     public func setDelivery(_ vendor: String, version: Int, reportJSON: String) async throws {
@@ -296,6 +301,7 @@ public struct GatewayStore: Sendable {
     /// Writes (or moves on) the vendor's delivery transaction; durable before the call returns.
     public func saveDeliveryTransaction(_ txn: DeliveryTransaction) async throws {
         try await db.write { db in try txn.save(db) }
+        CrashPoint.reached("delivery:\(txn.phase.rawValue)")
     }
 
     /// Ends a delivery: records its report as the vendor's last delivery and drops the transaction,
@@ -308,6 +314,7 @@ public struct GatewayStore: Sendable {
                 """, arguments: [version, reportJSON, Date(), vendor])
             _ = try DeliveryTransaction.deleteOne(db, key: vendor)
         }
+        CrashPoint.reached("delivery-finished")
     }
 
     public func dropDeliveryTransaction(_ vendor: String) async throws {

@@ -41,23 +41,12 @@ extension ProvisioningService {
     /// - Throws: ``ConfigurationError`` when the app is not in the configuration's catalog or the version
     ///   or run list are not acceptable (nothing is recorded then).
     public func publish(app name: String, version: String, runList: [String]?, logger: Logger) async throws -> Publication {
-        guard let baseline = composer.apps.first(where: { $0.name == name }) else {
-            let known = composer.apps.map(\.name).joined(separator: ", ")
-            throw ConfigurationError(.invalidField, field: "app", "\"\(name)\" is not in the catalog (apps: \(known.isEmpty ? "none" : known))")
+        let baseline = try checkRelease(app: name, version: version, runList: runList)
+        if let active = try await store.rollouts().first(where: { $0.app == name && $0.state.isActive }) {
+            throw StoreError(.conflict, "rollout \(active.id ?? 0) of \(name) is \(active.state.rawValue): "
+                + "let it finish or abort it (`iot-daemon rollout abort \(active.id ?? 0)`) before publishing")
         }
-        // The rules gateways check plans with: a release they would refuse is not recorded.
-        guard Fields.version.isValid(version) else {
-            throw ConfigurationError(.invalidField, field: "version", "\(Fields.quote(version)) must be \(Fields.version.form)")
-        }
-        if let runList {
-            guard (1...PlanValidator.maxRunListItems).contains(runList.count) else {
-                throw ConfigurationError(.invalidField, field: "runList", "must name 1-\(PlanValidator.maxRunListItems) recipes or roles")
-            }
-            for entry in runList where !Fields.runListItem.isValid(entry) {
-                throw ConfigurationError(.invalidField, field: "runList", "\(Fields.quote(entry)) is not a run-list entry like recipe[name@1.2.3] or role[name]")
-            }
-        }
-        let before = AppCatalog.effective(baseline: composer.apps, releases: try await store.appReleases())
+        let before = AppCatalog.effective(baseline: composer.apps, releases: try await store.appReleases().filter { !$0.staged })
         let previous = before.first { $0.name == name } ?? baseline
         let release = try await store.addAppRelease(AppRelease(app: name, version: version, runList: runList ?? previous.runList,
                                                                publishedAt: now()))
@@ -93,5 +82,29 @@ extension ProvisioningService {
             refreshed.append(entry)
         }
         return Publication(release: release, previous: previous, gateways: refreshed)
+    }
+
+    /// Checks a release the way gateways check plans (a release they would refuse is never recorded): the
+    /// app is in the configuration's catalog, the version is `Fields.version`, the run list has 1 to
+    /// `PlanValidator.maxRunListItems` valid entries.
+    /// - Returns: the app as the configuration's catalog has it.
+    /// - Throws: ``ConfigurationError`` naming the field.
+    func checkRelease(app name: String, version: String, runList: [String]?) throws -> AppSpec {
+        guard let baseline = composer.apps.first(where: { $0.name == name }) else {
+            let known = composer.apps.map(\.name).joined(separator: ", ")
+            throw ConfigurationError(.invalidField, field: "app", "\"\(name)\" is not in the catalog (apps: \(known.isEmpty ? "none" : known))")
+        }
+        guard Fields.version.isValid(version) else {
+            throw ConfigurationError(.invalidField, field: "version", "\(Fields.quote(version)) must be \(Fields.version.form)")
+        }
+        if let runList {
+            guard (1...PlanValidator.maxRunListItems).contains(runList.count) else {
+                throw ConfigurationError(.invalidField, field: "runList", "must name 1-\(PlanValidator.maxRunListItems) recipes or roles")
+            }
+            for entry in runList where !Fields.runListItem.isValid(entry) {
+                throw ConfigurationError(.invalidField, field: "runList", "\(Fields.quote(entry)) is not a run-list entry like recipe[name@1.2.3] or role[name]")
+            }
+        }
+        return baseline
     }
 }

@@ -128,6 +128,37 @@ public struct PostgresVendorStore: VendorStore {
             """,
             "CREATE INDEX command_results_gateway_id ON command_results (gateway_id)",
         ]),
+        ("v2-rollouts", [
+            "ALTER TABLE app_releases ADD COLUMN staged boolean NOT NULL DEFAULT false",
+            "CREATE TABLE gateway_groups (name text PRIMARY KEY, created_at timestamptz NOT NULL)",
+            """
+            CREATE TABLE group_members (group_name text NOT NULL REFERENCES gateway_groups ON DELETE CASCADE,
+                                        gateway_id text NOT NULL REFERENCES gateways ON DELETE CASCADE, PRIMARY KEY (group_name, gateway_id))
+            """,
+            "CREATE INDEX group_members_gateway_id ON group_members (gateway_id)",
+            """
+            CREATE TABLE rollouts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, app text NOT NULL, version text NOT NULL,
+                                   run_list text NOT NULL, release_id bigint NOT NULL REFERENCES app_releases, group_name text,
+                                   stages text NOT NULL, max_failure_rate double precision NOT NULL, min_reports bigint NOT NULL,
+                                   stage_timeout_seconds bigint NOT NULL, on_failure text NOT NULL, state text NOT NULL,
+                                   stage bigint NOT NULL, stage_started_at timestamptz NOT NULL, created_at timestamptz NOT NULL,
+                                   updated_at timestamptz NOT NULL, message text NOT NULL)
+            """,
+            "CREATE INDEX rollouts_app ON rollouts (app)",
+            """
+            CREATE TABLE rollout_targets (rollout_id bigint NOT NULL REFERENCES rollouts ON DELETE CASCADE,
+                                          gateway_id text NOT NULL REFERENCES gateways ON DELETE CASCADE, stage bigint NOT NULL,
+                                          plan_version bigint, outcome text, reported_at timestamptz, reverted boolean NOT NULL,
+                                          PRIMARY KEY (rollout_id, gateway_id))
+            """,
+            "CREATE INDEX rollout_targets_gateway_id ON rollout_targets (gateway_id)",
+            """
+            CREATE TABLE gateway_pins (gateway_id text NOT NULL REFERENCES gateways ON DELETE CASCADE, app text NOT NULL,
+                                       release_id bigint NOT NULL REFERENCES app_releases,
+                                       rollout_id bigint NOT NULL REFERENCES rollouts ON DELETE CASCADE, PRIMARY KEY (gateway_id, app))
+            """,
+            "CREATE INDEX gateway_pins_rollout_id ON gateway_pins (rollout_id)",
+        ]),
     ]
 
     /// Applies the migrations not yet recorded, in one transaction under an advisory lock, so replicas
@@ -442,7 +473,7 @@ public struct PostgresVendorStore: VendorStore {
             devices.append(RegisteredDevice(serial: serial, vendorID: vendorID, productID: productID, model: model, registeredAt: registeredAt))
         }
         return PlanInputs(devices: devices, previous: try await plans(db, gatewayID: gatewayID, logger: logger).first,
-                          releases: try await releases(db, currentOnly: true, logger: logger))
+                          releases: try await releases(db, currentFor: gatewayID, logger: logger))
     }
 
     static func plans(_ db: PostgresConnection, gatewayID: String?, logger: Logger) async throws -> [StoredPlan] {
@@ -467,37 +498,43 @@ public struct PostgresVendorStore: VendorStore {
 
     // MARK: Releases and Chef registrations
 
-    /// Every release oldest first, or (`currentOnly`) the newest of each app, by app name.
-    static func releases(_ db: PostgresConnection, currentOnly: Bool, logger: Logger) async throws -> [AppRelease] {
+    /// Every release oldest first, or (`currentFor`) what a gateway's plan carries: the newest release of each
+    /// app that is not staged, with the gateway's pinned releases in place of their apps', by app name.
+    static func releases(_ db: PostgresConnection, currentFor gatewayID: String?, logger: Logger) async throws -> [AppRelease] {
         let rows = try await db.query("""
-            SELECT id, app, version, run_list, published_at FROM app_releases
-            WHERE NOT \(currentOnly) OR id IN (SELECT MAX(id) FROM app_releases GROUP BY app)
-            ORDER BY CASE WHEN \(currentOnly) THEN app END, id
+            SELECT id, app, version, run_list, published_at, staged FROM app_releases
+            WHERE \(gatewayID)::text IS NULL OR id IN (
+                SELECT MAX(id) FROM app_releases WHERE NOT staged
+                    AND app NOT IN (SELECT app FROM gateway_pins WHERE gateway_id = \(gatewayID)::text) GROUP BY app
+                UNION SELECT release_id FROM gateway_pins WHERE gateway_id = \(gatewayID)::text)
+            ORDER BY CASE WHEN \(gatewayID)::text IS NOT NULL THEN app END, id
             """, logger: logger)
         var releases: [AppRelease] = []
-        for try await (id, app, version, runList, publishedAt) in rows.decode((Int64, String, String, String, Date).self) {
+        for try await (id, app, version, runList, publishedAt, staged) in rows.decode((Int64, String, String, String, Date, Bool).self) {
             releases.append(AppRelease(id: id, app: app, version: version, runList: try JSONDecoder().decode([String].self, from: Data(runList.utf8)),
-                                       publishedAt: publishedAt))
+                                       publishedAt: publishedAt, staged: staged))
         }
         return releases
     }
 
     @discardableResult public func addAppRelease(_ release: AppRelease) async throws -> AppRelease {
+        try await write { db in try await Self.insert(release, db, logger: logger) }
+    }
+
+    static func insert(_ release: AppRelease, _ db: PostgresConnection, logger: Logger) async throws -> AppRelease {
         let runList = String(decoding: try JSONEncoder().encode(release.runList), as: UTF8.self)
-        return try await write { db in
-            var release = release
-            for try await id in try await db.query("""
-                INSERT INTO app_releases (app, version, run_list, published_at)
-                VALUES (\(release.app), \(release.version), \(runList), \(release.publishedAt)) RETURNING id
-                """, logger: logger).decode(Int64.self) {
-                release.id = id
-            }
-            return release
+        var release = release
+        for try await id in try await db.query("""
+            INSERT INTO app_releases (app, version, run_list, published_at, staged)
+            VALUES (\(release.app), \(release.version), \(runList), \(release.publishedAt), \(release.staged)) RETURNING id
+            """, logger: logger).decode(Int64.self) {
+            release.id = id
         }
+        return release
     }
 
     public func appReleases() async throws -> [AppRelease] {
-        try await read { db in try await Self.releases(db, currentOnly: false, logger: logger) }
+        try await read { db in try await Self.releases(db, currentFor: nil, logger: logger) }
     }
 
     static func chefRegistrations(_ db: PostgresConnection, gatewayID: String?, logger: Logger) async throws -> [ChefRegistration] {
@@ -564,6 +601,7 @@ public struct PostgresVendorStore: VendorStore {
                 """, logger: logger).decode(Int64.self) {
                 report.id = id
             }
+            try await Self.recordRolloutOutcome(db, report, logger: logger)
             return report
         }
     }

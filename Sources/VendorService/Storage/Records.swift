@@ -172,13 +172,17 @@ public struct AppRelease: Sendable, Codable, Equatable {
     /// The app's run list from this release on (stored as a JSON array).
     public var runList: [String]
     public var publishedAt: Date
+    /// A rollout's release: plans carry it only where the rollout pinned it, until the rollout completes
+    /// and promotes it (see ``Rollout``). `publish-app` releases are never staged.
+    public var staged: Bool
 
-    public init(id: Int64? = nil, app: String, version: String, runList: [String], publishedAt: Date) {
+    public init(id: Int64? = nil, app: String, version: String, runList: [String], publishedAt: Date, staged: Bool = false) {
         self.id = id
         self.app = app
         self.version = version
         self.runList = runList
         self.publishedAt = publishedAt
+        self.staged = staged
     }
 }
 
@@ -229,7 +233,8 @@ public struct PlanInputs: Sendable, Equatable {
     public var devices: [RegisteredDevice]
     /// The plan issued last, if any.
     public var previous: StoredPlan?
-    /// The newest release of each app (see ``AppCatalog``).
+    /// The newest release of each app that is not staged, except where a rollout pinned its staged
+    /// release to this gateway (see ``AppCatalog``).
     public var releases: [AppRelease]
 
     public init(devices: [RegisteredDevice], previous: StoredPlan?, releases: [AppRelease]) {

@@ -128,6 +128,54 @@ public struct SQLiteVendorStore: VendorStore {
                 t.column("receivedAt", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v5-rollouts") { db in
+            try db.alter(table: AppRelease.databaseTableName) { t in t.add(column: "staged", .boolean).notNull().defaults(to: false) }
+            try db.create(table: GatewayGroupRow.databaseTableName) { t in
+                t.primaryKey("name", .text)
+                t.column("createdAt", .datetime).notNull()
+            }
+            try db.create(table: GroupMember.databaseTableName) { t in
+                t.column("groupName", .text).notNull().references(GatewayGroupRow.databaseTableName, onDelete: .cascade)
+                t.column("gatewayID", .text).notNull().indexed().references(EnrolledGateway.databaseTableName, onDelete: .cascade)
+                t.primaryKey(["groupName", "gatewayID"])
+            }
+            try db.create(table: Rollout.databaseTableName) { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("app", .text).notNull().indexed()
+                t.column("version", .text).notNull()
+                t.column("runList", .text).notNull()
+                t.column("releaseID", .integer).notNull().references(AppRelease.databaseTableName)
+                t.column("groupName", .text)
+                t.column("stages", .text).notNull()
+                t.column("maxFailureRate", .double).notNull()
+                t.column("minReports", .integer).notNull()
+                t.column("stageTimeoutSeconds", .integer).notNull()
+                t.column("onFailure", .text).notNull()
+                t.column("state", .text).notNull()
+                t.column("stage", .integer).notNull()
+                t.column("stageStartedAt", .datetime).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("updatedAt", .datetime).notNull()
+                t.column("message", .text).notNull()
+            }
+            try db.create(table: RolloutTarget.databaseTableName) { t in
+                t.column("rolloutID", .integer).notNull().references(Rollout.databaseTableName, onDelete: .cascade)
+                t.column("gatewayID", .text).notNull().indexed().references(EnrolledGateway.databaseTableName, onDelete: .cascade)
+                t.column("stage", .integer).notNull()
+                t.column("planVersion", .integer)
+                t.column("outcome", .text)
+                t.column("reportedAt", .datetime)
+                t.column("reverted", .boolean).notNull()
+                t.primaryKey(["rolloutID", "gatewayID"])
+            }
+            try db.create(table: GatewayPin.databaseTableName) { t in
+                t.column("gatewayID", .text).notNull().references(EnrolledGateway.databaseTableName, onDelete: .cascade)
+                t.column("app", .text).notNull()
+                t.column("releaseID", .integer).notNull().references(AppRelease.databaseTableName)
+                t.column("rolloutID", .integer).notNull().indexed().references(Rollout.databaseTableName, onDelete: .cascade)
+                t.primaryKey(["gatewayID", "app"])
+            }
+        }
         return migrator
     }
 
@@ -277,14 +325,20 @@ public struct SQLiteVendorStore: VendorStore {
             WHERE gateway_devices.gatewayID = ?
             ORDER BY gateway_devices.firstSeenAt, devices.serial
             """, arguments: [gatewayID])
-        return PlanInputs(devices: devices, previous: try StoredPlan.fetchOne(db, key: gatewayID), releases: try currentReleases(db))
+        return PlanInputs(devices: devices, previous: try StoredPlan.fetchOne(db, key: gatewayID),
+                          releases: try currentReleases(db, gatewayID: gatewayID))
     }
 
-    /// The newest release of each app, by app name.
-    static func currentReleases(_ db: Database) throws -> [AppRelease] {
+    /// The newest release of each app that is not staged, by app name, with the gateway's pinned releases in
+    /// place of their apps' (see ``PlanInputs/releases``).
+    static func currentReleases(_ db: Database, gatewayID: String) throws -> [AppRelease] {
         try AppRelease.fetchAll(db, sql: """
-            SELECT * FROM app_releases WHERE id IN (SELECT MAX(id) FROM app_releases GROUP BY app) ORDER BY app
-            """)
+            SELECT * FROM app_releases WHERE id IN (
+                SELECT MAX(id) FROM app_releases WHERE staged = 0
+                    AND app NOT IN (SELECT app FROM gateway_pins WHERE gatewayID = ?) GROUP BY app
+                UNION SELECT releaseID FROM gateway_pins WHERE gatewayID = ?)
+            ORDER BY app
+            """, arguments: [gatewayID, gatewayID])
     }
 
     public func plan(gatewayID: String) async throws -> StoredPlan? {
@@ -337,6 +391,7 @@ public struct SQLiteVendorStore: VendorStore {
         try await pool.write { db in
             var report = report
             try report.insert(db)
+            try Self.recordRolloutOutcome(db, report)
             return report
         }
     }
@@ -344,6 +399,179 @@ public struct SQLiteVendorStore: VendorStore {
     public func reports() async throws -> [StoredReport] {
         try await pool.read { db in try StoredReport.order(Column("id")).fetchAll(db) }
     }
+}
+
+// MARK: Groups and rollouts
+
+extension SQLiteVendorStore {
+    public func createGroup(name: String, at: Date) async throws {
+        try await pool.write { db in try GatewayGroupRow(name: name, createdAt: at).insert(db, onConflict: .ignore) }
+    }
+
+    public func addToGroup(name: String, gatewayIDs: [String]) async throws {
+        try await pool.write { db in
+            guard try GatewayGroupRow.exists(db, key: name) else { throw StoreError(.notFound, "group \(name) does not exist") }
+            for id in gatewayIDs {
+                guard try EnrolledGateway.exists(db, key: id) else { throw StoreError(.notFound, "gateway \(id) is not enrolled") }
+                try GroupMember(groupName: name, gatewayID: id).insert(db, onConflict: .ignore)
+            }
+        }
+    }
+
+    public func removeFromGroup(name: String, gatewayIDs: [String]) async throws {
+        try await pool.write { db in
+            guard try GatewayGroupRow.exists(db, key: name) else { throw StoreError(.notFound, "group \(name) does not exist") }
+            _ = try GroupMember.filter(Column("groupName") == name && gatewayIDs.contains(Column("gatewayID"))).deleteAll(db)
+        }
+    }
+
+    public func groups() async throws -> [GatewayGroup] {
+        try await pool.read { db in
+            let members = Dictionary(grouping: try GroupMember.order(Column("gatewayID")).fetchAll(db), by: \.groupName)
+            return try GatewayGroupRow.order(Column("name")).fetchAll(db).map {
+                GatewayGroup(name: $0.name, createdAt: $0.createdAt, members: members[$0.name, default: []].map(\.gatewayID))
+            }
+        }
+    }
+
+    public func createRollout(_ rollout: Rollout, release: AppRelease, targets: [RolloutTarget]) async throws -> Rollout {
+        try await pool.write { db in
+            let active = Rollout.State.allCases.filter(\.isActive).map(\.rawValue)
+            if let other = try Rollout.filter(Column("app") == rollout.app && active.contains(Column("state"))).fetchOne(db) {
+                throw StoreError(.conflict, "rollout \(other.id ?? 0) of \(rollout.app) is \(other.state.rawValue): "
+                    + "finish or abort it before starting another")
+            }
+            var release = release
+            release.staged = true
+            try release.insert(db)
+            var rollout = rollout
+            rollout.releaseID = release.id!
+            try rollout.insert(db)
+            for var target in targets {
+                target.rolloutID = rollout.id!
+                try target.insert(db)
+            }
+            return rollout
+        }
+    }
+
+    public func rollouts() async throws -> [Rollout] {
+        try await pool.read { db in try Rollout.order(Column("id")).fetchAll(db) }
+    }
+
+    public func rollout(id: Int64) async throws -> Rollout? {
+        try await pool.read { db in try Rollout.fetchOne(db, key: id) }
+    }
+
+    public func rolloutTargets(rolloutID: Int64) async throws -> [RolloutTarget] {
+        try await pool.read { db in
+            try RolloutTarget.filter(Column("rolloutID") == rolloutID).order(Column("stage"), Column("gatewayID")).fetchAll(db)
+        }
+    }
+
+    public func transitionRollout(id: Int64, from: Set<Rollout.State>, stage: Int?, to state: Rollout.State, newStage: Int, message: String,
+                                  at: Date) async throws -> Bool {
+        try await pool.write { db in
+            guard var rollout = try Rollout.fetchOne(db, key: id), from.contains(rollout.state), stage == nil || rollout.stage == stage else {
+                return false
+            }
+            if newStage != rollout.stage || (rollout.state == .paused && state == .running) { rollout.stageStartedAt = at }
+            rollout.state = state
+            rollout.stage = newStage
+            rollout.message = message
+            rollout.updatedAt = at
+            try rollout.update(db)
+            return true
+        }
+    }
+
+    public func stageTarget<Issued: Sendable>(
+        rolloutID: Int64, gatewayID: String, pin: Bool,
+        issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
+    ) async throws -> Issued? {
+        try await pool.write { db in
+            guard let rollout = try Rollout.fetchOne(db, key: rolloutID),
+                  pin ? rollout.state == .running : rollout.state.revertsTo != nil,
+                  var target = try RolloutTarget.fetchOne(db, key: ["rolloutID": rolloutID, "gatewayID": gatewayID]),
+                  try StoredPlan.exists(db, key: gatewayID)
+            else { return nil }
+            if pin {
+                try GatewayPin(gatewayID: gatewayID, app: rollout.app, releaseID: rollout.releaseID, rolloutID: rolloutID).save(db)
+            } else {
+                _ = try GatewayPin.filter(Column("gatewayID") == gatewayID && Column("rolloutID") == rolloutID).deleteAll(db)
+            }
+            let (plan, issued) = try issue(try Self.planInputs(db, gatewayID: gatewayID))
+            try plan.save(db)
+            if pin {
+                target.planVersion = target.planVersion ?? plan.version
+            } else {
+                target.reverted = true
+            }
+            try target.update(db)
+            return issued
+        }
+    }
+
+    /// See ``VendorStore/addReport(_:)``.
+    static func recordRolloutOutcome(_ db: Database, _ report: StoredReport) throws {
+        guard RolloutTarget.judgedOutcomes.contains(report.outcome) else { return }
+        let active = Rollout.State.allCases.filter(\.isActive).map(\.rawValue)
+        try db.execute(sql: """
+            UPDATE rollout_targets SET outcome = ?, reportedAt = ?
+            WHERE gatewayID = ? AND planVersion IS NOT NULL AND planVersion <= ? AND outcome IS NULL AND reverted = 0
+                AND rolloutID IN (SELECT id FROM rollouts WHERE state IN (\(active.map { _ in "?" }.joined(separator: ","))))
+            """, arguments: StatementArguments([report.outcome, report.receivedAt, report.gatewayID, report.planVersion]
+                as [any DatabaseValueConvertible]) + StatementArguments(active))
+    }
+
+    public func completeRollout(id: Int64, stage: Int, promote: Bool, message: String, at: Date) async throws -> Bool {
+        try await pool.write { db in
+            guard var rollout = try Rollout.fetchOne(db, key: id), rollout.state == .running, rollout.stage == stage else { return false }
+            if promote {
+                try db.execute(sql: "UPDATE app_releases SET staged = 0 WHERE id = ?", arguments: [rollout.releaseID])
+                _ = try GatewayPin.filter(Column("rolloutID") == id).deleteAll(db)
+            }
+            rollout.state = .completed
+            rollout.message = message
+            rollout.updatedAt = at
+            try rollout.update(db)
+            return true
+        }
+    }
+}
+
+/// `gateway_groups`.
+struct GatewayGroupRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "gateway_groups"
+    var name: String
+    var createdAt: Date
+}
+
+/// `group_members`.
+struct GroupMember: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "group_members"
+    var groupName: String
+    var gatewayID: String
+}
+
+/// `gateway_pins`: a rollout's staged release of an app that a gateway's plans carry. Primary key
+/// (gatewayID, app).
+struct GatewayPin: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "gateway_pins"
+    var gatewayID: String
+    var app: String
+    var releaseID: Int64
+    var rolloutID: Int64
+}
+
+extension Rollout: FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "rollouts"
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+extension RolloutTarget: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "rollout_targets"
 }
 
 extension RegisteredDevice: FetchableRecord, PersistableRecord {

@@ -62,7 +62,9 @@ public protocol VendorStore: Sendable {
     /// database share nonces, and a restart forgets none.
     func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool
 
-    /// Stores a report; returns it with its id.
+    /// Stores a report; returns it with its id. In the same transaction, a delivery outcome
+    /// (`RolloutTarget.judgedOutcomes`) is recorded on every target of an active rollout that the report
+    /// answers: reached at the report's plan version or before, not reverted, no outcome yet.
     @discardableResult func addReport(_ report: StoredReport) async throws -> StoredReport
     /// Reports, oldest first.
     func reports() async throws -> [StoredReport]
@@ -78,6 +80,53 @@ public protocol VendorStore: Sendable {
     func commandResults(gatewayID: String?) async throws -> [StoredCommandResult]
     /// Revokes an enrolled gateway: its signed requests are refused from now on.
     func revokeGateway(id: String, at: Date) async throws
+
+    // Groups
+
+    /// Creates a group; creating one that exists does nothing.
+    func createGroup(name: String, at: Date) async throws
+    /// Adds enrolled gateways to a group (members already in it stay). Throws ``StoreError/Code/notFound``
+    /// for a group or a gateway that does not exist, adding none.
+    func addToGroup(name: String, gatewayIDs: [String]) async throws
+    /// Removes gateways from a group (ids not in it are ignored). Throws ``StoreError/Code/notFound`` for
+    /// a group that does not exist.
+    func removeFromGroup(name: String, gatewayIDs: [String]) async throws
+    /// Every group with its members, sorted by name.
+    func groups() async throws -> [GatewayGroup]
+
+    // Staged rollouts (see `RolloutService`)
+
+    /// In one transaction: records `release` as a *staged* release (plans carry it only where a rollout
+    /// pins it), the rollout, and its targets (their `rolloutID` is set here). Throws
+    /// ``StoreError/Code/conflict`` when another rollout of the same app is active, recording nothing.
+    /// - Returns: the rollout with its id and release id.
+    func createRollout(_ rollout: Rollout, release: AppRelease, targets: [RolloutTarget]) async throws -> Rollout
+    /// Every rollout, oldest first.
+    func rollouts() async throws -> [Rollout]
+    func rollout(id: Int64) async throws -> Rollout?
+    /// The rollout's targets, by stage then gateway id.
+    func rolloutTargets(rolloutID: Int64) async throws -> [RolloutTarget]
+    /// Moves a rollout from one of `from` (and, when given, stage `stage`) to `update`'s state, stage and
+    /// message, setting `updatedAt` (and `stageStartedAt` when the stage changes or it resumes).
+    /// Returns false, changing nothing, when the rollout is not in such a state: another replica, or the
+    /// operator, moved it first.
+    func transitionRollout(id: Int64, from: Set<Rollout.State>, stage: Int?, to state: Rollout.State, newStage: Int, message: String,
+                           at: Date) async throws -> Bool
+    /// In one transaction, for one target of a running rollout (`pin: true`) or of one putting gateways
+    /// back (`pin: false`, state `halting` or `aborting`): pins the rollout's release of its app to the
+    /// gateway, or removes that pin; then calls `issue` with the gateway's plan inputs, which now carry
+    /// the pinned release (or the app's current one again), stores the plan it returns, and records the
+    /// plan's version on the target (and, unpinning, marks it reverted).
+    /// Returns nil, changing nothing, when the rollout is no longer in such a state or the gateway has no
+    /// plan.
+    func stageTarget<Issued: Sendable>(
+        rolloutID: Int64, gatewayID: String, pin: Bool,
+        issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
+    ) async throws -> Issued?
+    /// Completes a running rollout at its last stage `stage`: `promote` makes its release the app's current
+    /// release and drops the rollout's pins (plans then carry the same content without them). Returns
+    /// false when another replica completed or moved it first.
+    func completeRollout(id: Int64, stage: Int, promote: Bool, message: String, at: Date) async throws -> Bool
 }
 
 /// Why the store refused an operation. Matchable by `code`.

@@ -1,0 +1,44 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Fault injection for the crash-point sweep: with `IOTGW_CRASH_AFTER=<point>` in its environment the
+/// daemon exits abruptly (`_exit`, status ``exitStatus``: no cleanup, no flush, as a power cut or a
+/// SIGKILL leaves it) right after the named step became durable. Without the variable nothing happens.
+///
+/// The points, in the order a provisioning and delivery passes them (``all``):
+/// - `plan-recorded`: a validated plan is stored (pending or covered);
+/// - `approval-decided`: the owner's decision is stored;
+/// - `step:<kind>`: a provisioning step is journaled done (`verify-image`, `ensure-node`, `create`,
+///   `update-config`, `set-device`, `start`, `attach`, `detach`, `remove-node`);
+/// - `result-recorded`: the applied plan version is stored;
+/// - `delivery:<phase>`: a delivery phase is journaled, before it runs (`snapshotting`, `converging`,
+///   `committing`, `restoring`);
+/// - `delivery-finished`: a delivery's outcome is stored and its transaction dropped.
+public enum CrashPoint {
+    public static let environmentVariable = "IOTGW_CRASH_AFTER"
+    public static let exitStatus: Int32 = 86
+
+    public static let all = [
+        "plan-recorded", "approval-decided", "step:verify-image", "step:ensure-node", "step:create", "step:update-config",
+        "step:set-device", "step:start", "step:attach", "result-recorded", "delivery:snapshotting", "delivery:converging",
+        "delivery:committing", "delivery:restoring", "delivery-finished", "step:detach", "step:remove-node",
+    ]
+
+    /// Read once: the point this process dies at, if any.
+    static let target: String? = {
+        guard let raw = getenv(environmentVariable) else { return nil }
+        let value = String(cString: raw)
+        return value.isEmpty ? nil : value
+    }()
+
+    /// Exits at once when `point` is the configured one.
+    public static func reached(_ point: @autoclosure () -> String) {
+        guard let target, target == point() else { return }
+        let line = "iot-gateway-client: crash point \(target) reached, exiting abruptly\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+        _exit(exitStatus)
+    }
+}
