@@ -155,6 +155,19 @@ struct MetricsTests {
         #expect(!ids.contains("r0") && ids.contains("r\(VendorMetrics.maxRollouts + 4)"))
     }
 
+    @Test func theMetricsListenerServesOnlyMetricsOverTCP() async throws {
+        let metrics = VendorMetrics()
+        metrics.reportReceived(.delivered)
+        let app = buildMetricsApplication(listen: .init(host: "127.0.0.1", port: 0), metrics: metrics, logger: Harness.logger)
+        try await app.test(.live) { client in
+            let response = try await client.execute(uri: "/metrics", method: .get)
+            #expect(response.status == .ok)
+            #expect(String(buffer: response.body).contains("iotd_reports_received_total{outcome=\"delivered\"} 1"))
+            try #expect(await client.execute(uri: "/v1/health", method: .get).status == .notFound)
+            try #expect(await client.execute(uri: "/metrics", method: .post).status == .notFound)
+        }
+    }
+
     @Test func metricsListenerIsOffByDefaultAndNeedsItsOwnPort() throws {
         #expect(try VendorConfiguration.parse(yaml: ConfigurationTests.example).metrics == nil)
         let on = try VendorConfiguration.parse(yaml: ConfigurationTests.example + "\nmetrics: {host: 127.0.0.1, port: 9470}")
