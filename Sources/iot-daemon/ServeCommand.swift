@@ -1,5 +1,7 @@
 import ArgumentParser
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import VendorService
 
@@ -26,8 +28,12 @@ struct ServeCommand: AsyncParsableCommand {
         }
         // The store (for PostgreSQL: its connection pool) outlives the service group: it stops after the
         // server has drained.
+        // One registry for the process, owned here: the app counts into it, the metrics listener renders it,
+        // and libraries that speak swift-metrics land in it too (the one global, set only in the executable).
+        let metrics = VendorMetrics()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         try await options.withStore(configuration, logger: logger) { store in
-            let provisioning = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
+            let provisioning = try ProvisioningService.configured(by: configuration, store: store, logger: logger, metrics: metrics)
             let app = buildApplication(configuration: configuration, service: provisioning, logger: logger)
             if let chef = configuration.chef {
                 if SigningKeyFile.isReadableByOthers(path: chef.adminKey) {
@@ -40,9 +46,17 @@ struct ServeCommand: AsyncParsableCommand {
             }
             logger.info("iot-daemon starting", metadata: [
                 "vendor": "\(configuration.vendor)", "listen": "\(configuration.listen.host):\(configuration.listen.port)",
+                "metrics.listen": "\(configuration.metrics.map { "\($0.host):\($0.port)" } ?? "off")",
                 "database": "\(storeDescription(configuration))", "chef.server": "\(configuration.chef?.serverURL ?? "none")",
             ])
             var services: [any Service] = [app, RolloutDriver(rollouts: RolloutService(provisioning: provisioning), logger: logger)]
+            if let listen = configuration.metrics {
+                if !["127.0.0.1", "::1", "localhost"].contains(listen.host) {
+                    logger.warning("metrics listener is not on loopback: anyone who reaches it sees fleet size and traffic",
+                                   metadata: ["metrics.listen": "\(listen.host):\(listen.port)"])
+                }
+                services.append(buildMetricsApplication(listen: listen, metrics: metrics, logger: logger))
+            }
             if let fleet = configuration.fleet {
                 services.append(FleetService(configuration: configuration, settings: fleet, store: store, logger: logger))
             }

@@ -9,7 +9,8 @@ struct GatewayCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iot-gateway",
         abstract: "Control the iot-gateway daemon: approve what vendors get, see what runs.",
-        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self, LogsStop.self, Orphans.self, Remove.self])
+        subcommands: [Status.self, Approvals.self, Approve.self, Deny.self, Vendors.self, Devices.self, LogsStop.self, Orphans.self, Remove.self,
+                      Metrics.self])
 
     struct Connection: ParsableArguments {
         @Option(help: "The daemon's control socket.")
@@ -155,6 +156,18 @@ struct GatewayCLI: AsyncParsableCommand {
         func run() async throws {
             let deleted = try await connection.client.remove(vendor: vendor)
             print(Render.safe(deleted.isEmpty ? "no container of \(vendor) to delete" : "deleted \(deleted.joined(separator: ", "))"))
+        }
+    }
+
+    struct Metrics: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The gateway's metrics, in the Prometheus text format.",
+            discussion: "Events, approvals, containers, device attaches, deliveries, plans and fleet messages, per vendor.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            // Label values are the owner's vendor ids and fixed words; escaped all the same, line by line.
+            print(Render.safeLines(try await connection.client.metrics()), terminator: "")
         }
     }
 

@@ -315,7 +315,9 @@ final class Rig {
     var agent: GatewayAgent
 
     /// Vendors `acme` (USB 0403) and `globex` (USB 10c4), both `policy`.
-    init(policy: GatewayConfig.Policy = .ask, appUpdates: GatewayConfig.UpdatePolicy = .auto, apps: Bool = false) throws {
+    /// - Parameter controlSocket: where a test serves the control API (default: the sample's path, unused).
+    init(policy: GatewayConfig.Policy = .ask, appUpdates: GatewayConfig.UpdatePolicy = .auto, apps: Bool = false,
+         controlSocket: String? = nil) throws {
         let keys = ["acme": Curve25519.Signing.PrivateKey(), "globex": Curve25519.Signing.PrivateKey()]
         self.keys = keys
         var config = Sample.config(policy: policy)
@@ -329,6 +331,7 @@ final class Rig {
         config.maxRetrySeconds = 0.4
         config.delivery.maxRetrySeconds = 0.4
         config.deviceDirectory = "/run/test-devices"
+        if let controlSocket { config.controlSocket = controlSocket }
         self.config = config
         store = try GatewayStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString).sqlite").path)
         vendors = FakeVendors(keys)

@@ -138,6 +138,9 @@ struct RolloutTests {
             }
             #expect(status.rollout.state == .completed)
             #expect(status.stages.map(\.health.reported) == [2, 2, 4])
+            let metrics = String(decoding: f.provisioning.metrics.exposition(), as: UTF8.self)
+            #expect(metrics.contains(#"iotd_rollout_stage{rollout="\#(status.rollout.id!)",app="thermo-agent",state="completed"} 2"#), "\(metrics)")
+            #expect(metrics.contains(#"iotd_rollout_reports{rollout="\#(status.rollout.id!)",outcome="delivered"} 8"#), "\(metrics)")
             // Promoted: every plan carries 1.1.0, and a fresh composition does not change them again.
             let after = try await f.plans()
             #expect(after.values.allSatisfy { $0.thermo == "1.1.0" })

@@ -82,12 +82,17 @@ struct Harness: Sendable {
     }
 
     /// - Parameter now: the service's clock (default: the fixed ``now``).
-    func service(provisioner: any Provisioner = NoopProvisioner(), now: Date = Harness.now) -> ProvisioningService {
-        ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner, now: { now })
+    /// - Parameter metrics: where the service counts (default: a fresh registry of its own).
+    func service(provisioner: any Provisioner = NoopProvisioner(), now: Date = Harness.now,
+                 metrics: VendorMetrics = VendorMetrics()) -> ProvisioningService {
+        ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner, now: { now },
+                            metrics: metrics)
     }
 
-    func app(provisioner: any Provisioner = NoopProvisioner(), now: Date = Harness.now) -> some ApplicationProtocol {
-        buildApplication(configuration: configuration, service: service(provisioner: provisioner, now: now), logger: Self.logger)
+    func app(provisioner: any Provisioner = NoopProvisioner(), now: Date = Harness.now,
+             metrics: VendorMetrics = VendorMetrics()) -> some ApplicationProtocol {
+        buildApplication(configuration: configuration, service: service(provisioner: provisioner, now: now, metrics: metrics),
+                         logger: Self.logger)
     }
 
     /// Checks a signed bootstrap answer as the gateway does, for this harness's gateway and `planVersion`.

@@ -137,7 +137,15 @@ public final class GatewayAgent: Service, Sendable {
         for w in workers.values { await w.lxdRestarted() }
     }
 
+    /// What the gateway counts (rendered by the control socket's `GET /v1/metrics`).
+    public var metrics: GatewayMetrics { environment.metrics }
+
     func handle(_ event: Event) async throws {
+        switch event {
+        case .added: metrics.udevEvent(.added)
+        case .removed: metrics.udevEvent(.removed)
+        case .sweep: metrics.udevEvent(.sweep)
+        }
         switch event {
         case .added(let d): try await deviceAdded(d)
         case .removed(let syspath): try await deviceRemoved(syspath)

@@ -19,6 +19,7 @@ extension VendorWorker {
         do {
             try await deliver(plan, firstBoot: state.deliveredVersion == nil)
         } catch {
+            env.metrics.delivery(vendor: vendor.id, .failed)
             let attempts = state.deliveryAttempts + 1
             let next = env.deliveryBackoff.next(afterAttempts: attempts, now: now)
             try await store.setDeliveryRetry(vendor.id, attempts: attempts, next: next)
@@ -82,6 +83,7 @@ extension VendorWorker {
         try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: report.result.rawValue,
                                 detail: Fields.displayText(report.message))
         if report.restoredSnapshot != nil { kickReconcile() }
+        env.metrics.delivery(vendor: vendor.id, report.result == .applied ? .delivered : .rolledBack)
         logger.notice("apps delivered", metadata: ["iotgw.result": "\(report.result.rawValue)", "iotgw.failingControls": "\(report.failingControls)"])
         enqueue(self.report(planVersion: plan.version, outcome: report.result == .applied ? .delivered : .rolledBack,
                             error: report.result == .applied ? nil : report.message, delivery: Self.summary(report)))

@@ -56,6 +56,7 @@ extension VendorWorker {
             }
             plan = p
             record = try await store.recordPlan(vendor: vendor.id, version: p.version, signedJSON: body, payloadSHA256: Keys.sha256Hex(payload))
+            env.metrics.planAccepted(vendor: vendor.id)
         } catch let e as VendorError where e.isRetryable {
             let attempts = rec.attempts + 1
             let delay = env.backoff.delay(afterAttempts: attempts)
@@ -64,6 +65,7 @@ extension VendorWorker {
             return
         } catch {
             // Refused by the vendor, or a plan that fails validation or local policy: nothing changes.
+            env.metrics.planRefused(vendor: vendor.id, because: error)
             let reason = error.safeDescription
             try await store.setRejection(vendor.id, reason, at: now)
             try await setSerialState(rec, .rejected, error: reason)
@@ -92,6 +94,7 @@ extension VendorWorker {
         } catch let e as VendorError where e.isRetryable {
             return logger.warning("plan sync failed", metadata: ["iotgw.error": "\(e.message)"])
         } catch {
+            env.metrics.planRefused(vendor: vendor.id, because: error)
             let reason = error.safeDescription
             try await store.setRejection(vendor.id, reason, at: t)
             return logger.warning("plan refused", metadata: ["iotgw.error": "\(reason)"])
@@ -124,9 +127,11 @@ extension VendorWorker {
             logger.info("newer plan", metadata: ["iotgw.planVersion": "\(plan.version)", "iotgw.via": "\(source)"])
             let rec = try await store.recordPlan(vendor: vendor.id, version: plan.version, signedJSON: body,
                                                  payloadSHA256: Keys.sha256Hex(payload))
+            env.metrics.planAccepted(vendor: vendor.id)
             try await store.setRejection(vendor.id, nil, at: t)
             try await decide(rec, plan: plan)
         } catch {
+            env.metrics.planRefused(vendor: vendor.id, because: error)
             let reason = error.safeDescription
             try await store.setRejection(vendor.id, reason, at: t)
             logger.warning("plan refused", metadata: ["iotgw.error": "\(reason)", "iotgw.via": "\(source)"])

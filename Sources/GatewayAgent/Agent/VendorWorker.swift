@@ -21,6 +21,8 @@ public struct AgentEnvironment: Sendable {
     public var fleetLinks: FleetLinkFactory?
     /// Reads a vendor container's journal for the live log relay.
     public var journal: (any ContainerJournal)?
+    /// What the gateway counts, for the owner (`GET /v1/metrics` on the control socket).
+    public var metrics: GatewayMetrics
     /// Serializes container creation across vendors: LXD 5.0 allocates an isolated id map while another
     /// container being created still has none, so two creations at once got maps outside the host's
     /// subordinate ids (the container never starts) or could get the same one.
@@ -28,7 +30,8 @@ public struct AgentEnvironment: Sendable {
 
     public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
-                now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil) {
+                now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil,
+                metrics: GatewayMetrics? = nil) {
         self.config = config
         self.store = store
         self.identity = identity
@@ -41,6 +44,7 @@ public struct AgentEnvironment: Sendable {
         self.now = now
         self.fleetLinks = fleetLinks
         self.journal = journal
+        self.metrics = metrics ?? GatewayMetrics(vendors: config.vendors.map(\.id))
     }
 
     var backoff: Backoff { Backoff(first: config.retrySeconds, max: config.maxRetrySeconds) }
@@ -110,18 +114,21 @@ public actor VendorWorker {
     /// Runs the three lanes until cancelled. A lane's failure is logged and retried; it never ends the worker.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.lane("reconcile", self.reconcileSignals) { try await $0.reconcilePass() } }
-            group.addTask { await self.lane("exchange", self.exchangeSignals) { try await $0.exchangePass() } }
-            group.addTask { await self.lane("delivery", self.deliverySignals) { try await $0.deliveryPass() } }
+            group.addTask { await self.lane(.reconcile, self.reconcileSignals) { try await $0.reconcilePass() } }
+            group.addTask { await self.lane(.exchange, self.exchangeSignals) { try await $0.exchangePass() } }
+            group.addTask { await self.lane(.delivery, self.deliverySignals) { try await $0.deliveryPass() } }
         }
     }
 
-    nonisolated func lane(_ name: String, _ signals: AsyncStream<Void>, _ pass: @Sendable (VendorWorker) async throws -> Void) async {
+    nonisolated func lane(_ name: GatewayMetrics.Lane, _ signals: AsyncStream<Void>,
+                          _ pass: @Sendable (VendorWorker) async throws -> Void) async {
         for await _ in signals {
             if Task.isCancelled { break }
+            env.metrics.lane(vendor: vendor.id, name, busy: true)
             do { try await pass(self) } catch {
-                logger.warning("lane pass failed", metadata: ["iotgw.lane": "\(name)", "iotgw.error": "\(error.safeDescription)"])
+                logger.warning("lane pass failed", metadata: ["iotgw.lane": "\(name.rawValue)", "iotgw.error": "\(error.safeDescription)"])
             }
+            env.metrics.lane(vendor: vendor.id, name, busy: false)
         }
     }
 
@@ -198,6 +205,9 @@ public actor VendorWorker {
     /// After the owner (or the policy) decided on a plan.
     public func decided(planID: Int64) async throws {
         guard let rec = try await store.plan(id: planID), rec.vendor == vendor.id else { return }
+        if rec.decision == .approved || rec.decision == .denied {
+            env.metrics.approval(vendor: vendor.id, approved: rec.decision == .approved, by: rec.decidedBy)
+        }
         switch rec.decision {
         case .approved:
             try await markAwaiting(as: .attaching, error: nil)
@@ -231,11 +241,15 @@ public actor VendorWorker {
     func enqueue(_ r: ProvisioningReport) {
         outbox.append(r)
         if outbox.count > Self.outboxLimit { outbox.removeFirst(outbox.count - Self.outboxLimit) }
+        env.metrics.reportsQueued(vendor: vendor.id, outbox.count)
         kickExchange()
     }
 
     func takeOutbox() -> [ProvisioningReport] {
-        defer { outbox.removeAll() }
+        defer {
+            outbox.removeAll()
+            env.metrics.reportsQueued(vendor: vendor.id, 0)
+        }
         return outbox
     }
 }

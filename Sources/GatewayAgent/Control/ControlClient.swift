@@ -23,6 +23,11 @@ public struct ControlClient: Sendable {
     }
 
     func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: Data? = nil, as: T.Type) async throws -> T {
+        try WireJSON.decoder().decode(T.self, from: try await raw(method, path, body: body))
+    }
+
+    /// The answer's body, or the daemon's error as a ``Failure``.
+    func raw(_ method: HTTPMethod, _ path: String, body: Data? = nil) async throws -> Data {
         let host = socketPath.addingPercentEncoding(withAllowedCharacters: .urlHostAllowed) ?? socketPath
         var req = HTTPClientRequest(url: "http+unix://\(host)\(path)")
         req.method = method
@@ -44,7 +49,7 @@ public struct ControlClient: Sendable {
             let e = try? JSONDecoder().decode(ErrorBody.self, from: data)
             throw Failure(code: e?.error.code ?? "http\(response.status.code)", message: e?.error.message ?? "HTTP \(response.status.code)")
         }
-        return try WireJSON.decoder().decode(T.self, from: data)
+        return data
     }
 
     public func status() async throws -> ControlAPI.Status { try await call(.GET, "/v1/status", as: ControlAPI.Status.self) }
@@ -66,6 +71,8 @@ public struct ControlClient: Sendable {
     public func remove(vendor: String) async throws -> [String] {
         try await call(.POST, "/v1/vendors/\(vendor)/remove", as: ControlAPI.Removed.self).containers
     }
+    /// The gateway's metrics in the Prometheus text format.
+    public func metrics() async throws -> String { String(decoding: try await raw(.GET, "/v1/metrics"), as: UTF8.self) }
     /// Ends a vendor's live log relay; false when none was running.
     public func stopLogs(vendor: String) async throws -> Bool {
         try await call(.POST, "/v1/vendors/\(vendor)/logs-stop", as: ControlAPI.Stopped.self).stopped

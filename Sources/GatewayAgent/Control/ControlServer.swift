@@ -53,6 +53,12 @@ public enum ControlServer {
             return try json(a)
         }
         router.get("/v1/vendors") { _, _ in try json(try await views.vendors()) }
+        // The gateway's own metrics in the Prometheus text format (the owner's; there is no network listener).
+        router.get("/v1/metrics") { _, _ in
+            let bytes = try await views.metrics()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
         router.get("/v1/devices") { _, _ in try json(try await views.devices()) }
         // The owner ends a vendor's live log relay.
         router.post("/v1/vendors/{id}/logs-stop") { _, ctx in
@@ -198,6 +204,16 @@ struct ControlViews: Sendable {
                                          fleet: fleet, logRelay: relay))
         }
         return out
+    }
+
+    /// The agent's metrics, with the point-in-time gauges (pending approvals, fleet connections) set now.
+    func metrics() async throws -> [UInt8] {
+        let metrics = agent.metrics
+        metrics.pendingApprovals(try await agent.store.plans(decision: .pending).count)
+        for v in agent.config.vendors {
+            if let channel = agent.channel(v.id) { metrics.fleetConnected(vendor: v.id, await channel.isConnected) }
+        }
+        return metrics.exposition()
     }
 
     func status() async throws -> ControlAPI.Status {

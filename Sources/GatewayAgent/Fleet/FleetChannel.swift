@@ -113,10 +113,13 @@ public actor FleetChannel {
             stopRelay(reason: "disconnected")
         case .message(let topic, let payload):
             if topic == FleetTopics.plan(gatewayID) {
+                env.metrics.fleetReceived(vendor: vendor.id, .plan)
                 await worker.planPushed(payload)
             } else if topic == FleetTopics.commands(gatewayID) {
+                env.metrics.fleetReceived(vendor: vendor.id, .command)
                 await command(payload)
             } else {
+                env.metrics.fleetReceived(vendor: vendor.id, .unexpected)
                 logger.warning("message on an unexpected topic ignored", metadata: ["mqtt.topic": "\(Fields.displayText(topic, max: 200))"])
             }
         }
@@ -146,6 +149,7 @@ public actor FleetChannel {
             status.container = await worker.containerStatus()
             let payload = try SignedDocument.sign(status, domain: Envelope.statusDomain, key: env.identity.key)
             try await link.publish(topic: FleetTopics.status(gatewayID), payload: payload, retain: true)
+            env.metrics.fleetPublished(vendor: vendor.id, .status)
             lastFacts = facts
             lastPublishedAt = t
         } catch {
@@ -216,6 +220,7 @@ public actor FleetChannel {
         do {
             let payload = try SignedDocument.sign(r, domain: Envelope.resultDomain, key: env.identity.key)
             try await link.publish(topic: FleetTopics.results(gatewayID), payload: payload, retain: false)
+            env.metrics.fleetPublished(vendor: vendor.id, .result)
         } catch {
             logger.warning("command result not published", metadata: ["iotgw.error": "\(error.safeDescription)"])
         }
@@ -299,6 +304,7 @@ public actor FleetChannel {
         do {
             let payload = try SignedDocument.sign(batch, domain: Envelope.logsDomain, key: env.identity.key)
             try await link.publish(topic: FleetTopics.logs(gatewayID), payload: payload, retain: false)
+            env.metrics.fleetPublished(vendor: vendor.id, .logs)
         } catch {
             logger.warning("log batch not published", metadata: ["iotgw.error": "\(error.safeDescription)"])
         }

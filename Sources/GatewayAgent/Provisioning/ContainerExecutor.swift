@@ -12,13 +12,17 @@ public struct ContainerExecutor: Sendable {
     let logger: Logger
     /// Held around every creation, shared by all vendors (see `AgentEnvironment.creations`).
     let creations: AsyncMutex
+    /// Counts containers created and devices attached and detached (steps done, not planned).
+    let metrics: GatewayMetrics?
 
-    public init(host: any ContainerHost, registry: DeviceRegistry, store: GatewayStore, logger: Logger, creations: AsyncMutex = AsyncMutex()) {
+    public init(host: any ContainerHost, registry: DeviceRegistry, store: GatewayStore, logger: Logger, creations: AsyncMutex = AsyncMutex(),
+                metrics: GatewayMetrics? = nil) {
         self.host = host
         self.registry = registry
         self.store = store
         self.logger = logger
         self.creations = creations
+        self.metrics = metrics
     }
 
     public func observe(_ name: String, vendor: String) async throws -> ContainerObservation {
@@ -40,6 +44,16 @@ public struct ContainerExecutor: Sendable {
                 try await perform(step, container: container)
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
                 CrashPoint.reached("step:" + (step.description.split(separator: " ").first.map(String.init) ?? ""))
+                switch step {
+                case .create(let s):
+                    metrics?.containerCreated(vendor: vendor)
+                    // Devices plugged in already go in with the create.
+                    let devices = s.post.devices.keys.filter { $0.hasPrefix(ContainerPlanner.devicePrefix) }.count
+                    if devices > 0 { metrics?.deviceAttached(vendor: vendor, count: devices) }
+                case .attach: metrics?.deviceAttached(vendor: vendor)
+                case .detach: metrics?.deviceDetached(vendor: vendor)
+                default: break
+                }
                 logger.info("provision step done", metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)"])
             } catch {
                 try await store.journal(vendor: vendor, step: step.description, status: "failed", detail: error.safeDescription)

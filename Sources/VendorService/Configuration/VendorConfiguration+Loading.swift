@@ -100,6 +100,14 @@ extension VendorConfiguration {
         guard Self.isVendorID(vendor) else { throw fail("vendor", "\"\(vendor)\" must match [a-z][a-z0-9-]{0,30}") }
         guard !listen.host.isEmpty else { throw fail("listen.host", "must not be empty") }
         guard (0...65535).contains(listen.port) else { throw fail("listen.port", "\(listen.port) is not a TCP port") }
+        if let metrics {
+            guard !metrics.host.isEmpty else { throw fail("metrics.host", "must not be empty") }
+            guard (0...65535).contains(metrics.port) else { throw fail("metrics.port", "\(metrics.port) is not a TCP port") }
+            // Its own listener: the public one never serves /metrics.
+            guard metrics.port == 0 || metrics.port != listen.port else {
+                throw fail("metrics.port", "\(metrics.port) is the public listen.port: metrics need a port of their own")
+            }
+        }
         if let publicHosts {
             guard !publicHosts.isEmpty else { throw fail("publicHosts", "must list at least one host name, or be left out") }
             for (i, host) in publicHosts.enumerated() { try check(Fields.host, host, "publicHosts[\(i)]") }

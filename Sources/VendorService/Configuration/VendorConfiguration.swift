@@ -7,6 +7,7 @@ import GatewayProtocol
 /// ```yaml
 /// vendor: acme
 /// listen: {host: 127.0.0.1, port: 8470}
+/// metrics: {host: 127.0.0.1, port: 9470}   # optional: GET /metrics (Prometheus) on its own listener
 /// publicHosts: [iot.acme.example]           # optional: the host names gateways sign their requests for
 /// database: /var/lib/iot-daemon/acme.sqlite
 /// signingKey: /etc/iot-daemon/acme.key
@@ -34,6 +35,11 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     /// The vendor id: `[a-z][a-z0-9-]{0,30}`. Names the container (`iotgw-<vendor>`) on every gateway.
     public var vendor: String
     public var listen: Listen
+    /// Where `GET /metrics` (Prometheus text format) is served; `nil` (the default): nowhere. Always a
+    /// listener of its own, never the public `listen` one: metrics reveal fleet size and traffic, and the
+    /// public listener faces gateways on the internet. Keep it on loopback (`127.0.0.1`) or a private
+    /// address only the vendor's Prometheus reaches; it has no authentication.
+    public var metrics: Listen?
     /// The host names gateways use to reach this daemon (lowercase, no port, each valid as `Fields.host`), e.g.
     /// `iot.acme.example` for a gateway whose `daemonURL` is `https://iot.acme.example`. A gateway signs the
     /// host it connects to; a request signed for any other host is refused, so a request captured on its way
@@ -235,7 +241,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case vendor, listen, publicHosts, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible, fleet, postgres
+        case vendor, listen, metrics, publicHosts, database, signingKey, planTTLSeconds, image, container, models, apps, chef, ansible, fleet, postgres
     }
 
     public init(from decoder: any Decoder) throws {
@@ -253,6 +259,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
             apps: try c.decodeIfPresent([AppSpec].self, forKey: .apps) ?? [],
             chef: try c.decodeIfPresent(ChefSettings.self, forKey: .chef)
         )
+        metrics = try c.decodeIfPresent(Listen.self, forKey: .metrics)
         ansible = try c.decodeIfPresent(AnsibleSettings.self, forKey: .ansible)
         fleet = try c.decodeIfPresent(FleetSettings.self, forKey: .fleet)
         postgres = try c.decodeIfPresent(PostgresSettings.self, forKey: .postgres)

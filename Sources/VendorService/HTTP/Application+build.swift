@@ -6,18 +6,20 @@ import Logging
 /// Builds the IoT daemon's HTTP application, loading the plan-signing key named by the configuration and,
 /// with a `chef` section, the Chef admin key (apps are then delivered by a ``ChefProvisioner``).
 /// Run it in a `ServiceGroup` (it is a `Service`), or drive it from tests with HummingbirdTesting.
-public func buildApplication(configuration: VendorConfiguration, store: some VendorStore, logger: Logger) throws
-    -> some ApplicationProtocol
+///
+/// - Parameter metrics: where the application counts; serve it with ``buildMetricsApplication(listen:metrics:logger:)``.
+public func buildApplication(configuration: VendorConfiguration, store: some VendorStore, logger: Logger,
+                             metrics: VendorMetrics = VendorMetrics()) throws -> some ApplicationProtocol
 {
-    let service = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
+    let service = try ProvisioningService.configured(by: configuration, store: store, logger: logger, metrics: metrics)
     return buildApplication(configuration: configuration, service: service, logger: logger)
 }
 
 extension ProvisioningService {
     /// The service the configuration describes: its signing key, and a ``ChefProvisioner`` when it has a
     /// `chef` section (else ``NoopProvisioner``).
-    public static func configured(by configuration: VendorConfiguration, store: some VendorStore, logger: Logger) throws
-        -> ProvisioningService
+    public static func configured(by configuration: VendorConfiguration, store: some VendorStore, logger: Logger,
+                                  metrics: VendorMetrics = VendorMetrics()) throws -> ProvisioningService
     {
         let signer = try SigningKeyFile.load(path: configuration.signingKey)
         let provisioner: any Provisioner
@@ -28,7 +30,7 @@ extension ProvisioningService {
         } else {
             provisioner = NoopProvisioner()
         }
-        return ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner)
+        return ProvisioningService(configuration: configuration, store: store, signer: signer, provisioner: provisioner, metrics: metrics)
     }
 }
 
@@ -60,8 +62,12 @@ public func buildApplication(configuration: VendorConfiguration, service: Provis
 /// Every field of a parsed body is checked before use (400 `invalidField`).
 ///
 /// Every error is `ErrorBody` JSON with a stable code (``APIError/Code``).
+///
+/// Every request is counted and timed in the service's ``VendorMetrics`` by route template; there is no
+/// `/metrics` here (see ``buildMetricsApplication(listen:metrics:logger:)``).
 func buildRouter(service: ProvisioningService) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: RequestMetricsMiddleware(metrics: service.metrics))
     router.add(middleware: ErrorBodyMiddleware())
     router.add(middleware: LogRequestsMiddleware(.debug))
     let routes = VendorRoutes(service: service)

@@ -64,6 +64,7 @@ extension ProvisioningService {
                 continue
             }
             guard carriesApp, let (composed, _) = try await reissue(gatewayID: stored.gatewayID, gatewayVersion: 0) else { continue }
+            if composed.isNewVersion { metrics.planSigned() }
             var entry = PlanRefresh(gatewayID: stored.gatewayID, previousVersion: stored.version, version: composed.plan.version,
                                     runList: AppCatalog.runList(of: composed.plan.apps), node: nil, nodeUpdated: false, error: nil)
             do {

@@ -17,10 +17,14 @@ public struct ProvisioningService: Sendable {
     let signer: PlanSigner
     let provisioner: any Provisioner
     let now: @Sendable () -> Date
+    /// What the daemon counts (plans signed, reports received, requests); served on the metrics listener.
+    public let metrics: VendorMetrics
 
     /// - Parameter now: the wall clock; tests pass a fixed one.
+    /// - Parameter metrics: where counts go; a fresh registry by default (each service its own, no global state).
     public init(configuration: VendorConfiguration, store: any VendorStore, signer: PlanSigner,
-                provisioner: any Provisioner = NoopProvisioner(), now: @escaping @Sendable () -> Date = { Date() }) {
+                provisioner: any Provisioner = NoopProvisioner(), now: @escaping @Sendable () -> Date = { Date() },
+                metrics: VendorMetrics = VendorMetrics()) {
         vendor = configuration.vendor
         composer = PlanComposer(configuration: configuration)
         publicHosts = configuration.publicHosts.map(Set.init)
@@ -28,6 +32,7 @@ public struct ProvisioningService: Sendable {
         self.signer = signer
         self.provisioner = provisioner
         self.now = now
+        self.metrics = metrics
     }
 
     /// Plan versions a gateway may claim to hold; far above any real count, far below overflow.
@@ -196,6 +201,7 @@ public struct ProvisioningService: Sendable {
             "plan.devices": "\(composed.plan.devices.count)", "plan.apps": "\(composed.plan.apps.count)",
         ])
         guard composed.isNewVersion else { return }
+        metrics.planSigned()
         do {
             try await provisioner.planIssued(composed.plan, isNewVersion: true, logger: logger)
         } catch {
@@ -220,6 +226,7 @@ public struct ProvisioningService: Sendable {
         let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
         let stored = try await store.addReport(StoredReport(gatewayID: gateway.id, planVersion: report.planVersion,
                                                             outcome: report.outcome.rawValue, json: json, receivedAt: now()))
+        metrics.reportReceived(report.outcome)
         var logger = logger
         logger[metadataKey: "gateway.id"] = "\(gateway.id)"
         var metadata: Logger.Metadata = [

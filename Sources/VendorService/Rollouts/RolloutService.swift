@@ -177,9 +177,24 @@ public struct RolloutService: Sendable {
     /// the next pass; the others go on.
     public func drive(logger: Logger) async throws {
         for rollout in try await store.rollouts() where rollout.state == .running || rollout.state.revertsTo != nil {
-            do { try await drive(rolloutID: rollout.id!, logger: logger) } catch {
+            do {
+                try await drive(rolloutID: rollout.id!, logger: logger)
+                try await recordMetrics(rolloutID: rollout.id!)
+            } catch {
                 logger.warning("rollout not driven", metadata: ["rollout.id": "\(rollout.id ?? 0)", "error.message": "\(error)"])
             }
+        }
+    }
+
+    /// Sets the rollout's gauges (`iotd_rollout_stage`, `iotd_rollout_reports`) from the store, so every
+    /// replica shows the same figures.
+    func recordMetrics(rolloutID id: Int64) async throws {
+        let status = try await status(id: id)
+        let r = status.rollout
+        provisioning.metrics.rolloutStage(id: "\(id)", app: r.app, stage: r.stage, state: r.state.rawValue)
+        let targets = try await store.rolloutTargets(rolloutID: id)
+        for outcome in [ProvisioningReport.Outcome.delivered, .failed, .rolledBack] {
+            provisioning.metrics.rolloutReports(id: "\(id)", outcome: outcome, count: targets.filter { $0.outcome == outcome.rawValue }.count)
         }
     }
 
