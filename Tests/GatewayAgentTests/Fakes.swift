@@ -425,8 +425,8 @@ final class Rig {
     }
 }
 
-/// Polls until `condition` holds (at most `timeout`).
-func until(_ what: String, timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+/// Polls until `condition` holds (at most `timeout`: generous, as CI runs suites side by side on two cores).
+func until(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
     let clock = ContinuousClock()
     let deadline = clock.now + timeout
     while clock.now < deadline {
