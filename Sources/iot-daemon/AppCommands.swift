@@ -44,12 +44,7 @@ struct PublishAppCommand: AsyncParsableCommand {
             throw refusal("app \"\(app)\" is not in \(options.config) (apps: \(known.isEmpty ? "none" : known))")
         }
         // Warnings (a node that could not be updated, say) go to standard error with the status lines.
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
-        let logger = Logger(label: "iot-daemon")
+        let logger = warningsToStandardError()
         let publication = try await options.withStore(configuration, logger: logger) { store in
             let service = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
             let publication = try await service.publish(app: app, version: version, runList: runList.isEmpty ? nil : runList, logger: logger)

@@ -1,10 +1,22 @@
 import ArgumentParser
 import Foundation
 import GatewayProtocol
+import Logging
 
 /// Status lines go to standard error, so standard output carries only the result (a key, a listing).
 func printError(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
+/// For commands that print their own output: log messages of level warning and above go to standard
+/// error, beside the status lines. Returns the command's logger.
+func warningsToStandardError() -> Logger {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = .warning
+        return handler
+    }
+    return Logger(label: "iot-daemon")
 }
 
 /// Prints values as an indented JSON array (WireJSON: sorted keys, ISO-8601 dates).

@@ -28,35 +28,37 @@ struct GroupCommand: AsyncParsableCommand {
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add enrolled gateways to a group.")
+        @OptionGroup var members: Members
+
+        func run() async throws {
+            try await members.change("added", "to") { try await $0.addToGroup(name: $1, gatewayIDs: $2) }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove gateways from a group.")
+        @OptionGroup var members: Members
+
+        func run() async throws {
+            try await members.change("removed", "from") { try await $0.removeFromGroup(name: $1, gatewayIDs: $2) }
+        }
+    }
+
+    /// A group and gateways, as `add` and `remove` take them.
+    struct Members: ParsableArguments {
         @OptionGroup var options: ConfigOptions
         @Argument(help: "The group's name.") var name: String
         @Argument(help: "Gateway ids (gw-<16 hex digits>).") var gateways: [String]
 
         func validate() throws { try GroupCommand.check(name, gateways) }
 
-        func run() async throws {
+        func change(_ done: String, _ preposition: String,
+                    _ body: @Sendable (any VendorStore, String, [String]) async throws -> Void) async throws {
             let configuration = try options.load()
             try await GroupCommand.refusingStoreErrors {
-                try await options.withStore(configuration) { try await $0.addToGroup(name: name, gatewayIDs: gateways) }
+                try await options.withStore(configuration) { try await body($0, name, gateways) }
             }
-            printError("added \(gateways.count) gateway(s) to \(name)")
-        }
-    }
-
-    struct Remove: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove gateways from a group.")
-        @OptionGroup var options: ConfigOptions
-        @Argument(help: "The group's name.") var name: String
-        @Argument(help: "Gateway ids.") var gateways: [String]
-
-        func validate() throws { try GroupCommand.check(name, gateways) }
-
-        func run() async throws {
-            let configuration = try options.load()
-            try await GroupCommand.refusingStoreErrors {
-                try await options.withStore(configuration) { try await $0.removeFromGroup(name: name, gatewayIDs: gateways) }
-            }
-            printError("removed \(gateways.count) gateway(s) from \(name)")
+            printError("\(done) \(gateways.count) gateway(s) \(preposition) \(name)")
         }
     }
 
@@ -212,12 +214,7 @@ struct RolloutCommand: AsyncParsableCommand {
     static func withService<T: Sendable>(_ options: ConfigOptions,
                                          _ body: (RolloutService, Logger) async throws -> T) async throws -> T {
         let configuration = try options.load()
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
-        let logger = Logger(label: "iot-daemon")
+        let logger = warningsToStandardError()
         return try await GroupCommand.refusingStoreErrors {
             try await options.withStore(configuration, logger: logger) { store in
                 let provisioning = try ProvisioningService.configured(by: configuration, store: store, logger: logger)

@@ -39,13 +39,9 @@ struct UploadCookbooksCommand: AsyncParsableCommand {
         }
         guard !cookbooks.isEmpty else { throw refusal("no cookbooks in \(dir): no subfolder has a metadata.rb") }
 
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        let logger = warningsToStandardError()
         let chef: ChefClient
-        do { chef = try settings.adminClient(logger: Logger(label: "iot-daemon")) } catch var error as ConfigurationError {
+        do { chef = try settings.adminClient(logger: logger) } catch var error as ConfigurationError {
             error.path = options.config
             throw error
         }

@@ -12,16 +12,7 @@ extension EndToEndTests {
     @Test func ansibleDeliveryChosenByTheVendor() async throws {
         let lxd = try E2E.lxd()
         let root = try E2E.tempRoot()
-        let image = "iotgw-debian12-test"
-        let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
-        let vendor = try VendorFixture(id: E2E.vendorID("ans"), usbVendorID: "0403", serials: ["ANS-1"], image: image,
-                                       fingerprint: try await lxd.imageAlias(image).target, memoryMiB: 256,
-                                       extraYAML: "ansible: {playbookDirectory: \(playbook)}", root: root)
-        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root, extraYAML: """
-            planSyncSeconds: 1
-            delivery: {inspecDirectory: \(Bin.repo.appendingPathComponent("inspec").path), environment: test, validationMode: enforced, keepSnapshots: 2}
-            """)
-        try vendor.enroll(try gateway.identity())
+        let (vendor, gateway) = try await E2E.ansibleVendor("ans", serial: "ANS-1", lxd: lxd, root: root)
         let container = ProvisioningPlan.containerName(forVendor: vendor.id)
         let daemonBin = try Bin.path("iot-daemon")
         func status() throws -> ControlAPI.Vendor? { try gateway.status().vendors.first { $0.id == vendor.id } }

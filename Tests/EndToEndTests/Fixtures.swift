@@ -171,6 +171,24 @@ func canConnect(port: Int) -> Bool {
 }
 
 enum E2E {
+    /// A vendor delivering the sample sensor-agent with Ansible (real ansible-playbook in the container) on
+    /// the Debian test image, and a gateway running it under `policy` that validates with InSpec (the
+    /// image's stand-in), enforced, keeping two snapshots and syncing plans every second. Enrolled.
+    static func ansibleVendor(_ tag: String, serial: String, policy: GatewayConfig.Policy = .auto, lxd: LXDClient,
+                              root: URL) async throws -> (VendorFixture, GatewayFixture) {
+        let image = "iotgw-debian12-test"
+        let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
+        let vendor = try VendorFixture(id: vendorID(tag), usbVendorID: "0403", serials: [serial], image: image,
+                                       fingerprint: try await lxd.imageAlias(image).target, memoryMiB: 256,
+                                       extraYAML: "ansible: {playbookDirectory: \(playbook)}", root: root)
+        let gateway = try GatewayFixture(vendors: [(vendor, policy)], root: root, extraYAML: """
+            planSyncSeconds: 1
+            delivery: {inspecDirectory: \(Bin.repo.appendingPathComponent("inspec").path), environment: test, validationMode: enforced, keepSnapshots: 2}
+            """)
+        try vendor.enroll(try gateway.identity())
+        return (vendor, gateway)
+    }
+
     static func lxd() throws -> LXDClient {
         var logger = Logger(label: "e2e")
         logger.logLevel = .warning
