@@ -13,6 +13,17 @@ public struct FleetRunOptions: Sendable {
         case rounds(Int)
         /// Gateways poll until this much time has passed since the start.
         case duration(Duration)
+        /// Gateways poll until the signal is given (each finishes the exchange it is in).
+        case signal(StopSignal)
+    }
+
+    /// Ends a run from outside (a test, after the changes it makes have had time to reach every gateway).
+    public final class StopSignal: Sendable, Equatable {
+        private let stopped = Mutex(false)
+        public init() {}
+        public func stop() { stopped.withLock { $0 = true } }
+        public var isStopped: Bool { stopped.withLock { $0 } }
+        public static func == (a: StopSignal, b: StopSignal) -> Bool { a === b }
     }
 
     /// An app release whose plans fail (`--fail-app NAME@VERSION`).
@@ -63,6 +74,8 @@ public struct GatewayTrace: Sendable, Codable, Equatable {
     public struct PlanSeen: Sendable, Codable, Equatable {
         public var version: Int
         public var payloadSHA256: String
+        /// `name@version` of every app the plan carries.
+        public var apps: [String]
     }
 
     public struct ReportSent: Sendable, Codable, Equatable {
@@ -267,6 +280,8 @@ struct GatewayRun: Sendable {
             until = min(until, deadline)
         }
         try? await Task.sleep(until: until, clock: clock)
+        if Task.isCancelled { return false }
+        if case .signal(let signal) = options.stop, signal.isStopped { return false }
         return deadline.map { clock.now < $0 } ?? true
     }
 
@@ -314,7 +329,7 @@ struct GatewayRun: Sendable {
             $0.plansVerified += 1
             if isNew { $0.newVersions += 1 }
         }
-        trace.plans.append(.init(version: verified.plan.version, payloadSHA256: sha))
+        trace.plans.append(.init(version: verified.plan.version, payloadSHA256: sha, apps: verified.plan.apps.map { "\($0.name)@\($0.version)" }))
         held = PlanHeld(version: verified.plan.version, payloadSHA256: sha)
         return isNew ? verified.plan : nil
     }
