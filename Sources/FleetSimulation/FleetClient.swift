@@ -7,12 +7,10 @@ import NIOFoundationCompat
 import Synchronization
 
 /// The routes a simulated gateway uses.
-public enum Route: String, Sendable, Codable, CaseIterable, Comparable {
+public enum Route: String, Sendable, Codable, CaseIterable {
     case announce, plan, bootstrap, report, health
 
     public var path: String { "/v1/\(rawValue)" }
-
-    public static func < (a: Route, b: Route) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
 }
 
 /// One `iot-daemon` replica: its base URL and the host a request is signed for.

@@ -151,8 +151,8 @@ struct ReplicasEndToEndTests {
                     #expect(byVersion.updateValue(plan.payloadSHA256, forKey: plan.version).map { $0 == plan.payloadSHA256 } ?? true,
                             "\(trace.gatewayID) got two different plans numbered v\(plan.version)")
                 }
-                // Every release reached every gateway: the first plan and three publications.
-                #expect(Set(versions).count >= 4, "\(trace.gatewayID) saw only \(Set(versions).sorted())")
+                // The last release reached every gateway (a gateway slower than the publications may skip one in between).
+                #expect(trace.plans.last?.apps == ["sensor-agent@1.3.0"], "\(trace.gatewayID) ended with \(trace.plans.last?.apps ?? [])")
                 // Each new version was reported once, in order, and the newest one for sure (an older one is skipped only
                 // when the plan moved on between the poll and the bootstrap).
                 let reported = trace.reports.map(\.planVersion)
@@ -169,7 +169,7 @@ struct ReplicasEndToEndTests {
             #expect(Set(stored) == Set(sent))
             // Every new version a gateway received was bootstrapped and reported, unless the bootstrap found it superseded.
             #expect(sent.count + summary.bootstrapsSuperseded == summary.newVersions)
-            #expect(summary.newVersions >= 50 * 4)
+            #expect(summary.newVersions >= 50 * 2)
         }
     }
 }
