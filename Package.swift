@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "lxd-bench", targets: ["lxd-bench"]),
         .executable(name: "udev-probe", targets: ["udev-probe"]),
         .executable(name: "iotgw-devsim", targets: ["iotgw-devsim"]),
+        .executable(name: "iotgw-fleetsim", targets: ["iotgw-fleetsim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -111,6 +112,20 @@ let package = Package(
             ]
         ),
 
+        // Simulated gateways at fleet scale (signed requests, verified plans, reports) for benchmarks and tests:
+        // the gateway's side of the wire protocol only, no gateway core.
+        .target(
+            name: "FleetSimulation",
+            dependencies: [
+                "GatewayProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // MARK: Executables (thin: configuration and wiring)
         .executableTarget(
             name: "iot-gateway-client",
@@ -155,6 +170,16 @@ let package = Package(
             dependencies: ["UmockdevTesting", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
+        .executableTarget(
+            name: "iotgw-fleetsim",
+            dependencies: [
+                "FleetSimulation", "VendorService", "GatewayProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // MARK: Tests
         .testTarget(name: "LXDTests", dependencies: ["LXD"], resources: [.copy("Fixtures")]),
         .testTarget(
@@ -186,7 +211,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting", "InSpec", "Chef",
+                "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting", "InSpec", "Chef", "FleetSimulation",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -25,18 +25,6 @@ let quietLogger: Logger = {
     return logger
 }()
 
-/// Calls `body` with the configured store: PostgreSQL when the configuration has a `postgres` section (its
-/// connection pool runs for the duration of `body`, migrations applied first), else the SQLite file `database`.
-/// - Parameter create: create the database (SQLite file, PostgreSQL schema) when missing, as `init` does;
-///   otherwise a missing one throws ``StoreError/Code/missingDatabase``.
-func withVendorStore<T: Sendable>(_ configuration: VendorConfiguration, create: Bool, logger: Logger,
-                                  _ body: (any VendorStore) async throws -> T) async throws -> T {
-    if let postgres = configuration.postgres {
-        return try await PostgresVendorStore.withStore(settings: postgres, create: create, logger: logger) { store in try await body(store) }
-    }
-    return try await body(try SQLiteVendorStore(path: configuration.database, create: create))
-}
-
 /// Where the configured store keeps its data, for messages and logs (never the password).
 func storeDescription(_ configuration: VendorConfiguration) -> String {
     guard let postgres = configuration.postgres else { return configuration.database }

@@ -289,14 +289,14 @@ public struct PostgresVendorStore: VendorStore {
 
     /// An enrolled gateway that was not revoked.
     public func gateway(id: String) async throws -> EnrolledGateway? {
-        try await read { db in
-            let rows = try await db.query("SELECT id, public_key, enrolled_at FROM gateways WHERE id = \(id) AND revoked_at IS NULL",
+        // Every signed request looks its gateway up: one statement, no BEGIN/COMMIT around it (a single SELECT
+        // sees one snapshot anyway), a third of the round trips.
+        let rows = try await client.query("SELECT id, public_key, enrolled_at FROM gateways WHERE id = \(id) AND revoked_at IS NULL",
                                           logger: logger)
-            for try await (id, publicKey, enrolledAt) in rows.decode((String, String, Date).self) {
-                return EnrolledGateway(id: id, publicKey: publicKey, enrolledAt: enrolledAt)
-            }
-            return nil
+        for try await (id, publicKey, enrolledAt) in rows.decode((String, String, Date).self) {
+            return EnrolledGateway(id: id, publicKey: publicKey, enrolledAt: enrolledAt)
         }
+        return nil
     }
 
     public func gateways() async throws -> [GatewaySummary] {
@@ -447,7 +447,8 @@ public struct PostgresVendorStore: VendorStore {
             let inputs = try await Self.planInputs(db, gatewayID: gatewayID, logger: logger)
             guard inputs.previous != nil else { return nil }
             let (plan, issued) = try issue(inputs)
-            try await Self.save(plan, db, logger: logger)
+            // Most polls get the stored plan back: writing it again would only make a dead row.
+            if plan != inputs.previous { try await Self.save(plan, db, logger: logger) }
             return issued
         }
     }
@@ -574,22 +575,23 @@ public struct PostgresVendorStore: VendorStore {
     // MARK: Nonces and reports
 
     public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
-        try await write { db in
-            // Rows another claim is pruning right now are skipped: that claim deletes them.
-            try await db.query("""
+        // One statement (its own transaction): every signed request claims a nonce, so the four round trips of
+        // BEGIN, prune, claim, COMMIT were a good part of a plan poll's cost. The prune skips rows another claim
+        // is pruning right now (that claim deletes them) and the row being claimed (its own ON CONFLICT decides).
+        // The primary key decides between replicas claiming the same nonce: the second waits for the first to
+        // commit, then finds the row. A row that expired but was not pruned is free again.
+        let claimed = try await client.query("""
+            WITH pruned AS (
                 DELETE FROM request_nonces WHERE ctid IN
-                    (SELECT ctid FROM request_nonces WHERE expires_at <= \(now) FOR UPDATE SKIP LOCKED)
-                """, logger: logger)
-            // The primary key decides between replicas claiming the same nonce: the second waits for the first
-            // to commit, then finds the row. A row that expired but was not pruned is free again.
-            let claimed = try await db.query("""
-                INSERT INTO request_nonces (gateway_id, nonce, expires_at) VALUES (\(gatewayID), \(nonce), \(expiresAt))
-                ON CONFLICT (gateway_id, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at
-                    WHERE request_nonces.expires_at <= \(now)
-                RETURNING nonce
-                """, logger: logger).collect()
-            return !claimed.isEmpty
-        }
+                    (SELECT ctid FROM request_nonces WHERE expires_at <= \(now) AND NOT (gateway_id = \(gatewayID) AND nonce = \(nonce))
+                     FOR UPDATE SKIP LOCKED)
+            )
+            INSERT INTO request_nonces (gateway_id, nonce, expires_at) VALUES (\(gatewayID), \(nonce), \(expiresAt))
+            ON CONFLICT (gateway_id, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                WHERE request_nonces.expires_at <= \(now)
+            RETURNING nonce
+            """, logger: logger).collect()
+        return !claimed.isEmpty
     }
 
     @discardableResult public func addReport(_ report: StoredReport) async throws -> StoredReport {

@@ -313,7 +313,8 @@ public struct SQLiteVendorStore: VendorStore {
             let inputs = try Self.planInputs(db, gatewayID: gatewayID)
             guard inputs.previous != nil else { return nil }
             let (plan, issued) = try issue(inputs)
-            try plan.save(db)
+            // Most polls get the stored plan back: writing it again would only cost a commit.
+            if plan != inputs.previous { try plan.save(db) }
             return issued
         }
     }

@@ -1,0 +1,81 @@
+import ArgumentParser
+import FleetSimulation
+import Foundation
+import GatewayProtocol
+import VendorService
+
+/// Every gateway announces, verifies its signed plan, bootstraps, reports, then polls and delivers each new
+/// plan version; prints what was measured. Exits 1 when there was any error or version regression.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the simulated gateways' announce / plan / bootstrap / report cycle against the vendor's replicas."
+    )
+
+    @OptionGroup var stateOptions: StateOptions
+    @OptionGroup var traffic: TrafficOptions
+
+    @Option(name: .customLong("vendor-key"), help: "The vendor's plan-signing public key, base64 (default: --config's, else the one enroll saved).")
+    var vendorKey: String?
+
+    @Option(name: .long, help: "The vendor daemon's configuration, to read the plan-signing key from.")
+    var config: String?
+
+    @Option(name: .long, help: "Run for this many seconds.")
+    var duration: Double?
+
+    @Option(name: .long, help: "Poll the plan this many times per gateway after announcing (default 1 without --duration).")
+    var rounds: Int?
+
+    @Option(name: .customLong("poll-seconds"), help: "Seconds between two polls of one gateway (jittered ±20 %).")
+    var pollSeconds = 5.0
+
+    @Option(name: .customLong("ramp-seconds"), help: "Gateways start spread over this many seconds (default: --poll-seconds).")
+    var rampSeconds: Double?
+
+    @Option(name: .customLong("failure-rate"), help: "Probability (0-1) that a delivery is reported failed or rolled-back.")
+    var failureRate = 0.0
+
+    @Option(name: .customLong("fail-app"), help: "NAME@VERSION: only plans carrying this release fail.")
+    var failApp: String?
+
+    @Option(name: .long, help: "Use only the first N gateways of the state.")
+    var gateways: Int?
+
+    @Option(name: .long, help: "Also write every gateway's plans and reports, in order, to this JSON file.")
+    var traces: String?
+
+    func validate() throws {
+        guard duration == nil || rounds == nil else { throw ValidationError("give --duration or --rounds, not both") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
+        if let rounds, rounds < 0 { throw ValidationError("--rounds must be 0 or more") }
+        guard pollSeconds >= 0, (rampSeconds ?? 0) >= 0 else { throw ValidationError("--poll-seconds and --ramp-seconds must be 0 or more") }
+        guard (0...1).contains(failureRate) else { throw ValidationError("--failure-rate must be between 0 and 1") }
+        if let failApp { _ = try FleetRunOptions.AppRelease(parsing: failApp) }
+        if let gateways, gateways < 1 { throw ValidationError("--gateways must be positive") }
+    }
+
+    func run() async throws {
+        var state = try stateOptions.load()
+        if let gateways { state.gateways = Array(state.gateways.prefix(gateways)) }
+        var key = vendorKey
+        if key == nil, let config {
+            key = Keys.encode(try SigningKeyFile.load(path: try VendorConfiguration.load(from: config).signingKey).publicKey)
+        }
+        let options = FleetRunOptions(
+            stop: duration.map { .duration(.milliseconds(Int64($0 * 1000))) } ?? .rounds(rounds ?? 1),
+            pollInterval: .milliseconds(Int64(pollSeconds * 1000)), ramp: rampSeconds.map { .milliseconds(Int64($0 * 1000)) },
+            failureRate: failureRate, failApp: try failApp.map(FleetRunOptions.AppRelease.init(parsing:)), concurrency: traffic.concurrency
+        )
+        let result = try await traffic.withClient(vendor: state.vendor) { client in
+            try await FleetSimulator(state: state, client: client, endpoints: try traffic.endpoints(), vendorKey: key, logger: logger)
+                .run(options)
+        }
+        if let traces {
+            let encoder = WireJSON.encoder()
+            try encoder.encode(result.traces).write(to: URL(fileURLWithPath: traces))
+        }
+        try traffic.print(result.summary)
+        if result.summary.errorCount > 0 || result.summary.versionRegressions > 0 { throw ExitCode.failure }
+    }
+}
