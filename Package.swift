@@ -156,6 +156,12 @@ let package = Package(
             name: "lxd-bench",
             dependencies: [
                 "LXD",
+                // `lxd-bench reconcile` drives the gateway core in-process against the real LXD.
+                "GatewayAgent",
+                "GatewayProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

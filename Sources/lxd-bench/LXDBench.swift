@@ -1,6 +1,8 @@
 // lxd-bench: is our LXDClient at least as fast as the lxc CLI? Two modes: `lifecycle` (the
 // default, LifecycleCommand.swift, run through scripts/bench-lxd) times the container life cycle;
-// `delivery` (DeliveryCommand.swift, run through scripts/bench-delivery) times pushing app payloads.
+// `delivery` (DeliveryCommand.swift, run through scripts/bench-delivery) times pushing app payloads;
+// `reconcile` (ReconcileCommand.swift, run through scripts/bench-reconcile) times the gateway core's
+// no-op reconcile passes against the real LXD.
 import ArgumentParser
 import Dispatch
 import Foundation
@@ -13,9 +15,10 @@ struct LXDBench: AsyncParsableCommand {
         abstract: "Is our LXDClient at least as fast as the lxc CLI?",
         discussion: """
             Without a mode, runs lifecycle: `lxd-bench --count N ...` is `lxd-bench lifecycle --count N ...`. \
-            Run through scripts/bench-lxd (lifecycle) and scripts/bench-delivery (delivery).
+            Run through scripts/bench-lxd (lifecycle), scripts/bench-delivery (delivery) and \
+            scripts/bench-reconcile (reconcile).
             """,
-        subcommands: [LifecycleCommand.self, DeliveryCommand.self],
+        subcommands: [LifecycleCommand.self, DeliveryCommand.self, ReconcileCommand.self],
         defaultSubcommand: LifecycleCommand.self)
 }
 

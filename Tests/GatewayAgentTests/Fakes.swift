@@ -420,6 +420,12 @@ final class Rig {
         try await store.decide(planID: p.id!, approve: true, by: "owner", digest: p.payloadSHA256)
         try await agent.decided(planID: p.id!)
     }
+    /// Rows the store has inserted, updated or deleted so far (SQLite's total_changes on its one writer
+    /// connection): unchanged across work that wrote nothing.
+    func storeChanges() async throws -> Int {
+        try await store.db.writeWithoutTransaction { $0.totalChangesCount }
+    }
+
     func nodePath(_ vendor: String, _ serial: String) -> String {
         registry.path(vendor: vendor, device: ContainerPlanner.deviceName(serial: serial))
     }

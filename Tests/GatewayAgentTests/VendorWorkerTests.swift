@@ -121,6 +121,36 @@ import Testing
         }
     }
 
+    @Test func aSecondPassOverAnUnchangedVendorWritesNeitherLXDNorTheStoreAndANewApprovalStillLands() async throws {
+        let rig = try Rig()
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.approvePending()
+            try await rig.provisioned("acme", "ACME-1")
+        }
+        // The lanes are stopped: these passes are the only work.
+        let worker = try #require(rig.agent.worker("acme"))
+        try await worker.reconcilePass()
+        let lxdWrites = rig.host.writes, storeChanges = try await rig.storeChanges()
+        let before = try #require(try await rig.store.vendorState("acme"))
+        try await worker.reconcilePass()
+        #expect(rig.host.writes == lxdWrites, "no LXD write for a container that matches its plan")
+        #expect(try await rig.storeChanges() == storeChanges, "no store write when nothing changed")
+        #expect(try await rig.store.vendorState("acme")?.updatedAt == before.updatedAt)
+        #expect(before.appliedVersion == 1 && before.lastError == nil && before.reconcileAttempts == 0)
+
+        // The decoded plan is kept per approved plan id: a newer approval is applied on the next pass.
+        rig.vendors.update("acme") { v in v.plan = { _ in Rig.plan(vendor: "acme", version: 2, serials: ["ACME-1"], path: "/dev/ttyACM0") } }
+        await worker.requestSync()
+        try await worker.exchangePass()
+        let v2 = try #require(try await rig.store.plans().first { $0.version == 2 })
+        if v2.decision == .pending { try await rig.store.decide(planID: v2.id!, approve: true, by: "owner") }
+        try await worker.reconcilePass()
+        #expect(try await rig.store.vendorState("acme")?.appliedVersion == 2)
+        #expect(rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"]?["path"] == "/dev/ttyACM0")
+        #expect(rig.host.instanceNow("iotgw-acme")?.config[ContainerPlanner.planVersionKey] == "2")
+    }
+
     @Test func startUpSweepReconcilesEveryVendorEvenWhenOneThrows() async throws {
         let rig = try Rig(policy: .auto)
         try await rig.running {

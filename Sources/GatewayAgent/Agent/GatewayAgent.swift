@@ -98,6 +98,23 @@ public final class GatewayAgent: Service, Sendable {
         }
     }
 
+    /// One reconcile pass of every vendor, all at once as their lanes would run them, for tools that
+    /// drive the core without ``run()`` (benchmarks). Never call it while ``run()`` runs: a vendor's
+    /// passes would overlap. Returns the vendors whose pass failed, with the error.
+    public func reconcileAllOnce() async -> [String: any Error] {
+        await withTaskGroup(of: (String, (any Error)?).self) { group in
+            for (id, w) in workers {
+                group.addTask {
+                    do { try await w.reconcilePass() } catch { return (id, error) }
+                    return (id, nil)
+                }
+            }
+            var failed: [String: any Error] = [:]
+            for await (id, error) in group { if let error { failed[id] = error } }
+            return failed
+        }
+    }
+
     /// The gateway software's version, as statuses report it.
     public static let version = "0.8.0"
 

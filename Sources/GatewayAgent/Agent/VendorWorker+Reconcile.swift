@@ -25,8 +25,8 @@ extension VendorWorker {
     nonisolated func nodePath(_ device: String) -> String { env.registry.path(vendor: vendor.id, device: device) }
 
     func reconcilePass() async throws {
-        guard let plan = try await approvedPlan() else { return }
         let previous = try await store.vendorState(vendor.id)
+        guard let plan = try await approvedPlan(of: previous) else { return }
         let granted = Set(plan.devices.map(\.serial))
         let refresh = refreshDevices
         refreshDevices = false
@@ -47,8 +47,11 @@ extension VendorWorker {
             for d in present where d.serial.map(attached.contains) == true && d.state != .attached {
                 try await store.setDeviceState(d.syspath, .attached)
             }
-            try await store.setVendorResult(vendor.id, appliedVersion: plan.version, container: container, error: nil)
-            try await store.setReconcileRetry(vendor.id, attempts: 0, next: nil)
+            // A no-op pass writes nothing: each write is an fsync (synchronous=FULL), and most passes change nothing.
+            if !Self.recorded(previous, appliedVersion: plan.version, container: container) {
+                try await store.setVendorResult(vendor.id, appliedVersion: plan.version, container: container, error: nil)
+                try await store.setReconcileRetry(vendor.id, attempts: 0, next: nil)
+            }
             lastReportedFailure = nil
             kickDelivery()
             // Tell the vendor only what changed: a no-op reconcile (a second udev node of the same device) is not news.
@@ -73,6 +76,14 @@ extension VendorWorker {
             }
             throw error
         }
+    }
+
+    /// Whether the store already holds what a successful pass records: the version applied to this
+    /// container, no error, and no retry counted or scheduled.
+    nonisolated static func recorded(_ s: VendorStateRecord?, appliedVersion: Int, container: String) -> Bool {
+        guard let s else { return false }
+        return s.appliedVersion == appliedVersion && s.container == container && s.lastError == nil
+            && s.reconcileAttempts == 0 && s.nextReconcileAt == nil
     }
 
     /// The vendor's plugged devices the plan grants (and the owner did not deny).

@@ -91,6 +91,8 @@ public actor VendorWorker {
     var fleetConnected = false
     /// The newest plan the vendor's broker pushed, waiting for the exchange lane.
     var pushedPlan: Data?
+    /// The approved plan last decoded, by its plan id (see ``approvedPlan(of:)``).
+    var approved: (id: Int64, plan: ProvisioningPlan)?
     /// The vendor asked (`redeliver` command) for the current plan's apps to be delivered again.
     var redeliverRequested = false
 
@@ -198,8 +200,19 @@ public actor VendorWorker {
 
     /// The vendor's approved plan, decoded from the stored signed bytes.
     public func approvedPlan() async throws -> ProvisioningPlan? {
-        guard let id = try await store.vendorState(vendor.id)?.approvedPlanID, let rec = try await store.plan(id: id) else { return nil }
-        return try GatewayAgent.decodePlan(rec)
+        try await approvedPlan(of: try await store.vendorState(vendor.id))
+    }
+
+    /// The approved plan of a vendor state already read. Read and decoded once per approved plan id:
+    /// a stored plan's signed bytes never change (rows are only inserted, a decision sets only its
+    /// `decision`; ids are never reused), so the id stands for the bytes, and a new approval is a new id.
+    func approvedPlan(of state: VendorStateRecord?) async throws -> ProvisioningPlan? {
+        guard let id = state?.approvedPlanID else { return nil }
+        if let cached = approved, cached.id == id { return cached.plan }
+        guard let rec = try await store.plan(id: id) else { return nil }
+        let plan = try GatewayAgent.decodePlan(rec)
+        approved = (id, plan)
+        return plan
     }
 
     /// After the owner (or the policy) decided on a plan.
