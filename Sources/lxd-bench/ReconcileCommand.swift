@@ -230,6 +230,7 @@ struct ReconcileBenchmark: Sendable {
         var cycleMs: [Double] = []
         cycleMs.reserveCapacity(cycles)  // no growth of our own during the cycles
         let baselineAt = min(Self.baselineCycles, cycles)
+        let progressEvery = max(cycles / 20, 1)
         var baseline = MemorySample.now()
         for c in 1...cycles {
             try Task.checkCancellation()
@@ -238,7 +239,11 @@ struct ReconcileBenchmark: Sendable {
             cycleMs.append(Self.seconds(start.duration(to: clock.now)) * 1000)
             try Self.check(failed, what: "cycle \(c)")
             if c == baselineAt { baseline = MemorySample.now() }
-            if c.isMultiple(of: 1000) { progress("cycle \(c)/\(cycles), RSS \(MemorySample.now().rssKiB) KiB") }
+            if c.isMultiple(of: progressEvery) {
+                let recent = cycleMs.suffix(progressEvery).sorted()
+                progress("cycle \(c)/\(cycles): median of the last \(progressEvery) \(String(format: "%.1f", recent[recent.count / 2])) ms, "
+                         + "RSS \(MemorySample.now().rssKiB) KiB")
+            }
         }
         let last = MemorySample.now()
         return ReconcileResult(vendors: vendors, cycles: cycles, setupSeconds: setupSeconds, cycleMs: cycleMs,
