@@ -19,7 +19,16 @@ extension ProvisioningService {
         }
         var logger = logger
         logger[metadataKey: "gateway.id"] = "\(gateway.id)"
-        guard let (composed, signed) = try await reissue(gatewayID: gateway.id, gatewayVersion: request.currentPlanVersion) else {
+        // Most polls find their plan unchanged: composed from a snapshot, without locking the gateway's row
+        // or writing anything, the stored plan is answered as is. Only a changed plan takes the locked path,
+        // which composes again from what it reads under the lock.
+        let issue = issuer(gatewayID: gateway.id, gatewayVersion: request.currentPlanVersion)
+        let snapshot = try await store.planInputs(gatewayID: gateway.id)
+        if let stored = snapshot.previous, case let (plan, (composed, signed)) = try issue(snapshot), plan == stored {
+            await issued(composed, logger: logger)
+            return signed
+        }
+        guard let (composed, signed) = try await store.reissuePlan(gatewayID: gateway.id, issue: issue) else {
             throw Self.noPlan(gateway.id)
         }
         await issued(composed, logger: logger)

@@ -196,7 +196,8 @@ public struct ProvisioningService: Sendable {
         if !composed.omitted.isEmpty {
             logger.warning("devices left out of plan", metadata: ["device.omitted": "\(composed.omitted.joined(separator: ","))"])
         }
-        logger.info("plan issued", metadata: [
+        // A poll answered with the unchanged plan is the common case: not worth an info line each.
+        logger.log(level: composed.isNewVersion ? .info : .debug, "plan issued", metadata: [
             "plan.version": "\(composed.plan.version)", "plan.new": "\(composed.isNewVersion)",
             "plan.devices": "\(composed.plan.devices.count)", "plan.apps": "\(composed.plan.apps.count)",
         ])

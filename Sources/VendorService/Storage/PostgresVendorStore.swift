@@ -462,6 +462,10 @@ public struct PostgresVendorStore: VendorStore {
             """, logger: logger)
     }
 
+    public func planInputs(gatewayID: String) async throws -> PlanInputs {
+        try await read { db in try await Self.planInputs(db, gatewayID: gatewayID, logger: logger) }
+    }
+
     static func planInputs(_ db: PostgresConnection, gatewayID: String, logger: Logger) async throws -> PlanInputs {
         var devices: [RegisteredDevice] = []
         let rows = try await db.query("""

@@ -319,6 +319,10 @@ public struct SQLiteVendorStore: VendorStore {
         }
     }
 
+    public func planInputs(gatewayID: String) async throws -> PlanInputs {
+        try await pool.read { db in try Self.planInputs(db, gatewayID: gatewayID) }
+    }
+
     static func planInputs(_ db: Database, gatewayID: String) throws -> PlanInputs {
         let devices = try RegisteredDevice.fetchAll(db, sql: """
             SELECT devices.* FROM devices
@@ -379,12 +383,26 @@ public struct SQLiteVendorStore: VendorStore {
         try await pool.read { db in try ChefRegistration.order(Column("gatewayID")).fetchAll(db) }
     }
 
+    /// Committed without an fsync of its own (`synchronous = NORMAL` for this transaction only): every signed
+    /// request claims a nonce, and waiting for the disk each time capped a vendor at a few hundred requests
+    /// a second. In WAL mode the claim is still atomic and survives a crash of the daemon; the next durable
+    /// commit (any other write) makes it durable too, as the WAL is written in order. Only a crash of the
+    /// machine itself can lose the claims made since, which reopens those requests to a replay until their
+    /// timestamp expires (at most `RequestSignature.allowedSkew`).
     public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
-        try await pool.write { db in
-            try RequestNonce.filter(Column("expiresAt") <= now).deleteAll(db)
-            guard try !RequestNonce.exists(db, key: ["gatewayID": gatewayID, "nonce": nonce]) else { return false }
-            try RequestNonce(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt).insert(db)
-            return true
+        try await pool.writeWithoutTransaction { db in
+            let previous = try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? 2
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            defer { try? db.execute(sql: "PRAGMA synchronous = \(previous)") }
+            var claimed = false
+            try db.inTransaction(.immediate) {
+                try RequestNonce.filter(Column("expiresAt") <= now).deleteAll(db)
+                guard try !RequestNonce.exists(db, key: ["gatewayID": gatewayID, "nonce": nonce]) else { return .commit }
+                try RequestNonce(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt).insert(db)
+                claimed = true
+                return .commit
+            }
+            return claimed
         }
     }
 

@@ -41,6 +41,10 @@ public protocol VendorStore: Sendable {
         issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
     ) async throws -> Issued?
 
+    /// What the gateway's plan would be composed from now, read in one snapshot without locking anything
+    /// (the fast path of a poll: most find their plan unchanged and write nothing).
+    func planInputs(gatewayID: String) async throws -> PlanInputs
+
     func plan(gatewayID: String) async throws -> StoredPlan?
     /// Every gateway's plan, sorted by gateway id.
     func plans() async throws -> [StoredPlan]
