@@ -68,12 +68,14 @@ public struct LXDDeliveryDriver: DeliveryDriver {
                                        trustedCerts: bundle.trustedCerts.enumerated().map { .init(fileName: "vendor-\($0.offset).crt", pem: $0.element) })
             var provisioner = ChefProvisioner(files: files, installCommand: delivery.chefInstallCommand)
             provisioner.firstBoot = job.firstBoot
-            return try await appDelivery.deliver(job.container, provisioner: provisioner, validator: validator, profiles: job.profiles,
-                                                 snapshot: job.snapshot, lock: job.lock, journal: journal)
+            return try await appDelivery.deliver(job.container, provisioner: provisioner, hardening: try delivery.hardeningProvisioner(for: "chef"),
+                                                 validator: validator, profiles: job.profiles, snapshot: job.snapshot, lock: job.lock,
+                                                 journal: journal)
         case .ansible:
             guard let archive = job.bootstrap.playbookArchive else { throw GatewayError(.delivery, "the Ansible bundle has no playbook") }
             return try await appDelivery.deliver(job.container, provisioner: AnsibleProvisioner(source: .archive(archive),
                                                                                                  extraVars: bundle.extraVars ?? [:]),
+                                                 hardening: try delivery.hardeningProvisioner(for: "ansible"),
                                                  validator: validator, profiles: job.profiles, snapshot: job.snapshot, lock: job.lock,
                                                  journal: journal)
         case .none:
@@ -110,6 +112,15 @@ public enum ProfileResolver {
             }
             guard let real = realPath(candidate), real.hasPrefix(root + "/"), !real.dropFirst(root.count + 1).contains("/") else {
                 throw GatewayError(.delivery, "InSpec profile \(name) resolves outside \(delivery.inspecDirectory); refusing to push it")
+            }
+            if !profiles.contains(real) { profiles.append(real) }
+        }
+        // The owner's hardening is proven after every delivery that converges something, whatever the plan names.
+        if delivery.hardening.enabled, let name = delivery.hardening.profile, !apps.isEmpty {
+            guard Fields.name.isValid(name) else { throw GatewayError(.delivery, "hardening profile \(Fields.quote(name)) is not a valid name") }
+            let candidate = root + "/" + name
+            guard let real = realPath(candidate), real.hasPrefix(root + "/"), !real.dropFirst(root.count + 1).contains("/") else {
+                throw GatewayError(.delivery, "delivery.hardening.profile \(name) is not a profile in \(delivery.inspecDirectory)")
             }
             if !profiles.contains(real) { profiles.append(real) }
         }
