@@ -169,6 +169,12 @@ func canConnect(port: Int) -> Bool {
 }
 
 enum E2E {
+    /// An image alias as `scripts/build-image` imported it: with `IOTGW_IMAGE_ALIAS_PREFIX` set (a
+    /// branch testing its own images on a shared LXD), the prefixed alias.
+    static func image(_ alias: String) -> String {
+        (ProcessInfo.processInfo.environment["IOTGW_IMAGE_ALIAS_PREFIX"] ?? "") + alias
+    }
+
     static func lxd() throws -> LXDClient {
         var logger = Logger(label: "e2e")
         logger.logLevel = .warning
