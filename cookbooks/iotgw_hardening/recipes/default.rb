@@ -30,9 +30,9 @@ file '/etc/systemd/coredump.conf.d/iotgw-hardening.conf' do
   mode '0644'
 end
 
-# SHLL-6220
+# SHLL-6220, KRNL-5820
 file '/etc/profile.d/iotgw-hardening.sh' do
-  content "# managed by the gateway owner's hardening (iotgw_hardening)\nTMOUT=900\nreadonly TMOUT\nexport TMOUT\n"
+  content "# managed by the gateway owner's hardening (iotgw_hardening)\nTMOUT=900\nreadonly TMOUT\nexport TMOUT\nulimit -c 0\n"
   mode '0644'
 end
 
@@ -86,6 +86,12 @@ if cfg['install_packages']
   end
   package cfg['packages'] do
     options '--no-install-recommends'
+  end
+  # the idle base image masks the daily apt timers; unattended-upgrades needs them
+  %w(apt-daily.timer apt-daily-upgrade.timer).each do |timer|
+    systemd_unit timer do
+      action [:unmask, :enable]
+    end
   end
   file '/etc/default/sysstat' do
     content lazy { ::File.read('/etc/default/sysstat').sub(/^ENABLED=.*$/, 'ENABLED="true"') }

@@ -36,12 +36,13 @@ end
 
 control 'hardening-03' do
   impact 0.5
-  title 'Idle shells time out after 15 minutes'
-  tag lynis: %w(SHLL-6220)
+  title 'Idle shells time out after 15 minutes; login shells make no core dumps'
+  tag lynis: %w(SHLL-6220 KRNL-5820)
 
   describe file('/etc/profile.d/iotgw-hardening.sh') do
     its('content') { should match(/^TMOUT=900$/) }
     its('content') { should match(/^readonly TMOUT$/) }
+    its('content') { should match(/^ulimit -c 0$/) }
   end
 end
 

@@ -12,7 +12,7 @@ put() { # put PATH MODE CONTENT
   rm -f "$tmp"
 }
 install_packages=${IOTGW_ATTR_INSTALL_PACKAGES:-true}
-packages="libpam-tmpdir libpam-passwdqc apt-listchanges apt-show-versions debsums needrestart acct sysstat unattended-upgrades rkhunter aide"
+packages="libpam-tmpdir libpam-passwdqc apt-listchanges debsums needrestart acct sysstat unattended-upgrades rkhunter aide"
 
 for kv in PASS_MAX_DAYS=180 PASS_MIN_DAYS=1 PASS_WARN_AGE=14 UMASK=027 SHA_CRYPT_MIN_ROUNDS=5000 SHA_CRYPT_MAX_ROUNDS=50000; do
   k=${kv%%=*} v=${kv#*=}
@@ -37,8 +37,10 @@ put /etc/profile.d/iotgw-hardening.sh 0644 "# managed by the gateway owner's har
 TMOUT=900
 readonly TMOUT
 export TMOUT
+ulimit -c 0
 "
-sysctls="net.ipv4.conf.all.log_martians = 1
+sysctls="net.ipv4.conf.all.forwarding = 0
+net.ipv4.conf.all.log_martians = 1
 net.ipv4.conf.default.log_martians = 1
 net.ipv4.conf.all.rp_filter = 1
 net.ipv4.conf.all.send_redirects = 0
@@ -47,7 +49,6 @@ net.ipv4.conf.all.accept_redirects = 0
 net.ipv4.conf.default.accept_redirects = 0
 net.ipv4.conf.all.accept_source_route = 0
 net.ipv4.conf.default.accept_source_route = 0
-net.ipv4.conf.all.forwarding = 0
 net.ipv6.conf.all.accept_redirects = 0
 net.ipv6.conf.default.accept_redirects = 0
 "
@@ -81,6 +82,9 @@ if [ "$install_packages" = true ]; then
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing >/dev/null; changed "package[$missing ]"
   fi
+  for t in apt-daily.timer apt-daily-upgrade.timer; do
+    systemctl is-enabled --quiet "$t" 2>/dev/null || { systemctl unmask --quiet "$t"; systemctl enable --quiet "$t"; changed "systemd_unit[$t]"; }
+  done
   if [ -f /etc/default/sysstat ] && ! grep -q '^ENABLED="true"' /etc/default/sysstat; then
     sed -i 's/^ENABLED=.*/ENABLED="true"/' /etc/default/sysstat; changed "file[/etc/default/sysstat]"
   fi
