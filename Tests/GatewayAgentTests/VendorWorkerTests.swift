@@ -483,6 +483,22 @@ import Testing
         #expect(try delivery.hardeningProvisioner(for: "ansible") == nil)
     }
 
+    @Test func theDigestCoversTheOwnersFilesAndSettingsSoAnyChangeConvergesAgain() throws {
+        let base = tempDir("share")
+        try FileManager.default.createDirectory(atPath: base + "/cookbooks/ansible/hardening/roles", withIntermediateDirectories: true)
+        try "- hosts: localhost\n".write(toFile: base + "/cookbooks/ansible/hardening/site.yml", atomically: true, encoding: .utf8)
+        var delivery = GatewayConfig.Delivery.standard
+        delivery.inspecDirectory = base + "/inspec"
+        let first = try #require(try delivery.hardeningRun(for: "ansible", profile: "/p/hardening"))
+        #expect(first.profile == "/p/hardening" && first.digest.count == 64)
+        #expect(try delivery.hardeningRun(for: "ansible", profile: nil)?.digest == first.digest, "same files, same settings")
+        delivery.hardening.packages = false
+        let offline = try #require(try delivery.hardeningRun(for: "ansible", profile: nil))
+        #expect(offline.digest != first.digest, "a setting changed")
+        try "- hosts: localhost\n  roles: [x]\n".write(toFile: base + "/cookbooks/ansible/hardening/site.yml", atomically: true, encoding: .utf8)
+        #expect(try delivery.hardeningRun(for: "ansible", profile: nil)?.digest != offline.digest, "a file changed")
+    }
+
     @Test func theOwnerConfiguresItInGatewayYAML() throws {
         let yaml = """
             stateDirectory: /var/lib/x

@@ -30,6 +30,7 @@ case $kind in
     ;;
   db)
     dir=$1 rows=$2; shift 2
+    cd /   # postgres' tools start in the working directory (root's home is 0700)
     pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
     port=5499
     stop() { runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true; }

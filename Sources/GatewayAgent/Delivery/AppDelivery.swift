@@ -84,7 +84,7 @@ public struct AppDelivery: Sendable {
     /// other container work; `journal` is told each phase before it starts. `hardening`, the owner's,
     /// converges before the vendor's own tool, inside the same snapshot: if it fails, nothing of the
     /// vendor's runs and the container goes back.
-    public func deliver(_ container: String, provisioner: some Provisioner, hardening: (any Provisioner)? = nil, validator: InSpecValidator,
+    public func deliver(_ container: String, provisioner: some Provisioner, hardening: HardeningRun? = nil, validator: InSpecValidator,
                         profiles: [String], snapshot: String? = nil, lock: AsyncMutex = AsyncMutex(), journal: DeliveryJournal = { _ in },
                         now: Date = Date()) async throws -> DeliveryReport {
         let snapshot = snapshot ?? Self.snapshotName(at: now)
@@ -97,10 +97,7 @@ public struct AppDelivery: Sendable {
         do {
             var hardenedChanges = 0
             if let hardening {
-                let h = try await timer.time("hardening") {
-                    try await hardening.bootstrap(container, lxd: lxd)
-                    return try await hardening.converge(container, lxd: lxd)
-                }
+                let h = try await timer.time("hardening") { try await hardening.apply(container, lxd: lxd, validator: validator) }
                 report.hardening = h
                 hardenedChanges = h.changedResources
                 guard h.succeeded else {
@@ -129,7 +126,7 @@ public struct AppDelivery: Sendable {
                                           journal: journal)
             }
             report.message = outcome.summary + (report.validation.isEmpty ? "; not validated" : "; validated")
-                + (report.hardening.map { "; hardened (\($0.changedResources) changed)" } ?? "")
+                + (report.hardening.map { $0.summary.contains("already hardened") ? "; hardened (already)" : "; hardened (\($0.changedResources) changed)" } ?? "")
         } catch {
             report.phases = timer.phases
             return try await rollBack(container, to: snapshot, report, because: error.safeDescription, lock: lock, journal: journal)

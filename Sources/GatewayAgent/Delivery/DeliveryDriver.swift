@@ -68,20 +68,26 @@ public struct LXDDeliveryDriver: DeliveryDriver {
                                        trustedCerts: bundle.trustedCerts.enumerated().map { .init(fileName: "vendor-\($0.offset).crt", pem: $0.element) })
             var provisioner = ChefProvisioner(files: files, installCommand: delivery.chefInstallCommand)
             provisioner.firstBoot = job.firstBoot
-            return try await appDelivery.deliver(job.container, provisioner: provisioner, hardening: try delivery.hardeningProvisioner(for: "chef"),
+            return try await appDelivery.deliver(job.container, provisioner: provisioner, hardening: try hardening("chef", job.profiles),
                                                  validator: validator, profiles: job.profiles, snapshot: job.snapshot, lock: job.lock,
                                                  journal: journal)
         case .ansible:
             guard let archive = job.bootstrap.playbookArchive else { throw GatewayError(.delivery, "the Ansible bundle has no playbook") }
             return try await appDelivery.deliver(job.container, provisioner: AnsibleProvisioner(source: .archive(archive),
                                                                                                  extraVars: bundle.extraVars ?? [:]),
-                                                 hardening: try delivery.hardeningProvisioner(for: "ansible"),
+                                                 hardening: try hardening("ansible", job.profiles),
                                                  validator: validator, profiles: job.profiles, snapshot: job.snapshot, lock: job.lock,
                                                  journal: journal)
         case .none:
             return DeliveryReport(result: .applied, provisioner: "none", converge: nil, validation: [:], failingControls: [], controls: nil,
                                   snapshot: nil, restoredSnapshot: nil, message: "vendor uses no provisioner")
         }
+    }
+
+    /// The owner's hardening for `tool`; its profile is the one ProfileResolver put among the job's.
+    func hardening(_ tool: String, _ profiles: [String]) throws -> HardeningRun? {
+        let name = delivery.hardening.profile
+        return try delivery.hardeningRun(for: tool, profile: profiles.first { name != nil && ($0 as NSString).lastPathComponent == name })
     }
 
     public func recover(_ txn: DeliveryTransaction, container: String, lock: AsyncMutex) async throws {
