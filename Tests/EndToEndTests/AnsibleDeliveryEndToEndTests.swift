@@ -27,10 +27,15 @@ extension EndToEndTests {
             try await gateway.start(testbed: testbed)
             try testbed.plug(vendorID: "0403", productID: "6001", serial: "ANS-1", ttyName: "ttyUSB70", devnode: tty.path)
 
-            let first = try await eventually("first delivery", timeout: .seconds(240)) {
+            // The first delivery also converges the owner's hardening role for real, packages included.
+            let first = try await eventually("first delivery", timeout: .seconds(480)) {
                 try status().flatMap { $0.deliveredPlanVersion != nil ? $0 : nil }
             }
             #expect(first.delivery?.hasPrefix("applied: ansible-playbook: ok") == true, "\(first.delivery ?? "") \(first.error ?? "")")
+            #expect(first.delivery?.contains("hardened") == true, "\(first.delivery ?? "")")
+            #expect(first.deliveryPhases?.map(\.name) == ["bundle", "snapshot", "hardening", "bootstrap", "converge", "validation", "commit"])
+            #expect(try await lxd.exec(container, ["grep", "-Eq", "^UMASK\\s+027$", "/etc/login.defs"]).exitCode == 0)
+            #expect(try await lxd.exec(container, ["dpkg", "-s", "aide", "debsums"]).exitCode == 0)
             #expect(try await agentVersion() == "sensor-agent 1.0.0")
             #expect(try await lxd.exec(container, ["systemctl", "is-active", "sensor-agent"]).stdout == "active\n")
 
@@ -55,7 +60,9 @@ extension EndToEndTests {
             // The InSpec summary per control travels to the vendor.
             #expect(report.delivery?.controls["sensor-agent/sensor-agent-04"] == "failed")
             #expect(report.delivery?.controls["sensor-agent/sensor-agent-01"] == "passed")
-            #expect(report.delivery?.controls.count == 4)
+            // inspec/hardening ran beside the app's profile though the plan names only sensor-agent.
+            #expect(report.delivery?.controls.count == 4 + 8)
+            #expect(report.delivery?.controls.filter { $0.key.hasPrefix("hardening/") }.values.allSatisfy { $0 == "passed" } == true)
         }
     }
 }

@@ -58,7 +58,7 @@ extension EndToEndTests {
             "chefserver": Device(["type": "proxy", "listen": "tcp:127.0.0.1:4545", "connect": "tcp:127.0.0.1:4545", "bind": "container"]),
         ]))
         let root = try E2E.tempRoot()
-        let image = "iotgw-debian12-test"
+        let image = E2E.image("iotgw-debian12-test")
         let acme = try VendorFixture(id: E2E.vendorID("chef"), usbVendorID: "0403", serials: ["CHEF-1"], image: image,
                                      fingerprint: try await lxd.imageAlias(image).target, memoryMiB: 256,
                                      runList: "recipe[sensor_agent@\(v1)]",
@@ -67,7 +67,8 @@ extension EndToEndTests {
         let gateway = try GatewayFixture(vendors: [(acme, .auto)], root: root, profiles: ["default", "iotgw-vendor", proxyProfile],
                                          extraYAML: """
                                              planSyncSeconds: 1
-                                             delivery: {inspecDirectory: \(Bin.repo.appendingPathComponent("inspec").path), environment: test, validationMode: enforced, keepSnapshots: 2}
+                                             delivery: {inspecDirectory: \(Bin.repo.appendingPathComponent("inspec").path), environment: test, validationMode: enforced, keepSnapshots: 2,
+                                                        hardening: {packages: false}}
                                              """)
         let gw = try gateway.identity()
         try acme.enroll(gw)
@@ -96,6 +97,11 @@ extension EndToEndTests {
             #expect(first.delivery?.hasPrefix("applied") == true, "\(first.delivery ?? "") \(first.error ?? "")")
             #expect(try await agentVersion() == "sensor-agent \(v1)")
             #expect(try await lxd.exec(container, ["stat", "-c", "%a", "/etc/chef/client.pem"]).stdout == "600\n")
+            // The owner's iotgw_hardening cookbook converged first in local mode (the stand-in runs its
+            // shell rendering), never through the vendor's server or run list, and inspec/hardening passed.
+            #expect(first.delivery?.contains("hardened") == true, "\(first.delivery ?? "")")
+            #expect(try await lxd.exec(container, ["grep", "-q", "Authorized use only", "/etc/issue"]).exitCode == 0)
+            #expect(try await lxd.exec(container, ["cat", "/etc/iotgw/hardening-packages.list"]).stdout == "", "packages: false")
             let clientRB = String(buffer: try await lxd.pull(container, path: "/etc/chef/client.rb").content)
             #expect(clientRB.contains("node_name \"\(node)\""))
             #expect(clientRB.contains("chef_server_url  \"\(Self.goiardi)\""))

@@ -176,7 +176,7 @@ enum E2E {
     /// image's stand-in), enforced, keeping two snapshots and syncing plans every second. Enrolled.
     static func ansibleVendor(_ tag: String, serial: String, policy: GatewayConfig.Policy = .auto, lxd: LXDClient,
                               root: URL) async throws -> (VendorFixture, GatewayFixture) {
-        let image = "iotgw-debian12-test"
+        let image = image("iotgw-debian12-test")
         let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
         let vendor = try VendorFixture(id: vendorID(tag), usbVendorID: "0403", serials: [serial], image: image,
                                        fingerprint: try await lxd.imageAlias(image).target, memoryMiB: 256,
@@ -187,6 +187,12 @@ enum E2E {
             """)
         try vendor.enroll(try gateway.identity())
         return (vendor, gateway)
+    }
+
+    /// An image alias as `scripts/build-image` imported it: with `IOTGW_IMAGE_ALIAS_PREFIX` set (a
+    /// branch testing its own images on a shared LXD), the prefixed alias.
+    static func image(_ alias: String) -> String {
+        (ProcessInfo.processInfo.environment["IOTGW_IMAGE_ALIAS_PREFIX"] ?? "") + alias
     }
 
     static func lxd() throws -> LXDClient {

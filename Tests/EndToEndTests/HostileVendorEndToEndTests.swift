@@ -42,7 +42,7 @@ extension EndToEndTests {
         let sink = Sink(port: freePort())
         let gateway = try GatewayFixture(vendors: [(victim, .auto)], root: root,
                                          extraVendorsYAML: [attacker.entryYAML(policy: "ask", usbVendorID: "1d50")],
-                                         extraYAML: "planSyncSeconds: 1\ndelivery: {maxRetrySeconds: 2, environment: test}")
+                                         extraYAML: "planSyncSeconds: 1\ndelivery: {maxRetrySeconds: 2, environment: test, hardening: {enabled: false}}")
         let gw = try gateway.identity()
         try victim.enroll(gw)
 

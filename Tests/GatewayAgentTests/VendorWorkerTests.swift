@@ -456,6 +456,7 @@ import Testing
         try FileManager.default.createSymbolicLink(atPath: root + "/escape", withDestinationPath: secret)
         var delivery = GatewayConfig.Delivery.standard
         delivery.inspecDirectory = root
+        delivery.hardening.enabled = false  // its profile: theOwnersHardeningIsValidatedWhateverThePlanNames
         let app = { (p: String?) in AppSpec(name: "a", version: "1", runList: ["recipe[a]"], inspecProfile: p) }
         let (ok, notes) = try ProfileResolver.resolve([app("good"), app("missing")], delivery: delivery)
         #expect(ok.count == 1 && ok[0].hasSuffix("/good"))
@@ -465,5 +466,83 @@ import Testing
         // The owner's mapping wins over the vendor's name.
         delivery.profiles = ["a": "good"]
         #expect(try ProfileResolver.resolve([app("escape")], delivery: delivery).profiles.count == 1)
+    }
+}
+
+@Suite struct HardeningSettingTests {
+    func tempDir(_ name: String) -> String { FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)").path }
+
+    @Test func theOwnersHardeningIsValidatedWhateverThePlanNames() throws {
+        let root = tempDir("inspec")
+        for d in ["good", "hardening"] { try FileManager.default.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true) }
+        var delivery = GatewayConfig.Delivery.standard
+        delivery.inspecDirectory = root
+        let app = { (p: String?) in AppSpec(name: "a", version: "1", runList: ["recipe[a]"], inspecProfile: p) }
+        let names = { (apps: [AppSpec]) in try ProfileResolver.resolve(apps, delivery: delivery).profiles.map { ($0 as NSString).lastPathComponent } }
+        #expect(try names([app("good")]) == ["good", "hardening"])
+        // A plan naming no profile, or naming the hardening itself, still gets it validated once.
+        #expect(try names([app(nil)]) == ["hardening"])
+        #expect(try names([app("hardening")]) == ["hardening"])
+        #expect(try names([]) == [], "no apps, nothing converges, nothing to validate")
+        delivery.hardening.enabled = false
+        #expect(try names([app("good")]) == ["good"])
+        // On, but its profile is not installed: refused rather than silently unvalidated.
+        delivery.hardening.enabled = true
+        try FileManager.default.removeItem(atPath: root + "/hardening")
+        #expect { try names([app("good")]) } throws: { ($0 as? GatewayError)?.code == .delivery }
+    }
+
+    @Test func onByDefaultWithItsCookbooksBesideTheProfilesAndAMissingOneFailsTheDelivery() throws {
+        let base = tempDir("share")
+        var delivery = GatewayConfig.Delivery.standard
+        delivery.inspecDirectory = base + "/inspec"
+        #expect(delivery.hardening == .standard && delivery.hardening.enabled && delivery.hardening.packages)
+        #expect(delivery.hardeningCookbookDirectory == base + "/cookbooks")
+        #expect { try delivery.hardeningProvisioner(for: "ansible") } throws: { ($0 as? GatewayError)?.code == .delivery }
+        #expect { try delivery.hardeningProvisioner(for: "chef") } throws: { ($0 as? GatewayError)?.code == .delivery }
+        for d in ["cookbooks/iotgw_hardening", "cookbooks/ansible/hardening"] {
+            try FileManager.default.createDirectory(atPath: base + "/" + d, withIntermediateDirectories: true)
+        }
+        let chef = try #require(try delivery.hardeningProvisioner(for: "chef") as? ChefLocalProvisioner)
+        #expect(chef.cookbook == "iotgw_hardening" && chef.attributes.installPackages)
+        #expect(chef.clientRB.contains("local_mode true") && !chef.clientRB.contains("chef_server_url"))
+        let ansible = try #require(try delivery.hardeningProvisioner(for: "ansible") as? AnsibleProvisioner)
+        #expect(ansible.extraVars == ["iotgw_hardening_install_packages": "true"])
+        #expect(ansible.remoteDirectory != AnsibleProvisioner(playbookDirectory: "/x").remoteDirectory, "never where the vendor's playbook goes")
+        delivery.hardening.enabled = false
+        #expect(try delivery.hardeningProvisioner(for: "ansible") == nil)
+    }
+
+    @Test func theDigestCoversTheOwnersFilesAndSettingsSoAnyChangeConvergesAgain() throws {
+        let base = tempDir("share")
+        try FileManager.default.createDirectory(atPath: base + "/cookbooks/ansible/hardening/roles", withIntermediateDirectories: true)
+        try "- hosts: localhost\n".write(toFile: base + "/cookbooks/ansible/hardening/site.yml", atomically: true, encoding: .utf8)
+        var delivery = GatewayConfig.Delivery.standard
+        delivery.inspecDirectory = base + "/inspec"
+        let first = try #require(try delivery.hardeningRun(for: "ansible", profile: "/p/hardening"))
+        #expect(first.profile == "/p/hardening" && first.digest.count == 64)
+        #expect(try delivery.hardeningRun(for: "ansible", profile: nil)?.digest == first.digest, "same files, same settings")
+        delivery.hardening.packages = false
+        let offline = try #require(try delivery.hardeningRun(for: "ansible", profile: nil))
+        #expect(offline.digest != first.digest, "a setting changed")
+        try "- hosts: localhost\n  roles: [x]\n".write(toFile: base + "/cookbooks/ansible/hardening/site.yml", atomically: true, encoding: .utf8)
+        #expect(try delivery.hardeningRun(for: "ansible", profile: nil)?.digest != offline.digest, "a file changed")
+    }
+
+    @Test func theOwnerConfiguresItInGatewayYAML() throws {
+        let yaml = """
+            stateDirectory: /var/lib/x
+            controlSocket: /run/x/control.sock
+            vendors: []
+            delivery: {inspecDirectory: /srv/inspec, hardening: {packages: false, cookbookDirectory: /srv/owner-cookbooks}}
+            """
+        let path = tempDir("gw") + ".yaml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        let c = try GatewayConfig.load(path: path)
+        #expect(c.delivery.hardening.enabled && !c.delivery.hardening.packages && c.delivery.hardening.profile == "hardening")
+        #expect(c.delivery.hardeningCookbookDirectory == "/srv/owner-cookbooks")
+        try yaml.replacingOccurrences(of: "cookbookDirectory: /srv/owner-cookbooks", with: "profile: ../escape")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { try GatewayConfig.load(path: path) } throws: { "\($0)".contains("delivery.hardening.profile") }
     }
 }

@@ -15,6 +15,8 @@ struct ProfileLayoutTests {
         "sensor-agent": ["sensor-agent-01", "sensor-agent-02", "sensor-agent-03", "sensor-agent-04"],
         "plug-controller": ["plug-controller-01", "plug-controller-02", "plug-controller-03",
                             "plug-controller-04", "plug-controller-05"],
+        "hardening": ["hardening-01", "hardening-02", "hardening-03", "hardening-04", "hardening-05", "hardening-06",
+                      "hardening-07", "hardening-08"],
     ]
 
     static func text(_ path: String) throws -> String {

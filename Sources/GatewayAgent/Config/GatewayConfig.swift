@@ -68,6 +68,8 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         public var profiles: [String: String]
         /// Longest wait between failed delivery attempts of one plan version (they back off from `retrySeconds`).
         public var maxRetrySeconds: Double
+        /// The owner's hardening, converged before every vendor's own run list or playbook.
+        public var hardening: Hardening = .standard
 
         public static let standard = Delivery(inspecDirectory: "/usr/share/iot-gateway/inspec", validationMode: "enforced",
                                               abortOnFailure: false, allowList: [], denyList: [], environment: "production",
@@ -101,12 +103,59 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             chefInstallCommand = try c.decodeIfPresent([String].self, forKey: .chefInstallCommand)
             profiles = try c.decodeIfPresent([String: String].self, forKey: .profiles) ?? [:]
             maxRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .maxRetrySeconds) ?? d.maxRetrySeconds
+            hardening = try c.decodeIfPresent(Hardening.self, forKey: .hardening) ?? .standard
         }
 
         enum CodingKeys: String, CodingKey {
             case inspecDirectory, validationMode, abortOnFailure, allowList, denyList, environment, keepSnapshots, chefInstallCommand
-            case profiles, maxRetrySeconds
+            case profiles, maxRetrySeconds, hardening
         }
+
+        /// Where the owner's hardening cookbook and playbook live: `hardening.cookbookDirectory`, or
+        /// `cookbooks` beside `inspecDirectory` (the layout of this repository and of
+        /// `/usr/share/iot-gateway`).
+        public var hardeningCookbookDirectory: String {
+            hardening.cookbookDirectory ?? ((inspecDirectory as NSString).deletingLastPathComponent as NSString)
+                .appendingPathComponent("cookbooks")
+        }
+    }
+
+    /// The owner's hardening of vendor containers (`delivery.hardening`). It belongs to the owner: it
+    /// is converged by the gateway before the vendor's own run list or playbook, with the same tool
+    /// (Chef's `iotgw_hardening` cookbook in local mode, or the Ansible role `iotgw_hardening`), and
+    /// its InSpec profile is validated after every delivery, so a vendor can neither leave it out
+    /// (plans cannot express it) nor undo it in its own converge without being rolled back.
+    public struct Hardening: Sendable, Codable, Equatable {
+        /// On unless the owner turns it off.
+        public var enabled: Bool
+        /// Holds `iotgw_hardening/` (the Chef cookbook) and `ansible/hardening/` (playbook and role);
+        /// nil: `cookbooks` beside `delivery.inspecDirectory`.
+        public var cookbookDirectory: String?
+        /// The InSpec profile (in `inspecDirectory`) that proves it; nil: not validated.
+        public var profile: String?
+        /// Install the audit and integrity packages and pending updates with the container's own APT
+        /// sources (needs its network); false keeps to configuration only.
+        public var packages: Bool
+
+        public static let standard = Hardening(enabled: true, cookbookDirectory: nil, profile: "hardening", packages: true)
+
+        public init(enabled: Bool, cookbookDirectory: String?, profile: String?, packages: Bool) {
+            self.enabled = enabled
+            self.cookbookDirectory = cookbookDirectory
+            self.profile = profile
+            self.packages = packages
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let d = Hardening.standard
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? d.enabled
+            cookbookDirectory = try c.decodeIfPresent(String.self, forKey: .cookbookDirectory)
+            profile = c.contains(.profile) ? try c.decodeIfPresent(String.self, forKey: .profile) : d.profile
+            packages = try c.decodeIfPresent(Bool.self, forKey: .packages) ?? d.packages
+        }
+
+        enum CodingKeys: String, CodingKey { case enabled, cookbookDirectory, profile, packages }
     }
 
     public struct LXDSettings: Sendable, Codable, Equatable {
@@ -384,6 +433,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             guard Fields.name.isValid(app), Fields.name.isValid(profile) else {
                 throw ConfigError("delivery.profiles: \(Fields.quote(app)): \(Fields.quote(profile)) must be names of [A-Za-z0-9._-]")
             }
+        }
+        if let profile = delivery.hardening.profile, !Fields.name.isValid(profile) {
+            throw ConfigError("delivery.hardening.profile: \(Fields.quote(profile)) must be a name of [A-Za-z0-9._-]")
+        }
+        if let dir = delivery.hardening.cookbookDirectory, !dir.hasPrefix("/") {
+            throw ConfigError("delivery.hardening.cookbookDirectory must be an absolute path")
         }
         guard !subsystems.isEmpty else { throw ConfigError("subsystems must not be empty") }
         guard ["enforced", "report_only"].contains(delivery.validationMode) else {

@@ -90,6 +90,9 @@ public enum ControlAPI {
         /// The vendor's broker connection: `connected`, `disconnected`, or nil without a broker; and a log relay running.
         public var fleet: String? = nil
         public var logRelay: Bool? = nil
+        /// The last delivery's phases and when it started (see ``DeliveryReport/phases``).
+        public var deliveryPhases: [DeliveryPhase]? = nil
+        public var deliveryStartedAt: Date? = nil
     }
 
     /// What `POST /v1/vendors/{id}/logs-stop` did.

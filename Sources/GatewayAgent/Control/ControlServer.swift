@@ -183,9 +183,13 @@ struct ControlViews: Sendable {
             }
             var delivery: String? = nil
             var failing: [String] = []
+            var phases: [DeliveryPhase]?
+            var startedAt: Date?
             if let json = s?.lastDelivery, let r = try? WireJSON.decoder().decode(DeliveryReport.self, from: Data(json.utf8)) {
                 delivery = "\(r.result.rawValue): \(r.message)"
                 failing = r.failingControls
+                phases = r.phases
+                startedAt = r.startedAt
             }
             let txn = try await agent.store.deliveryTransaction(v.id)
             let channel = agent.channel(v.id)
@@ -201,7 +205,7 @@ struct ControlViews: Sendable {
                                          error: s?.lastError, deliveredPlanVersion: s?.deliveredVersion, delivery: delivery,
                                          failingControls: failing, rejection: s?.rejection, rejectedAt: s?.rejectedAt,
                                          deliveryPhase: txn.map { "v\($0.planVersion) \($0.phase.rawValue)" }, nextDeliveryAt: s?.nextDeliveryAt,
-                                         fleet: fleet, logRelay: relay))
+                                         fleet: fleet, logRelay: relay, deliveryPhases: phases, deliveryStartedAt: startedAt))
         }
         return out
     }

@@ -19,6 +19,43 @@ public struct DeliveryReport: Sendable, Codable {
     public var snapshot: String?
     public var restoredSnapshot: String?
     public var message: String
+    /// The owner's hardening converge that ran before the vendor's (nil when the owner turned it off).
+    public var hardening: ConvergeOutcome? = nil
+    /// Where the time went, in order: `bundle` (fetching and checking the vendor's signed bootstrap
+    /// bundle), `snapshot`, `hardening`, `bootstrap` (the vendor's tool's files pushed), `converge`,
+    /// `validation`, then `commit` or `restore`.
+    public var phases: [DeliveryPhase]? = nil
+    /// When the delivery started (the bundle was asked for), so a caller can tell how long the plan
+    /// took to arrive.
+    public var startedAt: Date? = nil
+}
+
+/// One phase of a delivery and how long it took.
+public struct DeliveryPhase: Sendable, Codable, Equatable {
+    public var name: String
+    public var seconds: Double
+
+    public init(name: String, seconds: Double) {
+        self.name = name
+        self.seconds = seconds
+    }
+}
+
+/// Times the phases of one delivery on a monotonic clock.
+struct PhaseTimer {
+    private(set) var phases: [DeliveryPhase] = []
+    let clock = ContinuousClock()
+
+    mutating func time<T>(_ name: String, _ body: () async throws -> T) async rethrows -> T {
+        let start = clock.now
+        defer { record(name, since: start) }
+        return try await body()
+    }
+
+    private mutating func record(_ name: String, since start: ContinuousClock.Instant) {
+        let d = clock.now - start
+        phases.append(DeliveryPhase(name: name, seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18))
+    }
 }
 
 /// Called as a delivery moves from phase to phase; the worker makes each phase durable before the
@@ -44,40 +81,59 @@ public struct AppDelivery: Sendable {
     public static func snapshotName(at now: Date) -> String { snapshotPrefix + String(Int(now.timeIntervalSince1970 * 1000)) }
 
     /// One transaction. `lock` serializes the container changes (snapshot, restore) with the vendor's
-    /// other container work; `journal` is told each phase before it starts.
-    public func deliver(_ container: String, provisioner: some Provisioner, validator: InSpecValidator, profiles: [String],
-                        snapshot: String? = nil, lock: AsyncMutex = AsyncMutex(), journal: DeliveryJournal = { _ in },
+    /// other container work; `journal` is told each phase before it starts. `hardening`, the owner's,
+    /// converges before the vendor's own tool, inside the same snapshot: if it fails, nothing of the
+    /// vendor's runs and the container goes back.
+    public func deliver(_ container: String, provisioner: some Provisioner, hardening: HardeningRun? = nil, validator: InSpecValidator,
+                        profiles: [String], snapshot: String? = nil, lock: AsyncMutex = AsyncMutex(), journal: DeliveryJournal = { _ in },
                         now: Date = Date()) async throws -> DeliveryReport {
         let snapshot = snapshot ?? Self.snapshotName(at: now)
+        var timer = PhaseTimer()
         try await journal(.snapshotting)
-        try await lock.withLock { try await lxd.createSnapshot(container, name: snapshot) }
+        try await timer.time("snapshot") { try await lock.withLock { try await lxd.createSnapshot(container, name: snapshot) } }
         try await journal(.converging)
         var report = DeliveryReport(result: .applied, provisioner: provisioner.name, converge: nil, validation: [:], failingControls: [],
                                     controls: nil, snapshot: snapshot, restoredSnapshot: nil, message: "")
         do {
-            try await provisioner.bootstrap(container, lxd: lxd)
-            let outcome = try await provisioner.converge(container, lxd: lxd)
+            var hardenedChanges = 0
+            if let hardening {
+                let h = try await timer.time("hardening") { try await hardening.apply(container, lxd: lxd, validator: validator) }
+                report.hardening = h
+                hardenedChanges = h.changedResources
+                guard h.succeeded else {
+                    report.phases = timer.phases
+                    return try await rollBack(container, to: snapshot, report, because: "owner's hardening: \(h.summary)", lock: lock,
+                                              journal: journal)
+                }
+            }
+            try await timer.time("bootstrap") { try await provisioner.bootstrap(container, lxd: lxd) }
+            let outcome = try await timer.time("converge") { try await provisioner.converge(container, lxd: lxd) }
             report.converge = outcome
             guard outcome.succeeded else {
+                report.phases = timer.phases
                 return try await rollBack(container, to: snapshot, report, because: outcome.summary, lock: lock, journal: journal)
             }
-            if validator.policy.shouldValidate(environment: environment, convergeChangedResources: outcome.changedResources) {
-                let found = try await validator.run(container, profiles: profiles, lxd: lxd)
+            if validator.policy.shouldValidate(environment: environment, convergeChangedResources: outcome.changedResources + hardenedChanges) {
+                let found = try await timer.time("validation") { try await validator.run(container, profiles: profiles, lxd: lxd) }
                 report.validation = found.verdicts
                 report.controls = found.controls
             }
             report.failingControls = report.validation.values.flatMap { $0.failingControls.map(\.id) }.sorted()
             if let blocking = report.validation.sorted(by: { $0.key < $1.key }).first(where: { $0.value.blocksGate }) {
+                report.phases = timer.phases
                 return try await rollBack(container, to: snapshot, report,
                                           because: "validation failed (\(blocking.key)): \(blocking.value.explanation)", lock: lock,
                                           journal: journal)
             }
             report.message = outcome.summary + (report.validation.isEmpty ? "; not validated" : "; validated")
+                + (report.hardening.map { $0.summary.contains("already hardened") ? "; hardened (already)" : "; hardened (\($0.changedResources) changed)" } ?? "")
         } catch {
+            report.phases = timer.phases
             return try await rollBack(container, to: snapshot, report, because: error.safeDescription, lock: lock, journal: journal)
         }
         try await journal(.committing)
-        try await lock.withLock { try await prune(container) }
+        try await timer.time("commit") { try await lock.withLock { try await prune(container) } }
+        report.phases = timer.phases
         return report
     }
 
@@ -85,8 +141,10 @@ public struct AppDelivery: Sendable {
                   journal: DeliveryJournal) async throws -> DeliveryReport {
         logger.warning("rolling back", metadata: ["lxd.instance": "\(container)", "lxd.snapshot": "\(snapshot)", "iotgw.reason": "\(reason)"])
         try await journal(.restoring)
-        try await restore(container, to: snapshot, lock: lock)
+        var timer = PhaseTimer()
+        try await timer.time("restore") { try await restore(container, to: snapshot, lock: lock) }
         var r = report
+        r.phases = (r.phases ?? []) + timer.phases
         r.result = r.converge == nil && r.validation.isEmpty ? .failed : .rolledBack
         r.restoredSnapshot = snapshot
         r.message = reason

@@ -68,18 +68,26 @@ public struct LXDDeliveryDriver: DeliveryDriver {
                                        trustedCerts: bundle.trustedCerts.enumerated().map { .init(fileName: "vendor-\($0.offset).crt", pem: $0.element) })
             var provisioner = ChefProvisioner(files: files, installCommand: delivery.chefInstallCommand)
             provisioner.firstBoot = job.firstBoot
-            return try await appDelivery.deliver(job.container, provisioner: provisioner, validator: validator, profiles: job.profiles,
-                                                 snapshot: job.snapshot, lock: job.lock, journal: journal)
+            return try await appDelivery.deliver(job.container, provisioner: provisioner, hardening: try hardening("chef", job.profiles),
+                                                 validator: validator, profiles: job.profiles, snapshot: job.snapshot, lock: job.lock,
+                                                 journal: journal)
         case .ansible:
             guard let archive = job.bootstrap.playbookArchive else { throw GatewayError(.delivery, "the Ansible bundle has no playbook") }
             return try await appDelivery.deliver(job.container, provisioner: AnsibleProvisioner(source: .archive(archive),
                                                                                                  extraVars: bundle.extraVars ?? [:]),
+                                                 hardening: try hardening("ansible", job.profiles),
                                                  validator: validator, profiles: job.profiles, snapshot: job.snapshot, lock: job.lock,
                                                  journal: journal)
         case .none:
             return DeliveryReport(result: .applied, provisioner: "none", converge: nil, validation: [:], failingControls: [], controls: nil,
                                   snapshot: nil, restoredSnapshot: nil, message: "vendor uses no provisioner")
         }
+    }
+
+    /// The owner's hardening for `tool`; its profile is the one ProfileResolver put among the job's.
+    func hardening(_ tool: String, _ profiles: [String]) throws -> HardeningRun? {
+        let name = delivery.hardening.profile
+        return try delivery.hardeningRun(for: tool, profile: profiles.first { name != nil && ($0 as NSString).lastPathComponent == name })
     }
 
     public func recover(_ txn: DeliveryTransaction, container: String, lock: AsyncMutex) async throws {
@@ -110,6 +118,15 @@ public enum ProfileResolver {
             }
             guard let real = realPath(candidate), real.hasPrefix(root + "/"), !real.dropFirst(root.count + 1).contains("/") else {
                 throw GatewayError(.delivery, "InSpec profile \(name) resolves outside \(delivery.inspecDirectory); refusing to push it")
+            }
+            if !profiles.contains(real) { profiles.append(real) }
+        }
+        // The owner's hardening is proven after every delivery that converges something, whatever the plan names.
+        if delivery.hardening.enabled, let name = delivery.hardening.profile, !apps.isEmpty {
+            guard Fields.name.isValid(name) else { throw GatewayError(.delivery, "hardening profile \(Fields.quote(name)) is not a valid name") }
+            let candidate = root + "/" + name
+            guard let real = realPath(candidate), real.hasPrefix(root + "/"), !real.dropFirst(root.count + 1).contains("/") else {
+                throw GatewayError(.delivery, "delivery.hardening.profile \(name) is not a profile in \(delivery.inspecDirectory)")
             }
             if !profiles.contains(real) { profiles.append(real) }
         }

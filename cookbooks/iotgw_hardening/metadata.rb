@@ -1,0 +1,7 @@
+name 'iotgw_hardening'
+maintainer 'iot-gateway (the gateway owner)'
+license 'Apache-2.0'
+description 'The gateway owner hardening of every vendor container, converged before the vendor run list'
+version '1.0.0'
+chef_version '>= 16'
+supports 'debian'
