@@ -184,28 +184,29 @@ struct RolloutCommand: AsyncParsableCommand {
 
     struct Pause: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Pause a running rollout (gateways reached keep the release).")
-        @OptionGroup var options: ConfigOptions
-        @Argument var id: Int64
-        func run() async throws {
-            RolloutCommand.describe(try await RolloutCommand.withService(options) { s, l in try await s.pause(id: id, logger: l) })
-        }
+        @OptionGroup var target: Target
+        func run() async throws { try await target.act { try await $0.pause(id: $1, logger: $2) } }
     }
 
     struct Resume: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Resume a paused rollout.")
-        @OptionGroup var options: ConfigOptions
-        @Argument var id: Int64
-        func run() async throws {
-            RolloutCommand.describe(try await RolloutCommand.withService(options) { s, l in try await s.resume(id: id, logger: l) })
-        }
+        @OptionGroup var target: Target
+        func run() async throws { try await target.act { try await $0.resume(id: $1, logger: $2) } }
     }
 
     struct Abort: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Abort a rollout: every gateway it reached goes back to the previous release.")
+        @OptionGroup var target: Target
+        func run() async throws { try await target.act { try await $0.abort(id: $1, logger: $2) } }
+    }
+
+    /// The rollout `pause`, `resume` and `abort` act on; each prints the rollout as it is afterwards.
+    struct Target: ParsableArguments {
         @OptionGroup var options: ConfigOptions
-        @Argument var id: Int64
-        func run() async throws {
-            RolloutCommand.describe(try await RolloutCommand.withService(options) { s, l in try await s.abort(id: id, logger: l) })
+        @Argument(help: "The rollout's id.") var id: Int64
+
+        func act(_ action: (RolloutService, Int64, Logger) async throws -> RolloutService.Status) async throws {
+            RolloutCommand.describe(try await RolloutCommand.withService(options) { service, logger in try await action(service, id, logger) })
         }
     }
 

@@ -189,8 +189,7 @@ public struct RolloutService: Sendable {
     /// Sets the rollout's gauges (`iotd_rollout_stage`, `iotd_rollout_reports`) from the store, so every
     /// replica shows the same figures.
     func recordMetrics(rolloutID id: Int64) async throws {
-        let status = try await status(id: id)
-        let r = status.rollout
+        guard let r = try await store.rollout(id: id) else { return }
         provisioning.metrics.rolloutStage(id: "\(id)", app: r.app, stage: r.stage, state: r.state.rawValue)
         let targets = try await store.rolloutTargets(rolloutID: id)
         for outcome in [ProvisioningReport.Outcome.delivered, .failed, .rolledBack] {
