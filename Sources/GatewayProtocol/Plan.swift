@@ -52,10 +52,15 @@ public struct ImageRef: Sendable, Codable, Equatable {
     public var alias: String
     /// SHA-256 the gateway's local image must have.
     public var fingerprint: String
+    /// Where the gateway may download the image when it does not have it: LXD's unified tarball on the
+    /// vendor's image server. The gateway imports it only if its SHA-256 is `fingerprint`, and creates the
+    /// container from that fingerprint (never from the alias). Nil: the image must already be on the gateway.
+    public var url: String?
 
-    public init(alias: String, fingerprint: String) {
+    public init(alias: String, fingerprint: String, url: String? = nil) {
         self.alias = alias
         self.fingerprint = fingerprint
+        self.url = url
     }
 }
 
@@ -171,7 +176,8 @@ extension ProvisioningPlan {
             let (c, a) = (container, approved.container)
             if c.name != a.name { out.append("container: \(a.name) -> \(c.name)") }
             if c.image != a.image {
-                out.append("image: \(a.image.alias) sha256:\(a.image.fingerprint.prefix(12)) -> \(c.image.alias) sha256:\(c.image.fingerprint.prefix(12))")
+                out.append("image: \(a.image.alias) sha256:\(a.image.fingerprint.prefix(12)) -> \(c.image.alias) sha256:\(c.image.fingerprint.prefix(12))"
+                           + (c.image.url != a.image.url ? " from \(c.image.url.map(Fields.quote) ?? "the gateway's own images")" : ""))
             }
             let (l, m) = (c.limits, a.limits)
             if l.cpus != m.cpus { out.append("limits: cpus \(m.cpus) -> \(l.cpus)") }

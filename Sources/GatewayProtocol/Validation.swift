@@ -176,6 +176,7 @@ public struct PlanValidator: Sendable {
         }
         try Fields.name.named("image alias").check(plan.container.image.alias, at: "container.image.alias")
         try Fields.sha256.named("image fingerprint").check(plan.container.image.fingerprint, at: "container.image.fingerprint")
+        if let url = plan.container.image.url { try Fields.url.named("image URL").check(url, at: "container.image.url") }
         guard plan.devices.count <= Self.maxDevices, plan.apps.count <= Self.maxApps else {
             throw ProtocolError(.invalidField, "plan lists more than \(Self.maxDevices) devices or \(Self.maxApps) apps")
         }

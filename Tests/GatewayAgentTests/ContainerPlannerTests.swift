@@ -109,6 +109,44 @@ import Testing
         #expect(try steps(present: [], observed: o) == [.setDevice(name: "eth0", device: ContainerPlanner.nic(network: "iotgwbr0"))])
     }
 
+    @Test func anImageTheVendorServesIsFetchedAndTheContainerMadeFromItsFingerprint() throws {
+        var plan = Sample.plan()
+        plan.container.image.url = "https://127.0.0.1/images/busybox.tar.gz"
+        let steps = try steps(plan, observed: .absent)
+        guard case .fetchImage(let ref) = steps[1], case .create(let c) = steps[2] else {
+            Issue.record("unexpected steps \(steps)")
+            return
+        }
+        #expect(ref == plan.container.image)
+        #expect(c.post.source == .image(fingerprint: String(repeating: "a", count: 64)), "never the alias, which anyone may repoint")
+        #expect(!steps.contains { if case .verifyImage = $0 { true } else { false } })
+    }
+
+    @Test func imageURLsOnlyFromTheHostsTheOwnerAllows() throws {
+        var vendor = config.vendors[0]
+        vendor.allowInsecureHTTP = true
+        var plan = Sample.plan()
+        try GrantCheck.checkImage(plan, vendor: vendor)  // no URL: nothing to check
+        for ok in ["http://127.0.0.1:8471/i.tar.gz", "https://127.0.0.1/i.tar.gz"] {
+            plan.container.image.url = ok
+            try GrantCheck.checkImage(plan, vendor: vendor)
+        }
+        for (bad, why) in [("http://192.168.1.1/admin", "not one the owner allows"), ("http://localhost/i", "not one the owner allows")] {
+            plan.container.image.url = bad
+            #expect { try GrantCheck.checkImage(plan, vendor: vendor) } throws: {
+                ($0 as? GatewayError)?.code == .imageSource && "\($0)".contains(why)
+            }
+        }
+        vendor.allowInsecureHTTP = false
+        plan.container.image.url = "http://127.0.0.1/i.tar.gz"
+        #expect { try GrantCheck.checkImage(plan, vendor: vendor) } throws: { "\($0)".contains("must be https") }
+        vendor.imageHosts = ["images.acme.example"]
+        plan.container.image.url = "https://images.acme.example/i.tar.gz"
+        try GrantCheck.checkImage(plan, vendor: vendor)
+        plan.container.image.url = "https://127.0.0.1/i.tar.gz"
+        #expect { try GrantCheck.checkImage(plan, vendor: vendor) } throws: { ($0 as? GatewayError)?.code == .imageSource }
+    }
+
     @Test func refusesAnInstanceNotManagedForTheVendor() {
         var o = observed()
         o.labelledVendor = nil

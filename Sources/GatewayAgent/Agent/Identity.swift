@@ -81,7 +81,10 @@ extension GatewayAgent {
                                    delivery: LXDDeliveryDriver(lxd: lxd, delivery: config.delivery, logger: logger),
                                    network: config.lxd.hostFirewall ? HostFirewall(bridge: config.lxd.network) : NoNetworkGuard(), logger: logger,
                                    fleetLinks: try fleetLinks(config: config, identity: identity, logger: logger),
-                                   journal: LXDContainerJournal(lxd: lxd))
+                                   journal: LXDContainerJournal(lxd: lxd),
+                                   images: ImageFetcher(http: vendorHTTP, store: lxd,
+                                                        directory: (config.stateDirectory as NSString).appendingPathComponent("images"),
+                                                        maxBytes: Int64(config.images.maxMiB) << 20, logger: logger))
         return GatewayAgent(environment: env)
     }
 

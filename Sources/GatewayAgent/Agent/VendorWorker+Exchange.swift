@@ -34,6 +34,7 @@ extension VendorWorker {
     func admit(_ body: Data, held: PlanHeld) async throws -> (plan: ProvisioningPlan, payload: Data) {
         let (plan, payload) = try validator.validate(rawBody: body, held: held, now: now)
         try GrantCheck.checkCaps(plan, caps: env.config.caps)
+        try GrantCheck.checkImage(plan, vendor: vendor)
         try GrantCheck.check(plan, vendor: vendor.id, config: env.config, seen: try await store.devices())
         return (plan, payload)
     }

@@ -37,7 +37,7 @@ extension VendorWorker {
                 let mine = try await grantedDevices(granted)
                 let present = Self.presentDevices(mine, number: env.registry.number(syspath:))
                 let executor = ContainerExecutor(host: env.host, registry: env.registry, store: store, logger: logger, creations: env.creations,
-                                                 metrics: env.metrics)
+                                                 metrics: env.metrics, images: env.images)
                 let observed = try await executor.observe(container, vendor: vendor.id)
                 let steps = try ContainerPlanner.steps(plan: plan, present: present, observed: observed, config: env.config,
                                                        refresh: refresh, nodePath: nodePath)

@@ -27,11 +27,13 @@ public struct AgentEnvironment: Sendable {
     /// container being created still has none, so two creations at once got maps outside the host's
     /// subordinate ids (the container never starts) or could get the same one.
     public let creations = AsyncMutex()
+    /// Downloads plans' images from vendors' image servers (nil: images must already be on the gateway).
+    public var images: ImageFetcher?
 
     public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
                 now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil,
-                metrics: GatewayMetrics? = nil) {
+                metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil) {
         self.config = config
         self.store = store
         self.identity = identity
@@ -45,6 +47,7 @@ public struct AgentEnvironment: Sendable {
         self.fleetLinks = fleetLinks
         self.journal = journal
         self.metrics = metrics ?? GatewayMetrics(vendors: config.vendors.map(\.id))
+        self.images = images
     }
 
     var backoff: Backoff { Backoff(first: config.retrySeconds, max: config.maxRetrySeconds) }

@@ -1,3 +1,4 @@
+import Foundation
 import GatewayProtocol
 
 /// Checks a plan's device grants against this gateway's own facts before anything is shown to the
@@ -23,6 +24,24 @@ public enum GrantCheck {
                 throw GatewayError(.foreignDevice, "plan v\(plan.version) grants device \(g.serial) (USB \(g.vendorID):\(g.productID)), "
                                    + "which the owner's configuration gives to \(owner.map { "vendor \($0)" } ?? "no vendor")")
             }
+        }
+    }
+
+    /// Rejects an image URL (`container.image.url`) on a host the owner did not give the vendor (its
+    /// `imageHosts`, by default the host of its `daemonURL`), or over plain `http` unless the owner allowed
+    /// it for that vendor: the gateway, as root, fetches from nowhere else (not the owner's LAN, say).
+    /// - Throws: ``GatewayError/Code/imageSource``.
+    public static func checkImage(_ plan: ProvisioningPlan, vendor: GatewayConfig.VendorEntry) throws {
+        guard let text = plan.container.image.url else { return }
+        guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), let host = url.host?.lowercased() else {
+            throw GatewayError(.imageSource, "plan v\(plan.version): image URL \(Fields.quote(text)) is not a URL")
+        }
+        guard scheme == "https" || (scheme == "http" && vendor.allowInsecureHTTP) else {
+            throw GatewayError(.imageSource, "plan v\(plan.version): image URL must be https (the owner did not allow plain http for \(vendor.id))")
+        }
+        guard vendor.allowedImageHosts.contains(host) else {
+            throw GatewayError(.imageSource, "plan v\(plan.version): image host \(Fields.quote(host)) is not one the owner allows for \(vendor.id) "
+                               + "(\(vendor.allowedImageHosts.joined(separator: ", ")))")
         }
     }
 

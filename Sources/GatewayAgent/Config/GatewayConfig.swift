@@ -24,6 +24,23 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     public var deviceDirectory: String
     /// What happens to managed containers whose vendor left this configuration (see `OrphanSweeper`).
     public var orphans: Orphans
+    /// Images the gateway downloads from vendors' image servers (see `ImageFetcher`).
+    public var images: Images
+
+    /// Downloads of vendor images: kept (and resumed) under `stateDirectory/images` until imported.
+    public struct Images: Sendable, Codable, Equatable {
+        /// The largest image tarball the gateway downloads (default 4 GiB); a bigger one is refused unread.
+        public var maxMiB: Int
+
+        public init(maxMiB: Int = 4096) { self.maxMiB = maxMiB }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            maxMiB = try c.decodeIfPresent(Int.self, forKey: .maxMiB) ?? Images().maxMiB
+        }
+
+        enum CodingKeys: String, CodingKey { case maxMiB }
+    }
 
     /// Managed containers (`user.iotgw.managed=true`) of vendors no longer in the configuration are
     /// stopped at once and deleted `graceSeconds` later (or on `iot-gateway remove VENDOR`). Containers
@@ -233,9 +250,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         public var allowInsecureHTTP: Bool
         /// The vendor's MQTT broker (fleet channel); without it the gateway only polls over HTTP.
         public var fleet: Fleet?
+        /// Hosts the vendor's plans may name as their image server (`container.image.url`); nil: only the
+        /// host of `daemonURL`. The gateway fetches nothing from any other host.
+        public var imageHosts: [String]?
 
         public init(id: String, name: String? = nil, match: [MatchRule], daemonURL: String, publicKey: String, policy: Policy,
-                    appUpdates: UpdatePolicy = .auto, allowInsecureHTTP: Bool = false, fleet: Fleet? = nil) {
+                    appUpdates: UpdatePolicy = .auto, allowInsecureHTTP: Bool = false, fleet: Fleet? = nil, imageHosts: [String]? = nil) {
             self.id = id
             self.name = name
             self.match = match
@@ -245,6 +265,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             self.appUpdates = appUpdates
             self.allowInsecureHTTP = allowInsecureHTTP
             self.fleet = fleet
+            self.imageHosts = imageHosts
+        }
+
+        /// The hosts this vendor's images may come from.
+        public var allowedImageHosts: [String] {
+            imageHosts ?? (URL(string: daemonURL)?.host.map { [$0.lowercased()] } ?? [])
         }
 
         public init(from decoder: any Decoder) throws {
@@ -258,9 +284,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             appUpdates = try c.decodeIfPresent(UpdatePolicy.self, forKey: .appUpdates) ?? .auto
             allowInsecureHTTP = try c.decodeIfPresent(Bool.self, forKey: .allowInsecureHTTP) ?? false
             fleet = try c.decodeIfPresent(Fleet.self, forKey: .fleet)
+            imageHosts = try c.decodeIfPresent([String].self, forKey: .imageHosts)
         }
 
-        enum CodingKeys: String, CodingKey { case id, name, match, daemonURL, publicKey, policy, appUpdates, allowInsecureHTTP, fleet }
+        enum CodingKeys: String, CodingKey {
+            case id, name, match, daemonURL, publicKey, policy, appUpdates, allowInsecureHTTP, fleet, imageHosts
+        }
     }
 
     /// One vendor's fleet channel: its MQTT broker, and what the owner lets the vendor do over it.
@@ -362,7 +391,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case stateDirectory, controlSocket, subsystems, lxd, caps, vendors, retrySeconds, maxRetrySeconds, planSyncSeconds, delivery
-        case deviceDirectory, orphans
+        case deviceDirectory, orphans, images
     }
 
     /// LXD passes only nodes under `/dev` into containers.
@@ -371,7 +400,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     public init(stateDirectory: String, controlSocket: String, subsystems: [String] = ["usb", "tty"], lxd: LXDSettings, caps: Caps,
                 vendors: [VendorEntry], retrySeconds: Double = 2, maxRetrySeconds: Double = 60, planSyncSeconds: Double = 300,
                 delivery: Delivery = .standard, deviceDirectory: String = GatewayConfig.defaultDeviceDirectory,
-                orphans: Orphans = Orphans()) {
+                orphans: Orphans = Orphans(), images: Images = Images()) {
         self.stateDirectory = stateDirectory
         self.controlSocket = controlSocket
         self.subsystems = subsystems
@@ -384,6 +413,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         self.delivery = delivery
         self.deviceDirectory = deviceDirectory
         self.orphans = orphans
+        self.images = images
     }
 
     public init(from decoder: any Decoder) throws {
@@ -402,6 +432,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         planSyncSeconds = try c.decodeIfPresent(Double.self, forKey: .planSyncSeconds) ?? 300
         delivery = try c.decodeIfPresent(Delivery.self, forKey: .delivery) ?? .standard
         orphans = try c.decodeIfPresent(Orphans.self, forKey: .orphans) ?? Orphans()
+        images = try c.decodeIfPresent(Images.self, forKey: .images) ?? Images()
     }
 
     public static let defaultControlSocket = "/run/iot-gateway/control.sock"
@@ -449,6 +480,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         guard orphans.graceSeconds >= 0, orphans.checkSeconds >= 1 else {
             throw ConfigError("orphans: graceSeconds must be at least 0 and checkSeconds at least 1")
         }
+        guard (1...1 << 20).contains(images.maxMiB) else { throw ConfigError("images.maxMiB must be between 1 and 1048576") }
         guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {
             throw ConfigError("caps are below the minimum a container needs")
         }
@@ -473,6 +505,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
                 throw ConfigError("vendor \(v.id): publicKey must be a base64 Ed25519 public key")
             }
             try v.fleet?.validate(vendor: v.id)
+            for h in v.imageHosts ?? [] where !Fields.host.isValid(h) {
+                throw ConfigError("vendor \(v.id): imageHosts: \(Fields.quote(h)) must be a lowercase host name or IPv4 address")
+            }
         }
         // Two vendors claiming the same device would make ownership ambiguous.
         for (i, a) in vendors.enumerated() {

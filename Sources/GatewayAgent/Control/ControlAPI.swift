@@ -112,6 +112,8 @@ public enum ControlAPI {
         public var vendors: [Vendor]
         public var devices: [Device]
         public var pendingApprovals: [Approval]
+        /// Vendor images being downloaded now (absent when none).
+        public var imageDownloads: [ImageDownload]?
     }
 
     public struct Decision: Sendable, Codable, Equatable {

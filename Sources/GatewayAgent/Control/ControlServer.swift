@@ -225,8 +225,9 @@ struct ControlViews: Sendable {
         do { lxdState = "LXD " + (try await agent.host.server().environment?.serverVersion ?? "?") } catch {
             lxdState = "unreachable: \(error.safeDescription)"
         }
+        let downloads = await agent.environment.images?.downloads() ?? []
         return ControlAPI.Status(gatewayID: agent.identity.id, publicKey: agent.identity.publicKey, lxd: lxdState,
                                  vendors: try await vendors(), devices: try await devices(),
-                                 pendingApprovals: try await approvals(pendingOnly: true))
+                                 pendingApprovals: try await approvals(pendingOnly: true), imageDownloads: downloads.isEmpty ? nil : downloads)
     }
 }

@@ -14,15 +14,18 @@ public struct ContainerExecutor: Sendable {
     let creations: AsyncMutex
     /// Counts containers created and devices attached and detached (steps done, not planned).
     let metrics: GatewayMetrics?
+    /// Downloads plans' images (nil: every image must already be on the gateway).
+    let images: ImageFetcher?
 
     public init(host: any ContainerHost, registry: DeviceRegistry, store: GatewayStore, logger: Logger, creations: AsyncMutex = AsyncMutex(),
-                metrics: GatewayMetrics? = nil) {
+                metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil) {
         self.host = host
         self.registry = registry
         self.store = store
         self.logger = logger
         self.creations = creations
         self.metrics = metrics
+        self.images = images
     }
 
     public func observe(_ name: String, vendor: String) async throws -> ContainerObservation {
@@ -41,7 +44,7 @@ public struct ContainerExecutor: Sendable {
         for step in steps {
             try await store.journal(vendor: vendor, step: step.description, status: "started")
             do {
-                try await perform(step, container: container)
+                try await perform(step, vendor: vendor, container: container)
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
                 CrashPoint.reached("step:" + (step.description.split(separator: " ").first.map(String.init) ?? ""))
                 switch step {
@@ -64,10 +67,13 @@ public struct ContainerExecutor: Sendable {
         }
     }
 
-    func perform(_ step: ProvisionStep, container: String) async throws {
+    func perform(_ step: ProvisionStep, vendor: String, container: String) async throws {
         switch step {
         case .verifyImage(let alias, let fingerprint):
             try await host.verifyImage(alias: alias, fingerprint: fingerprint)
+        case .fetchImage(let ref):
+            guard let images else { throw GatewayError(.imageDownload, "this gateway downloads no images") }
+            try await images.ensure(ref, vendor: vendor)
         case .ensureNode(let node):
             try registry.ensure(node)
         case .removeNode(let path):

@@ -36,6 +36,8 @@ public struct ContainerObservation: Sendable, Equatable {
 /// journaled separately.
 public enum ProvisionStep: Sendable, Equatable, CustomStringConvertible {
     case verifyImage(alias: String, fingerprint: String)
+    /// Download the image from the vendor's image server unless LXD has it (see `ImageFetcher`).
+    case fetchImage(ImageRef)
     /// Make the node for a plugged, granted device (before LXD is told about it).
     case ensureNode(ManagedNode)
     case create(InstancesPostSummary)
@@ -51,6 +53,7 @@ public enum ProvisionStep: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .verifyImage(let a, let f): "verify-image \(a) \(f.prefix(12))"
+        case .fetchImage(let r): "fetch-image \(r.fingerprint.prefix(12))"
         case .ensureNode(let n): "ensure-node \((n.path as NSString).lastPathComponent) \(n.number)"
         case .create(let s): "create \(s.post.name)"
         case .updateConfig(let c): "update-config \(c.keys.sorted().joined(separator: ","))"
@@ -65,7 +68,7 @@ public enum ProvisionStep: Sendable, Equatable, CustomStringConvertible {
     /// Whether the step changes what the vendor's container is or has (node upkeep alone is not news).
     var changesContainer: Bool {
         switch self {
-        case .verifyImage, .ensureNode, .removeNode: false
+        case .verifyImage, .fetchImage, .ensureNode, .removeNode: false
         default: true
         }
     }
@@ -222,9 +225,12 @@ public enum ContainerPlanner {
         let desired = desiredConfig(plan, caps: config.caps)
         let base = baseDevices(plan, lxd: config.lxd)
         if !observed.exists {
-            steps.append(.verifyImage(alias: plan.container.image.alias, fingerprint: plan.container.image.fingerprint))
+            let image = plan.container.image
+            // An image the vendor serves is created from its fingerprint: no alias (anyone's to repoint) is involved.
+            steps.append(image.url == nil ? .verifyImage(alias: image.alias, fingerprint: image.fingerprint) : .fetchImage(image))
+            let source: InstanceSource = image.url == nil ? .image(alias: image.alias) : .image(fingerprint: image.fingerprint.lowercased())
             // Devices go in with the create: one LXD operation, so no half-configured container exists.
-            let post = InstancesPost(name: name, source: .image(alias: plan.container.image.alias), profiles: config.lxd.profiles,
+            let post = InstancesPost(name: name, source: source, profiles: config.lxd.profiles,
                                      config: desired, devices: base.merging(wanted.mapValues(\.device)) { a, _ in a },
                                      description: "iot-gateway container of vendor \(plan.vendor)")
             steps.append(.create(InstancesPostSummary(post: post)))

@@ -40,6 +40,10 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let fleet = Code("fleet")
         /// The request contradicts the configuration (removing a vendor that is still configured, say).
         public static let conflict = Code("conflict")
+        /// A plan's image URL is not one the owner lets this vendor's images come from.
+        public static let imageSource = Code("imageSource")
+        /// A vendor image could not be downloaded or imported (server, size, storage).
+        public static let imageDownload = Code("imageDownload")
     }
 
     public var code: Code

@@ -119,6 +119,7 @@ extension VendorConfiguration {
         }
         try check(Fields.name, image.alias, "image.alias")
         guard Fields.sha256.isValid(image.fingerprint) else { throw fail("image.fingerprint", "must be the image's SHA-256: 64 hex digits") }
+        if let url = image.url { try check(Fields.url, url, "image.url") }
         for (field, value, range) in [("cpus", container.cpus, 1...1024), ("memoryMiB", container.memoryMiB, 16...(1 << 24)),
                                       ("diskMiB", container.diskMiB, 64...(1 << 30)), ("processes", container.processes, 8...(1 << 22))]
             where !range.contains(value) {

@@ -12,7 +12,7 @@ import GatewayProtocol
 /// database: /var/lib/iot-daemon/acme.sqlite
 /// signingKey: /etc/iot-daemon/acme.key
 /// planTTLSeconds: 86400
-/// image: {alias: iotgw-debian12, fingerprint: <64 hex>}
+/// image: {alias: iotgw-debian12, fingerprint: <64 hex>, url: https://images.example/x.tar.gz}   # url: optional, gateways download it
 /// container: {cpus: 1, memoryMiB: 256, diskMiB: 2048, processes: 300, network: nat}
 /// models:
 ///   - {name: thermo-v1, vendorID: "0403", productID: "6001", devicePath: /dev/ttyUSB0, kind: unix-char, apps: [thermo-agent]}
@@ -233,7 +233,7 @@ public struct VendorConfiguration: Sendable, Codable, Equatable {
         self.database = database
         self.signingKey = signingKey
         self.planTTLSeconds = planTTLSeconds
-        self.image = ImageRef(alias: image.alias, fingerprint: image.fingerprint.lowercased())
+        self.image = ImageRef(alias: image.alias, fingerprint: image.fingerprint.lowercased(), url: image.url)
         self.container = container
         self.models = models
         self.apps = apps

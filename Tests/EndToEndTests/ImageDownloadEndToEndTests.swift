@@ -1,0 +1,230 @@
+import Crypto
+import Foundation
+import GatewayAgent
+import GatewayProtocol
+import Hummingbird
+import Logging
+import LXD
+import NIOCore
+import Synchronization
+import Testing
+import UmockdevTesting
+
+/// A vendor's image server: serves one unified tarball with `Range` support, corrupted or cut short on
+/// demand, and records the ranges asked for.
+final class ImageServer: Sendable {
+    enum Mode: Sendable { case good, corrupt, cutOnce(at: Int) }
+    let port: Int
+    let image: Data
+    let mode: Mutex<Mode>
+    let ranges = Mutex<[String]>([])
+    let hits = Mutex(0)
+
+    init(port: Int, image: Data, mode: Mode) {
+        self.port = port
+        self.image = image
+        self.mode = Mutex(mode)
+    }
+
+    func application() -> some ApplicationProtocol {
+        let router = Router()
+        router.get("/images/{name}") { [self] req, _ -> Response in
+            hits.withLock { $0 += 1 }
+            var bytes = image
+            switch mode.withLock({ $0 }) {
+            case .corrupt: bytes[bytes.count / 2] ^= 0xff
+            default: break
+            }
+            var start = 0
+            if let range = req.headers[.range] {
+                ranges.withLock { $0.append(range) }
+                start = Int(range.dropFirst("bytes=".count).prefix { $0.isNumber }) ?? 0
+            }
+            let rest = bytes[start...]
+            var headers: HTTPFields = [.contentType: "application/octet-stream", .contentLength: "\(rest.count)"]
+            if start > 0 { headers[.contentRange] = "bytes \(start)-\(bytes.count - 1)/\(bytes.count)" }
+            let status: HTTPResponse.Status = start > 0 ? .partialContent : .ok
+            if case .cutOnce(let at) = mode.withLock({ $0 }), start < at {
+                mode.withLock { $0 = .good }
+                // Half the image, then the connection drops: the gateway must resume, not start over.
+                let head = ByteBuffer(data: Data(bytes[start..<at]))
+                return Response(status: status, headers: headers, body: ResponseBody { writer in
+                    try await writer.write(head)
+                    throw CancellationError()
+                })
+            }
+            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: Data(rest))))
+        }
+        var logger = Logger(label: "image-server")
+        logger.logLevel = .critical
+        return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+    }
+}
+
+extension EndToEndTests {
+    /// The busybox test image repacked with a marker file, so that its fingerprint is new to LXD.
+    static func freshBusyboxTarball(root: URL) throws -> URL {
+        let cache = ProcessInfo.processInfo.environment["IOTGW_IMAGE_CACHE"] ?? "/var/cache/iotgw-images"
+        let source = try FileManager.default.contentsOfDirectory(atPath: cache).filter { $0.hasPrefix("busybox-") && $0.hasSuffix(".tar.gz") }.sorted().last
+        guard let source else { throw HarnessError("no busybox tarball in \(cache): run scripts/build-image busybox") }
+        let work = root.appendingPathComponent("image")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        var r = try run("/bin/tar", ["-xzf", "\(cache)/\(source)", "-C", work.path])
+        guard r.status == 0 else { throw HarnessError("tar -x: \(r.stderr)") }
+        try "iotgw-e2e \(UUID())\n".write(to: work.appendingPathComponent("rootfs/etc/iotgw-image-marker"), atomically: true, encoding: .utf8)
+        let out = root.appendingPathComponent("vendor-image.tar.gz")
+        r = try run("/bin/tar", ["-czf", out.path, "-C", work.path, "metadata.yaml", "rootfs"] + (FileManager.default.fileExists(
+            atPath: work.appendingPathComponent("templates").path) ? ["templates"] : []))
+        guard r.status == 0 else { throw HarnessError("tar -c: \(r.stderr)") }
+        return out
+    }
+
+    /// A plan naming an image the gateway does not have: a corrupted download is refused with nothing
+    /// imported and no container; a download cut in the middle is resumed with a `Range` request; the
+    /// image is imported by its fingerprint and the container is created from it; an image URL on a host
+    /// the owner did not allow is refused with nothing changed.
+    @Test func aVendorsImageIsDownloadedVerifiedResumedAndUsed() async throws {
+        let lxd = try E2E.lxd()
+        let root = try E2E.tempRoot()
+        let tarball = try Self.freshBusyboxTarball(root: root)
+        let bytes = try Data(contentsOf: tarball)
+        let fingerprint = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        let server = ImageServer(port: freePort(), image: bytes, mode: .corrupt)
+        let vendorID = E2E.vendorID("img")
+        let container = ProvisioningPlan.containerName(forVendor: vendorID)
+        let issued = Date()
+        let imageURL = Shared("http://127.0.0.1:\(server.port)/images/busybox.tar.gz")
+        let version = Shared(1)
+        let vendor = Attacker(id: vendorID, port: freePort()) { gw in
+            ProvisioningPlan(vendor: vendorID, gatewayID: gw, version: version.value, issuedAt: issued, expiresAt: issued.addingTimeInterval(7200),
+                             container: ContainerSpec(name: container, image: ImageRef(alias: "vendor-busybox", fingerprint: fingerprint,
+                                                                                       url: imageURL.value),
+                                                      limits: ResourceLimits(cpus: 1, memoryMiB: 128, diskMiB: 512, processes: 200), network: .none),
+                             devices: [DeviceGrant(serial: "IMG-1", vendorID: "1d50", productID: "6018", kind: .unixChar, path: "/dev/ttyUSB0")],
+                             apps: [])
+        }
+        let gateway = try GatewayFixture(vendors: [], root: root, extraVendorsYAML: [vendor.entryYAML(policy: "auto", usbVendorID: "1d50")],
+                                         extraYAML: "planSyncSeconds: 1")
+        func row() throws -> ControlAPI.Vendor? { try gateway.status().vendors.first { $0.id == vendorID } }
+        func imported() async throws -> Bool { try await lxd.listImages().contains { $0.fingerprint == fingerprint } }
+        defer { try? FileManager.default.removeItem(at: root) }
+
+        try await E2EContext.cleaningUp(lxd, [container], daemons: { [gateway.daemon] }) {
+            defer { Task { try? await lxd.deleteImage(fingerprint: fingerprint) } }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await vendor.application().runService() }
+                group.addTask { try await server.application().runService() }
+                defer { group.cancelAll() }
+                _ = try await eventually("servers listening") { canConnect(port: vendor.port) && canConnect(port: server.port) ? true : nil }
+                let testbed = try Testbed()
+                try await gateway.start(testbed: testbed)
+                let node = try CharNode()
+                try testbed.plug(vendorID: "1d50", productID: "6018", serial: "IMG-1", ttyName: "ttyUSB47", devnode: node.path)
+
+                // 1. Corrupted: refused before anything reaches LXD.
+                let refused = try await eventually("the corrupted image refused", timeout: .seconds(60)) {
+                    try row().flatMap { $0.error?.contains("nothing imported") == true ? $0 : nil }
+                }
+                print("corrupted download: \(refused.error ?? "")")
+                #expect(try await imported() == false, "a corrupted download is never imported")
+                await #expect(throws: LXDError.self) { try await lxd.instance(container) }
+
+                // 2. Good bytes, but the connection drops halfway once: resumed from where it stopped.
+                let half = bytes.count / 2
+                server.mode.withLock { $0 = .cutOnce(at: half) }
+                _ = try await eventually("the container created from the downloaded image", timeout: .seconds(120)) {
+                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+                }
+                #expect(try await imported())
+                let instance = try await lxd.instance(container).instance
+                #expect(instance.config["volatile.base_image"] == fingerprint, "created from the fingerprint the vendor signed")
+                let resumed = server.ranges.withLock { $0 }
+                #expect(resumed.contains { $0.hasPrefix("bytes=") && $0 != "bytes=0-" }, "the cut download was resumed: \(resumed)")
+                print("resumed with \(resumed), \(server.hits.withLock { $0 }) requests for \(bytes.count) bytes")
+                let partials = try FileManager.default.contentsOfDirectory(atPath: gateway.dir.appendingPathComponent("state/images").path)
+                #expect(partials.isEmpty, "no partial download left: \(partials)")
+
+                // 3. An image URL on a host the owner did not allow: refused, nothing changes.
+                let before = try await lxd.instance(container).instance.config
+                imageURL.update { $0 = "http://localhost:\(server.port)/images/busybox.tar.gz" }
+                version.update { $0 += 1 }
+                let foreign = try await eventually("the foreign image host refused", timeout: .seconds(30)) {
+                    try row().flatMap { $0.rejection?.contains("not one the owner allows") == true ? $0 : nil }
+                }
+                print("foreign image host: \(foreign.rejection ?? "")")
+                #expect(try await lxd.instance(container).instance.config == before)
+            }
+        }
+    }
+}
+
+/// `ImageFetcher` against a real HTTP server and an in-memory image store: what the end-to-end test
+/// above does not reach.
+@Suite struct ImageFetcherTests {
+    final class Store: ImageStore {
+        let present = Mutex<Set<String>>([])
+        let imports = Mutex(0)
+        func hasImage(fingerprint: String) async throws -> Bool { present.withLock { $0.contains(fingerprint) } }
+        func importImage(tarball path: String, fingerprint: String) async throws {
+            imports.withLock { $0 += 1 }
+            present.withLock { _ = $0.insert(fingerprint) }
+        }
+    }
+
+    func withServer(_ image: Data, _ body: (ImageServer, URL) async throws -> Void) async throws {
+        let server = ImageServer(port: freePort(), image: image, mode: .good)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("imgf-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.application().runService() }
+            defer { group.cancelAll() }
+            _ = try await eventually("image server listening") { canConnect(port: server.port) ? true : nil }
+            try await body(server, dir)
+        }
+    }
+
+    func fetcher(_ store: Store, _ dir: URL, maxBytes: Int64 = 1 << 30) -> ImageFetcher {
+        ImageFetcher(http: .shared, store: store, directory: dir.path, maxBytes: maxBytes, logger: Logger(label: "test"))
+    }
+
+    @Test func vendorsNamingOneImageShareOneDownloadAndAPresentImageIsNotFetched() async throws {
+        let image = Data((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        let ref = ImageRef(alias: "x", fingerprint: SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined(),
+                           url: "http://127.0.0.1:0/images/x")
+        try await withServer(image) { server, dir in
+            let store = Store()
+            let images = fetcher(store, dir)
+            var r = ref
+            r.url = "http://127.0.0.1:\(server.port)/images/x"
+            let shared = r
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for vendor in ["acme", "globex", "initech"] { group.addTask { try await images.ensure(shared, vendor: vendor) } }
+                try await group.waitForAll()
+            }
+            #expect(server.hits.withLock { $0 } == 1, "one download for three vendors")
+            #expect(store.imports.withLock { $0 } == 1)
+            try await images.ensure(shared, vendor: "acme")
+            #expect(server.hits.withLock { $0 } == 1, "an image LXD has is not downloaded again")
+            #expect(await images.downloads().isEmpty)
+        }
+    }
+
+    @Test func anImageOverTheOwnersLimitIsRefusedUnreadAndLeavesNothing() async throws {
+        let image = Data(repeating: 7, count: 2 << 20)
+        let fp = SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined()
+        try await withServer(image) { server, dir in
+            let store = Store()
+            let images = fetcher(store, dir, maxBytes: 1 << 20)
+            await #expect { try await images.ensure(ImageRef(alias: "x", fingerprint: fp, url: "http://127.0.0.1:\(server.port)/images/x"),
+                                                     vendor: "acme") } throws: { e in
+                (e as? GatewayError)?.code == .imageDownload && "\(e)".contains("images.maxMiB")
+            }
+            #expect(server.hits.withLock { $0 } == 1, "not retried")
+            #expect(store.imports.withLock { $0 } == 0)
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] == [])
+            await #expect { try await images.ensure(ImageRef(alias: "x", fingerprint: fp), vendor: "acme") } throws: { e in
+                (e as? GatewayError)?.code == .imageDownload && "\(e)".contains("names no URL")
+            }
+        }
+    }
+}
