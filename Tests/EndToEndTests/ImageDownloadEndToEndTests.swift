@@ -228,3 +228,82 @@ extension EndToEndTests {
         }
     }
 }
+
+extension EndToEndTests {
+    /// A small pool made for the test, nearly filled from inside the vendor's container: the app update is
+    /// deferred with a clear status and a report to the vendor, nothing is snapshotted or converged; once
+    /// space is back, it is delivered.
+    @Test func aNearlyFullPoolDefersAnUpdateWithAClearStatus() async throws {
+        let lxd = try E2E.lxd()
+        let root = try E2E.tempRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let pool = "iotgw-e2e-small-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        let made = try run("/usr/bin/lxc", ["storage", "create", pool, "btrfs", "size=1GiB"])
+        guard made.status == 0 else { throw HarnessError("lxc storage create: \(made.stderr)") }
+        defer { _ = try? run("/usr/bin/lxc", ["storage", "delete", pool]) }
+        let debian = try await lxd.imageAlias("iotgw-debian12-test").target
+        let vendorID = E2E.vendorID("dsk")
+        let container = ProvisioningPlan.containerName(forVendor: vendorID)
+        let issued = Date()
+        let version = Shared(1)
+        let vendor = Attacker(id: vendorID, port: freePort()) { gw in
+            let v = version.value
+            return ProvisioningPlan(vendor: vendorID, gatewayID: gw, version: v, issuedAt: issued, expiresAt: issued.addingTimeInterval(7200),
+                                    container: ContainerSpec(name: container, image: ImageRef(alias: "iotgw-debian12-test", fingerprint: debian),
+                                                             limits: ResourceLimits(cpus: 1, memoryMiB: 256, diskMiB: 600, processes: 300), network: .none),
+                                    devices: [DeviceGrant(serial: "DSK-1", vendorID: "1d51", productID: "6018", kind: .unixChar, path: "/dev/ttyUSB0")],
+                                    apps: v >= 2 ? [AppSpec(name: "probe", version: "1.0.0", runList: ["recipe[probe]"])] : [])
+        }
+        let gateway = try GatewayFixture(vendors: [], root: root, extraVendorsYAML: [vendor.entryYAML(policy: "auto", usbVendorID: "1d51")],
+                                         storagePool: pool,
+                                         extraYAML: "planSyncSeconds: 1\ndisk: {reserveMiB: 200}\n"
+                                             + "delivery: {maxRetrySeconds: 2, environment: test, hardening: {enabled: false}}")
+        func row() throws -> ControlAPI.Vendor? { try gateway.status().vendors.first { $0.id == vendorID } }
+        func free() async throws -> Int64 { try await lxd.storagePoolResources(pool).free >> 20 }
+
+        try await E2EContext.cleaningUp(lxd, [container], daemons: { [gateway.daemon] }) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await vendor.application().runService() }
+                defer { group.cancelAll() }
+                _ = try await eventually("vendor listening") { canConnect(port: vendor.port) ? true : nil }
+                let testbed = try Testbed()
+                try await gateway.start(testbed: testbed)
+                let node = try CharNode()
+                try testbed.plug(vendorID: "1d51", productID: "6018", serial: "DSK-1", ttyName: "ttyUSB48", devnode: node.path)
+                _ = try await eventually("the container on the small pool", timeout: .seconds(120)) {
+                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+                }
+                // Fill the pool (as other tenants or images would) to 100 MiB free, under the owner's 200 MiB reserve. The
+                // vendor itself cannot: its quota is what the guard let it have.
+                let before = try await free()
+                let fillFile = "\(ProcessInfo.processInfo.environment["LXD_DIR"] ?? "/var/lib/lxd")/storage-pools/\(pool)/iotgw-e2e-fill"
+                defer { unlink(fillFile) }
+                let filled = try run("/bin/sh", ["-c", "fallocate -l \(max(1, before - 100))M \(fillFile) && sync"])
+                #expect(filled.status == 0, "fallocate: \(filled.stderr)")
+                _ = try await eventually("the pool nearly full", timeout: .seconds(60)) { try await free() < 200 ? true : nil }
+                print("pool \(pool): \(before) MiB free, \(try await free()) MiB after filling")
+
+                version.update { $0 += 1 }
+                let deferred = try await eventually("the update deferred", timeout: .seconds(60)) {
+                    try row().flatMap { $0.error?.contains("deferred: delivering v2") == true ? $0 : nil }
+                }
+                print("status: \(deferred.error ?? "")")
+                #expect(deferred.error?.contains("storage pool \(pool) has") == true)
+                #expect(deferred.deliveredPlanVersion == nil, "nothing delivered into the reserve")
+                let snapshots = try await lxd.snapshots(container)
+                #expect(snapshots.isEmpty, "no snapshot taken while short of space: \(snapshots.map(\.name))")
+                let reported = try await eventually("the vendor told", timeout: .seconds(30)) {
+                    vendor.recorded("/v1/report").last { String(decoding: $0.body, as: UTF8.self).contains("deferred") }
+                }
+                #expect(String(decoding: reported.body, as: UTF8.self).contains("\"failed\""))
+
+                // Space back: the deferred update goes through by itself.
+                #expect(unlink(fillFile) == 0)
+                sync()
+                _ = try await eventually("the update delivered once space is back", timeout: .seconds(120)) {
+                    try row().flatMap { $0.deliveredPlanVersion == 2 ? $0 : nil }
+                }
+            }
+        }
+    }
+}

@@ -81,6 +81,9 @@ public final class GatewayAgent: Service, Sendable {
                         do { try await orphans.sweep() } catch {
                             logger.warning("orphans not checked", metadata: ["iotgw.error": "\(error.safeDescription)"])
                         }
+                        do { try await environment.pruner?.prune() } catch {
+                            logger.warning("nothing pruned", metadata: ["iotgw.error": "\(error.safeDescription)"])
+                        }
                         nextOrphanSweep = now().addingTimeInterval(config.orphans.checkSeconds)
                     }
                     do { try await Task.sleep(for: tickInterval) } catch { break }

@@ -75,6 +75,10 @@ extension GatewayAgent {
         let socket = config.lxd.socket ?? (try? LXDSocket.discover(environment: ProcessInfo.processInfo.environment))
             ?? "/var/lib/lxd/unix.socket"
         let lxd = try LXDClient(socketPath: socket, httpClient: lxdHTTP, logger: logger)
+        let pruner = Pruner(inventory: lxd, store: store, graceSeconds: config.images.graceSeconds, logger: logger, now: { Date() })
+        let disk = DiskGuard(space: lxd, pool: config.lxd.storagePool, reserveBytes: Int64(config.disk.reserveMiB) << 20) {
+            do { try await pruner.prune() } catch { logger.warning("nothing pruned", metadata: ["iotgw.error": "\(error.safeDescription)"]) }
+        }
         let env = AgentEnvironment(config: config, store: store, identity: identity, host: lxd,
                                    vendors: VendorClient(http: vendorHTTP, identity: identity, logger: logger),
                                    registry: DeviceRegistry(directory: config.deviceDirectory),
@@ -84,7 +88,9 @@ extension GatewayAgent {
                                    journal: LXDContainerJournal(lxd: lxd),
                                    images: ImageFetcher(http: vendorHTTP, store: lxd,
                                                         directory: (config.stateDirectory as NSString).appendingPathComponent("images"),
-                                                        maxBytes: Int64(config.images.maxMiB) << 20, logger: logger))
+                                                        maxBytes: Int64(config.images.maxMiB) << 20, logger: logger,
+                                                        records: store, disk: disk),
+                                   disk: disk, pruner: pruner)
         return GatewayAgent(environment: env)
     }
 

@@ -17,6 +17,8 @@ extension VendorWorker {
               state.deliveredVersion != plan.version || redeliverRequested, (state.nextDeliveryAt ?? .distantPast) <= now else { return }
         redeliverRequested = false
         do {
+            // A snapshot and a converge write to the pool: never into the owner's reserve.
+            try await env.disk?.ensurePool(0, for: "delivering v\(plan.version) to \(container)")
             try await deliver(plan, firstBoot: state.deliveredVersion == nil)
         } catch {
             env.metrics.delivery(vendor: vendor.id, .failed)
@@ -25,6 +27,11 @@ extension VendorWorker {
             try await store.setDeliveryRetry(vendor.id, attempts: attempts, next: next)
             try await store.setVendorResult(vendor.id, appliedVersion: nil, container: nil, error: "delivery: \(error.safeDescription)")
             try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "failed", detail: error.safeDescription)
+            if let e = error as? GatewayError, e.code == .diskSpace, lastReportedFailure != e.message {
+                // Deferred before anything was touched: the vendor hears why (once per reason), the lane retries.
+                lastReportedFailure = e.message
+                enqueue(report(planVersion: plan.version, outcome: .failed, error: error.safeDescription))
+            }
             logger.warning("delivery failed, will retry", metadata: ["iotgw.attempts": "\(attempts)", "iotgw.retryAt": "\(next)",
                                                                      "iotgw.error": "\(error.safeDescription)"])
             throw error

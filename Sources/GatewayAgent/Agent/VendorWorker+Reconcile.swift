@@ -41,6 +41,11 @@ extension VendorWorker {
                 let observed = try await executor.observe(container, vendor: vendor.id)
                 let steps = try ContainerPlanner.steps(plan: plan, present: present, observed: observed, config: env.config,
                                                        refresh: refresh, nodePath: nodePath)
+                if let disk = env.disk, steps.contains(where: { if case .create = $0 { true } else { false } }) {
+                    // The whole disk the vendor may fill must fit above the reserve.
+                    try await disk.ensurePool(Int64(plan.container.limits.diskMiB) << 20,
+                                              for: "creating \(container) with its \(plan.container.limits.diskMiB) MiB disk")
+                }
                 try await executor.run(steps, vendor: vendor.id, container: container)
                 return (steps, ContainerPlanner.attachable(plan: plan, present: present, nodePath: nodePath), mine)
             }

@@ -29,11 +29,15 @@ public struct AgentEnvironment: Sendable {
     public let creations = AsyncMutex()
     /// Downloads plans' images from vendors' image servers (nil: images must already be on the gateway).
     public var images: ImageFetcher?
+    /// Checks free space before creations and deliveries (nil: unchecked, as in unit tests).
+    public var disk: DiskGuard?
+    /// Prunes unused downloaded images and old journal rows (nil: nothing is pruned).
+    public var pruner: Pruner?
 
     public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
                 now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil,
-                metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil) {
+                metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil, disk: DiskGuard? = nil, pruner: Pruner? = nil) {
         self.config = config
         self.store = store
         self.identity = identity
@@ -48,6 +52,8 @@ public struct AgentEnvironment: Sendable {
         self.journal = journal
         self.metrics = metrics ?? GatewayMetrics(vendors: config.vendors.map(\.id))
         self.images = images
+        self.disk = disk
+        self.pruner = pruner
     }
 
     var backoff: Backoff { Backoff(first: config.retrySeconds, max: config.maxRetrySeconds) }

@@ -26,20 +26,44 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     public var orphans: Orphans
     /// Images the gateway downloads from vendors' image servers (see `ImageFetcher`).
     public var images: Images
+    /// Free space the gateway never uses up (see `DiskGuard`).
+    public var disk: Disk
+
+    /// Before a download, a container creation or an app delivery, the step's need plus `reserveMiB`
+    /// must be free, or the step is deferred.
+    public struct Disk: Sendable, Codable, Equatable {
+        public var reserveMiB: Int
+
+        public init(reserveMiB: Int = 512) { self.reserveMiB = reserveMiB }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            reserveMiB = try c.decodeIfPresent(Int.self, forKey: .reserveMiB) ?? Disk().reserveMiB
+        }
+
+        enum CodingKeys: String, CodingKey { case reserveMiB }
+    }
 
     /// Downloads of vendor images: kept (and resumed) under `stateDirectory/images` until imported.
     public struct Images: Sendable, Codable, Equatable {
         /// The largest image tarball the gateway downloads (default 4 GiB); a bigger one is refused unread.
         public var maxMiB: Int
+        /// A downloaded image no instance uses and no plan names is deleted this long after its import or
+        /// last use (default 1 day).
+        public var graceSeconds: Double
 
-        public init(maxMiB: Int = 4096) { self.maxMiB = maxMiB }
+        public init(maxMiB: Int = 4096, graceSeconds: Double = 86_400) {
+            self.maxMiB = maxMiB
+            self.graceSeconds = graceSeconds
+        }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             maxMiB = try c.decodeIfPresent(Int.self, forKey: .maxMiB) ?? Images().maxMiB
+            graceSeconds = try c.decodeIfPresent(Double.self, forKey: .graceSeconds) ?? Images().graceSeconds
         }
 
-        enum CodingKeys: String, CodingKey { case maxMiB }
+        enum CodingKeys: String, CodingKey { case maxMiB, graceSeconds }
     }
 
     /// Managed containers (`user.iotgw.managed=true`) of vendors no longer in the configuration are
@@ -391,7 +415,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case stateDirectory, controlSocket, subsystems, lxd, caps, vendors, retrySeconds, maxRetrySeconds, planSyncSeconds, delivery
-        case deviceDirectory, orphans, images
+        case deviceDirectory, orphans, images, disk
     }
 
     /// LXD passes only nodes under `/dev` into containers.
@@ -400,7 +424,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     public init(stateDirectory: String, controlSocket: String, subsystems: [String] = ["usb", "tty"], lxd: LXDSettings, caps: Caps,
                 vendors: [VendorEntry], retrySeconds: Double = 2, maxRetrySeconds: Double = 60, planSyncSeconds: Double = 300,
                 delivery: Delivery = .standard, deviceDirectory: String = GatewayConfig.defaultDeviceDirectory,
-                orphans: Orphans = Orphans(), images: Images = Images()) {
+                orphans: Orphans = Orphans(), images: Images = Images(), disk: Disk = Disk()) {
         self.stateDirectory = stateDirectory
         self.controlSocket = controlSocket
         self.subsystems = subsystems
@@ -414,6 +438,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         self.deviceDirectory = deviceDirectory
         self.orphans = orphans
         self.images = images
+        self.disk = disk
     }
 
     public init(from decoder: any Decoder) throws {
@@ -433,6 +458,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         delivery = try c.decodeIfPresent(Delivery.self, forKey: .delivery) ?? .standard
         orphans = try c.decodeIfPresent(Orphans.self, forKey: .orphans) ?? Orphans()
         images = try c.decodeIfPresent(Images.self, forKey: .images) ?? Images()
+        disk = try c.decodeIfPresent(Disk.self, forKey: .disk) ?? Disk()
     }
 
     public static let defaultControlSocket = "/run/iot-gateway/control.sock"
@@ -480,7 +506,10 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         guard orphans.graceSeconds >= 0, orphans.checkSeconds >= 1 else {
             throw ConfigError("orphans: graceSeconds must be at least 0 and checkSeconds at least 1")
         }
-        guard (1...1 << 20).contains(images.maxMiB) else { throw ConfigError("images.maxMiB must be between 1 and 1048576") }
+        guard (1...1 << 20).contains(images.maxMiB), images.graceSeconds >= 0 else {
+            throw ConfigError("images: maxMiB must be between 1 and 1048576 and graceSeconds at least 0")
+        }
+        guard (0...1 << 24).contains(disk.reserveMiB) else { throw ConfigError("disk.reserveMiB must be between 0 and 16777216") }
         guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {
             throw ConfigError("caps are below the minimum a container needs")
         }

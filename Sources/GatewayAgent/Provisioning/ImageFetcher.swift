@@ -54,10 +54,17 @@ public actor ImageFetcher {
     let logger: Logger
     /// Attempts per call before the step fails (the reconcile lane retries later, resuming).
     let attempts: Int
+    /// Where imported images are recorded as the gateway's own (the only ones `Pruner` deletes).
+    let records: GatewayStore?
+    /// Checked once the server said how big the image is.
+    let disk: DiskGuard?
     private var inflight: [String: Task<Void, any Error>] = [:]
     private var progress: [String: ImageDownload] = [:]
 
-    public init(http: HTTPClient, store: any ImageStore, directory: String, maxBytes: Int64, logger: Logger, attempts: Int = 3) {
+    public init(http: HTTPClient, store: any ImageStore, directory: String, maxBytes: Int64, logger: Logger, attempts: Int = 3,
+                records: GatewayStore? = nil, disk: DiskGuard? = nil) {
+        self.records = records
+        self.disk = disk
         self.http = http
         self.store = store
         self.directory = directory
@@ -104,6 +111,8 @@ public actor ImageFetcher {
             } catch let e as TooLarge {
                 try? FileManager.default.removeItem(atPath: part)
                 throw e.error
+            } catch let e as GatewayError where e.code == .diskSpace {
+                throw e
             } catch {
                 guard attempt < attempts, !Task.isCancelled else {
                     throw GatewayError(.imageDownload, "image \(fp.prefix(12)) not downloaded after \(attempt) attempts: \(error.safeDescription)")
@@ -122,6 +131,7 @@ public actor ImageFetcher {
                                + "refused, nothing imported")
         }
         try await store.importImage(tarball: part, fingerprint: fp)
+        try await records?.recordDownloadedImage(fp, vendor: vendor, at: Date())
         try? FileManager.default.removeItem(atPath: part)
         logger.notice("image downloaded and imported", metadata: ["iotgw.image": "\(fp.prefix(12))", "iotgw.vendor": "\(vendor)"])
     }
@@ -144,6 +154,10 @@ public actor ImageFetcher {
         let total = response.headers.first(name: "Content-Length").flatMap(Int64.init).map { $0 + offset }
         if let total, total > maxBytes {
             throw TooLarge(error: GatewayError(.imageDownload, "image \(fp.prefix(12)) is \(total) bytes, larger than the owner's images.maxMiB"))
+        }
+        if let total, let disk {
+            // The rest of the tarball, and LXD's own copy of all of it.
+            try await disk.ensureHost(total - offset + total, at: directory, for: "downloading image \(fp.prefix(12))")
         }
         progress[fp]?.totalBytes = total
         progress[fp]?.bytes = offset

@@ -104,6 +104,15 @@ public struct GatewayStore: Sendable {
                 t.column("expiresAt", .datetime).notNull().indexed()
             }
         }
+        m.registerMigration("v5-images") { db in
+            // Images the gateway downloaded and imported itself: the only ones it ever prunes.
+            try db.create(table: "downloaded_images") { t in
+                t.primaryKey("fingerprint", .text)
+                t.column("vendor", .text).notNull()
+                t.column("importedAt", .datetime).notNull()
+            }
+            try db.create(index: "journal_at", on: "journal", columns: ["at"])
+        }
         return m
     }
 
@@ -334,6 +343,38 @@ public struct GatewayStore: Sendable {
             var j = JournalRecord(id: nil, at: Date(), vendor: vendor, step: step, status: status, detail: detail)
             try j.insert(db)
         }
+    }
+
+    /// Drops journal rows older than `before` (finished work: the journal only serves resumption and the
+    /// owner's recent history). - Returns: rows deleted.
+    @discardableResult
+    public func pruneJournal(before: Date) async throws -> Int {
+        try await db.write { db in
+            try db.execute(sql: "DELETE FROM journal WHERE at < ?", arguments: [before])
+            return db.changesCount
+        }
+    }
+
+    // MARK: - Downloaded images
+
+    public func recordDownloadedImage(_ fingerprint: String, vendor: String, at: Date) async throws {
+        try await db.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO downloaded_images (fingerprint, vendor, importedAt) VALUES (?, ?, ?)",
+                           arguments: [fingerprint, vendor, at])
+        }
+    }
+
+    /// Fingerprint → when the gateway imported it.
+    public func downloadedImages() async throws -> [String: Date] {
+        try await db.read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT fingerprint, importedAt FROM downloaded_images").map {
+                ($0["fingerprint"] as String, $0["importedAt"] as Date)
+            })
+        }
+    }
+
+    public func forgetDownloadedImage(_ fingerprint: String) async throws {
+        try await db.write { db in try db.execute(sql: "DELETE FROM downloaded_images WHERE fingerprint = ?", arguments: [fingerprint]) }
     }
 
     public func journal(vendor: String, limit: Int = 50) async throws -> [JournalRecord] {

@@ -44,6 +44,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let imageSource = Code("imageSource")
         /// A vendor image could not be downloaded or imported (server, size, storage).
         public static let imageDownload = Code("imageDownload")
+        /// A step would leave less free space than the owner's reserve: deferred.
+        public static let diskSpace = Code("diskSpace")
     }
 
     public var code: Code

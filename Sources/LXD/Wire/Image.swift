@@ -12,11 +12,14 @@ public struct Image: Sendable, Decodable {
     public var properties: [String: String]
     public var `public`: Bool
     public var uploadedAt: String
+    /// When an instance was last created from it (LXD's zero time `0001-01-01...` if never).
+    public var lastUsedAt: String?
     public var type: String
 
     enum CodingKeys: String, CodingKey {
         case fingerprint, filename, size, architecture, aliases, properties, `public`, type
         case uploadedAt = "uploaded_at"
+        case lastUsedAt = "last_used_at"
     }
 }
 

@@ -17,3 +17,20 @@ public struct StoragePool: Sendable, Decodable, Equatable {
     /// project quotas, which LXD does not set up by itself); the block and copy-on-write drivers do.
     public var enforcesDiskLimits: Bool { driver != "dir" }
 }
+
+/// `GET /1.0/storage-pools/<name>/resources` (`definitions.ResourcesStoragePool`): bytes used and total.
+public struct StoragePoolResources: Sendable, Decodable, Equatable {
+    public struct Space: Sendable, Decodable, Equatable {
+        public var used: Int64
+        public var total: Int64
+        public init(used: Int64, total: Int64) {
+            self.used = used
+            self.total = total
+        }
+    }
+    public var space: Space
+
+    public init(space: Space) { self.space = space }
+
+    public var free: Int64 { max(0, space.total - space.used) }
+}
