@@ -31,6 +31,12 @@ public struct ProvisioningPlan: Sendable, Codable, Equatable {
     }
 }
 
+extension ProvisioningPlan {
+    /// A signed plan granting nothing (no device, no app): the vendor withdraws from this gateway. The
+    /// gateway detaches everything, stops the container and deletes it after the owner's grace period.
+    public var isDecommission: Bool { devices.isEmpty && apps.isEmpty }
+}
+
 public struct ContainerSpec: Sendable, Codable, Equatable {
     public var name: String
     public var image: ImageRef

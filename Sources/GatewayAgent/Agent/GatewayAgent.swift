@@ -55,7 +55,10 @@ public final class GatewayAgent: Service, Sendable {
         workers = Dictionary(uniqueKeysWithValues: env.config.vendors.map { ($0.id, VendorWorker(vendor: $0, environment: env)) })
         network = env.network
         (events, input) = AsyncStream.makeStream(of: Event.self)
-        orphans = OrphanSweeper(host: env.host, gatewayID: env.identity.id, config: env.config, logger: env.logger, now: env.now)
+        let store = env.store
+        orphans = OrphanSweeper(host: env.host, gatewayID: env.identity.id, config: env.config, logger: env.logger, now: env.now) {
+            try await Self.withdrawnVendors(store)
+        }
     }
 
     /// Queues a udev event; never blocks.
@@ -235,6 +238,16 @@ public final class GatewayAgent: Service, Sendable {
     }
 
     /// A stored plan, decoded from its signed bytes (verified when it was recorded).
+    /// Vendors whose approved plan is a decommission.
+    static func withdrawnVendors(_ store: GatewayStore) async throws -> Set<String> {
+        var out = Set<String>()
+        for s in try await store.vendorStates() {
+            guard let id = s.approvedPlanID, let rec = try await store.plan(id: id), (try? decodePlan(rec))?.isDecommission == true else { continue }
+            out.insert(s.vendor)
+        }
+        return out
+    }
+
     static func decodePlan(_ rec: PlanRecord) throws -> ProvisioningPlan {
         let signed = try WireJSON.decoder().decode(SignedPlan.self, from: rec.signedJSON)
         guard let payload = Data(base64Encoded: signed.payload) else {

@@ -3,7 +3,8 @@ import GatewayProtocol
 import Logging
 import LXD
 
-/// A managed container whose vendor is not in the owner's configuration any more.
+/// A managed container whose vendor is not in the owner's configuration any more, or withdrew (a signed
+/// empty plan).
 public struct Orphan: Sendable, Codable, Equatable {
     public var container: String
     /// The container's vendor label (nil when the label is missing).
@@ -30,8 +31,12 @@ public struct OrphanSweeper: Sendable {
     let graceSeconds: Double
     let logger: Logger
     let now: @Sendable () -> Date
+    /// Configured vendors whose approved plan is a decommission (read at every pass).
+    let withdrawn: @Sendable () async throws -> Set<String>
 
-    public init(host: any ContainerHost, gatewayID: String, config: GatewayConfig, logger: Logger, now: @escaping @Sendable () -> Date) {
+    public init(host: any ContainerHost, gatewayID: String, config: GatewayConfig, logger: Logger, now: @escaping @Sendable () -> Date,
+                withdrawn: @escaping @Sendable () async throws -> Set<String> = { [] }) {
+        self.withdrawn = withdrawn
         self.host = host
         self.gatewayID = gatewayID
         configured = Set(config.vendors.map(\.id))
@@ -42,9 +47,10 @@ public struct OrphanSweeper: Sendable {
 
     /// The orphans as they are now, touching nothing.
     public func orphans() async throws -> [Orphan] {
-        try await host.listInstances(userFilter: ["iotgw.managed": "true", "iotgw.gateway": gatewayID]).compactMap { instance in
+        let withdrawn = try await withdrawn()
+        return try await host.listInstances(userFilter: ["iotgw.managed": "true", "iotgw.gateway": gatewayID]).compactMap { instance in
             let vendor = instance.config[ContainerPlanner.vendorKey]
-            guard vendor.map({ !configured.contains($0) }) ?? true else { return nil }
+            guard vendor.map({ !configured.contains($0) || withdrawn.contains($0) }) ?? true else { return nil }
             let at = instance.config[Self.orphanedAtKey].flatMap { try? Date.ISO8601FormatStyle().parse($0) }
             return Orphan(container: instance.name, vendor: vendor, status: instance.status, orphanedAt: at,
                           deleteAfter: at?.addingTimeInterval(graceSeconds))
@@ -67,11 +73,10 @@ public struct OrphanSweeper: Sendable {
                     logger.notice("orphaned container deleted after its grace period")
                     continue
                 }
-                if orphan.orphanedAt == nil {
-                    try await stop(orphan.container)
-                    let at = now()
-                    try await host.patchInstance(orphan.container, config: [Self.orphanedAtKey: at.formatted(.iso8601)], devices: [:],
-                                                 ifMatch: nil)
+                if orphan.orphanedAt == nil, let v = orphan.vendor, configured.contains(v) {
+                    // A withdrawn vendor's worker detaches its devices and retires the container itself.
+                } else if orphan.orphanedAt == nil {
+                    let at = try await retire(orphan.container)
                     orphan.orphanedAt = at
                     orphan.deleteAfter = at.addingTimeInterval(graceSeconds)
                     orphan.status = "Stopped"
@@ -95,7 +100,8 @@ public struct OrphanSweeper: Sendable {
     /// while the vendor is in the configuration: its worker would only create the container again.
     /// - Returns: the containers deleted.
     public func remove(vendor: String) async throws -> [String] {
-        guard !configured.contains(vendor) else {
+        let withdrawn = try await withdrawn()
+        guard !configured.contains(vendor) || withdrawn.contains(vendor) else {
             throw GatewayError(.conflict, "vendor \(vendor) is still in the configuration: remove it there and restart first")
         }
         var deleted: [String] = []
@@ -105,6 +111,16 @@ public struct OrphanSweeper: Sendable {
             deleted.append(orphan.container)
         }
         return deleted
+    }
+
+    /// Stops a container and labels it with the time, which starts its grace period.
+    /// - Returns: that time.
+    @discardableResult
+    public func retire(_ name: String) async throws -> Date {
+        try await stop(name)
+        let at = now()
+        try await host.patchInstance(name, config: [Self.orphanedAtKey: at.formatted(.iso8601)], devices: [:], ifMatch: nil)
+        return at
     }
 
     private func stop(_ name: String) async throws {

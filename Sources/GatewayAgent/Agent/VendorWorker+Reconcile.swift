@@ -27,6 +27,7 @@ extension VendorWorker {
     func reconcilePass() async throws {
         let previous = try await store.vendorState(vendor.id)
         guard let plan = try await approvedPlan(of: previous) else { return }
+        if plan.isDecommission { return try await withdraw(plan, previous: previous) }
         let granted = Set(plan.devices.map(\.serial))
         let refresh = refreshDevices
         refreshDevices = false
@@ -81,6 +82,36 @@ extension VendorWorker {
             }
             throw error
         }
+    }
+
+    /// A signed empty plan: the vendor withdrew from this gateway. Its devices are detached and their nodes
+    /// removed, the container is stopped and labelled `user.iotgw.orphaned-at`; `OrphanSweeper` deletes it
+    /// after the owner's grace period (or on `iot-gateway remove VENDOR`). A later plan granting something
+    /// again is a widening: the owner is asked, as for any new grant.
+    func withdraw(_ plan: ProvisioningPlan, previous: VendorStateRecord?) async throws {
+        let retired: Bool = try await containerLock.withLock { [self] in
+            let executor = ContainerExecutor(host: env.host, registry: env.registry, store: store, logger: logger, creations: env.creations,
+                                             metrics: env.metrics)
+            let observed = try await executor.observe(container, vendor: vendor.id)
+            guard observed.exists, observed.labelledVendor == vendor.id else { return false }
+            let steps = try ContainerPlanner.steps(plan: plan, present: [], observed: observed, config: env.config, nodePath: nodePath)
+                .filter { if case .detach = $0 { true } else if case .removeNode = $0 { true } else { false } }
+            try await executor.run(steps, vendor: vendor.id, container: container)
+            guard observed.config[OrphanSweeper.orphanedAtKey] == nil else { return false }
+            try await OrphanSweeper(host: env.host, gatewayID: env.identity.id, config: env.config, logger: logger, now: env.now).retire(container)
+            return true
+        }
+        if !Self.recorded(previous, appliedVersion: plan.version, container: container) {
+            try await store.setVendorResult(vendor.id, appliedVersion: plan.version, container: container, error: nil)
+            try await store.setReconcileRetry(vendor.id, attempts: 0, next: nil)
+        }
+        guard retired else { return }
+        for d in try await store.devices() where d.vendor == vendor.id && d.present {
+            try await store.setDeviceState(d.syspath, .rejected, error: "vendor \(vendor.id) withdrew (plan v\(plan.version) grants nothing)")
+        }
+        logger.notice("vendor withdrew: container stopped, deleted after the grace period",
+                      metadata: ["lxd.instance": "\(container)", "iotgw.planVersion": "\(plan.version)"])
+        enqueue(report(planVersion: plan.version, outcome: .applied))
     }
 
     /// Whether the store already holds what a successful pass records: the version applied to this
