@@ -109,51 +109,44 @@ extension EndToEndTests {
         func imported() async throws -> Bool { try await lxd.listImages().contains { $0.fingerprint == fingerprint } }
         defer { try? FileManager.default.removeItem(at: root) }
 
-        try await E2EContext.cleaningUp(lxd, [container], daemons: { [gateway.daemon] }) {
-            defer { Task { try? await lxd.deleteImage(fingerprint: fingerprint) } }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await vendor.application().runService() }
-                group.addTask { try await server.application().runService() }
-                defer { group.cancelAll() }
-                _ = try await eventually("servers listening") { canConnect(port: vendor.port) && canConnect(port: server.port) ? true : nil }
-                let testbed = try Testbed()
-                try await gateway.start(testbed: testbed)
-                let node = try CharNode()
-                try testbed.plug(vendorID: "1d50", productID: "6018", serial: "IMG-1", ttyName: "ttyUSB47", devnode: node.path)
+        defer { Task { try? await lxd.deleteImage(fingerprint: fingerprint) } }
+        try await vendor.serving(lxd, gateway: gateway, containers: [container],
+                                 servers: [(server.port, { @Sendable in try await server.application().runService() })]) { testbed in
+            let node = try CharNode()
+            try testbed.plug(vendorID: "1d50", productID: "6018", serial: "IMG-1", ttyName: "ttyUSB47", devnode: node.path)
 
-                // 1. Corrupted: refused before anything reaches LXD.
-                let refused = try await eventually("the corrupted image refused", timeout: .seconds(60)) {
-                    try row().flatMap { $0.error?.contains("nothing imported") == true ? $0 : nil }
-                }
-                print("corrupted download: \(refused.error ?? "")")
-                #expect(try await imported() == false, "a corrupted download is never imported")
-                await #expect(throws: LXDError.self) { try await lxd.instance(container) }
-
-                // 2. Good bytes, but the connection drops halfway once: resumed from where it stopped.
-                let half = bytes.count / 2
-                server.mode.withLock { $0 = .cutOnce(at: half) }
-                _ = try await eventually("the container created from the downloaded image", timeout: .seconds(120)) {
-                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
-                }
-                #expect(try await imported())
-                let instance = try await lxd.instance(container).instance
-                #expect(instance.config["volatile.base_image"] == fingerprint, "created from the fingerprint the vendor signed")
-                let resumed = server.ranges.withLock { $0 }
-                #expect(resumed.contains { $0.hasPrefix("bytes=") && $0 != "bytes=0-" }, "the cut download was resumed: \(resumed)")
-                print("resumed with \(resumed), \(server.hits.withLock { $0 }) requests for \(bytes.count) bytes")
-                let partials = try FileManager.default.contentsOfDirectory(atPath: gateway.dir.appendingPathComponent("state/images").path)
-                #expect(partials.isEmpty, "no partial download left: \(partials)")
-
-                // 3. An image URL on a host the owner did not allow: refused, nothing changes.
-                let before = try await lxd.instance(container).instance.config
-                imageURL.update { $0 = "http://localhost:\(server.port)/images/busybox.tar.gz" }
-                version.update { $0 += 1 }
-                let foreign = try await eventually("the foreign image host refused", timeout: .seconds(30)) {
-                    try row().flatMap { $0.rejection?.contains("not one the owner allows") == true ? $0 : nil }
-                }
-                print("foreign image host: \(foreign.rejection ?? "")")
-                #expect(try await lxd.instance(container).instance.config == before)
+            // 1. Corrupted: refused before anything reaches LXD.
+            let refused = try await eventually("the corrupted image refused", timeout: .seconds(60)) {
+                try row().flatMap { $0.error?.contains("nothing imported") == true ? $0 : nil }
             }
+            print("corrupted download: \(refused.error ?? "")")
+            #expect(try await imported() == false, "a corrupted download is never imported")
+            await #expect(throws: LXDError.self) { try await lxd.instance(container) }
+
+            // 2. Good bytes, but the connection drops halfway once: resumed from where it stopped.
+            let half = bytes.count / 2
+            server.mode.withLock { $0 = .cutOnce(at: half) }
+            _ = try await eventually("the container created from the downloaded image", timeout: .seconds(120)) {
+                try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+            }
+            #expect(try await imported())
+            let instance = try await lxd.instance(container).instance
+            #expect(instance.config["volatile.base_image"] == fingerprint, "created from the fingerprint the vendor signed")
+            let resumed = server.ranges.withLock { $0 }
+            #expect(resumed.contains { $0.hasPrefix("bytes=") && $0 != "bytes=0-" }, "the cut download was resumed: \(resumed)")
+            print("resumed with \(resumed), \(server.hits.withLock { $0 }) requests for \(bytes.count) bytes")
+            let partials = try FileManager.default.contentsOfDirectory(atPath: gateway.dir.appendingPathComponent("state/images").path)
+            #expect(partials.isEmpty, "no partial download left: \(partials)")
+
+            // 3. An image URL on a host the owner did not allow: refused, nothing changes.
+            let before = try await lxd.instance(container).instance.config
+            imageURL.update { $0 = "http://localhost:\(server.port)/images/busybox.tar.gz" }
+            version.update { $0 += 1 }
+            let foreign = try await eventually("the foreign image host refused", timeout: .seconds(30)) {
+                try row().flatMap { $0.rejection?.contains("not one the owner allows") == true ? $0 : nil }
+            }
+            print("foreign image host: \(foreign.rejection ?? "")")
+            #expect(try await lxd.instance(container).instance.config == before)
         }
     }
 }
@@ -261,48 +254,41 @@ extension EndToEndTests {
         func row() throws -> ControlAPI.Vendor? { try gateway.status().vendors.first { $0.id == vendorID } }
         func free() async throws -> Int64 { try await lxd.storagePoolResources(pool).free >> 20 }
 
-        try await E2EContext.cleaningUp(lxd, [container], daemons: { [gateway.daemon] }) {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await vendor.application().runService() }
-                defer { group.cancelAll() }
-                _ = try await eventually("vendor listening") { canConnect(port: vendor.port) ? true : nil }
-                let testbed = try Testbed()
-                try await gateway.start(testbed: testbed)
-                let node = try CharNode()
-                try testbed.plug(vendorID: "1d51", productID: "6018", serial: "DSK-1", ttyName: "ttyUSB48", devnode: node.path)
-                _ = try await eventually("the container on the small pool", timeout: .seconds(120)) {
-                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
-                }
-                // Fill the pool (as other tenants or images would) to 100 MiB free, under the owner's 200 MiB reserve. The
-                // vendor itself cannot: its quota is what the guard let it have.
-                let before = try await free()
-                let fillFile = "\(ProcessInfo.processInfo.environment["LXD_DIR"] ?? "/var/lib/lxd")/storage-pools/\(pool)/iotgw-e2e-fill"
-                defer { unlink(fillFile) }
-                let filled = try run("/bin/sh", ["-c", "fallocate -l \(max(1, before - 100))M \(fillFile) && sync"])
-                #expect(filled.status == 0, "fallocate: \(filled.stderr)")
-                _ = try await eventually("the pool nearly full", timeout: .seconds(60)) { try await free() < 200 ? true : nil }
-                print("pool \(pool): \(before) MiB free, \(try await free()) MiB after filling")
+        try await vendor.serving(lxd, gateway: gateway, containers: [container]) { testbed in
+            let node = try CharNode()
+            try testbed.plug(vendorID: "1d51", productID: "6018", serial: "DSK-1", ttyName: "ttyUSB48", devnode: node.path)
+            _ = try await eventually("the container on the small pool", timeout: .seconds(120)) {
+                try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+            }
+            // Fill the pool (as other tenants or images would) to 100 MiB free, under the owner's 200 MiB reserve. The
+            // vendor itself cannot: its quota is what the guard let it have.
+            let before = try await free()
+            let fillFile = "\(ProcessInfo.processInfo.environment["LXD_DIR"] ?? "/var/lib/lxd")/storage-pools/\(pool)/iotgw-e2e-fill"
+            defer { unlink(fillFile) }
+            let filled = try run("/bin/sh", ["-c", "fallocate -l \(max(1, before - 100))M \(fillFile) && sync"])
+            #expect(filled.status == 0, "fallocate: \(filled.stderr)")
+            _ = try await eventually("the pool nearly full", timeout: .seconds(60)) { try await free() < 200 ? true : nil }
+            print("pool \(pool): \(before) MiB free, \(try await free()) MiB after filling")
 
-                version.update { $0 += 1 }
-                let deferred = try await eventually("the update deferred", timeout: .seconds(60)) {
-                    try row().flatMap { $0.error?.contains("deferred: delivering v2") == true ? $0 : nil }
-                }
-                print("status: \(deferred.error ?? "")")
-                #expect(deferred.error?.contains("storage pool \(pool) has") == true)
-                #expect(deferred.deliveredPlanVersion == nil, "nothing delivered into the reserve")
-                let snapshots = try await lxd.snapshots(container)
-                #expect(snapshots.isEmpty, "no snapshot taken while short of space: \(snapshots.map(\.name))")
-                let reported = try await eventually("the vendor told", timeout: .seconds(30)) {
-                    vendor.recorded("/v1/report").last { String(decoding: $0.body, as: UTF8.self).contains("deferred") }
-                }
-                #expect(String(decoding: reported.body, as: UTF8.self).contains("\"failed\""))
+            version.update { $0 += 1 }
+            let deferred = try await eventually("the update deferred", timeout: .seconds(60)) {
+                try row().flatMap { $0.error?.contains("deferred: delivering v2") == true ? $0 : nil }
+            }
+            print("status: \(deferred.error ?? "")")
+            #expect(deferred.error?.contains("storage pool \(pool) has") == true)
+            #expect(deferred.deliveredPlanVersion == nil, "nothing delivered into the reserve")
+            let snapshots = try await lxd.snapshots(container)
+            #expect(snapshots.isEmpty, "no snapshot taken while short of space: \(snapshots.map(\.name))")
+            let reported = try await eventually("the vendor told", timeout: .seconds(30)) {
+                vendor.recorded("/v1/report").last { String(decoding: $0.body, as: UTF8.self).contains("deferred") }
+            }
+            #expect(String(decoding: reported.body, as: UTF8.self).contains("\"failed\""))
 
-                // Space back: the deferred update goes through by itself.
-                #expect(unlink(fillFile) == 0)
-                sync()
-                _ = try await eventually("the update delivered once space is back", timeout: .seconds(120)) {
-                    try row().flatMap { $0.deliveredPlanVersion == 2 ? $0 : nil }
-                }
+            // Space back: the deferred update goes through by itself.
+            #expect(unlink(fillFile) == 0)
+            sync()
+            _ = try await eventually("the update delivered once space is back", timeout: .seconds(120)) {
+                try row().flatMap { $0.deliveredPlanVersion == 2 ? $0 : nil }
             }
         }
     }

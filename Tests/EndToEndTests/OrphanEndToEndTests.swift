@@ -82,42 +82,35 @@ extension EndToEndTests {
         }
         let gateway = try GatewayFixture(vendors: [], root: root, extraVendorsYAML: [vendor.entryYAML(policy: "ask", usbVendorID: "1d52")],
                                          extraYAML: "planSyncSeconds: 1\norphans: {graceSeconds: 3600, checkSeconds: 1}")
-        try await E2EContext.cleaningUp(lxd, [container], daemons: { [gateway.daemon] }) {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await vendor.application().runService() }
-                defer { group.cancelAll() }
-                _ = try await eventually("vendor listening") { canConnect(port: vendor.port) ? true : nil }
-                let testbed = try Testbed()
-                try await gateway.start(testbed: testbed)
-                let node = try CharNode()
-                try testbed.plug(vendorID: "1d52", productID: "6018", serial: "WDR-1", ttyName: "ttyUSB49", devnode: node.path)
-                let approval = try await eventually("the approval") { try gateway.approvals().first { $0.vendor == vendorID } }
-                #expect(try gateway.cli(["approve", "--yes", "\(approval.id)"]).status == 0)
-                _ = try await eventually("the device inside", timeout: .seconds(60)) {
-                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
-                }
-
-                withdrawn.set(true)
-                let orphan = try await eventually("the container retired", timeout: .seconds(60)) {
-                    try gateway.json(["orphans"], as: [Orphan].self).first { $0.container == container && $0.deleteAfter != nil }
-                }
-                #expect(orphan.status == "Stopped")
-                #expect(orphan.vendor == vendorID)
-                #expect(try gateway.approvals().isEmpty, "granting nothing needs no approval")
-                let instance = try await lxd.instance(container).instance
-                #expect(!instance.isRunning)
-                #expect(!instance.devices.keys.contains { $0.hasPrefix(ContainerPlanner.devicePrefix) }, "the device is detached: \(instance.devices.keys)")
-                #expect(instance.config[OrphanSweeper.orphanedAtKey] != nil)
-                let device = try gateway.devices().first { $0.serial == "WDR-1" }
-                #expect(device?.error?.contains("withdrew") == true)
-
-                let removed = try gateway.cli(["remove", vendorID])
-                if removed.status != 0, let log = try? String(contentsOf: gateway.dir.appendingPathComponent("iot-gateway-client-1.log"), encoding: .utf8) {
-                    print(log.split(separator: "\n").suffix(30).joined(separator: "\n"))
-                }
-                #expect(removed.status == 0, "the owner deletes a withdrawn vendor's container at once: \(removed.stderr)")
-                await #expect(throws: LXDError.self) { try await lxd.instance(container) }
+        try await vendor.serving(lxd, gateway: gateway, containers: [container]) { testbed in
+            let node = try CharNode()
+            try testbed.plug(vendorID: "1d52", productID: "6018", serial: "WDR-1", ttyName: "ttyUSB49", devnode: node.path)
+            let approval = try await eventually("the approval") { try gateway.approvals().first { $0.vendor == vendorID } }
+            #expect(try gateway.cli(["approve", "--yes", "\(approval.id)"]).status == 0)
+            _ = try await eventually("the device inside", timeout: .seconds(60)) {
+                try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
             }
+
+            withdrawn.set(true)
+            let orphan = try await eventually("the container retired", timeout: .seconds(60)) {
+                try gateway.json(["orphans"], as: [Orphan].self).first { $0.container == container && $0.deleteAfter != nil }
+            }
+            #expect(orphan.status == "Stopped")
+            #expect(orphan.vendor == vendorID)
+            #expect(try gateway.approvals().isEmpty, "granting nothing needs no approval")
+            let instance = try await lxd.instance(container).instance
+            #expect(!instance.isRunning)
+            #expect(!instance.devices.keys.contains { $0.hasPrefix(ContainerPlanner.devicePrefix) }, "the device is detached: \(instance.devices.keys)")
+            #expect(instance.config[OrphanSweeper.orphanedAtKey] != nil)
+            let device = try gateway.devices().first { $0.serial == "WDR-1" }
+            #expect(device?.error?.contains("withdrew") == true)
+
+            let removed = try gateway.cli(["remove", vendorID])
+            if removed.status != 0, let log = try? String(contentsOf: gateway.dir.appendingPathComponent("iot-gateway-client-1.log"), encoding: .utf8) {
+                print(log.split(separator: "\n").suffix(30).joined(separator: "\n"))
+            }
+            #expect(removed.status == 0, "the owner deletes a withdrawn vendor's container at once: \(removed.stderr)")
+            await #expect(throws: LXDError.self) { try await lxd.instance(container) }
         }
     }
 }

@@ -4,9 +4,11 @@ import GatewayAgent
 import GatewayProtocol
 import Hummingbird
 import Logging
+import LXD
 import NIOCore
 import NIOFoundationCompat
 import Synchronization
+import UmockdevTesting
 
 /// A vendor whose signing key the gateway trusts, run by an attacker: an iot-daemon look-alike whose
 /// every answer (plans, bundles, errors, redirects) is chosen by the test, and which records every
@@ -140,4 +142,25 @@ final class Shared<Value: Sendable>: Sendable {
     @discardableResult
     func update<R: Sendable>(_ body: @Sendable (inout Value) -> R) -> R { m.withLock { body(&$0) } }
     func set(_ v: Value) { m.withLock { $0 = v } }
+}
+
+extension Attacker {
+    /// Runs `body` with this vendor's daemon (and `servers`) listening and `gateway` started on a fresh
+    /// testbed; the containers and daemons are cleaned up whatever happens.
+    func serving(_ lxd: LXDClient, gateway: GatewayFixture, containers: [String],
+                 servers: [(port: Int, run: @Sendable () async throws -> Void)] = [],
+                 _ body: (Testbed) async throws -> Void) async throws {
+        try await E2EContext.cleaningUp(lxd, containers, daemons: { [gateway.daemon] }) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await self.application().runService() }
+                for s in servers { group.addTask { try await s.run() } }
+                defer { group.cancelAll() }
+                let ports = [port] + servers.map(\.port)
+                _ = try await eventually("servers listening") { ports.allSatisfy { canConnect(port: $0) } ? true : nil }
+                let testbed = try Testbed()
+                try await gateway.start(testbed: testbed)
+                try await body(testbed)
+            }
+        }
+    }
 }
