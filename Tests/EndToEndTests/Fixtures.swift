@@ -95,7 +95,7 @@ final class GatewayFixture {
 
     init(vendors: [(VendorFixture, GatewayConfig.Policy)], root: URL, lxdSocket: String? = nil, capsCPUs: Int = 2,
          extraVendorsYAML: [String] = [], profiles: [String] = ["default", "iotgw-vendor"], storagePool: String = "default",
-         extraYAML: String = "") throws {
+         projects: Bool = false, extraYAML: String = "") throws {
         dir = root.appendingPathComponent("gateway")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let tag = UUID().uuidString.prefix(8).lowercased()
@@ -114,6 +114,7 @@ final class GatewayFixture {
             \(lxd)  profiles: [\(profiles.joined(separator: ", "))]
               network: iotgwbr0
               storagePool: \(storagePool)
+              projects: \(projects)
             caps: {cpus: \(capsCPUs), memoryMiB: 512, diskMiB: 2048, processes: 500, allowNesting: false}
             vendors:
             \((vendors.map { $0.0.entryYAML.replacingOccurrences(of: "POLICY", with: $0.1.rawValue) } + extraVendorsYAML).joined(separator: "\n"))

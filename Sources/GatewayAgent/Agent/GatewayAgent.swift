@@ -56,7 +56,8 @@ public final class GatewayAgent: Service, Sendable {
         network = env.network
         (events, input) = AsyncStream.makeStream(of: Event.self)
         let store = env.store
-        orphans = OrphanSweeper(host: env.host, gatewayID: env.identity.id, config: env.config, logger: env.logger, now: env.now) {
+        orphans = OrphanSweeper(host: env.host, gatewayID: env.identity.id, config: env.config, logger: env.logger, now: env.now,
+                                projects: env.projects) {
             try await Self.withdrawnVendors(store)
         }
     }

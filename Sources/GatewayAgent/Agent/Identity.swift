@@ -74,7 +74,8 @@ extension GatewayAgent {
         // LXD may not be running yet: the path is fixed now and calls fail (and are retried) until it is.
         let socket = config.lxd.socket ?? (try? LXDSocket.discover(environment: ProcessInfo.processInfo.environment))
             ?? "/var/lib/lxd/unix.socket"
-        let lxd = try LXDClient(socketPath: socket, httpClient: lxdHTTP, logger: logger)
+        var lxd = try LXDClient(socketPath: socket, httpClient: lxdHTTP, logger: logger)
+        if config.lxd.projects { lxd.projectRouting = VendorProjects.route }
         let pruner = Pruner(inventory: lxd, store: store, graceSeconds: config.images.graceSeconds, logger: logger, now: { Date() })
         let disk = DiskGuard(space: lxd, pool: config.lxd.storagePool, reserveBytes: Int64(config.disk.reserveMiB) << 20) {
             do { try await pruner.prune() } catch { logger.warning("nothing pruned", metadata: ["iotgw.error": "\(error.safeDescription)"]) }
@@ -90,7 +91,8 @@ extension GatewayAgent {
                                                         directory: (config.stateDirectory as NSString).appendingPathComponent("images"),
                                                         maxBytes: Int64(config.images.maxMiB) << 20, logger: logger,
                                                         records: store, disk: disk),
-                                   disk: disk, pruner: pruner)
+                                   disk: disk, pruner: pruner,
+                                   projects: config.lxd.projects ? VendorProjects(lxd: lxd, config: config, logger: logger) : nil)
         return GatewayAgent(environment: env)
     }
 

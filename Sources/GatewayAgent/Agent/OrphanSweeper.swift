@@ -33,9 +33,12 @@ public struct OrphanSweeper: Sendable {
     let now: @Sendable () -> Date
     /// Configured vendors whose approved plan is a decommission (read at every pass).
     let withdrawn: @Sendable () async throws -> Set<String>
+    /// The deleted container's project goes with it.
+    let projects: VendorProjects?
 
     public init(host: any ContainerHost, gatewayID: String, config: GatewayConfig, logger: Logger, now: @escaping @Sendable () -> Date,
-                withdrawn: @escaping @Sendable () async throws -> Set<String> = { [] }) {
+                projects: VendorProjects? = nil, withdrawn: @escaping @Sendable () async throws -> Set<String> = { [] }) {
+        self.projects = projects
         self.withdrawn = withdrawn
         self.host = host
         self.gatewayID = gatewayID
@@ -133,5 +136,6 @@ public struct OrphanSweeper: Sendable {
     private func delete(_ name: String) async throws {
         try await stop(name)
         try await host.deleteInstance(name)
+        try await projects?.remove(container: name)
     }
 }

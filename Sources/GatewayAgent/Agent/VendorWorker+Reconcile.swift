@@ -132,6 +132,7 @@ extension VendorWorker {
     /// Refuses to provision on a storage pool that cannot enforce the disk cap, unless the owner allows it.
     func checkPool() async throws {
         guard !poolChecked else { return }
+        try await env.projects?.ensure(container: container)
         let lxd = env.config.lxd
         if !lxd.allowUnenforcedDiskLimits {
             let pool = try await env.host.storagePool(lxd.storagePool)

@@ -33,11 +33,15 @@ public struct AgentEnvironment: Sendable {
     public var disk: DiskGuard?
     /// Prunes unused downloaded images and old journal rows (nil: nothing is pruned).
     public var pruner: Pruner?
+    /// Each vendor's restricted LXD project (nil: every container in the default project).
+    public var projects: VendorProjects?
 
     public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
                 now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil,
-                metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil, disk: DiskGuard? = nil, pruner: Pruner? = nil) {
+                metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil, disk: DiskGuard? = nil, pruner: Pruner? = nil,
+                projects: VendorProjects? = nil) {
+        self.projects = projects
         self.config = config
         self.store = store
         self.identity = identity

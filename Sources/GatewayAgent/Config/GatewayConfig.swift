@@ -213,9 +213,13 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         /// Keep the nftables table that stops vendor containers reaching each other through the host and
         /// reaching the host's own services (see `HostFirewall`). On by default.
         public var hostFirewall: Bool
+        /// Each vendor's container in a restricted LXD project of its own (see `VendorProjects`). Off by
+        /// default: containers made before live in the default project, and moving them is not built yet.
+        public var projects: Bool
 
         public init(socket: String? = nil, profiles: [String], network: String, storagePool: String, allowUnenforcedDiskLimits: Bool = false,
-                    hostFirewall: Bool = true) {
+                    hostFirewall: Bool = true, projects: Bool = false) {
+            self.projects = projects
             self.socket = socket
             self.profiles = profiles
             self.network = network
@@ -232,9 +236,10 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             storagePool = try c.decodeIfPresent(String.self, forKey: .storagePool) ?? "default"
             allowUnenforcedDiskLimits = try c.decodeIfPresent(Bool.self, forKey: .allowUnenforcedDiskLimits) ?? false
             hostFirewall = try c.decodeIfPresent(Bool.self, forKey: .hostFirewall) ?? true
+            projects = try c.decodeIfPresent(Bool.self, forKey: .projects) ?? false
         }
 
-        enum CodingKeys: String, CodingKey { case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall }
+        enum CodingKeys: String, CodingKey { case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall, projects }
     }
 
     public struct Caps: Sendable, Codable, Equatable {

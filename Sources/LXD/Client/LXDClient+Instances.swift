@@ -7,6 +7,7 @@ extension LXDClient {
     /// values (keys given without the `user.` prefix), filtered by LXD (`?filter=config.user.k eq v`).
     public func listInstances(userFilter: [String: String] = [:]) async throws -> [Instance] {
         var query = [("recursion", "1")]
+        if projectRouting != nil && project == nil { query.append(("all-projects", "true")) }
         if !userFilter.isEmpty {
             let clauses = userFilter.sorted { $0.key < $1.key }.map { "config.user.\($0.key) eq \($0.value)" }
             query.append(("filter", clauses.joined(separator: " and ")))
@@ -34,7 +35,9 @@ extension LXDClient {
     /// Creates an instance (stopped) and waits until LXD has finished unpacking it.
     public func createInstance(_ spec: InstancesPost, timeout: Duration? = nil) async throws {
         try LXDName.validateInstance(spec.name)
-        try await asyncCall(.POST, "/1.0/instances", headers: Self.jsonHeaders, body: try Self.jsonBody(spec), timeout: timeout)
+        var client = self
+        client.project = project ?? projectRouting?(spec.name)
+        try await client.asyncCall(.POST, "/1.0/instances", headers: Self.jsonHeaders, body: try Self.jsonBody(spec), timeout: timeout)
     }
 
     /// Replaces the writable part of an instance. With `ifMatch`, LXD refuses (412) if it changed since.

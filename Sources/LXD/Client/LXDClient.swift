@@ -14,6 +14,10 @@ public struct LXDClient: Sendable {
     public let socketPath: String
     /// LXD project (`nil` = `default`).
     public var project: String?
+    /// When set (and `project` is nil), an instance's requests go to the project this names for the
+    /// instance (nil: `default`), and instance listings span all projects: the gateway keeps each
+    /// vendor's container in a restricted project of its own.
+    public var projectRouting: (@Sendable (String) -> String?)?
     /// Timeout of a single HTTP exchange (not of waiting on an operation).
     public var requestTimeout: TimeAmount = .seconds(30)
     /// Default deadline for async operations (create, start, exec...).
@@ -49,10 +53,18 @@ public struct LXDClient: Sendable {
     /// Builds `/1.0/...?...` with every query value percent-encoded, plus `project` if set.
     func uri(_ path: String, _ query: [(String, String)] = []) -> String {
         var items = query
-        if let project, project != "default" { items.append(("project", project)) }
+        if let project = project ?? routedProject(path), project != "default" { items.append(("project", project)) }
         guard !items.isEmpty else { return path }
         let encoded = items.map { "\($0.0)=\(Self.queryEscape($0.1))" }.joined(separator: "&")
         return path + (path.contains("?") ? "&" : "?") + encoded
+    }
+
+    /// The project `projectRouting` gives the instance a `/1.0/instances/<name>...` path is about.
+    func routedProject(_ path: String) -> String? {
+        let prefix = "/1.0/instances/"
+        guard let projectRouting, path.hasPrefix(prefix) else { return nil }
+        let escaped = path.dropFirst(prefix.count).prefix { $0 != "/" && $0 != "?" }
+        return String(escaped).removingPercentEncoding.flatMap(projectRouting)
     }
 
     static func queryEscape(_ s: String) -> String {

@@ -65,11 +65,13 @@ public struct Instance: Sendable, Decodable {
     public var description: String
     public var createdAt: String
     public var location: String?
+    /// The instance's project (LXD sets it in listings).
+    public var project: String?
     /// Present with `recursion=2` listings.
     public var state: InstanceState?
 
     enum CodingKeys: String, CodingKey {
-        case name, type, status, architecture, config, devices, profiles, ephemeral, stateful, description, location, state
+        case name, type, status, architecture, config, devices, profiles, ephemeral, stateful, description, location, state, project
         case statusCode = "status_code"
         case expandedConfig = "expanded_config"
         case expandedDevices = "expanded_devices"

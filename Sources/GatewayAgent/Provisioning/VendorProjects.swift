@@ -1,0 +1,82 @@
+import Foundation
+import Logging
+import LXD
+
+/// Each vendor's container in a restricted LXD project of its own (`lxd.projects: true`), named like the
+/// container (`iotgw-<vendor>`): defence in depth behind the gateway's own checks. LXD itself then refuses,
+/// for anything in the project, privileged or nested containers, low-level config (`raw.*`, syscall
+/// interception), disks not backed by a pool, proxies, block, GPU, PCI and hotplug devices, backups, a
+/// second instance or any virtual machine, and caps the project's aggregate `limits.*` at the owner's
+/// caps. Only the unix-char and usb devices the gateway passes in, pool disks and NICs on managed
+/// networks are allowed. The project shares the default project's images and networks; the gateway
+/// copies the profiles it uses into it.
+public struct VendorProjects: Sendable {
+    let lxd: LXDClient
+    let config: GatewayConfig
+    let logger: Logger
+
+    public init(lxd: LXDClient, config: GatewayConfig, logger: Logger) {
+        self.lxd = lxd.inProject(nil)
+        self.config = config
+        self.logger = logger
+    }
+
+    /// The routing `LXDClient.projectRouting` uses: a managed container's project is named like it.
+    @Sendable public static func route(_ instance: String) -> String? { instance.hasPrefix("iotgw-") ? instance : nil }
+
+    /// What the project of a vendor's container allows: exactly what the gateway itself would create.
+    public static func projectConfig(caps: GatewayConfig.Caps) -> [String: String] {
+        [
+            "features.images": "false", "features.networks": "false", "features.profiles": "true", "features.storage.volumes": "true",
+            "restricted": "true",
+            "restricted.containers.privilege": "isolated", "restricted.containers.nesting": caps.allowNesting ? "allow" : "block",
+            "restricted.containers.lowlevel": "block", "restricted.containers.interception": "block",
+            "restricted.virtual-machines.lowlevel": "block",
+            "restricted.devices.unix-char": "allow", "restricted.devices.usb": "allow",
+            "restricted.devices.disk": "managed", "restricted.devices.nic": "managed",
+            "restricted.devices.unix-block": "block", "restricted.devices.unix-hotplug": "block", "restricted.devices.gpu": "block",
+            "restricted.devices.pci": "block", "restricted.devices.infiniband": "block", "restricted.devices.proxy": "block",
+            "restricted.backups": "block", "restricted.snapshots": "allow",
+            "limits.containers": "1", "limits.virtual-machines": "0",
+            "limits.cpu": "\(caps.cpus)", "limits.memory": "\(caps.memoryMiB)MiB", "limits.processes": "\(caps.processes)",
+            "limits.disk": "\(caps.diskMiB)MiB",
+        ]
+    }
+
+    /// Creates the project of `container` or puts its restrictions back, and copies the gateway's profiles into it.
+    public func ensure(container: String) async throws {
+        let wanted = Self.projectConfig(caps: config.caps)
+        do {
+            let current = try await lxd.project(container)
+            let drift = wanted.filter { current.config[$0.key] != $0.value }
+            if !drift.isEmpty {
+                logger.warning("project restrictions put back", metadata: ["lxd.project": "\(container)", "iotgw.keys": "\(drift.keys.sorted())"])
+                try await lxd.patchProject(container, config: drift)
+            }
+        } catch let e as LXDError where e.code == .notFound {
+            try await lxd.createProject(container, description: "iot-gateway: the restricted project of \(container)", config: wanted)
+        }
+        let inside = lxd.inProject(container)
+        for name in config.lxd.profiles {
+            let put = try await lxd.profile(name).profile.put
+            if name == "default" {
+                let (current, etag) = try await inside.profile(name)
+                if current.put != put { try await inside.updateProfile(name, put, ifMatch: etag) }
+            } else {
+                try await inside.ensureProfile(name, put)
+            }
+        }
+    }
+
+    /// Deletes the (empty) project of a deleted container with its profiles. A project still holding an
+    /// instance is left to LXD's refusal.
+    public func remove(container: String) async throws {
+        let inside = lxd.inProject(container)
+        do {
+            for p in try await inside.listProfiles() where p.name != "default" { try await inside.deleteProfile(p.name) }
+            try await lxd.deleteProject(container)
+        } catch let e as LXDError where e.code == .notFound {
+            return
+        }
+    }
+}
