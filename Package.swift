@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "udev-probe", targets: ["udev-probe"]),
         .executable(name: "iotgw-devsim", targets: ["iotgw-devsim"]),
         .executable(name: "iotgw-fleetsim", targets: ["iotgw-fleetsim"]),
+        .executable(name: "iot-gateway-hostctl", targets: ["iot-gateway-hostctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -126,6 +127,21 @@ let package = Package(
             ]
         ),
 
+        // MARK: Host updater (issue 10): updates iot-gateway-client itself and rolls it back when unhealthy.
+        // Deliberately small and free of GatewayAgent: it must keep working while the agent is crashed or
+        // wedged. GatewayProtocol is Crypto and Foundation only (the signed-envelope domain tags).
+        .target(
+            name: "HostUpdate",
+            dependencies: [
+                "GatewayProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // MARK: Executables (thin: configuration and wiring)
         .executableTarget(
             name: "iot-gateway-client",
@@ -182,6 +198,17 @@ let package = Package(
                 "FleetSimulation", "VendorService", "GatewayProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .executableTarget(
+            name: "iot-gateway-hostctl",
+            dependencies: [
+                "HostUpdate", "GatewayProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
