@@ -204,8 +204,10 @@ public struct HostUpdater: Sendable {
         let env = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                    "LC_ALL": "C.UTF-8", "HOME": store.workDirectory, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                    "ANSIBLE_LOCAL_TEMP": tmp, "ANSIBLE_REMOTE_TEMP": tmp, "ANSIBLE_RETRY_FILES_ENABLED": "0"]
-        let r = try await Subprocess.run(ansible, ["-c", "local", "-i", "localhost,", "-e", "@" + varsFile, "site.yml"],
-                                         environment: env, currentDirectory: playbookDir, output: .file(store.logPath),
+        // site.yml by its path, not from the playbook's directory as the working directory: an ansible.cfg in
+        // the archive is not read.
+        let r = try await Subprocess.run(ansible, ["-c", "local", "-i", "localhost,", "-e", "@" + varsFile, playbookDir + "/site.yml"],
+                                         environment: env, output: .file(store.logPath),
                                          timeout: .seconds(Int64(config.playbookTimeoutSeconds)))
         guard r.status == 0, !r.timedOut else {
             throw HostUpdateError(.playbook, "ansible-playbook \(r.timedOut ? "timed out" : "failed with exit \(r.status)") (see \(store.logPath))")
