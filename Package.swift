@@ -253,6 +253,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The updater against a local update server, real ansible-playbook and the real iot-gateway-client.
+        .testTarget(
+            name: "HostUpdateTests",
+            dependencies: [
+                "HostUpdate", "GatewayProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "VendorServiceTests",
             dependencies: [
