@@ -60,7 +60,7 @@ import Glibc
         }
         try await withUpdateServer(files) { port in
             let base = "http://127.0.0.1:\(port)"
-            let config = try host.writeConfig(host.config(manifestURL: base + "/manifest.json", publicKey: op.key.publicKey, healthTimeout: 30))
+            let config = try host.writeConfig(host.config(manifestURL: base + "/manifest.json", publicKey: op.key.publicKey, healthTimeout: 45))
 
             // 1. A good build, installed while the agent is down.
             await files.set("manifest.json", try await op.sign(version: "2.0.0", client: v2, clientURL: "client-2", playbook: playbook))
