@@ -99,7 +99,7 @@ public struct HostUpdater: Sendable {
 
         // Invariant: the verifier accepted only a parsable version.
         let v = HostVersion(version)!
-        let installed = state.installedVersion.flatMap(HostVersion.init)
+        let installed = (state.installedVersion ?? config.initialVersion).flatMap(HostVersion.init)
         let floor = state.highestAcceptedVersion.flatMap(HostVersion.init)
         if let installed, v == installed {
             return RunRecord(outcome: .upToDate, version: version, message: "\(version) is installed", finishedAt: now())
@@ -222,7 +222,10 @@ public struct HostUpdater: Sendable {
     /// socket is unlinked first, so only an agent started after this point can answer (a wedged old one
     /// that survived the restart still listens on the unlinked socket and cannot pass).
     func restartAndCheck() async -> String? {
-        unlink(config.controlSocket)
+        if unlink(config.controlSocket) != 0 && errno != ENOENT {
+            logger.warning("cannot remove the control socket before the restart",
+                           metadata: ["hostctl.socket": "\(config.controlSocket)", "hostctl.errno": "\(errno)"])
+        }
         guard let exe = config.restartCommand.first.flatMap(Subprocess.resolve) else {
             return "the restart command \(config.restartCommand.first ?? "") is not installed"
         }

@@ -27,6 +27,9 @@ public struct HostctlConfig: Sendable, Codable, Equatable {
     public var playbookTimeoutSeconds: Double
     public var maxClientBytes: Int
     public var maxPlaybookBytes: Int
+    /// The version this gateway was installed with (its package's or image's): the floor until the
+    /// updater has installed one itself, so a fresh gateway does not take an older, replayed manifest.
+    public var initialVersion: String?
 
     public static let defaultPath = "/etc/iot-gateway/hostctl.json"
 
@@ -35,7 +38,7 @@ public struct HostctlConfig: Sendable, Codable, Equatable {
                 controlSocket: String = "/run/iot-gateway/control.sock",
                 restartCommand: [String] = ["systemctl", "restart", "iot-gateway-client.service"], healthTimeoutSeconds: Double = 120,
                 ansiblePlaybook: String = "ansible-playbook", playbookTimeoutSeconds: Double = 900,
-                maxClientBytes: Int = 512 * 1024 * 1024, maxPlaybookBytes: Int = 4 * 1024 * 1024) {
+                maxClientBytes: Int = 512 * 1024 * 1024, maxPlaybookBytes: Int = 4 * 1024 * 1024, initialVersion: String? = nil) {
         self.manifestURL = manifestURL
         self.publicKey = publicKey
         self.allowInsecureHTTP = allowInsecureHTTP
@@ -48,11 +51,12 @@ public struct HostctlConfig: Sendable, Codable, Equatable {
         self.playbookTimeoutSeconds = playbookTimeoutSeconds
         self.maxClientBytes = maxClientBytes
         self.maxPlaybookBytes = maxPlaybookBytes
+        self.initialVersion = initialVersion
     }
 
     enum CodingKeys: String, CodingKey {
         case manifestURL, publicKey, allowInsecureHTTP, stateDirectory, installPath, controlSocket, restartCommand,
-             healthTimeoutSeconds, ansiblePlaybook, playbookTimeoutSeconds, maxClientBytes, maxPlaybookBytes
+             healthTimeoutSeconds, ansiblePlaybook, playbookTimeoutSeconds, maxClientBytes, maxPlaybookBytes, initialVersion
     }
 
     public init(from decoder: any Decoder) throws {
@@ -70,6 +74,7 @@ public struct HostctlConfig: Sendable, Codable, Equatable {
         playbookTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .playbookTimeoutSeconds) ?? d.playbookTimeoutSeconds
         maxClientBytes = try c.decodeIfPresent(Int.self, forKey: .maxClientBytes) ?? d.maxClientBytes
         maxPlaybookBytes = try c.decodeIfPresent(Int.self, forKey: .maxPlaybookBytes) ?? d.maxPlaybookBytes
+        initialVersion = try c.decodeIfPresent(String.self, forKey: .initialVersion)
     }
 
     public static func load(path: String) throws -> HostctlConfig {
@@ -96,6 +101,9 @@ public struct HostctlConfig: Sendable, Codable, Equatable {
         _ = try URLPolicy(allowInsecureHTTP: allowInsecureHTTP).check(manifestURL, relativeTo: nil)
         for (name, path) in [("stateDirectory", stateDirectory), ("installPath", installPath), ("controlSocket", controlSocket)] {
             guard path.hasPrefix("/") else { throw HostUpdateError(.config, "\(name) must be an absolute path") }
+        }
+        if let initialVersion, HostVersion(initialVersion) == nil {
+            throw HostUpdateError(.config, "initialVersion must be dotted decimal numbers, e.g. 1.4.0")
         }
         guard let exe = restartCommand.first, !exe.isEmpty else { throw HostUpdateError(.config, "restartCommand must name a program") }
         guard healthTimeoutSeconds > 0, playbookTimeoutSeconds > 0, maxClientBytes > 0, maxPlaybookBytes > 0 else {

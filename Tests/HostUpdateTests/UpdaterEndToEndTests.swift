@@ -209,9 +209,19 @@ import Glibc
             }
             #expect(await host.healthy(http: http, within: .seconds(5)))
 
-            // And the good manifest still installs afterwards (nothing was burned by the refusals).
+            // A fresh gateway installed with 2.5.0 (initialVersion) takes no older manifest, though it has no state yet.
+            var seeded = host.config(manifestURL: "http://127.0.0.1:\(port)/manifest.json", publicKey: op.key.publicKey)
+            seeded.initialVersion = "2.5.0"
             await files.set("manifest.json", good)
-            let r = try await hostctl(host, config)
+            var r = try await hostctl(host, try host.writeConfig(seeded))
+            #expect(r.status == 2, "\(r.output)")
+            #expect(StateStore(directory: host.stateDirectory).lastRun()?.code == .replay)
+            #expect(!FileManager.default.fileExists(atPath: host.stateDirectory + "/state.json"))
+            #expect(sha256(host.installed()) == sha256(FileManager.default.contents(atPath: v1)))
+            _ = try host.writeConfig(host.config(manifestURL: "http://127.0.0.1:\(port)/manifest.json", publicKey: op.key.publicKey))
+
+            // And the good manifest still installs afterwards (nothing was burned by the refusals).
+            r = try await hostctl(host, config)
             #expect(r.status == 0, "\(r.output)")
             #expect(sha256(host.installed()) == sha256(v2Bytes))
         }
