@@ -160,6 +160,17 @@ final class GatewayHost: @unchecked Sendable {
         guard r.status == 0 else { throw TestError("supervisor failed: \(r.output)") }
     }
 
+    /// A wedged agent: it holds the control socket (connections are queued) but never answers.
+    func startWedged() async throws {
+        try FileManager.default.createDirectory(atPath: (socket as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        let python = try Bin.system("python3", package: "python3")
+        let script = "import socket,time; s=socket.socket(socket.AF_UNIX); s.bind('\(socket)'); s.listen(16); time.sleep(600)"
+        let r = try await runTool("/bin/sh", ["-c", "setsid '\(python)' -c \"\(script)\" </dev/null >/dev/null 2>&1 & echo $! >'\(pidfile)'"],
+                                  log: root + "/wedged.log")
+        guard r.status == 0 else { throw TestError("cannot start the wedged agent: \(r.output)") }
+    }
+
     func healthy(http: HTTPClient, within: Duration = .seconds(60)) async -> Bool {
         await HealthCheck(socketPath: socket, http: http).waitHealthy(within: within) == nil
     }

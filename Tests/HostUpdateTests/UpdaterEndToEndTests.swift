@@ -35,6 +35,22 @@ import Glibc
         try await runTool(try Bin.path("iot-gateway-hostctl"), ["run", "--config", config, "--log-level", "debug"], log: host.root + "/hostctl.log")
     }
 
+    /// Alive and not a zombie (whether PID 1 here reaps orphans is not ours to know).
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+
+    func eventuallyTrue(_ what: () -> Bool) async throws -> Bool {
+        for _ in 0..<100 {
+            if what() { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("condition not met within 10 s")
+        throw TestError("timeout")
+    }
+
     func state(_ host: GatewayHost) throws -> HostState { try StateStore(directory: host.stateDirectory).load() }
 
     /// The whole life of an update: the agent is down (crashed) when the timer fires, a good build is
@@ -127,6 +143,37 @@ import Glibc
             #expect(sha256(host.installed()) == sha256(FileManager.default.contents(atPath: v2)))
             #expect(try state(host) == HostState(installedVersion: "2.0.0", highestAcceptedVersion: "4.0.0", previousVersion: "2.0.0"))
             #expect(await host.healthy(http: http, within: .seconds(5)))
+        }
+    }
+
+    /// An agent that is up but wedged (its socket accepts, nothing answers) is no obstacle: the update
+    /// needs nothing from it, the restart replaces it, and only the new agent can pass the health check.
+    @Test func updatesAWedgedAgent() async throws {
+        _ = try Bin.system("ansible-playbook", package: "ansible-core")
+        let client = try Bin.path("iot-gateway-client")
+        let host = try GatewayHost()
+        let op = try await Operator(dir: host.root + "/operator")
+        let v1 = try Self.build("client-1", from: client, into: op.dir)
+        let v2 = try Self.build("client-2", from: client, into: op.dir)
+        let playbook = try await op.playbookArchive()
+        try HostUpdater.copyDurably(from: v1, to: host.installPath)
+        try await host.startWedged()
+        let wedged = try #require(host.pid)
+        _ = try await eventuallyTrue { FileManager.default.fileExists(atPath: host.socket) }
+        #expect(await HealthCheck(socketPath: host.socket, http: .shared).probe() != nil, "the wedged agent must not look healthy")
+
+        let files = ServedFiles()
+        await files.set("client-2", try Data(contentsOf: URL(fileURLWithPath: v2)))
+        await files.set("playbook.tar.gz", try Data(contentsOf: URL(fileURLWithPath: playbook)))
+        try await withUpdateServer(files) { port in
+            let config = try host.writeConfig(host.config(manifestURL: "http://127.0.0.1:\(port)/manifest.json", publicKey: op.key.publicKey))
+            await files.set("manifest.json", try await op.sign(version: "2.0.0", client: v2, clientURL: "client-2", playbook: playbook))
+            let r = try await hostctl(host, config)
+            #expect(r.status == 0, "\(r.output)")
+            #expect(sha256(host.installed()) == sha256(FileManager.default.contents(atPath: v2)))
+            #expect(host.pid != wedged)
+            #expect(!Self.isRunning(wedged), "the wedged agent is still running")
+            #expect(await host.healthy(http: .shared, within: .seconds(5)))
         }
     }
 
