@@ -125,3 +125,40 @@ import Testing
         again.release()
     }
 }
+
+@Suite struct HostctlConfigTests {
+    func load(_ json: String) throws -> HostctlConfig {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("hostctl-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        return try HostctlConfig.load(path: path)
+    }
+
+    let key = Keys.encode(Curve25519.Signing.PrivateKey().publicKey)
+
+    @Test func defaultsFitThePackagedUnits() throws {
+        let c = try load(#"{"manifestURL": "https://u.example/m.json", "publicKey": "\#(key)"}"#)
+        #expect(c.installPath == "/usr/lib/iot-gateway/iot-gateway-client")
+        #expect(c.controlSocket == "/run/iot-gateway/control.sock")
+        #expect(c.stateDirectory == "/var/lib/iot-gateway-hostctl")
+        #expect(c.restartCommand == ["systemctl", "restart", "iot-gateway-client.service"])
+        #expect(!c.allowInsecureHTTP)
+        #expect(c.initialVersion == nil)
+    }
+
+    @Test func wrongSettingsAreRefused() throws {
+        let cases: [(String, HostUpdateError.Code)] = [
+            (#"{"manifestURL": "http://u.example/m.json", "publicKey": "\#(key)"}"#, .insecureURL),
+            (#"{"manifestURL": "https://u.example/m.json", "publicKey": "c2hvcnQ="}"#, .config),
+            (#"{"manifestURL": "https://u.example/m.json", "publicKey": "\#(key)", "initialVersion": "v2"}"#, .config),
+            (#"{"manifestURL": "https://u.example/m.json", "publicKey": "\#(key)", "restartCommand": []}"#, .config),
+            (#"{"manifestURL": "https://u.example/m.json", "publicKey": "\#(key)", "installPath": "bin/x"}"#, .config),
+            (#"{"publicKey": "\#(key)"}"#, .config),
+        ]
+        for (json, code) in cases {
+            #expect((#expect(throws: HostUpdateError.self) { try load(json) })?.code == code, "\(json)")
+        }
+        let lab = try load(#"{"manifestURL": "http://127.0.0.1:8080/m.json", "publicKey": "\#(key)", "allowInsecureHTTP": true}"#)
+        #expect(lab.allowInsecureHTTP)
+    }
+}
