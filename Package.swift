@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "udev-probe", targets: ["udev-probe"]),
         .executable(name: "iotgw-devsim", targets: ["iotgw-devsim"]),
         .executable(name: "iotgw-fleetsim", targets: ["iotgw-fleetsim"]),
+        .executable(name: "iot-gateway-hostctl", targets: ["iot-gateway-hostctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -126,6 +127,21 @@ let package = Package(
             ]
         ),
 
+        // MARK: Host updater (issue 10): updates iot-gateway-client itself and rolls it back when unhealthy.
+        // Deliberately small and free of GatewayAgent: it must keep working while the agent is crashed or
+        // wedged. GatewayProtocol is Crypto and Foundation only (the signed-envelope domain tags).
+        .target(
+            name: "HostUpdate",
+            dependencies: [
+                "GatewayProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // MARK: Executables (thin: configuration and wiring)
         .executableTarget(
             name: "iot-gateway-client",
@@ -186,6 +202,17 @@ let package = Package(
             ]
         ),
 
+        .executableTarget(
+            name: "iot-gateway-hostctl",
+            dependencies: [
+                "HostUpdate", "GatewayProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // MARK: Tests
         .testTarget(name: "LXDTests", dependencies: ["LXD"], resources: [.copy("Fixtures")]),
         .testTarget(
@@ -218,6 +245,19 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "LXD", "GatewayProtocol", "GatewayAgent", "UmockdevTesting", "InSpec", "Chef", "FleetSimulation",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The updater against a local update server, real ansible-playbook and the real iot-gateway-client.
+        .testTarget(
+            name: "HostUpdateTests",
+            dependencies: [
+                "HostUpdate", "GatewayProtocol",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -185,6 +185,8 @@ public enum RequestSignature {
 public enum Envelope {
     /// Domain tag for bootstrap bundles.
     public static let bootstrapDomain = "iotgw-bootstrap-v1"
+    /// Domain tag for the operator's update manifests of the gateway software itself (`iot-gateway-hostctl`).
+    public static let hostUpdateDomain = "iotgw-host-update-v1"
 
     static func message(domain: String, payload: Data) -> Data { Data((domain + "\n").utf8) + payload }
 
