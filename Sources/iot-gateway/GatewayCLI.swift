@@ -27,7 +27,7 @@ struct GatewayCLI: AsyncParsableCommand {
         func run() async throws {
             let s = try await connection.client.status()
             if json { return try printJSON(s) }
-            print(Render.safe("gateway \(s.gatewayID)   \(s.lxd)"))
+            print(Render.safe("gateway \(s.gatewayID)   lxd: \(s.lxd)"))
             print(Render.vendors(s.vendors))
             print(Render.devices(s.devices))
             print(s.pendingApprovals.isEmpty ? "no pending approvals" : Render.approvals(s.pendingApprovals))

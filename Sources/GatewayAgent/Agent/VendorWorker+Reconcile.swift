@@ -63,6 +63,10 @@ extension VendorWorker {
             let onlyDetached = !changed.isEmpty && changed.allSatisfy { if case .detach = $0 { true } else { false } }
             enqueue(report(planVersion: plan.version, outcome: onlyDetached ? .deviceDetached : .applied, addresses: addresses,
                            attached: attached))
+        } catch where error.isLXDOutage {
+            // Not the vendor's failure nor the plan's: the pass runs again, from what LXD then shows, once LXD is back.
+            if refresh { refreshDevices = true }
+            waitForLXD(error, lane: .reconcile)
         } catch {
             if refresh { refreshDevices = true }
             let reason = error.safeDescription

@@ -27,6 +27,8 @@ public struct AgentEnvironment: Sendable {
     /// container being created still has none, so two creations at once got maps outside the host's
     /// subordinate ids (the container never starts) or could get the same one.
     public let creations = AsyncMutex()
+    /// Whether LXD answers: lanes that find it away wait for it instead of failing (see ``LXDAvailability``).
+    public let lxdAvailability: LXDAvailability
 
     public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
@@ -45,6 +47,7 @@ public struct AgentEnvironment: Sendable {
         self.fleetLinks = fleetLinks
         self.journal = journal
         self.metrics = metrics ?? GatewayMetrics(vendors: config.vendors.map(\.id))
+        lxdAvailability = LXDAvailability(backoff: Backoff(first: config.retrySeconds, max: config.maxRetrySeconds))
     }
 
     var backoff: Backoff { Backoff(first: config.retrySeconds, max: config.maxRetrySeconds) }
@@ -148,6 +151,8 @@ public actor VendorWorker {
     /// Periodic: wakes each lane that has something due (retries, plan sync). Never waits.
     public func tick() async {
         kickExchange()
+        // While LXD is away nothing of the container can be done; the agent wakes the lanes when it is back.
+        guard !env.lxdAvailability.isDown else { return }
         guard let s = try? await store.vendorState(vendor.id), s.approvedPlanID != nil else { return }
         // A failed reconcile is retried when due (a failed delivery backs off in its own lane).
         if s.reconcileAttempts > 0, (s.nextReconcileAt ?? .distantPast) <= now { kickReconcile() }
@@ -191,9 +196,21 @@ public actor VendorWorker {
 
     /// LXD restarted. While it was down it did not follow changes of the gateway's nodes (an unplug,
     /// say), so every managed device is removed and added again, which makes LXD copy the nodes anew.
+    /// Also wakes the delivery lane: a delivery LXD's outage interrupted is finished now.
     public func lxdRestarted() {
         refreshDevices = true
         kickReconcile()
+        kickDelivery()
+    }
+
+    /// An LXD call of a lane failed because LXD is away: the work stays as it is (nothing recorded as
+    /// failed) until the agent sees LXD back and calls ``lxdRestarted()``.
+    func waitForLXD(_ error: any Error, lane: GatewayMetrics.Lane) {
+        if env.lxdAvailability.markDown(error.safeDescription, at: now) {
+            logger.warning("LXD is down: waiting for it", metadata: ["iotgw.lane": "\(lane.rawValue)", "iotgw.error": "\(error.safeDescription)"])
+        } else {
+            logger.info("LXD still down: work waits", metadata: ["iotgw.lane": "\(lane.rawValue)"])
+        }
     }
 
     // MARK: - Plans
