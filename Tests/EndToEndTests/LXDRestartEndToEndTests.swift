@@ -88,11 +88,11 @@ extension EndToEndTests {
         let fingerprint = try await lxd.imageAlias(image).target
         // (releasePauseFirst: the create is sent, then LXD is killed while it runs; else LXD is killed first.)
         for (tag, releaseFirst) in [("lxdc", false), ("lxdm", true)] {
-            let run = root.appendingPathComponent(tag)
+            let dir = root.appendingPathComponent(tag)
             let serial = "\(tag.uppercased())-1"
             let vendor = try VendorFixture(id: E2E.vendorID(tag), usbVendorID: "0403", serials: [serial], image: image,
-                                           fingerprint: fingerprint, root: run)
-            let gateway = try GatewayFixture(vendors: [(vendor, .ask)], root: run)
+                                           fingerprint: fingerprint, root: dir)
+            let gateway = try GatewayFixture(vendors: [(vendor, .ask)], root: dir)
             try vendor.enroll(try gateway.identity())
             let container = ProvisioningPlan.containerName(forVendor: vendor.id)
             try await E2EContext.cleaningUp(lxd, [container], daemons: { [vendor.daemon, gateway.daemon] }) {
@@ -201,7 +201,8 @@ extension EndToEndTests {
             #expect(try await lxd.exec(container, ["/opt/sensor-agent/bin/sensor-agent", "--version"]).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines) == "sensor-agent 1.0.0")
             _ = try await eventually("device inside after the restore") {
-                try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") && (try status()?.attachedDevices == ["LXDD-1"]) ? true : nil
+                let attached = try status()?.attachedDevices
+                return try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") && attached == ["LXDD-1"] ? true : nil
             }
             // The interrupted delivery was repaired from its transaction, not judged.
             #expect(gateway.logLines("recovering an interrupted delivery").count >= 1)
@@ -212,7 +213,7 @@ extension EndToEndTests {
                 let r = try vendor.reports()
                 return r.contains { $0.outcome == .delivered } ? r : nil
             }
-            #expect(!reports.contains { [.failed, .rolledBack].contains($0.outcome) }, "\(reports.map(\.outcome))")
+            #expect(!reports.contains { [ProvisioningReport.Outcome.failed, .rolledBack].contains($0.outcome) }, "\(reports.map(\.outcome))")
             // Retries add no snapshots beyond what is kept.
             #expect(try await lxd.snapshots(container).count <= 2)
             print("LXD restart during delivery: converge interrupted, snapshot restored after LXD returned, delivered again: "
