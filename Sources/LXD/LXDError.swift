@@ -7,14 +7,7 @@ public struct LXDError: Error, Sendable, Equatable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         let raw: String
         private init(_ raw: String) { self.raw = raw }
-        /// LXD was away (not running, restarting, or it died during the call): nothing LXD decided, so the
-    /// call's effect is unknown and it should be tried again once LXD answers, not counted as a failure.
-    /// `unreachable`, `operationLost`, and 503 (LXD answering before it is ready).
-    public var isOutage: Bool {
-        code == .unreachable || code == .operationLost || (code == .serverError && status == 503)
-    }
-
-    public var description: String { raw }
+        public var description: String { raw }
 
         /// LXD answered 400 (bad request, or a state that forbids the call, like "Instance is running").
         public static let badRequest = Code("badRequest")

@@ -78,7 +78,7 @@ extension GatewayFixture {
 
 extension EndToEndTests {
     /// LXD dies as a container is being created, twice: once already down when the create is sent, once
-    /// killed while the create runs. Each time the daemon shows LXD down (status and log), records nothing
+    /// killed with the create request sent and unanswered. Each time the daemon shows LXD down (status and log), records nothing
     /// as failed, does not retry in a loop, and once LXD is back finishes: one container, started, the
     /// approved device inside, applied version recorded, no failure reported to the vendor.
     @Test func lxdRestartDuringCreateResumes() async throws {
@@ -86,8 +86,9 @@ extension EndToEndTests {
         let root = try E2E.tempRoot()
         let image = E2E.image("iotgw-busybox")
         let fingerprint = try await lxd.imageAlias(image).target
-        // (releasePauseFirst: the create is sent, then LXD is killed while it runs; else LXD is killed first.)
-        for (tag, releaseFirst) in [("lxdc", false), ("lxdm", true)] {
+        // (inFlight: the create request is sent to an LXD frozen with SIGSTOP, which is then killed with the request
+        // unanswered, so the daemon cannot know whether it happened; else LXD is already down when the create is sent.)
+        for (tag, inFlight) in [("lxdc", false), ("lxdm", true)] {
             let dir = root.appendingPathComponent(tag)
             let serial = "\(tag.uppercased())-1"
             let vendor = try VendorFixture(id: E2E.vendorID(tag), usbVendorID: "0403", serials: [serial], image: image,
@@ -106,10 +107,12 @@ extension EndToEndTests {
                 try await gateway.waitPaused(pause)
 
                 let outage: LXDOutage
-                if releaseFirst {
-                    // The create request goes out; LXD is killed while it runs (the script's kill lands within
-                    // about 100 ms; creating and remapping a container takes longer on this host).
+                if inFlight {
+                    let pid = try #require(try await lxd.server().environment?.serverPID)
+                    #expect(kill(pid_t(pid), SIGSTOP) == 0)
                     try gateway.release(pause)
+                    // The create is sent and sits unanswered in the frozen LXD's socket.
+                    try await Task.sleep(for: .seconds(1))
                     outage = try await LXDOutage(downSeconds: 3, lxd: lxd)
                 } else {
                     outage = try await LXDOutage(downSeconds: 3, lxd: lxd)
@@ -144,16 +147,16 @@ extension EndToEndTests {
                 #expect(try gateway.approvals().isEmpty, "no approval lost or asked again")
                 #expect(gateway.logLines("LXD is down: waiting for it").count >= 1)
                 #expect(gateway.logLines("LXD is back").count >= 1)
-                // Waiting is not retrying in a loop: at most a handful of create attempts over the outage.
+                // The create was cut by the outage, once: waiting is not retrying in a loop.
                 let attempts = gateway.logLines("provision step failed").count
-                #expect(attempts <= 3, "\(attempts) failed provision steps while LXD was away")
+                #expect(attempts >= 1 && attempts <= 3, "\(attempts) failed provision steps while LXD was away")
                 // The vendor never heard of a failure.
                 let reports = try await eventually("'applied' report at the vendor") {
                     let r = try vendor.reports()
                     return r.contains { $0.outcome == .applied } ? r : nil
                 }
                 #expect(!reports.contains { $0.outcome == .failed }, "\(reports.map(\.outcome))")
-                print("LXD restart during create (\(releaseFirst ? "killed while the create ran" : "down when the create was sent")): "
+                print("LXD restart during create (\(inFlight ? "killed with the create request in flight" : "down when the create was sent")): "
                       + "one container, device attached, \(attempts) step(s) interrupted, no failure recorded")
             }
         }

@@ -60,9 +60,36 @@ import Testing
             rig.host.state.withLock { $0.pid = nil }
             await rig.agent.watchLXD()
             rig.host.state.withLock { $0.pid = 200 }
-            await rig.agent.watchLXD()
-            try await until("re-added after LXD came back") { rig.host.deviceLog.count >= before + 2 }
+            // Probed again when the backoff says so (the agent's tick calls this), not in a busy loop.
+            try await until("re-added after LXD came back") {
+                await rig.agent.watchLXD()
+                return rig.host.deviceLog.count >= before + 2
+            }
             #expect(rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil)
+        }
+    }
+
+    @Test func whileLXDIsDownNothingIsRecordedAsFailedAndTheWorkFinishesWhenItIsBack() async throws {
+        let rig = try Rig(policy: .auto)
+        try await rig.running {
+            rig.host.setDown(true)
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("LXD seen down") { rig.agent.environment.lxdAvailability.isDown }
+            // Ticks go by: no retry loop against a dead LXD, nothing recorded as failed, nothing reported.
+            let writes = rig.host.writes
+            try await Task.sleep(for: .milliseconds(400))
+            let s = try await rig.store.vendorState("acme")
+            #expect(s?.lastError == nil && s?.reconcileAttempts == 0 && s?.appliedVersion == nil)
+            #expect(rig.vendors.reported("acme").filter { $0.outcome == .failed }.isEmpty)
+            #expect(rig.host.writes == writes)
+            // LXD back (a new pid): the agent's probe wakes the worker, which finishes the work.
+            rig.host.setDown(false)
+            try await until("LXD seen back") {
+                await rig.agent.watchLXD()
+                return !rig.agent.environment.lxdAvailability.isDown
+            }
+            try await rig.provisioned("acme", "ACME-1")
+            #expect(try await rig.store.vendorState("acme")?.lastError == nil)
         }
     }
 
@@ -108,7 +135,7 @@ import Testing
             try await rig.plug("acme", serial: "ACME-1", minor: 0)
             try await rig.plug("globex", serial: "GLX-1", minor: 1)
             try await until("globex provisioned") { rig.host.instanceNow("iotgw-globex")?.devices["iotgw-GLX-1"] != nil }
-            try await until("acme's failure recorded") { try await rig.store.vendorState("acme")?.lastError?.contains("unreachable") == true }
+            try await until("acme's failure recorded") { try await rig.store.vendorState("acme")?.lastError?.contains("fake LXD fails") == true }
             let s = try #require(try await rig.store.vendorState("acme"))
             #expect(s.reconcileAttempts >= 1)
             #expect(s.nextReconcileAt != nil)
