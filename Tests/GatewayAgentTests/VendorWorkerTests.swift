@@ -93,6 +93,29 @@ import Testing
         }
     }
 
+    /// Found by scripts/soak: the owner denied a plan, then approved a later one listing the same device, and
+    /// the device stayed out ("denied") although the approved plan grants it.
+    @Test func aDeviceDeniedOnceIsAttachedWhenTheOwnerApprovesAPlanListingIt() async throws {
+        let rig = try Rig()
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("an approval") { try await rig.pending().count == 1 }
+            let first = try #require(try await rig.pending().first)
+            try await rig.store.decide(planID: first.id!, approve: false, by: "owner")
+            try await rig.agent.decided(planID: first.id!)
+            try await until("denied") { try await rig.store.devices().filter { $0.serial == "ACME-1" }.allSatisfy { $0.state == .denied } }
+            // Another device is plugged: the vendor's next plan lists both; this time the owner says yes.
+            rig.vendors.update("acme") { v in v.plan = { _ in Rig.plan(vendor: "acme", version: 2, serials: ["ACME-1", "ACME-2"]) } }
+            try await rig.plug("acme", serial: "ACME-2", tty: "ttyUSB1", minor: 1)
+            try await rig.approvePending()
+            try await rig.provisioned("acme", "ACME-2")
+            try await rig.provisioned("acme", "ACME-1")
+            try await until("shown attached") {
+                try await rig.store.devices().filter { $0.serial == "ACME-1" && $0.present }.allSatisfy { $0.state == .attached }
+            }
+        }
+    }
+
     @Test func oneVendorsHeldDeliveryDelaysNeitherAnotherVendorNorItsOwnUnplug() async throws {
         let rig = try Rig(policy: .auto, apps: true)
         let held = rig.delivery.hold("acme")

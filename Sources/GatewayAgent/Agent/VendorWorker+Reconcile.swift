@@ -90,10 +90,12 @@ extension VendorWorker {
             && s.reconcileAttempts == 0 && s.nextReconcileAt == nil
     }
 
-    /// The vendor's plugged devices the plan grants (and the owner did not deny).
+    /// The vendor's plugged devices the approved plan grants. The approved plan is the owner's latest word: a
+    /// device denied in an earlier plan and listed by the plan approved since is granted (even if the daemon died
+    /// between recording that approval and updating the device's state).
     nonisolated func grantedDevices(_ granted: Set<String>) async throws -> [DeviceRecord] {
         try await store.devices().filter {
-            $0.vendor == vendor.id && $0.present && $0.serial.map(granted.contains) == true && $0.state != .denied
+            $0.vendor == vendor.id && $0.present && $0.serial.map(granted.contains) == true
         }
     }
 

@@ -172,13 +172,14 @@ public actor VendorWorker {
             try await store.setDeviceState(syspath, .rejected, error: "device serial \(Fields.quote(serial)) is not one a vendor can be asked about")
             return
         }
-        if rec.state == .denied { return }
+        // The approved plan first: a denial carried over from an earlier plan does not outweigh a later approval.
         if let plan = try await approvedPlan(), plan.devices.contains(where: { $0.serial == serial }) {
             // Replug of a device the owner already approved: straight back into its container.
             try await store.setDeviceState(syspath, .attaching)
             kickReconcile()
             return
         }
+        if rec.state == .denied { return }
         // A USB serial adapter shows up twice (usb_device and its tty): one announcement per serial.
         if let twin = try await store.devices().first(where: {
             $0.syspath != syspath && $0.present && $0.serial == serial && $0.vendor == vendor.id
@@ -241,6 +242,12 @@ public actor VendorWorker {
         switch rec.decision {
         case .approved:
             try await markAwaiting(as: .attaching, error: nil)
+            // A device the owner said no to in an earlier plan and yes to now (this plan lists it, the owner saw it
+            // in the prompt): the yes is the newer decision. Unplugged ones too, so a replug does not carry the no.
+            let listed = Set(try GatewayAgent.decodePlan(rec).devices.map(\.serial))
+            for d in try await store.devices() where d.vendor == vendor.id && d.state == .denied && d.serial.map(listed.contains) == true {
+                try await store.setDeviceState(d.syspath, d.present ? .attaching : .detached, error: nil)
+            }
             kickReconcile()
         case .denied:
             try await markAwaiting(as: .denied, error: "denied by \(rec.decidedBy ?? "owner")")
