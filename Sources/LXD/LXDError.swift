@@ -43,6 +43,9 @@ public struct LXDError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let invalidResponse = Code("invalidResponse")
         /// An image's fingerprint is not the one expected.
         public static let fingerprintMismatch = Code("fingerprintMismatch")
+        /// LXD no longer knows an operation this client was waiting on (404 on its `/wait`): LXD restarted
+        /// while it ran, so whether it finished is unknown.
+        public static let operationLost = Code("operationLost")
     }
 
     public var code: Code
@@ -55,6 +58,13 @@ public struct LXDError: Error, Sendable, Equatable, CustomStringConvertible {
         self.code = code
         self.status = status
         self.message = message
+    }
+
+    /// LXD was away (not running, restarting, or it died during the call): nothing LXD decided, so the
+    /// call's effect is unknown and it should be tried again once LXD answers, not counted as a failure.
+    /// `unreachable`, `operationLost`, and 503 (LXD answering before it is ready).
+    public var isOutage: Bool {
+        code == .unreachable || code == .operationLost || (code == .serverError && status == 503)
     }
 
     public var description: String {

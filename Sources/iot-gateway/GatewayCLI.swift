@@ -27,7 +27,7 @@ struct GatewayCLI: AsyncParsableCommand {
         func run() async throws {
             let s = try await connection.client.status()
             if json { return try printJSON(s) }
-            print(Render.safe("gateway \(s.gatewayID)   \(s.lxd)"))
+            print(Render.safe("gateway \(s.gatewayID)   lxd: \(s.lxd)"))
             for d in s.imageDownloads ?? [] {
                 let of = d.totalBytes.map { String(format: " of %.1f MiB (%.0f%%)", Double($0) / 1_048_576, Double(d.bytes) * 100 / Double(max($0, 1))) } ?? ""
                 print(Render.safe("image sha256:\(d.fingerprint.prefix(12)) downloading for \(d.vendors.joined(separator: ", ")): "

@@ -171,7 +171,7 @@ extension EndToEndTests {
             try await sweep.start()
             try testbed.plug(vendorID: "0403", productID: "6001", serial: "CRASHD-1", ttyName: "ttyUSB61", devnode: tty.path)
 
-            let first = try await sweep.until("first delivery", timeout: .seconds(300)) {
+            let first = try await sweep.until("first delivery", timeout: .seconds(900)) {
                 try sweep.vendorStatus().flatMap { $0.deliveredPlanVersion == 1 && $0.deliveryPhase == nil ? $0 : nil }
             }
             #expect(first.delivery?.hasPrefix("applied") == true, "\(first.delivery ?? "") \(first.error ?? "")")
@@ -181,7 +181,7 @@ extension EndToEndTests {
 
             let bad = try run(daemonBin, ["publish-app", "--config", vendor.configPath, "--app", "sensor-agent", "--version", "1.2.0-broken"])
             #expect(bad.status == 0, "\(bad.stderr)")
-            let rolled = try await sweep.until("rollback", timeout: .seconds(300)) {
+            let rolled = try await sweep.until("rollback", timeout: .seconds(900)) {
                 try sweep.vendorStatus().flatMap { $0.delivery?.hasPrefix("rolled-back") == true && $0.deliveryPhase == nil ? $0 : nil }
             }
             #expect(rolled.failingControls == ["sensor-agent-04"])

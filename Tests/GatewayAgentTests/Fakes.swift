@@ -18,7 +18,9 @@ final class FakeHost: ContainerHost, Sendable {
         var deviceLog: [String] = []
         var poolDriver = "btrfs"
         /// LXD's pid as `server()` reports it; nil: LXD is down.
-        var pid: Int?
+        var pid: Int? = 1
+        /// LXD away: every call fails as a killed LXD's do (`setDown`).
+        var down = false
         var image: (alias: String, fingerprint: String) = ("iotgw-busybox", String(repeating: "a", count: 64))
         /// Creations under way now, and the most ever at once.
         var creating = 0
@@ -34,8 +36,18 @@ final class FakeHost: ContainerHost, Sendable {
     var writes: Int { state.withLock { $0.writes } }
     func instanceNow(_ name: String) -> Instance? { state.withLock { $0.instances[name] } }
 
+    /// LXD dies (every call unreachable, no pid) or comes back with a new pid.
+    func setDown(_ down: Bool) {
+        state.withLock { s in
+            s.down = down
+            s.pid = down ? nil : (s.pid ?? 1) + 1000
+        }
+    }
+
     func guardUp(_ name: String) throws {
-        if state.withLock({ $0.failing.contains(name) }) { throw LXDError(code: .unreachable, message: "fake LXD refuses \(name)") }
+        if state.withLock({ $0.down }) { throw LXDError(code: .unreachable, message: "LXD is not answering: connection refused") }
+        // A failure LXD decided (not an outage, which the gateway waits out without counting a failure).
+        if state.withLock({ $0.failing.contains(name) }) { throw LXDError(code: .serverError, status: 500, message: "fake LXD fails calls on \(name)") }
     }
 
     func write<T>(_ name: String, _ body: (inout State) throws -> T) throws -> T {

@@ -60,9 +60,59 @@ import Testing
             rig.host.state.withLock { $0.pid = nil }
             await rig.agent.watchLXD()
             rig.host.state.withLock { $0.pid = 200 }
-            await rig.agent.watchLXD()
-            try await until("re-added after LXD came back") { rig.host.deviceLog.count >= before + 2 }
+            // Probed again when the backoff says so (the agent's tick calls this), not in a busy loop.
+            try await until("re-added after LXD came back") {
+                await rig.agent.watchLXD()
+                return rig.host.deviceLog.count >= before + 2
+            }
             #expect(rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil)
+        }
+    }
+
+    @Test func whileLXDIsDownNothingIsRecordedAsFailedAndTheWorkFinishesWhenItIsBack() async throws {
+        let rig = try Rig(policy: .auto)
+        try await rig.running {
+            rig.host.setDown(true)
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("LXD seen down") { rig.agent.environment.lxdAvailability.isDown }
+            // Ticks go by: no retry loop against a dead LXD, nothing recorded as failed, nothing reported.
+            let writes = rig.host.writes
+            try await Task.sleep(for: .milliseconds(400))
+            let s = try await rig.store.vendorState("acme")
+            #expect(s?.lastError == nil && s?.reconcileAttempts == 0 && s?.appliedVersion == nil)
+            #expect(rig.vendors.reported("acme").filter { $0.outcome == .failed }.isEmpty)
+            #expect(rig.host.writes == writes)
+            // LXD back (a new pid): the agent's probe wakes the worker, which finishes the work.
+            rig.host.setDown(false)
+            try await until("LXD seen back") {
+                await rig.agent.watchLXD()
+                return !rig.agent.environment.lxdAvailability.isDown
+            }
+            try await rig.provisioned("acme", "ACME-1")
+            #expect(try await rig.store.vendorState("acme")?.lastError == nil)
+        }
+    }
+
+    /// Found by scripts/soak: the owner denied a plan, then approved a later one listing the same device, and
+    /// the device stayed out ("denied") although the approved plan grants it.
+    @Test func aDeviceDeniedOnceIsAttachedWhenTheOwnerApprovesAPlanListingIt() async throws {
+        let rig = try Rig()
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("an approval") { try await rig.pending().count == 1 }
+            let first = try #require(try await rig.pending().first)
+            try await rig.store.decide(planID: first.id!, approve: false, by: "owner")
+            try await rig.agent.decided(planID: first.id!)
+            try await until("denied") { try await rig.store.devices().filter { $0.serial == "ACME-1" }.allSatisfy { $0.state == .denied } }
+            // Another device is plugged: the vendor's next plan lists both; this time the owner says yes.
+            rig.vendors.update("acme") { v in v.plan = { _ in Rig.plan(vendor: "acme", version: 2, serials: ["ACME-1", "ACME-2"]) } }
+            try await rig.plug("acme", serial: "ACME-2", tty: "ttyUSB1", minor: 1)
+            try await rig.approvePending()
+            try await rig.provisioned("acme", "ACME-2")
+            try await rig.provisioned("acme", "ACME-1")
+            try await until("shown attached") {
+                try await rig.store.devices().filter { $0.serial == "ACME-1" && $0.present }.allSatisfy { $0.state == .attached }
+            }
         }
     }
 
@@ -108,7 +158,7 @@ import Testing
             try await rig.plug("acme", serial: "ACME-1", minor: 0)
             try await rig.plug("globex", serial: "GLX-1", minor: 1)
             try await until("globex provisioned") { rig.host.instanceNow("iotgw-globex")?.devices["iotgw-GLX-1"] != nil }
-            try await until("acme's failure recorded") { try await rig.store.vendorState("acme")?.lastError?.contains("unreachable") == true }
+            try await until("acme's failure recorded") { try await rig.store.vendorState("acme")?.lastError?.contains("fake LXD fails") == true }
             let s = try #require(try await rig.store.vendorState("acme"))
             #expect(s.reconcileAttempts >= 1)
             #expect(s.nextReconcileAt != nil)

@@ -36,9 +36,8 @@ public final class GatewayAgent: Service, Sendable {
     let events: AsyncStream<Event>
     let input: AsyncStream<Event>.Continuation
     let network: any NetworkGuard
-    /// LXD's process id when last seen (a new one means LXD restarted), and whether LXD was
-    /// unreachable since (it may have come back without us seeing another pid).
-    let lxdSeen = Mutex<(pid: Int?, wasDown: Bool)>((nil, false))
+    /// Whether LXD answers (shared with the workers).
+    var lxd: LXDAvailability { environment.lxdAvailability }
     /// Retires the containers of vendors no longer configured, at start and every `orphans.checkSeconds`.
     public let orphans: OrphanSweeper
 
@@ -145,19 +144,27 @@ public final class GatewayAgent: Service, Sendable {
     /// A vendor's fleet channel, if it has one.
     public func channel(_ vendor: String) -> FleetChannel? { channels.withLock { $0[vendor] } }
 
-    /// Notices LXD restarts (a new daemon pid, or LXD back after being unreachable) and has every
-    /// worker pass its devices in afresh: LXD does not follow node changes while it is down.
+    /// Notices LXD going away and coming back (or restarting unseen: a new daemon pid). While it is down
+    /// it is probed with backoff; when it answers again, every worker passes its devices in afresh (LXD
+    /// does not follow node changes while it is down) and finishes the work the outage left waiting.
     func watchLXD() async {
-        guard let pid = try? await host.server().environment?.serverPID else {
-            lxdSeen.withLock { $0.wasDown = true }
+        let at = now()
+        guard lxd.probeDue(at: at) else { return }
+        let pid: Int
+        do {
+            guard let p = try await host.server().environment?.serverPID else {
+                throw LXDError(code: .invalidResponse, message: "LXD did not say its pid")
+            }
+            pid = p
+        } catch {
+            let wasDown = lxd.isDown
+            lxd.probeFailed(error.safeDescription, at: at)
+            if !wasDown { logger.warning("LXD is down: waiting for it", metadata: ["iotgw.error": "\(error.safeDescription)"]) }
             return
         }
-        let restarted = lxdSeen.withLock { seen in
-            defer { seen = (pid, false) }
-            return seen.wasDown || (seen.pid != nil && seen.pid != pid)
-        }
-        guard restarted else { return }
-        logger.notice("LXD restarted: passing devices in afresh", metadata: ["lxd.pid": "\(pid)"])
+        guard case .back(let downFor) = lxd.probeSucceeded(pid: pid, at: now()) else { return }
+        logger.notice("LXD is back: resuming work and passing devices in afresh",
+                      metadata: ["lxd.pid": "\(pid)", "iotgw.downSeconds": "\(downFor.map { String(format: "%.1f", $0) } ?? "-")"])
         for w in workers.values { await w.lxdRestarted() }
     }
 

@@ -10,7 +10,10 @@ extension VendorWorker {
     func deliveryPass() async throws {
         // A transaction left by a crash comes first: the container goes back to its pre-update snapshot.
         if let txn = try await store.deliveryTransaction(vendor.id) {
-            try await recover(txn)
+            do { try await recover(txn) } catch where error.isLXDOutage {
+                waitForLXD(error, lane: .delivery)
+                return
+            }
         }
         guard let plan = try await approvedPlan(), !plan.apps.isEmpty, let state = try await store.vendorState(vendor.id),
               state.appliedVersion == plan.version, state.reconcileAttempts == 0,
@@ -20,6 +23,11 @@ extension VendorWorker {
             // A snapshot and a converge write to the pool: never into the owner's reserve.
             try await env.disk?.ensurePool(0, for: "delivering v\(plan.version) to \(container)")
             try await deliver(plan, firstBoot: state.deliveredVersion == nil)
+        } catch where error.isLXDOutage {
+            // LXD went away under the delivery: no verdict, nothing failed. Its transaction (if it got as far as
+            // the snapshot) stays, so once LXD is back the container returns to the snapshot and the delivery runs again.
+            try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "interrupted", detail: error.safeDescription)
+            waitForLXD(error, lane: .delivery)
         } catch {
             env.metrics.delivery(vendor: vendor.id, .failed)
             let attempts = state.deliveryAttempts + 1
@@ -44,6 +52,8 @@ extension VendorWorker {
                                                                          "iotgw.phase": "\(txn.phase.rawValue)", "lxd.snapshot": "\(txn.snapshot)"])
         do {
             try await env.delivery.recover(txn, container: container, lock: containerLock)
+        } catch where error.isLXDOutage {
+            throw error
         } catch {
             let attempts = (try await store.vendorState(vendor.id)?.deliveryAttempts ?? 0) + 1
             try await store.setDeliveryRetry(vendor.id, attempts: attempts, next: env.deliveryBackoff.next(afterAttempts: attempts, now: now))
@@ -85,6 +95,7 @@ extension VendorWorker {
         var report = try await env.delivery.deliver(job) { phase in
             try await store.saveDeliveryTransaction(DeliveryTransaction(vendor: vendorID, planVersion: version, snapshot: snapshot,
                                                                         phase: phase, startedAt: started, updatedAt: clock()))
+            await CrashPoint.pause("delivery:\(phase.rawValue)")
         }
         if !notes.isEmpty { report.message += "; " + notes.joined(separator: "; ") }
         report.startedAt = bundleStarted

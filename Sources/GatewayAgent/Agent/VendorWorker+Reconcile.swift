@@ -69,6 +69,10 @@ extension VendorWorker {
             let onlyDetached = !changed.isEmpty && changed.allSatisfy { if case .detach = $0 { true } else { false } }
             enqueue(report(planVersion: plan.version, outcome: onlyDetached ? .deviceDetached : .applied, addresses: addresses,
                            attached: attached))
+        } catch where error.isLXDOutage {
+            // Not the vendor's failure nor the plan's: the pass runs again, from what LXD then shows, once LXD is back.
+            if refresh { refreshDevices = true }
+            waitForLXD(error, lane: .reconcile)
         } catch {
             if refresh { refreshDevices = true }
             let reason = error.safeDescription
@@ -122,10 +126,12 @@ extension VendorWorker {
             && s.reconcileAttempts == 0 && s.nextReconcileAt == nil
     }
 
-    /// The vendor's plugged devices the plan grants (and the owner did not deny).
+    /// The vendor's plugged devices the approved plan grants. The approved plan is the owner's latest word: a
+    /// device denied in an earlier plan and listed by the plan approved since is granted (even if the daemon died
+    /// between recording that approval and updating the device's state).
     nonisolated func grantedDevices(_ granted: Set<String>) async throws -> [DeviceRecord] {
         try await store.devices().filter {
-            $0.vendor == vendor.id && $0.present && $0.serial.map(granted.contains) == true && $0.state != .denied
+            $0.vendor == vendor.id && $0.present && $0.serial.map(granted.contains) == true
         }
     }
 

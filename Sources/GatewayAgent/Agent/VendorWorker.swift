@@ -35,6 +35,8 @@ public struct AgentEnvironment: Sendable {
     public var pruner: Pruner?
     /// Each vendor's restricted LXD project (nil: every container in the default project).
     public var projects: VendorProjects?
+    /// Whether LXD answers: lanes that find it away wait for it instead of failing (see ``LXDAvailability``).
+    public let lxdAvailability: LXDAvailability
 
     public init(config: GatewayConfig, store: GatewayStore, identity: GatewayIdentity, host: any ContainerHost, vendors: any VendorAPI,
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
@@ -58,6 +60,7 @@ public struct AgentEnvironment: Sendable {
         self.images = images
         self.disk = disk
         self.pruner = pruner
+        lxdAvailability = LXDAvailability(backoff: Backoff(first: config.retrySeconds, max: config.maxRetrySeconds))
     }
 
     var backoff: Backoff { Backoff(first: config.retrySeconds, max: config.maxRetrySeconds) }
@@ -161,6 +164,8 @@ public actor VendorWorker {
     /// Periodic: wakes each lane that has something due (retries, plan sync). Never waits.
     public func tick() async {
         kickExchange()
+        // While LXD is away nothing of the container can be done; the agent wakes the lanes when it is back.
+        guard !env.lxdAvailability.isDown else { return }
         guard let s = try? await store.vendorState(vendor.id), s.approvedPlanID != nil else { return }
         // A failed reconcile is retried when due (a failed delivery backs off in its own lane).
         if s.reconcileAttempts > 0, (s.nextReconcileAt ?? .distantPast) <= now { kickReconcile() }
@@ -180,13 +185,14 @@ public actor VendorWorker {
             try await store.setDeviceState(syspath, .rejected, error: "device serial \(Fields.quote(serial)) is not one a vendor can be asked about")
             return
         }
-        if rec.state == .denied { return }
+        // The approved plan first: a denial carried over from an earlier plan does not outweigh a later approval.
         if let plan = try await approvedPlan(), plan.devices.contains(where: { $0.serial == serial }) {
             // Replug of a device the owner already approved: straight back into its container.
             try await store.setDeviceState(syspath, .attaching)
             kickReconcile()
             return
         }
+        if rec.state == .denied { return }
         // A USB serial adapter shows up twice (usb_device and its tty): one announcement per serial.
         if let twin = try await store.devices().first(where: {
             $0.syspath != syspath && $0.present && $0.serial == serial && $0.vendor == vendor.id
@@ -204,9 +210,21 @@ public actor VendorWorker {
 
     /// LXD restarted. While it was down it did not follow changes of the gateway's nodes (an unplug,
     /// say), so every managed device is removed and added again, which makes LXD copy the nodes anew.
+    /// Also wakes the delivery lane: a delivery LXD's outage interrupted is finished now.
     public func lxdRestarted() {
         refreshDevices = true
         kickReconcile()
+        kickDelivery()
+    }
+
+    /// An LXD call of a lane failed because LXD is away: the work stays as it is (nothing recorded as
+    /// failed) until the agent sees LXD back and calls ``lxdRestarted()``.
+    func waitForLXD(_ error: any Error, lane: GatewayMetrics.Lane) {
+        if env.lxdAvailability.markDown(error.safeDescription, at: now) {
+            logger.warning("LXD is down: waiting for it", metadata: ["iotgw.lane": "\(lane.rawValue)", "iotgw.error": "\(error.safeDescription)"])
+        } else {
+            logger.info("LXD still down: work waits", metadata: ["iotgw.lane": "\(lane.rawValue)"])
+        }
     }
 
     // MARK: - Plans
@@ -237,6 +255,12 @@ public actor VendorWorker {
         switch rec.decision {
         case .approved:
             try await markAwaiting(as: .attaching, error: nil)
+            // A device the owner said no to in an earlier plan and yes to now (this plan lists it, the owner saw it
+            // in the prompt): the yes is the newer decision. Unplugged ones too, so a replug does not carry the no.
+            let listed = Set(try GatewayAgent.decodePlan(rec).devices.map(\.serial))
+            for d in try await store.devices() where d.vendor == vendor.id && d.state == .denied && d.serial.map(listed.contains) == true {
+                try await store.setDeviceState(d.syspath, d.present ? .attaching : .detached, error: nil)
+            }
             kickReconcile()
         case .denied:
             try await markAwaiting(as: .denied, error: "denied by \(rec.decidedBy ?? "owner")")

@@ -108,12 +108,16 @@ public enum ControlAPI {
     public struct Status: Sendable, Codable, Equatable {
         public var gatewayID: String
         public var publicKey: String
+        /// `up, LXD <version>`, or `down since <time> (<what failed>)`: the gateway's work on containers
+        /// waits meanwhile and resumes when LXD answers again.
         public var lxd: String
         public var vendors: [Vendor]
         public var devices: [Device]
         public var pendingApprovals: [Approval]
         /// Vendor images being downloaded now (absent when none).
         public var imageDownloads: [ImageDownload]?
+        /// Since when LXD is down, as the agent saw it (nil: up).
+        public var lxdDownSince: Date? = nil
     }
 
     public struct Decision: Sendable, Codable, Equatable {

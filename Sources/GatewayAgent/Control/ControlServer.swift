@@ -221,13 +221,19 @@ struct ControlViews: Sendable {
     }
 
     func status() async throws -> ControlAPI.Status {
-        let lxdState: String
-        do { lxdState = "LXD " + (try await agent.host.server().environment?.serverVersion ?? "?") } catch {
-            lxdState = "unreachable: \(error.safeDescription)"
+        // What the agent knows first: while LXD is down its work waits, and the owner sees since when.
+        var lxdState: String
+        if let down = agent.lxd.describe() {
+            lxdState = down
+        } else {
+            do { lxdState = "up, LXD " + (try await agent.host.server().environment?.serverVersion ?? "?") } catch {
+                lxdState = "down: \(error.safeDescription)"
+            }
         }
         let downloads = await agent.environment.images?.downloads() ?? []
         return ControlAPI.Status(gatewayID: agent.identity.id, publicKey: agent.identity.publicKey, lxd: lxdState,
                                  vendors: try await vendors(), devices: try await devices(),
-                                 pendingApprovals: try await approvals(pendingOnly: true), imageDownloads: downloads.isEmpty ? nil : downloads)
+                                 pendingApprovals: try await approvals(pendingOnly: true), imageDownloads: downloads.isEmpty ? nil : downloads,
+                                 lxdDownSince: agent.lxd.downSince)
     }
 }

@@ -127,6 +127,10 @@ public struct AppDelivery: Sendable {
             }
             report.message = outcome.summary + (report.validation.isEmpty ? "; not validated" : "; validated")
                 + (report.hardening.map { $0.summary.contains("already hardened") ? "; hardened (already)" : "; hardened (\($0.changedResources) changed)" } ?? "")
+        } catch where error.isLXDOutage {
+            // LXD died under the converge or validation: there is no verdict to roll back for, and no LXD to roll
+            // back with. The transaction stays at `converging`; recovery restores the snapshot once LXD is back.
+            throw error
         } catch {
             report.phases = timer.phases
             return try await rollBack(container, to: snapshot, report, because: error.safeDescription, lock: lock, journal: journal)

@@ -44,9 +44,13 @@ public struct InSpecValidator: Sendable {
                 continue
             }
             var parsed: InSpecReport?
-            if let pulled = try? await lxd.pull(container, path: report) {
+            do {
+                let pulled = try await lxd.pull(container, path: report)
                 parsed = try? InSpecReport.decode(from: Data(buffer: pulled.content))
-            }
+            } catch where error.isLXDOutage {
+                // No report because LXD went away is no verdict: never judge (and roll back) on it.
+                throw error
+            } catch {}
             outcome.verdicts[name] = evaluate(report: parsed, exitCode: InSpecExitCode(rawValue: run.exitCode), policy: policy)
             for c in parsed?.controlVerdicts() ?? [] { outcome.controls["\(name)/\(c.id)"] = c.outcome.rawValue }
         }

@@ -42,11 +42,14 @@ public struct ContainerExecutor: Sendable {
     /// Runs the steps in order; stops at the first failure and rethrows it.
     public func run(_ steps: [ProvisionStep], vendor: String, container: String) async throws {
         for step in steps {
+            let kind = step.description.split(separator: " ").first.map(String.init) ?? ""
             try await store.journal(vendor: vendor, step: step.description, status: "started")
+            await CrashPoint.pause("before:step:" + kind)
             do {
                 try await perform(step, vendor: vendor, container: container)
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
-                CrashPoint.reached("step:" + (step.description.split(separator: " ").first.map(String.init) ?? ""))
+                CrashPoint.reached("step:" + kind)
+                await CrashPoint.pause("step:" + kind)
                 switch step {
                 case .create(let s):
                     metrics?.containerCreated(vendor: vendor)
@@ -59,7 +62,9 @@ public struct ContainerExecutor: Sendable {
                 }
                 logger.info("provision step done", metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)"])
             } catch {
-                try await store.journal(vendor: vendor, step: step.description, status: "failed", detail: error.safeDescription)
+                // An LXD outage leaves the step's fate unknown, not failed: the next pass observes and re-plans.
+                try await store.journal(vendor: vendor, step: step.description, status: error.isLXDOutage ? "interrupted" : "failed",
+                                        detail: error.safeDescription)
                 logger.warning("provision step failed",
                                metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)", "iotgw.error": "\(error.safeDescription)"])
                 throw error

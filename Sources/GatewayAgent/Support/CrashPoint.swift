@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -40,5 +42,36 @@ public enum CrashPoint {
         let line = "iot-gateway-client: crash point \(target) reached, exiting abruptly\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
         _exit(exitStatus)
+    }
+}
+
+extension CrashPoint {
+    /// With `IOTGW_PAUSE_AT=<point>`, the daemon holds at that point the first time it reaches it, so a
+    /// test can change the world at a known moment (kill LXD, say): it creates the file named by
+    /// `IOTGW_PAUSE_FILE`, logs, and goes on when the file is removed. Points are those of ``all``
+    /// (reached after the step became durable) and `before:step:<kind>` (the step is journaled started,
+    /// nothing sent yet). Without the variables nothing happens.
+    public static let pauseVariable = "IOTGW_PAUSE_AT"
+    public static let pauseFileVariable = "IOTGW_PAUSE_FILE"
+
+    static let pauseTarget: (point: String, file: String)? = {
+        guard let p = getenv(pauseVariable), let f = getenv(pauseFileVariable) else { return nil }
+        let (point, file) = (String(cString: p), String(cString: f))
+        return point.isEmpty || file.isEmpty ? nil : (point, file)
+    }()
+
+    static let pausedOnce = Mutex(false)
+
+    /// Holds at `point` when it is the configured one (once per process).
+    public static func pause(_ point: @autoclosure () -> String) async {
+        guard let target = pauseTarget, target.point == point() else { return }
+        guard pausedOnce.withLock({ done in defer { done = true }; return !done }) else { return }
+        let fd = creat(target.file, 0o600)
+        if fd >= 0 { close(fd) }
+        let line = "iot-gateway-client: pause point \(target.point) reached, waiting for \(target.file) to go\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+        while access(target.file, F_OK) == 0 {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
 }

@@ -208,7 +208,10 @@ public struct LXDClient: Sendable {
             let slice = max(1, min(30, Int(remaining.components.seconds) + (remaining.components.attoseconds > 0 ? 1 : 0)))
             let raw = try await exchange(makeRequest(.GET, uri(operationPath + "/wait", [("timeout", String(slice))])),
                                          timeout: .seconds(Int64(slice) + 15))
-            try check(raw)
+            do { try check(raw) } catch let e as LXDError where e.code == .notFound {
+                // Waited on from its 202 on, so LXD did not forget it after finishing: LXD restarted under it.
+                throw LXDError(code: .operationLost, status: e.status, message: "operation \(operationPath): \(e.message)")
+            }
             let op = try decode(LXDOperation.self, from: raw)
             if op.isFinal { return op }
         }
