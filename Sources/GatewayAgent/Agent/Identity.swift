@@ -75,13 +75,15 @@ extension GatewayAgent {
         let socket = config.lxd.socket ?? (try? LXDSocket.discover(environment: ProcessInfo.processInfo.environment))
             ?? "/var/lib/lxd/unix.socket"
         let lxd = try LXDClient(socketPath: socket, httpClient: lxdHTTP, logger: logger)
-        let env = AgentEnvironment(config: config, store: store, identity: identity, host: lxd,
+        // Reconcile reads containers from a copy that LXD's events keep true (see InstanceCache).
+        let instances = InstanceCache(host: lxd, events: lxd, logger: logger)
+        let env = AgentEnvironment(config: config, store: store, identity: identity, host: instances,
                                    vendors: VendorClient(http: vendorHTTP, identity: identity, logger: logger),
                                    registry: DeviceRegistry(directory: config.deviceDirectory),
                                    delivery: LXDDeliveryDriver(lxd: lxd, delivery: config.delivery, logger: logger),
                                    network: config.lxd.hostFirewall ? HostFirewall(bridge: config.lxd.network) : NoNetworkGuard(), logger: logger,
                                    fleetLinks: try fleetLinks(config: config, identity: identity, logger: logger),
-                                   journal: LXDContainerJournal(lxd: lxd))
+                                   journal: LXDContainerJournal(lxd: lxd), instances: instances)
         return GatewayAgent(environment: env)
     }
 
