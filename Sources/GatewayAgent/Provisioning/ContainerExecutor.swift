@@ -38,10 +38,13 @@ public struct ContainerExecutor: Sendable {
 
     /// Runs the steps in order; stops at the first failure and rethrows it.
     public func run(_ steps: [ProvisionStep], vendor: String, container: String) async throws {
+        let clock = ContinuousClock()
         for step in steps {
             try await store.journal(vendor: vendor, step: step.description, status: "started")
+            let started = clock.now
             do {
                 try await perform(step, container: container)
+                let took = started.duration(to: clock.now)
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
                 CrashPoint.reached("step:" + (step.description.split(separator: " ").first.map(String.init) ?? ""))
                 switch step {
@@ -54,7 +57,8 @@ public struct ContainerExecutor: Sendable {
                 case .detach: metrics?.deviceDetached(vendor: vendor)
                 default: break
                 }
-                logger.info("provision step done", metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)"])
+                logger.info("provision step done", metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)",
+                                                              "iotgw.ms": "\(Self.milliseconds(took))"])
             } catch {
                 try await store.journal(vendor: vendor, step: step.description, status: "failed", detail: error.safeDescription)
                 logger.warning("provision step failed",
@@ -62,6 +66,10 @@ public struct ContainerExecutor: Sendable {
                 throw error
             }
         }
+    }
+
+    static func milliseconds(_ d: Duration) -> Int {
+        Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
     }
 
     func perform(_ step: ProvisionStep, container: String) async throws {

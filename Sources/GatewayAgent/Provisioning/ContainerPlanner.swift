@@ -224,7 +224,9 @@ public enum ContainerPlanner {
         if !observed.exists {
             steps.append(.verifyImage(alias: plan.container.image.alias, fingerprint: plan.container.image.fingerprint))
             // Devices go in with the create: one LXD operation, so no half-configured container exists.
-            let post = InstancesPost(name: name, source: .image(alias: plan.container.image.alias), profiles: config.lxd.profiles,
+            // Made from the image by the fingerprint the vendor signed, not by alias: an alias moved after
+            // verify-image (or while its check was a cached one) cannot swap the image under the container.
+            let post = InstancesPost(name: name, source: .image(fingerprint: plan.container.image.fingerprint), profiles: config.lxd.profiles,
                                      config: desired, devices: base.merging(wanted.mapValues(\.device)) { a, _ in a },
                                      description: "iot-gateway container of vendor \(plan.vendor)")
             steps.append(.create(InstancesPostSummary(post: post)))
