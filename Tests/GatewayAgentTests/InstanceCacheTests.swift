@@ -18,7 +18,7 @@ import Testing
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await cache.follow { changes.add($0) } }
             defer { group.cancelAll() }
-            try await until("LXD's events followed") { cache.isLive }
+            try await until("LXD's events followed and everyone told to look") { cache.isLive && changes.all.contains(nil) }
             try await body(changes)
         }
     }

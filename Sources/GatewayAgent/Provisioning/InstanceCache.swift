@@ -151,27 +151,28 @@ public final class InstanceCache: ContainerHost, Service {
         }
     }
 
-    /// Subscribed (and settled): from now on copies are kept. Lists every instance once, so that the
-    /// first look at each (and at one that does not exist yet) reads nothing more.
+    /// Subscribed (and settled): lists every instance once, so that the first look at each (and at one
+    /// that does not exist yet) reads nothing more, then keeps and serves copies from now on.
     func subscribed() async {
         let generation = state.withLock { s in
-            s.dropAll(live: true)
+            s.dropAll(live: false)
             s.failures = 0
             return s.generation
         }
-        var listed = 0
+        var listed: [Instance]?
         do {
-            let all = try await host.listInstances(userFilter: [:])
-            listed = all.count
-            state.withLock { s in
-                guard s.live, s.generation == generation else { return }
-                for i in all { s.entries[i.name] = .present(i, etag: nil) }
-                s.complete = true
-            }
+            listed = try await host.listInstances(userFilter: [:])
         } catch {
             logger.warning("lxd instances not listed: each is read when first needed", metadata: ["iotgw.error": "\(error.safeDescription)"])
         }
-        logger.info("lxd events followed: instance copies served", metadata: ["lxd.instances": "\(listed)"])
+        state.withLock { s in
+            s.live = true
+            // Something the gateway wrote meanwhile may be missing from the listing: then no snapshot.
+            guard let listed, s.generation == generation else { return }
+            for i in listed { s.entries[i.name] = .present(i, etag: nil) }
+            s.complete = true
+        }
+        logger.info("lxd events followed: instance copies served", metadata: ["lxd.instances": "\(listed?.count ?? 0)"])
     }
 
     // MARK: - Reads
