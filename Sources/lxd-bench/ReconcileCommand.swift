@@ -24,8 +24,9 @@ struct ReconcileCommand: AsyncParsableCommand {
             (creations go one at a time, by design). Then C cycles: each cycle runs one reconcile pass of every \
             vendor, all vendors at once as their lanes would (GatewayAgent.reconcileAllOnce), and is timed.
 
-            LXD is reached through a counting decorator of ContainerHost: every call that changes LXD counts \
-            as a write. Memory is this process's VmRSS (/proc/self/status) and anonymous memory \
+            As in the daemon, the core reads containers through InstanceCache, kept true by LXD's /1.0/events \
+            (followed here from the start). LXD is reached behind it through a counting decorator of \
+            ContainerHost: every call that changes LXD counts as a write, the others as reads that reached LXD. Memory is this process's VmRSS (/proc/self/status) and anonymous memory \
             (/proc/self/smaps_rollup) after the first 100 cycles (or all, if fewer) and after the last.
 
             Targets: p99 of the cycle times <= 100 ms, no LXD write during the cycles, RSS growth <= 2 MB \
@@ -110,6 +111,8 @@ struct ReconcileResult: Sendable {
     var cycleMs: [Double]
     var lxdWrites: Int
     var lxdReads: Int
+    /// Container reads answered from the instance cache instead of LXD.
+    var cacheHits: Int
     /// Rows the store inserted, updated or deleted during the cycles (SQLite total_changes).
     var storeChanges: Int
     var baselineCycles: Int
@@ -143,7 +146,8 @@ struct ReconcileResult: Sendable {
             "no-op reconcile of \(vendors) containers: p50 \(f(p50)) ms, p99 \(f(p99)) ms (target <= \(f(Self.targetMs, 0)) ms)",
             "  \(cycles) cycles, each one pass per vendor, all vendors at once: mean \(f(mean)) ms, max \(f(s.last ?? .nan)) ms",
             "LXD writes during \(vendors)*\(cycles) no-op passes: \(lxdWrites) (target 0)",
-            "  LXD reads: \(lxdReads) (\(f(Double(lxdReads) / Double(max(passes, 1)), 2)) per pass); store rows written: \(storeChanges)",
+            "  LXD reads: \(lxdReads) (\(f(Double(lxdReads) / Double(max(passes, 1)), 2)) per pass), container reads served from the "
+                + "events-kept cache: \(cacheHits); store rows written: \(storeChanges)",
             "RSS growth over \(cycles) cycles: \(f(rssGrowthMB, 2)) MB (target <= \(f(Self.targetGrowthMB, 0)) MB)",
             "  VmRSS \(f(Self.megabytes(baseline.rssKiB))) MB after \(baselineCycles) cycles -> \(f(Self.megabytes(last.rssKiB))) MB after \(cycles); "
                 + "anonymous \(f(Self.megabytes(baseline.anonymousKiB))) -> \(f(Self.megabytes(last.anonymousKiB))) MB "
@@ -188,13 +192,24 @@ struct ReconcileBenchmark: Sendable {
         let identity = try IdentityStore.loadOrCreate(stateDirectory: config.stateDirectory)
         let store = try GatewayStore(path: (config.stateDirectory as NSString).appendingPathComponent("gateway.sqlite"))
         let host = CountingHost(lxd)
-        // As GatewayAgent.make wires it, with LXD behind the counter; the vendors are never called.
-        let env = AgentEnvironment(config: config, store: store, identity: identity, host: host,
+        // As GatewayAgent.make wires it (reconcile reads through the instance cache that LXD's events keep
+        // true), with LXD behind the counter, so reads are those that reached LXD; the vendors are never called.
+        let instances = InstanceCache(host: host, events: lxd, logger: logger)
+        let env = AgentEnvironment(config: config, store: store, identity: identity, host: instances,
                                    vendors: VendorClient(http: .shared, identity: identity, logger: logger),
                                    registry: DeviceRegistry(directory: config.deviceDirectory),
                                    delivery: LXDDeliveryDriver(lxd: lxd, delivery: config.delivery, logger: logger),
-                                   network: NoNetworkGuard(), logger: logger)
+                                   network: NoNetworkGuard(), logger: logger, instances: instances)
         let agent = GatewayAgent(environment: env)
+        // The agent's run() would follow the events; the benchmark drives passes itself, so it follows them here.
+        let following = Task { try await instances.run() }
+        defer { following.cancel() }
+        let clock = ContinuousClock()
+        let followDeadline = clock.now + .seconds(30)
+        while !instances.isLive {
+            guard clock.now < followDeadline else { throw BenchError(message: "LXD's events stream was not followed within 30 s") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
 
         progress("signing, checking, recording and approving plan v1 of \(vendors) vendors")
         for (vendor, key) in keys {
@@ -216,7 +231,6 @@ struct ReconcileBenchmark: Sendable {
         }
 
         progress("creating \(vendors) containers \(Self.namePrefix)* through the reconcile path (one at a time)")
-        let clock = ContinuousClock()
         let setupStart = clock.now
         try Self.check(await agent.reconcileAllOnce(), what: "creation")
         let setupSeconds = Self.seconds(setupStart.duration(to: clock.now))
@@ -227,6 +241,7 @@ struct ReconcileBenchmark: Sendable {
 
         progress("\(cycles) no-op cycles over \(vendors) vendors")
         let writes = host.writes, reads = host.reads, changes = try await Self.storeChanges(store)
+        let served = instances.counts.hits
         var cycleMs: [Double] = []
         cycleMs.reserveCapacity(cycles)  // no growth of our own during the cycles
         let baselineAt = min(Self.baselineCycles, cycles)
@@ -248,6 +263,7 @@ struct ReconcileBenchmark: Sendable {
         let last = MemorySample.now()
         return ReconcileResult(vendors: vendors, cycles: cycles, setupSeconds: setupSeconds, cycleMs: cycleMs,
                                lxdWrites: host.writes - writes, lxdReads: host.reads - reads,
+                               cacheHits: instances.counts.hits - served,
                                storeChanges: try await Self.storeChanges(store) - changes,
                                baselineCycles: baselineAt, baseline: baseline, last: last)
     }

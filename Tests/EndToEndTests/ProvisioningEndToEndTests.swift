@@ -87,6 +87,32 @@ import UmockdevTesting
                 try acme.reports().contains { $0.outcome == .applied && $0.attachedDevices == ["ACME-0001"] } ? true : nil
             }
 
+            // 3b. Drift by hand is repaired with nothing plugged or unplugged: the gateway reads its containers
+            // from a copy that LXD's events keep true, and an event about a vendor's container wakes its reconcile.
+            try await lxd.removeDevice(acmeContainer, name: "iotgw-ACME-0001")
+            _ = try await eventually("device removed by hand is back") { () -> Bool? in
+                guard try await lxd.instance(acmeContainer).instance.devices["iotgw-ACME-0001"] != nil else { return nil }
+                return try await E2E.deviceInside(lxd, acmeContainer, "/dev/ttyUSB0") ? true : nil
+            }
+            try await lxd.patchInstance(acmeContainer, config: ["limits.memory": "256MiB"])
+            _ = try await eventually("memory cap changed by hand is put back") {
+                try await lxd.instance(acmeContainer).instance.config["limits.memory"] == "128MiB" ? true : nil
+            }
+            try await lxd.setState(acmeContainer, .stop, timeout: 0, force: true)
+            _ = try await eventually("container stopped by hand runs again, device inside") { () -> Bool? in
+                guard try await lxd.instance(acmeContainer).instance.isRunning else { return nil }
+                return try await E2E.deviceInside(lxd, acmeContainer, "/dev/ttyUSB0") ? true : nil
+            }
+            // Deleted by hand (stop and delete; the gateway may start it again in between, then the delete is retried).
+            _ = try await eventually("container deleted by hand") { () -> Bool? in
+                do { try await lxd.forceDeleteInstance(acmeContainer) } catch let e as LXDError where e.code == .badRequest { return nil }
+                return true
+            }
+            _ = try await eventually("container deleted by hand is created again, device inside") { () -> Bool? in
+                guard try await lxd.instanceExists(acmeContainer) else { return nil }
+                return try await E2E.deviceInside(lxd, acmeContainer, "/dev/ttyUSB0") ? true : nil
+            }
+
             // 4. Unplug: the device leaves, the container stays.
             try testbed.remove(dev1.usbSyspath)
             _ = try await eventually("device gone from \(acmeContainer)") {

@@ -15,6 +15,11 @@ final class FakeHost: ContainerHost, Sendable {
         var snapshots: [String: [String]] = [:]
         var failing: Set<String> = []
         var writes = 0
+        /// `instance(_:)` calls (what the instance cache saves).
+        var reads = 0
+        var imageChecks = 0
+        /// While set, `instance(_:)` waits on it after reading (a read LXD is slow to answer).
+        var readGate: Gate?
         var deviceLog: [String] = []
         var poolDriver = "btrfs"
         /// LXD's pid as `server()` reports it; nil: LXD is down.
@@ -34,6 +39,9 @@ final class FakeHost: ContainerHost, Sendable {
         }
     }
     var writes: Int { state.withLock { $0.writes } }
+    var reads: Int { state.withLock { $0.reads } }
+    /// Changes an instance as someone at the host would with `lxc`: not through the gateway, no write counted.
+    func byHand(_ name: String, _ change: (inout Instance?) -> Void) { state.withLock { change(&$0.instances[name]) } }
     func instanceNow(_ name: String) -> Instance? { state.withLock { $0.instances[name] } }
 
     /// LXD dies (every call unreachable, no pid) or comes back with a new pid.
@@ -62,7 +70,12 @@ final class FakeHost: ContainerHost, Sendable {
 
     func instance(_ name: String) async throws -> (instance: Instance, etag: String?) {
         try guardUp(name)
-        guard let i = state.withLock({ $0.instances[name] }) else { throw Self.notFound(name) }
+        let (i, gate) = state.withLock { s in
+            s.reads += 1
+            return (s.instances[name], s.readGate)
+        }
+        if let gate { await gate.wait() }
+        guard let i else { throw Self.notFound(name) }
         return (i, nil)
     }
 
@@ -133,7 +146,10 @@ final class FakeHost: ContainerHost, Sendable {
     }
 
     func verifyImage(alias: String, fingerprint: String) async throws {
-        let image = state.withLock { $0.image }
+        let image = state.withLock { s in
+            s.imageChecks += 1
+            return s.image
+        }
         guard image.alias == alias, image.fingerprint == fingerprint else {
             throw LXDError(code: .fingerprintMismatch, message: "image \(alias) differs")
         }
@@ -324,12 +340,15 @@ final class Rig {
     let files = MemoryNodeFiles()
     var registry: DeviceRegistry
     let delivery = FakeDelivery()
+    /// LXD's events, when the agent reads containers through an ``InstanceCache`` (`cached: true`).
+    let events: FakeEvents?
     var agent: GatewayAgent
 
     /// Vendors `acme` (USB 0403) and `globex` (USB 10c4), both `policy`.
     /// - Parameter controlSocket: where a test serves the control API (default: the sample's path, unused).
     init(policy: GatewayConfig.Policy = .ask, appUpdates: GatewayConfig.UpdatePolicy = .auto, apps: Bool = false,
-         controlSocket: String? = nil) throws {
+         controlSocket: String? = nil, cached: Bool = false) throws {
+        events = cached ? FakeEvents() : nil
         let keys = ["acme": Curve25519.Signing.PrivateKey(), "globex": Curve25519.Signing.PrivateKey()]
         self.keys = keys
         var config = Sample.config(policy: policy)
@@ -347,23 +366,26 @@ final class Rig {
         self.config = config
         store = try GatewayStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString).sqlite").path)
         vendors = FakeVendors(keys)
-        (registry, agent) = Self.makeAgent(config: config, store: store, host: host, vendors: vendors, files: files, delivery: delivery)
+        (registry, agent) = Self.makeAgent(config: config, store: store, host: host, vendors: vendors, files: files, delivery: delivery,
+                                           events: events)
         for id in ["acme", "globex"] {
             vendors.update(id) { v in v.plan = { a in Rig.plan(vendor: id, serials: a.map { [$0.device.serial] } ?? ["\(id.uppercased())-1"], apps: apps) } }
         }
     }
 
     static func makeAgent(config: GatewayConfig, store: GatewayStore, host: FakeHost, vendors: FakeVendors, files: MemoryNodeFiles,
-                          delivery: FakeDelivery) -> (DeviceRegistry, GatewayAgent) {
+                          delivery: FakeDelivery, events: FakeEvents? = nil) -> (DeviceRegistry, GatewayAgent) {
         let registry = DeviceRegistry(directory: config.deviceDirectory, files: files)
-        let env = AgentEnvironment(config: config, store: store, identity: Self.gateway, host: host, vendors: vendors, registry: registry,
-                                   delivery: delivery, logger: Logger(label: "test"))
+        let cache = events.map { InstanceCache(host: host, events: $0, logger: Logger(label: "test"), settle: .zero) }
+        let env = AgentEnvironment(config: config, store: store, identity: Self.gateway, host: cache ?? host, vendors: vendors,
+                                   registry: registry, delivery: delivery, logger: Logger(label: "test"), instances: cache)
         return (registry, GatewayAgent(environment: env, tickInterval: .milliseconds(50)))
     }
 
     /// A new agent (fresh workers and registry) over the same store, LXD and node files.
     func restart() {
-        (registry, agent) = Self.makeAgent(config: config, store: store, host: host, vendors: vendors, files: files, delivery: delivery)
+        (registry, agent) = Self.makeAgent(config: config, store: store, host: host, vendors: vendors, files: files, delivery: delivery,
+                                           events: events)
     }
 
     /// Waits until the vendor's container runs with the device inside and the plan is applied.
@@ -410,8 +432,13 @@ final class Rig {
     /// Runs the agent's workers (their lanes and ticks) while `body` runs.
     func running(_ body: () async throws -> Void) async throws {
         let workers = Array(agent.workers.values)
+        let agent = agent
         try await withThrowingTaskGroup(of: Void.self) { group in
             for w in workers { group.addTask { await w.run() } }
+            if let cache = agent.environment.instances {
+                group.addTask { await cache.follow { agent.instanceChanged($0) } }
+                try await until("LXD's events followed") { cache.isLive }
+            }
             group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: .milliseconds(30))
@@ -457,4 +484,23 @@ func until(_ what: String, timeout: Duration = .seconds(30), _ condition: () asy
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
+}
+
+/// LXD's events stream, fed by the test: each subscription is a new stream; `fail()` breaks the current one.
+final class FakeEvents: InstanceEventSource, Sendable {
+    let streams = Mutex<[AsyncThrowingStream<LXDChange, any Error>.Continuation]>([])
+    var subscriptions: Int { streams.withLock { $0.count } }
+
+    func followInstanceEvents(subscribed: @Sendable () async -> Void, changed: @Sendable (LXDChange) async -> Void) async throws {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: LXDChange.self)
+        streams.withLock { $0.append(continuation) }
+        await subscribed()
+        for try await e in stream { await changed(e) }
+    }
+
+    /// LXD reports a lifecycle event about `name`.
+    func send(_ name: String, _ action: String) { send(.instance(InstanceEvent(name: name, action: action))) }
+    func send(_ change: LXDChange) { streams.withLock { _ = $0.last?.yield(change) } }
+    /// The stream breaks (LXD was killed, say).
+    func fail() { streams.withLock { $0.last?.finish(throwing: LXDError(code: .unreachable, message: "fake LXD went away")) } }
 }

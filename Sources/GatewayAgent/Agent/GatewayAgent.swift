@@ -27,6 +27,8 @@ public final class GatewayAgent: Service, Sendable {
     /// LXD, for the owner's status views.
     public let host: any ContainerHost
     let workers: [String: VendorWorker]
+    /// The same workers by their container's name.
+    let workersByContainer: [String: VendorWorker]
     /// Fleet channels of the vendors with a broker (made in `run`).
     let channels = Mutex<[String: FleetChannel]>([:])
     let environment: AgentEnvironment
@@ -52,6 +54,7 @@ public final class GatewayAgent: Service, Sendable {
         now = env.now
         self.tickInterval = tickInterval ?? .milliseconds(Int64(env.config.retrySeconds * 1000))
         workers = Dictionary(uniqueKeysWithValues: env.config.vendors.map { ($0.id, VendorWorker(vendor: $0, environment: env)) })
+        workersByContainer = Dictionary(workers.values.map { ($0.container, $0) }, uniquingKeysWith: { a, _ in a })
         network = env.network
         (events, input) = AsyncStream.makeStream(of: Event.self)
         let store = env.store
@@ -75,6 +78,9 @@ public final class GatewayAgent: Service, Sendable {
         }
         await withTaskGroup(of: Void.self) { group in
             for w in workers.values { group.addTask { await w.run() } }
+            if let instances = environment.instances {
+                group.addTask { [self] in await instances.follow { self.instanceChanged($0) } }
+            }
             for channel in makeChannels() { group.addTask { await channel.run() } }
             group.addTask { [self] in
                 // Retries (vendor unreachable, LXD down, deliveries backing off) and plan syncs are driven by a tick.
@@ -119,6 +125,17 @@ public final class GatewayAgent: Service, Sendable {
             for await (id, error) in group { if let error { failed[id] = error } }
             return failed
         }
+    }
+
+    /// LXD reported a change of a container (nil: of any container, or changes may have gone unseen):
+    /// its vendor's reconcile looks again, so drift (a device removed by hand, a container stopped or
+    /// deleted, its config edited) is repaired at once rather than at the next plug.
+    func instanceChanged(_ container: String?) {
+        guard let container else {
+            for w in workers.values { w.kickReconcile() }
+            return
+        }
+        workersByContainer[container]?.kickReconcile()
     }
 
     /// The gateway software's version, as statuses report it.

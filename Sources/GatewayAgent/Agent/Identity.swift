@@ -80,7 +80,9 @@ extension GatewayAgent {
         let disk = DiskGuard(space: lxd, pool: config.lxd.storagePool, reserveBytes: Int64(config.disk.reserveMiB) << 20) {
             do { try await pruner.prune() } catch { logger.warning("nothing pruned", metadata: ["iotgw.error": "\(error.safeDescription)"]) }
         }
-        let env = AgentEnvironment(config: config, store: store, identity: identity, host: lxd,
+        // Reconcile reads containers from a copy that LXD's events keep true (see InstanceCache).
+        let instances = InstanceCache(host: lxd, events: lxd, logger: logger)
+        let env = AgentEnvironment(config: config, store: store, identity: identity, host: instances,
                                    vendors: VendorClient(http: vendorHTTP, identity: identity, logger: logger),
                                    registry: DeviceRegistry(directory: config.deviceDirectory),
                                    delivery: LXDDeliveryDriver(lxd: lxd, delivery: config.delivery, logger: logger),
@@ -92,7 +94,8 @@ extension GatewayAgent {
                                                         maxBytes: Int64(config.images.maxMiB) << 20, logger: logger,
                                                         records: store, disk: disk),
                                    disk: disk, pruner: pruner,
-                                   projects: config.lxd.projects ? VendorProjects(lxd: lxd, config: config, logger: logger) : nil)
+                                   projects: config.lxd.projects ? VendorProjects(lxd: lxd, config: config, logger: logger) : nil,
+                                   instances: instances)
         return GatewayAgent(environment: env)
     }
 

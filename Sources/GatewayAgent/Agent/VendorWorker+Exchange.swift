@@ -50,7 +50,10 @@ extension VendorWorker {
         let plan: ProvisioningPlan
         let record: PlanRecord
         do {
+            let clock = ContinuousClock(), asked = clock.now
             let body = try await env.vendors.announce(announcement, to: vendor)
+            logger.info("vendor answered", metadata: ["iotgw.serial": "\(serial)",
+                                                      "iotgw.ms": "\(ContainerExecutor.milliseconds(asked.duration(to: clock.now)))"])
             let (p, payload) = try await admit(body, held: held)
             guard p.devices.contains(where: { $0.serial == serial }) else {
                 throw GatewayError(.deviceNotGranted, "plan v\(p.version) from \(vendor.id) does not include device \(serial)")

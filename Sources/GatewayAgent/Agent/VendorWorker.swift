@@ -23,6 +23,9 @@ public struct AgentEnvironment: Sendable {
     public var journal: (any ContainerJournal)?
     /// What the gateway counts, for the owner (`GET /v1/metrics` on the control socket).
     public var metrics: GatewayMetrics
+    /// The copy of LXD's instances that `host` answers from, if it is one: the agent follows LXD's
+    /// events for it and wakes a vendor's reconcile when its container changed (by hand, say).
+    public var instances: InstanceCache?
     /// Serializes container creation across vendors: LXD 5.0 allocates an isolated id map while another
     /// container being created still has none, so two creations at once got maps outside the host's
     /// subordinate ids (the container never starts) or could get the same one.
@@ -42,7 +45,7 @@ public struct AgentEnvironment: Sendable {
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
                 now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil,
                 metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil, disk: DiskGuard? = nil, pruner: Pruner? = nil,
-                projects: VendorProjects? = nil) {
+                projects: VendorProjects? = nil, instances: InstanceCache? = nil) {
         self.projects = projects
         self.config = config
         self.store = store
@@ -61,6 +64,7 @@ public struct AgentEnvironment: Sendable {
         self.disk = disk
         self.pruner = pruner
         lxdAvailability = LXDAvailability(backoff: Backoff(first: config.retrySeconds, max: config.maxRetrySeconds))
+        self.instances = instances
     }
 
     var backoff: Backoff { Backoff(first: config.retrySeconds, max: config.maxRetrySeconds) }

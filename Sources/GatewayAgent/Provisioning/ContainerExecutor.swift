@@ -41,12 +41,15 @@ public struct ContainerExecutor: Sendable {
 
     /// Runs the steps in order; stops at the first failure and rethrows it.
     public func run(_ steps: [ProvisionStep], vendor: String, container: String) async throws {
+        let clock = ContinuousClock()
         for step in steps {
             let kind = step.description.split(separator: " ").first.map(String.init) ?? ""
             try await store.journal(vendor: vendor, step: step.description, status: "started")
             await CrashPoint.pause("before:step:" + kind)
+            let started = clock.now
             do {
                 try await perform(step, vendor: vendor, container: container)
+                let took = started.duration(to: clock.now)
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
                 CrashPoint.reached("step:" + kind)
                 await CrashPoint.pause("step:" + kind)
@@ -60,7 +63,8 @@ public struct ContainerExecutor: Sendable {
                 case .detach: metrics?.deviceDetached(vendor: vendor)
                 default: break
                 }
-                logger.info("provision step done", metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)"])
+                logger.info("provision step done", metadata: ["iotgw.vendor": "\(vendor)", "iotgw.step": "\(step)",
+                                                              "iotgw.ms": "\(Self.milliseconds(took))"])
             } catch {
                 // An LXD outage leaves the step's fate unknown, not failed: the next pass observes and re-plans.
                 try await store.journal(vendor: vendor, step: step.description, status: error.isLXDOutage ? "interrupted" : "failed",
@@ -70,6 +74,10 @@ public struct ContainerExecutor: Sendable {
                 throw error
             }
         }
+    }
+
+    static func milliseconds(_ d: Duration) -> Int {
+        Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
     }
 
     func perform(_ step: ProvisionStep, vendor: String, container: String) async throws {

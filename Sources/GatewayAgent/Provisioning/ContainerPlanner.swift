@@ -226,11 +226,12 @@ public enum ContainerPlanner {
         let base = baseDevices(plan, lxd: config.lxd)
         if !observed.exists {
             let image = plan.container.image
-            // An image the vendor serves is created from its fingerprint: no alias (anyone's to repoint) is involved.
+            // An image the vendor serves is downloaded unless LXD has its fingerprint; one the owner keeps is checked by alias.
             steps.append(image.url == nil ? .verifyImage(alias: image.alias, fingerprint: image.fingerprint) : .fetchImage(image))
-            let source: InstanceSource = image.url == nil ? .image(alias: image.alias) : .image(fingerprint: image.fingerprint.lowercased())
             // Devices go in with the create: one LXD operation, so no half-configured container exists.
-            let post = InstancesPost(name: name, source: source, profiles: config.lxd.profiles,
+            // Made from the image by the fingerprint the vendor signed, not by alias: an alias moved after
+            // verify-image (or while its check was a cached one) cannot swap the image under the container.
+            let post = InstancesPost(name: name, source: .image(fingerprint: plan.container.image.fingerprint), profiles: config.lxd.profiles,
                                      config: desired, devices: base.merging(wanted.mapValues(\.device)) { a, _ in a },
                                      description: "iot-gateway container of vendor \(plan.vendor)")
             steps.append(.create(InstancesPostSummary(post: post)))

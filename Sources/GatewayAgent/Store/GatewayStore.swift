@@ -273,8 +273,9 @@ public struct GatewayStore: Sendable {
     public func setRejection(_ vendor: String, _ message: String?, at: Date) async throws {
         try await db.write { db in
             try Self.ensureVendor(db, vendor)
-            try db.execute(sql: "UPDATE vendor_state SET rejection = ?, rejectedAt = ? WHERE vendor = ?",
-                           arguments: [message, message == nil ? nil : at, vendor])
+            // Only when it changes: clearing a rejection that is not there writes nothing (no fsync on every accepted plan).
+            try db.execute(sql: "UPDATE vendor_state SET rejection = ?, rejectedAt = ? WHERE vendor = ? AND (rejection IS NOT ? OR rejectedAt IS NOT ?)",
+                           arguments: [message, message == nil ? nil : at, vendor, message, message == nil ? nil : at])
         }
     }
 

@@ -63,7 +63,10 @@ extension LXDClient {
     /// }
     /// ```
     public func withEvents<R: Sendable>(_ types: [EventType], _ body: (LXDEventStream) async throws -> R) async throws -> R {
-        let requestURI = uri("/1.0/events", [("type", types.map(\.rawValue).joined(separator: ","))])
+        var query = [("type", types.map(\.rawValue).joined(separator: ","))]
+        // Instances in projects of their own (projectRouting): their events too.
+        if projectRouting != nil && project == nil { query.append(("all-projects", "true")) }
+        let requestURI = uri("/1.0/events", query)
         let upgrade: EventLoopFuture<EventsUpgrade>
         do {
             upgrade = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
