@@ -180,25 +180,37 @@ extension EndToEndTests {
         ImageFetcher(http: .shared, store: store, directory: dir.path, maxBytes: maxBytes, logger: Logger(label: "test"))
     }
 
-    @Test func vendorsNamingOneImageShareOneDownloadAndAPresentImageIsNotFetched() async throws {
+    @Test func oneImageInLXDButNoVendorGetsAnothersImageByNamingItsFingerprint() async throws {
         let image = Data((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })
-        let ref = ImageRef(alias: "x", fingerprint: SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined(),
-                           url: "http://127.0.0.1:0/images/x")
+        let fp = SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined()
         try await withServer(image) { server, dir in
             let store = Store()
-            let images = fetcher(store, dir)
-            var r = ref
-            r.url = "http://127.0.0.1:\(server.port)/images/x"
-            let shared = r
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let records = try GatewayStore(path: dir.appendingPathComponent("gw.sqlite").path)
+            let images = ImageFetcher(http: .shared, store: store, directory: dir.path, maxBytes: 1 << 30, logger: Logger(label: "test"),
+                                      records: records)
+            let ref = ImageRef(alias: "x", fingerprint: fp, url: "http://127.0.0.1:\(server.port)/images/x")
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for vendor in ["acme", "globex", "initech"] { group.addTask { try await images.ensure(shared, vendor: vendor) } }
+                for vendor in ["acme", "acme", "globex"] { group.addTask { try await images.ensure(ref, vendor: vendor) } }
                 try await group.waitForAll()
             }
-            #expect(server.hits.withLock { $0 } == 1, "one download for three vendors")
-            #expect(store.imports.withLock { $0 } == 1)
-            try await images.ensure(shared, vendor: "acme")
-            #expect(server.hits.withLock { $0 } == 1, "an image LXD has is not downloaded again")
+            #expect(server.hits.withLock { $0 } == 2, "each vendor serves the image once (acme's two asks share one download)")
+            #expect(store.imports.withLock { $0 } == 1, "one image in LXD")
+            #expect(try await records.imageVendors(fp) == ["acme", "globex"])
+            try await images.ensure(ref, vendor: "acme")
+            #expect(server.hits.withLock { $0 } == 2, "a vendor that served it is not asked again")
+
+            // initech names the fingerprint, but its server does not have those bytes: it gets nothing.
+            server.mode.withLock { $0 = .corrupt }
+            await #expect { try await images.ensure(ref, vendor: "initech") } throws: { ($0 as? GatewayError)?.code == .digestMismatch }
+            #expect(try await records.imageVendors(fp) == ["acme", "globex"])
             #expect(await images.downloads().isEmpty)
+
+            // The owner's own image (LXD has it, the gateway never downloaded it) is used as it is.
+            let owners = String(repeating: "b", count: 64)
+            store.present.withLock { _ = $0.insert(owners) }
+            try await images.ensure(ImageRef(alias: "y", fingerprint: owners, url: ref.url), vendor: "initech")
+            #expect(server.hits.withLock { $0 } == 3)
         }
     }
 

@@ -32,6 +32,7 @@ import Testing
         #expect(post.config["security.privileged"] == "false")
         #expect(post.config["security.idmap.isolated"] == "true")
         #expect(post.config["security.nesting"] == "false")
+        #expect(post.config["security.devlxd"] == "false")
         #expect(post.config["user.iotgw.vendor"] == "acme")
         #expect(post.config["limits.memory"] == "128MiB")
         #expect(post.devices["root"]?["size"] == "512MiB")

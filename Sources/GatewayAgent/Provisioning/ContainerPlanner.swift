@@ -143,6 +143,8 @@ public enum ContainerPlanner {
             "security.privileged": "false",
             "security.nesting": caps.allowNesting ? "true" : "false",
             "security.idmap.isolated": "true",
+            // No /dev/lxd: a container could read its own config through it and send lifecycle events.
+            "security.devlxd": "false",
             "limits.cpu": String(l.cpus),
             "limits.memory": "\(l.memoryMiB)MiB",
             "limits.processes": String(l.processes),

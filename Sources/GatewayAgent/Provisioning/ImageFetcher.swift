@@ -37,12 +37,14 @@ public struct ImageDownload: Sendable, Codable, Equatable {
     public var totalBytes: Int64?
 }
 
-/// Brings a plan's image onto the gateway when LXD does not have it yet: downloads the unified tarball
-/// from the vendor's image server (`ImageRef.url`, on a host `GrantCheck.checkImage` allowed), resuming
-/// a partial file with a `Range` request (after a dropped connection or a restart of the daemon), refuses
-/// anything over `images.maxMiB` or whose SHA-256 is not the plan's fingerprint (then nothing is imported
-/// and the partial file is removed), and imports it through LXD's API. One image is downloaded once,
-/// however many vendors ask for it at the same time, and not at all when LXD already has it.
+/// Brings a plan's image onto the gateway when LXD does not have it yet, or when another vendor served it
+/// (a vendor gets an image only by serving its bytes itself: knowing a fingerprint is not having the
+/// image): downloads the unified tarball from the vendor's image server (`ImageRef.url`, on a host
+/// `GrantCheck.checkImage` allowed), resuming a partial file with a `Range` request (after a dropped
+/// connection or a restart of the daemon), refuses anything over `images.maxMiB` or whose SHA-256 is not
+/// the plan's fingerprint (then nothing is imported and the partial file is removed), and imports it
+/// through LXD's API once: vendors naming the same fingerprint share one image in LXD. The owner's own
+/// images (never downloaded by the gateway) are used as they are.
 ///
 /// Downloads use the vendors' HTTP client, which never follows a redirect: the owner's host check holds.
 public actor ImageFetcher {
@@ -81,32 +83,33 @@ public actor ImageFetcher {
     ///   ``GatewayError/Code/imageDownload`` when it cannot be fetched or is too big.
     public func ensure(_ ref: ImageRef, vendor: String) async throws {
         let fp = ref.fingerprint.lowercased()
-        if let running = inflight[fp] {
-            progress[fp]?.vendors.append(vendor)
-            return try await running.value
-        }
+        let key = fp + " " + vendor
+        if let running = inflight[key] { return try await running.value }
         guard let url = ref.url else {
             throw GatewayError(.imageDownload, "image \(fp.prefix(12)) is not on this gateway and the plan names no URL for it")
         }
-        let task = Task { try await self.fetch(url, fingerprint: fp, vendor: vendor) }
-        inflight[fp] = task
+        let task = Task { try await self.fetch(url, fingerprint: fp, vendor: vendor, key: key) }
+        inflight[key] = task
         defer {
-            inflight[fp] = nil
-            progress[fp] = nil
+            inflight[key] = nil
+            progress[key] = nil
         }
         try await task.value
     }
 
-    private func fetch(_ url: String, fingerprint fp: String, vendor: String) async throws {
-        if try await store.hasImage(fingerprint: fp) { return }
+    private func fetch(_ url: String, fingerprint fp: String, vendor: String, key: String) async throws {
+        if try await store.hasImage(fingerprint: fp) {
+            let servedBy = try await records?.imageVendors(fp) ?? []
+            if servedBy.isEmpty || servedBy.contains(vendor) { return }
+        }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let part = (directory as NSString).appendingPathComponent(fp + ".part")
-        progress[fp] = ImageDownload(fingerprint: fp, vendors: [vendor], bytes: Self.size(of: part), totalBytes: nil)
+        let part = (directory as NSString).appendingPathComponent("\(fp)-\(vendor).part")
+        progress[key] = ImageDownload(fingerprint: fp, vendors: [vendor], bytes: Self.size(of: part), totalBytes: nil)
         var attempt = 0
         while true {
             attempt += 1
             do {
-                try await download(url, to: part, fingerprint: fp)
+                try await download(url, to: part, fingerprint: fp, key: key)
                 break
             } catch let e as TooLarge {
                 try? FileManager.default.removeItem(atPath: part)
@@ -130,14 +133,14 @@ public actor ImageFetcher {
             throw GatewayError(.digestMismatch, "the image downloaded for \(vendor) has SHA-256 \(sha.prefix(12)), the plan names \(fp.prefix(12)): "
                                + "refused, nothing imported")
         }
-        try await store.importImage(tarball: part, fingerprint: fp)
+        if try await !store.hasImage(fingerprint: fp) { try await store.importImage(tarball: part, fingerprint: fp) }
         try await records?.recordDownloadedImage(fp, vendor: vendor, at: Date())
         try? FileManager.default.removeItem(atPath: part)
         logger.notice("image downloaded and imported", metadata: ["iotgw.image": "\(fp.prefix(12))", "iotgw.vendor": "\(vendor)"])
     }
 
     /// Appends the rest of the image to `part` (all of it when the server ignores the range).
-    private func download(_ url: String, to part: String, fingerprint fp: String) async throws {
+    private func download(_ url: String, to part: String, fingerprint fp: String, key: String) async throws {
         let have = Self.size(of: part)
         var request = HTTPClientRequest(url: url)
         if have > 0 { request.headers.add(name: "Range", value: "bytes=\(have)-") }
@@ -159,8 +162,8 @@ public actor ImageFetcher {
             // The rest of the tarball, and LXD's own copy of all of it.
             try await disk.ensureHost(total - offset + total, at: directory, for: "downloading image \(fp.prefix(12))")
         }
-        progress[fp]?.totalBytes = total
-        progress[fp]?.bytes = offset
+        progress[key]?.totalBytes = total
+        progress[key]?.bytes = offset
         let fd = open(part, O_WRONLY | O_CREAT | O_CLOEXEC | (offset == 0 ? O_TRUNC : O_APPEND), 0o600)
         guard fd >= 0 else { throw GatewayError(.imageDownload, "cannot open \(part) (errno \(errno))") }
         defer { close(fd) }
@@ -179,7 +182,7 @@ public actor ImageFetcher {
                     at += n
                 }
             }
-            progress[fp]?.bytes = written
+            progress[key]?.bytes = written
         }
         guard fsync(fd) == 0 else { throw GatewayError(.imageDownload, "cannot sync \(part) (errno \(errno))") }
         if let total, written != total {

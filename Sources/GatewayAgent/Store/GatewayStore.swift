@@ -105,11 +105,13 @@ public struct GatewayStore: Sendable {
             }
         }
         m.registerMigration("v5-images") { db in
-            // Images the gateway downloaded and imported itself: the only ones it ever prunes.
+            // Images the gateway downloaded itself (the only ones it ever prunes), with each vendor that
+            // proved it has the image by serving it: no vendor uses another's image by naming its fingerprint.
             try db.create(table: "downloaded_images") { t in
-                t.primaryKey("fingerprint", .text)
+                t.column("fingerprint", .text).notNull()
                 t.column("vendor", .text).notNull()
                 t.column("importedAt", .datetime).notNull()
+                t.primaryKey(["fingerprint", "vendor"])
             }
             try db.create(index: "journal_at", on: "journal", columns: ["at"])
         }
@@ -365,12 +367,18 @@ public struct GatewayStore: Sendable {
         }
     }
 
-    /// Fingerprint → when the gateway imported it.
+    /// Fingerprint → when a vendor last served it to the gateway.
     public func downloadedImages() async throws -> [String: Date] {
         try await db.read { db in
-            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT fingerprint, importedAt FROM downloaded_images").map {
-                ($0["fingerprint"] as String, $0["importedAt"] as Date)
-            })
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT fingerprint, MAX(importedAt) AS at FROM downloaded_images GROUP BY fingerprint")
+                .map { ($0["fingerprint"] as String, $0["at"] as Date) })
+        }
+    }
+
+    /// The vendors that served the gateway this image (empty: the gateway never downloaded it; the owner's).
+    public func imageVendors(_ fingerprint: String) async throws -> Set<String> {
+        try await db.read { db in
+            Set(try String.fetchAll(db, sql: "SELECT vendor FROM downloaded_images WHERE fingerprint = ?", arguments: [fingerprint]))
         }
     }
 
