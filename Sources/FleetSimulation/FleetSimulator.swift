@@ -172,6 +172,11 @@ public struct FleetSimulator: Sendable {
             let errors = warmUp.counts.withLock { $0.errors }
             guard errors.isEmpty else { throw FleetError(.badState, "announcing the load's gateways failed: \(errors)") }
         }
+        // Prepared before the clock starts, as a gateway holds them: its request body, and its validator of
+        // the vendor's plans. Every request is still signed afresh and every answer verified as a gateway does.
+        let key = try Curve25519.Signing.PublicKey(rawRepresentation: vendorKey)
+        let bodies = try identities.prefix(used).map { try WireJSON.encoder().encode(PlanRequest(gatewayID: $0.id, currentPlanVersion: 0)) }
+        let validators = identities.prefix(used).map { PlanValidator(vendor: state.vendor, vendorKey: key, gatewayID: $0.id) }
         let recorder = FleetRecorder()
         let clock = ContinuousClock()
         let start = clock.now
@@ -182,8 +187,7 @@ public struct FleetSimulator: Sendable {
             do {
                 switch route {
                 case .plan:
-                    let body = try WireJSON.encoder().encode(PlanRequest(gatewayID: identities[g].id, currentPlanVersion: 0))
-                    exchange = try await client.post(.plan, body: body, as: identities[g], to: endpoint(forGateway: g))
+                    exchange = try await client.post(.plan, body: bodies[g], as: identities[g], to: endpoint(forGateway: g))
                 case .hello:
                     exchange = try await client.health(at: endpoint(forGateway: g))
                 }
@@ -192,7 +196,17 @@ public struct FleetSimulator: Sendable {
                 return
             }
             recorder.answered(r, latency: exchange.latency)
-            if exchange.status != 200 { recorder.error(r, exchange.errorCode) }
+            guard exchange.status == 200 else { return recorder.error(r, exchange.errorCode) }
+            guard route == .plan else { return }
+            // The signed plan verifies with the vendor's key and passes every check a gateway makes.
+            do {
+                _ = try validators[g].validate(rawBody: exchange.body, held: .none, now: Date())
+                recorder.update { $0.plansVerified += 1 }
+            } catch let error as ProtocolError {
+                recorder.error(.plan, "verify.\(error.code)")
+            } catch {
+                recorder.error(.plan, "verify.other")
+            }
         }
         return recorder.summary(gateways: used, elapsed: clock.now - start)
     }

@@ -115,7 +115,7 @@ extension PlanSigner {
         }
         let bytes = try WireJSON.encoder().encode(bundle)
         let sig = try Envelope.sign(bytes, domain: Envelope.bootstrapDomain, key: key)
-        return SignedBootstrap(payload: bytes.base64EncodedString(), signature: sig.base64EncodedString(), keyID: Keys.keyID(key.publicKey),
+        return SignedBootstrap(payload: bytes.base64EncodedString(), signature: sig.base64EncodedString(), keyID: keyID,
                                playbookArchive: archive?.base64EncodedString())
     }
 }

@@ -38,11 +38,24 @@ public enum Keys {
 
     /// Stable short id of a public key.
     public static func keyID(_ key: Curve25519.Signing.PublicKey) -> String {
-        SHA256.hash(data: key.rawRepresentation).prefix(8).map { String(format: "%02x", $0) }.joined()
+        hex(SHA256.hash(data: key.rawRepresentation).prefix(8))
     }
 
     public static func sha256Hex(_ data: some DataProtocol) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        hex(SHA256.hash(data: data))
+    }
+
+    /// Lowercase hex. Every signed request hashes its body and its canonical string with this (on both
+    /// sides), so it writes the digits itself: `String(format:)` per byte cost more than the hash.
+    static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }
 
@@ -70,15 +83,20 @@ public struct PlanSigner: Sendable {
         // Invariant: rawKey came from a valid key's rawRepresentation in init.
         try! Curve25519.Signing.PrivateKey(rawRepresentation: rawKey)
     }
+    /// Computed once: deriving the public key from the seed is a scalar multiplication.
+    let keyID: String
 
-    public init(privateKey: Curve25519.Signing.PrivateKey) { rawKey = privateKey.rawRepresentation }
+    public init(privateKey: Curve25519.Signing.PrivateKey) {
+        rawKey = privateKey.rawRepresentation
+        keyID = Keys.keyID(privateKey.publicKey)
+    }
 
     public var publicKey: Curve25519.Signing.PublicKey { key.publicKey }
 
     public func sign(_ plan: ProvisioningPlan) throws -> SignedPlan {
         let bytes = try WireJSON.encoder().encode(plan)
         let sig = try key.signature(for: bytes)
-        return SignedPlan(payload: bytes.base64EncodedString(), signature: sig.base64EncodedString(), keyID: Keys.keyID(key.publicKey))
+        return SignedPlan(payload: bytes.base64EncodedString(), signature: sig.base64EncodedString(), keyID: keyID)
     }
 }
 
@@ -120,8 +138,16 @@ public enum RequestSignature {
     public static func makeNonce() -> String {
         var g = SystemRandomNumberGenerator()
         let bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
-        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        // base64url without padding, mapped byte by byte (every signed request makes one).
+        let base64 = Data(bytes).base64EncodedData()
+        return String(decoding: base64.compactMap { c -> UInt8? in
+            switch c {
+            case UInt8(ascii: "+"): UInt8(ascii: "-")
+            case UInt8(ascii: "/"): UInt8(ascii: "_")
+            case UInt8(ascii: "="): nil
+            default: c
+            }
+        }, as: UTF8.self)
     }
 
     /// Headers to add to a request.
@@ -203,16 +229,32 @@ public enum Envelope {
 public struct GatewayIdentity: Sendable {
     // Raw bytes: swift-crypto's key types are not Sendable on Linux.
     let rawKey: Data
-    public var key: Curve25519.Signing.PrivateKey {
-        // Invariant: rawKey came from a valid key's rawRepresentation in init.
-        try! Curve25519.Signing.PrivateKey(rawRepresentation: rawKey)
+    /// The key itself, kept: rebuilding it from `rawKey` for every signed request derived the public key
+    /// again, a scalar multiplication as costly as the signature.
+    private let box: KeyBox
+    public var key: Curve25519.Signing.PrivateKey { box.key }
+
+    /// `@unchecked Sendable`: it holds one swift-crypto key, an immutable value (BoringSSL's 64-byte private
+    /// key and the public key, written once in its init and only read after), which is not marked
+    /// `Sendable` on Linux. Nothing here mutates it, so it is safe to read from any task.
+    private final class KeyBox: @unchecked Sendable {
+        let key: Curve25519.Signing.PrivateKey
+        init(_ key: Curve25519.Signing.PrivateKey) { self.key = key }
     }
 
-    public init(key: Curve25519.Signing.PrivateKey) { rawKey = key.rawRepresentation }
+    /// `gw-` + the public key's id; with ``publicKey``, computed once, since every signed request names the
+    /// gateway and deriving the public key from the seed is a scalar multiplication.
+    public let id: String
+    /// Base64 of the raw public key.
+    public let publicKey: String
+
+    public init(key: Curve25519.Signing.PrivateKey) {
+        rawKey = key.rawRepresentation
+        box = KeyBox(key)
+        id = "gw-" + Keys.keyID(key.publicKey)
+        publicKey = Keys.encode(key.publicKey)
+    }
 
     /// The private key as stored on disk (base64 of 32 bytes).
     public var privateKeyBase64: String { rawKey.base64EncodedString() }
-
-    public var id: String { "gw-" + Keys.keyID(key.publicKey) }
-    public var publicKey: String { Keys.encode(key.publicKey) }
 }

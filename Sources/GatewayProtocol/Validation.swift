@@ -55,16 +55,20 @@ struct TrustedVendor: Sendable {
         try! Curve25519.Signing.PublicKey(rawRepresentation: rawKey)
     }
 
+    /// The key's id, computed once (every plan a gateway receives is checked against it).
+    let keyID: String
+
     init(vendor: String, key: Curve25519.Signing.PublicKey, gatewayID: String) {
         self.vendor = vendor
         rawKey = key.rawRepresentation
+        keyID = Keys.keyID(key)
         self.gatewayID = gatewayID
     }
 
     /// Checks that `payload` was signed by this vendor's key (with a domain tag, or none for plans).
     func verify(keyID: String, signature: String, payload: Data, domain: String?, what: String) throws {
-        guard keyID == Keys.keyID(key) else {
-            throw ProtocolError(.unknownKey, "\(what) signed with key \(Fields.quote(keyID)), vendor \(vendor) uses \(Keys.keyID(key))")
+        guard keyID == self.keyID else {
+            throw ProtocolError(.unknownKey, "\(what) signed with key \(Fields.quote(keyID)), vendor \(vendor) uses \(self.keyID)")
         }
         guard let sig = Data(base64Encoded: signature),
               domain.map({ Envelope.isValid(sig, payload: payload, domain: $0, key: key) }) ?? key.isValidSignature(sig, for: payload) else {

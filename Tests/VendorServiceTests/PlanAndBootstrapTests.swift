@@ -5,6 +5,7 @@ import GatewayProtocol
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Synchronization
 import Testing
 @testable import VendorService
 
@@ -226,6 +227,48 @@ struct PlanAndBootstrapTests {
                 #expect(renewed.expiresAt == late.addingTimeInterval(ttl))
                 #expect(renewed.grant == (try h.validator().validate(rawBody: first, lastVersion: 0, now: Harness.now).plan.grant))
             }
+        }
+    }
+
+    /// One service (so its memory of unchanged plans carries from poll to poll) whose clock moves: polls that
+    /// read the inputs an earlier poll found unchanged are answered without composing, but never once the
+    /// plan nears its expiry, is below the gateway's version, or its inputs changed behind the service's back.
+    @Test func pollsAnsweredFromMemoryStillFollowTheClockTheGatewayAndTheStore() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            let ttl = TimeInterval(h.configuration.planTTLSeconds)
+            let clock = Mutex(Harness.now)
+            let service = ProvisioningService(configuration: h.configuration, store: h.store, signer: h.signer, now: { clock.withLock { $0 } })
+            let gateway = try #require(try await h.store.gateway(id: h.gateway.id))
+            let announcement = try WireJSON.decoder().decode(Announcement.self, from: try Harness.announcement(h.gateway, serial: "FT1"))
+            let first = try await service.announce(announcement, from: gateway, logger: Harness.logger)
+            func poll(holding version: Int) async throws -> ProvisioningPlan {
+                let signed = try await service.currentPlan(PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: version), from: gateway,
+                                                           logger: Harness.logger)
+                return try h.validator().validate(signed, held: PlanHeld(version: version, payloadSHA256: nil), now: clock.withLock { $0 }).plan
+            }
+            // Composed once, then answered from memory: the very same signed plan.
+            #expect(try await service.currentPlan(PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 1), from: gateway,
+                                                  logger: Harness.logger) == first)
+            #expect(service.unchangedPlans.count == 1)
+            #expect(try await service.currentPlan(PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 1), from: gateway,
+                                                  logger: Harness.logger) == first)
+            // The gateway holds a higher version (a restored vendor database): one above it, remembered or not.
+            #expect(try await poll(holding: 5).version == 6)
+            #expect(try await poll(holding: 6).version == 6)
+            // Half the lifetime gone: renewed, even though the inputs are the remembered ones.
+            clock.withLock { $0 = Harness.now.addingTimeInterval(ttl / 2) }
+            let renewed = try await poll(holding: 6)
+            #expect(renewed.version == 7)
+            #expect(renewed.expiresAt == Harness.now.addingTimeInterval(ttl / 2 + ttl))
+            #expect(try await poll(holding: 7).version == 7)
+            // A release recorded by someone else (another replica, the CLI): the next poll composes it in.
+            try await h.store.addAppRelease(AppRelease(app: "thermo-agent", version: "1.2.0", runList: ["recipe[thermo_agent@1.2.0]"],
+                                                       publishedAt: Harness.now))
+            let released = try await poll(holding: 7)
+            #expect(released.version == 8)
+            #expect(released.apps.map(\.version) == ["1.2.0"])
+            #expect(try await poll(holding: 8) == released)
         }
     }
 

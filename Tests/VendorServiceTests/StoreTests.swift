@@ -77,6 +77,47 @@ struct StoreTests {
         }
     }
 
+    @Test(arguments: Backend.allCases) func concurrentClaimsOfOneNonceGrantItOnce(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
+            let until = Harness.now.addingTimeInterval(600)
+            let replayed = "n-0000000000000000"
+            let granted = try await withThrowingTaskGroup(of: (String, Bool).self) { group in
+                for i in 0..<90 {
+                    let nonce = i % 3 == 0 ? replayed : String(format: "n-%016d", i)
+                    group.addTask { (nonce, try await h.store.claimNonce(gatewayID: h.gateway.id, nonce: nonce, expiresAt: until, now: Harness.now)) }
+                }
+                var granted: [String: Int] = [:]
+                for try await (nonce, fresh) in group { granted[nonce, default: 0] += fresh ? 1 : 0 }
+                return granted
+            }
+            #expect(granted.count == 61)
+            #expect(granted.values.allSatisfy { $0 == 1 }, "each nonce granted exactly once: \(granted.filter { $0.value != 1 })")
+        }
+    }
+
+    /// One batch as the store commits it: a nonce twice in the batch is fresh for its first claim only, a
+    /// nonce claimed before is a replay, a nonce whose row expired is free again.
+    @Test(arguments: Backend.allCases) func aBatchOfClaimsGrantsEachFreshNonceOnce(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
+            let t = Harness.now, until = Harness.now.addingTimeInterval(600)
+            let nonces: NonceClaims = switch h.store {
+            case let sqlite as SQLiteVendorStore: sqlite.nonces
+            case let postgres as PostgresVendorStore: postgres.nonces
+            default: throw StoreError(.notFound, "no nonce batches in \(type(of: h.store))")
+            }
+            #expect(try await h.store.claimNonce(gatewayID: h.gateway.id, nonce: "n-used", expiresAt: until, now: t))
+            #expect(try await h.store.claimNonce(gatewayID: h.gateway.id, nonce: "n-expired", expiresAt: t.addingTimeInterval(1), now: t))
+            let later = t.addingTimeInterval(1)
+            func claim(_ nonce: String) -> NonceClaim {
+                NonceClaim(gatewayID: h.gateway.id, nonce: nonce, expiresAt: until, now: later)
+            }
+            let fresh = try await nonces.commitBatch([claim("n-a"), claim("n-used"), claim("n-a"), claim("n-expired"), claim("n-b"), claim("n-b")])
+            #expect(fresh == [true, false, false, true, true, false])
+            #expect(try await h.nonces() == ["n-a", "n-b", "n-expired", "n-used"])
+            #expect(try await nonces.commitBatch([claim("n-a"), claim("n-c")]) == [false, true])
+        }
+    }
+
     @Test func aDatabaseFromBeforeNoncesGetsTheirTable() async throws {
         try await withTemporaryFolder { folder in
             let path = folder.appendingPathComponent("old.sqlite").path

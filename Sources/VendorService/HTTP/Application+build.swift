@@ -110,7 +110,9 @@ struct VendorRoutes: Sendable {
     func plan(_ request: Request, context: some RequestContext) async throws -> Response {
         let (gateway, body) = try await authenticated(request, context: context)
         let planRequest = try Self.decode(PlanRequest.self, from: body)
-        return try Self.json(try await service.currentPlan(planRequest, from: gateway, logger: context.logger))
+        // The stored signed plan's JSON as it is: the bytes `json(_:)` would write again.
+        let json = try await service.currentPlanJSON(planRequest, from: gateway, logger: context.logger)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
     }
 
     func bootstrap(_ request: Request, context: some RequestContext) async throws -> Response {

@@ -125,7 +125,7 @@ public struct PlanComposer: Sendable {
         let (content, omitted) = content(gatewayID: gatewayID, devices: devices)
         let hash = try content.hash()
         if let previous, let plan = previous.plan, plan.version == previous.version, previous.contentHash == hash,
-           previous.version >= gatewayVersion, previous.version > 0, plan.expiresAt.timeIntervalSince(now) > planTTL / 2 {
+           answersAgain(plan, gatewayVersion: gatewayVersion, now: now) {
             return Composed(plan: plan, contentHash: hash, isNewVersion: false, omitted: omitted)
         }
         let (version, overflow) = max(previous?.version ?? 0, gatewayVersion, 0).addingReportingOverflow(1)
@@ -135,6 +135,12 @@ public struct PlanComposer: Sendable {
             expiresAt: now.addingTimeInterval(planTTL), container: content.container, devices: content.devices, apps: content.apps
         )
         return Composed(plan: plan, contentHash: hash, isNewVersion: true, omitted: omitted)
+    }
+
+    /// Whether `plan`, stored with the content the gateway's inputs give now, is answered again as is: it is
+    /// not below the version the gateway holds, and it has more than half of `planTTL` to live.
+    public func answersAgain(_ plan: ProvisioningPlan, gatewayVersion: Int, now: Date) -> Bool {
+        plan.version >= gatewayVersion && plan.version > 0 && plan.expiresAt.timeIntervalSince(now) > planTTL / 2
     }
 
     /// `base` if no device uses it yet, else `base-<serial>`, else `base-<serial>-2`, `-3`...

@@ -10,6 +10,12 @@ extension ProvisioningService {
     /// expiry, gets the next version. 409 ``APIError/Code/noPlan`` when the gateway never announced a
     /// genuine device.
     public func currentPlan(_ request: PlanRequest, from gateway: EnrolledGateway, logger: Logger) async throws -> SignedPlan {
+        try WireJSON.decoder().decode(SignedPlan.self, from: Data(try await currentPlanJSON(request, from: gateway, logger: logger).utf8))
+    }
+
+    /// As ``currentPlan(_:from:logger:)``, as the `SignedPlan` JSON to answer with (WireJSON: for a stored plan,
+    /// its stored bytes as they are).
+    func currentPlanJSON(_ request: PlanRequest, from gateway: EnrolledGateway, logger: Logger) async throws -> String {
         try APIError.checkingFields {
             try Fields.gatewayID.check(request.gatewayID, at: "gatewayID")
             try Self.checkVersion(request.currentPlanVersion, at: "currentPlanVersion")
@@ -20,19 +26,39 @@ extension ProvisioningService {
         var logger = logger
         logger[metadataKey: "gateway.id"] = "\(gateway.id)"
         // Most polls find their plan unchanged: composed from a snapshot, without locking the gateway's row
-        // or writing anything, the stored plan is answered as is. Only a changed plan takes the locked path,
-        // which composes again from what it reads under the lock.
-        let issue = issuer(gatewayID: gateway.id, gatewayVersion: request.currentPlanVersion)
+        // or writing anything, the stored plan is answered as is. A poll that reads the very inputs an
+        // earlier one found unchanged does not even compose (`UnchangedPlans`). Only a changed plan takes the
+        // locked path, which composes again from what it reads under the lock.
         let snapshot = try await store.planInputs(gatewayID: gateway.id)
-        if let stored = snapshot.previous, case let (plan, (composed, signed)) = try issue(snapshot), plan == stored {
-            await issued(composed, logger: logger)
-            return signed
+        if let stored = snapshot.previous {
+            if let known = unchangedPlans.entry(for: snapshot, gatewayID: gateway.id),
+               composer.answersAgain(known.plan, gatewayVersion: request.currentPlanVersion, now: now()) {
+                answeredUnchanged(known.plan, omitted: known.omitted, logger: logger)
+                return stored.signedJSON
+            }
+            let issue = issuer(gatewayID: gateway.id, gatewayVersion: request.currentPlanVersion)
+            if case let (plan, (composed, _)) = try issue(snapshot), plan == stored {
+                unchangedPlans.remember(.init(inputs: snapshot, plan: composed.plan, omitted: composed.omitted), gatewayID: gateway.id)
+                answeredUnchanged(composed.plan, omitted: composed.omitted, logger: logger)
+                return stored.signedJSON
+            }
         }
+        let issue = issuer(gatewayID: gateway.id, gatewayVersion: request.currentPlanVersion)
         guard let (composed, signed) = try await store.reissuePlan(gatewayID: gateway.id, issue: issue) else {
             throw Self.noPlan(gateway.id)
         }
         await issued(composed, logger: logger)
-        return signed
+        return String(decoding: try WireJSON.encoder().encode(signed), as: UTF8.self)
+    }
+
+    /// ``issued(_:logger:)`` for a plan answered again as stored: nothing for the provisioner to follow.
+    private func answeredUnchanged(_ plan: ProvisioningPlan, omitted: [String], logger: Logger) {
+        if !omitted.isEmpty {
+            logger.warning("devices left out of plan", metadata: ["device.omitted": "\(omitted.joined(separator: ","))"])
+        }
+        logger.debug("plan issued", metadata: [
+            "plan.version": "\(plan.version)", "plan.new": "false", "plan.devices": "\(plan.devices.count)", "plan.apps": "\(plan.apps.count)",
+        ])
     }
 
     /// Answers `POST /v1/bootstrap`: what the gateway's container needs to converge its current plan's

@@ -19,6 +19,9 @@ public struct ProvisioningService: Sendable {
     let now: @Sendable () -> Date
     /// What the daemon counts (plans signed, reports received, requests); served on the metrics listener.
     public let metrics: VendorMetrics
+    /// The inputs each gateway's stored plan was last found unchanged for (polls reading them again answer it
+    /// without composing).
+    let unchangedPlans = UnchangedPlans()
 
     /// - Parameter now: the wall clock; tests pass a fixed one.
     /// - Parameter metrics: where counts go; a fresh registry by default (each service its own, no global state).

@@ -18,6 +18,8 @@ public struct PostgresVendorStore: VendorStore {
     /// The schema the tables live in (validated as a plain identifier: it is written into statements).
     let schema: String
     let logger: Logger
+    /// Nonce claims, committed in groups (see ``claimNonce(gatewayID:nonce:expiresAt:now:)``).
+    let nonces: NonceClaims
 
     /// Builds the pool from a configuration's `postgres` section; connects nothing yet.
     /// - Throws: ``ConfigurationError`` for a bad section or an unreadable password file.
@@ -37,7 +39,9 @@ public struct PostgresVendorStore: VendorStore {
         configuration.options.maximumConnections = settings.maxConnections ?? VendorConfiguration.PostgresSettings.defaultMaxConnections
         configuration.options.connectTimeout = .seconds(10)
         configuration.options.additionalStartupParameters = [("search_path", settings.schemaName)]
-        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.client = client
+        nonces = NonceClaims { claims in try await Self.commitNonces(claims, client: client, logger: logger) }
         var probe = PostgresConnection.Configuration(host: endpoint.host, port: endpoint.port, username: endpoint.user, password: password,
                                                      database: endpoint.database, tls: .disable)
         probe.options.connectTimeout = .seconds(10)
@@ -463,22 +467,48 @@ public struct PostgresVendorStore: VendorStore {
     }
 
     public func planInputs(gatewayID: String) async throws -> PlanInputs {
-        try await read { db in try await Self.planInputs(db, gatewayID: gatewayID, logger: logger) }
+        // Every poll reads these: one statement (one snapshot) on any pooled connection, no BEGIN/COMMIT.
+        try await Self.planInputs(from: client.query(Self.planInputsQuery(gatewayID: gatewayID), logger: logger))
     }
 
     static func planInputs(_ db: PostgresConnection, gatewayID: String, logger: Logger) async throws -> PlanInputs {
-        var devices: [RegisteredDevice] = []
-        let rows = try await db.query("""
-            SELECT d.serial, d.vendor_id, d.product_id, d.model, d.registered_at FROM devices d
-            JOIN gateway_devices g ON g.serial = d.serial
-            WHERE g.gateway_id = \(gatewayID)
-            ORDER BY g.first_seen_at, d.serial
-            """, logger: logger)
-        for try await (serial, vendorID, productID, model, registeredAt) in rows.decode((String, String, String, String, Date).self) {
-            devices.append(RegisteredDevice(serial: serial, vendorID: vendorID, productID: productID, model: model, registeredAt: registeredAt))
+        try await planInputs(from: db.query(planInputsQuery(gatewayID: gatewayID), logger: logger))
+    }
+
+    /// The gateway's devices (in the order first seen), its plan and its current releases (by app), in one
+    /// statement: rows of kind 0 (device), 1 (plan) and 2 (release) with the columns each needs.
+    static func planInputsQuery(gatewayID: String) -> PostgresQuery {
+        """
+        SELECT 0 AS kind, row_number() OVER (ORDER BY g.first_seen_at, d.serial) AS ord, d.serial AS a, d.vendor_id AS b,
+               d.product_id AS c, d.model AS e, d.registered_at AS t, NULL::bigint AS n, NULL::boolean AS staged
+            FROM devices d JOIN gateway_devices g ON g.serial = d.serial WHERE g.gateway_id = \(gatewayID)
+        UNION ALL
+        SELECT 1, 0, p.gateway_id, p.content_hash, p.signed_json, NULL, p.issued_at, p.version, NULL
+            FROM plans p WHERE p.gateway_id = \(gatewayID)
+        UNION ALL
+        SELECT 2, row_number() OVER (ORDER BY r.app, r.id), r.app, r.version, r.run_list, NULL, r.published_at, r.id, r.staged
+            FROM app_releases r WHERE r.id IN (
+                SELECT MAX(id) FROM app_releases WHERE NOT staged
+                    AND app NOT IN (SELECT app FROM gateway_pins WHERE gateway_id = \(gatewayID)) GROUP BY app
+                UNION SELECT release_id FROM gateway_pins WHERE gateway_id = \(gatewayID))
+        ORDER BY kind, ord
+        """
+    }
+
+    static func planInputs(from rows: PostgresRowSequence) async throws -> PlanInputs {
+        var inputs = PlanInputs(devices: [], previous: nil, releases: [])
+        for try await (kind, _, a, b, c, e, at, n, staged) in rows.decode((Int, Int, String, String, String, String?, Date, Int64?, Bool?).self) {
+            switch kind {
+            case 0:
+                inputs.devices.append(RegisteredDevice(serial: a, vendorID: b, productID: c, model: e ?? "", registeredAt: at))
+            case 1:
+                inputs.previous = StoredPlan(gatewayID: a, version: Int(n ?? 0), contentHash: b, signedJSON: c, issuedAt: at)
+            default:
+                inputs.releases.append(AppRelease(id: n, app: a, version: b, runList: try JSONDecoder().decode([String].self, from: Data(c.utf8)),
+                                                  publishedAt: at, staged: staged ?? false))
+            }
         }
-        return PlanInputs(devices: devices, previous: try await plans(db, gatewayID: gatewayID, logger: logger).first,
-                          releases: try await releases(db, currentFor: gatewayID, logger: logger))
+        return inputs
     }
 
     static func plans(_ db: PostgresConnection, gatewayID: String?, logger: Logger) async throws -> [StoredPlan] {
@@ -578,24 +608,43 @@ public struct PostgresVendorStore: VendorStore {
 
     // MARK: Nonces and reports
 
+    /// Claims wait for the batch committing now and go in the next one together (``NonceClaims``): one
+    /// statement for all of them, where each learns whether its own nonce was fresh.
     public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
-        // One statement (its own transaction): every signed request claims a nonce, so the four round trips of
-        // BEGIN, prune, claim, COMMIT were a good part of a plan poll's cost. The prune skips rows another claim
-        // is pruning right now (that claim deletes them) and the row being claimed (its own ON CONFLICT decides).
-        // The primary key decides between replicas claiming the same nonce: the second waits for the first to
-        // commit, then finds the row. A row that expired but was not pruned is free again.
-        let claimed = try await client.query("""
-            WITH pruned AS (
+        try await nonces.claim(NonceClaim(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt, now: now))
+    }
+
+    /// One statement (its own transaction, one commit) for a batch of claims, each (gateway, nonce) once:
+    /// every signed request claims a nonce, so the round trips and the commit's WAL flush were a good part of
+    /// a plan poll's cost. The prune skips rows another claim is pruning right now (that claim deletes them)
+    /// and the rows being claimed (their own ON CONFLICT decides). The primary key decides between replicas
+    /// claiming the same nonce: the second waits for the first to commit, then finds the row. A row that
+    /// expired (by the batch's oldest `now`: a claim is never let through on a later clock) but was not
+    /// pruned is free again.
+    static func commitNonces(_ claims: [NonceClaim], client: PostgresClient, logger: Logger) async throws -> [Bool] {
+        guard let oldest = claims.map(\.now).min() else { return [] }
+        let gatewayIDs = claims.map(\.gatewayID), nonces = claims.map(\.nonce), expiries = claims.map(\.expiresAt)
+        let rows = try await client.query("""
+            WITH claims AS (
+                SELECT * FROM unnest(\(gatewayIDs)::text[], \(nonces)::text[], \(expiries)::timestamptz[]) AS c(gateway_id, nonce, expires_at)
+            ), pruned AS (
                 DELETE FROM request_nonces WHERE ctid IN
-                    (SELECT ctid FROM request_nonces WHERE expires_at <= \(now) AND NOT (gateway_id = \(gatewayID) AND nonce = \(nonce))
+                    (SELECT ctid FROM request_nonces r WHERE r.expires_at <= \(oldest)
+                        AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.gateway_id = r.gateway_id AND c.nonce = r.nonce)
                      FOR UPDATE SKIP LOCKED)
             )
-            INSERT INTO request_nonces (gateway_id, nonce, expires_at) VALUES (\(gatewayID), \(nonce), \(expiresAt))
+            INSERT INTO request_nonces (gateway_id, nonce, expires_at) SELECT gateway_id, nonce, expires_at FROM claims
             ON CONFLICT (gateway_id, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at
-                WHERE request_nonces.expires_at <= \(now)
-            RETURNING nonce
-            """, logger: logger).collect()
-        return !claimed.isEmpty
+                WHERE request_nonces.expires_at <= \(oldest)
+            RETURNING gateway_id, nonce
+            """, logger: logger)
+        struct Key: Hashable {
+            var gatewayID: String
+            var nonce: String
+        }
+        var claimed = Set<Key>()
+        for try await (gatewayID, nonce) in rows.decode((String, String).self) { claimed.insert(Key(gatewayID: gatewayID, nonce: nonce)) }
+        return claims.map { claimed.contains(Key(gatewayID: $0.gatewayID, nonce: $0.nonce)) }
     }
 
     @discardableResult public func addReport(_ report: StoredReport) async throws -> StoredReport {

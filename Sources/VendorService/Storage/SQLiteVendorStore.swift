@@ -5,6 +5,8 @@ import GRDB
 /// ``VendorStore`` on a SQLite file in WAL mode (GRDB `DatabasePool`): many concurrent readers, one writer.
 public struct SQLiteVendorStore: VendorStore {
     let pool: DatabasePool
+    /// Nonce claims, committed in groups (see ``claimNonce(gatewayID:nonce:expiresAt:now:)``).
+    let nonces: NonceClaims
 
     /// Opens the database at `path` and applies pending migrations.
     /// - Parameter create: create the file (and its folder) when missing; otherwise a missing file throws
@@ -29,8 +31,10 @@ public struct SQLiteVendorStore: VendorStore {
         configuration.busyMode = .timeout(5)
         configuration.foreignKeysEnabled = true
         do {
-            pool = try DatabasePool(path: path, configuration: configuration)
+            let pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
+            self.pool = pool
+            nonces = NonceClaims { claims in try await Self.commitNonces(claims, pool: pool) }
         } catch {
             if created { try? FileManager.default.removeItem(atPath: path) }
             throw error
@@ -383,26 +387,44 @@ public struct SQLiteVendorStore: VendorStore {
         try await pool.read { db in try ChefRegistration.order(Column("gatewayID")).fetchAll(db) }
     }
 
+    /// Claims wait for the batch committing now and go in the next one together (``NonceClaims``): one
+    /// transaction for all of them, where each learns whether its own nonce was fresh.
+    public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try await nonces.claim(NonceClaim(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt, now: now))
+    }
+
+    /// One transaction for a batch of claims: forgets the nonces that expired by the oldest claim's `now`,
+    /// then records each claim unless its gateway holds that nonce unexpired by the claim's own `now`.
+    ///
     /// Committed without an fsync of its own (`synchronous = NORMAL` for this transaction only): every signed
     /// request claims a nonce, and waiting for the disk each time capped a vendor at a few hundred requests
     /// a second. In WAL mode the claim is still atomic and survives a crash of the daemon; the next durable
     /// commit (any other write) makes it durable too, as the WAL is written in order. Only a crash of the
     /// machine itself can lose the claims made since, which reopens those requests to a replay until their
     /// timestamp expires (at most `RequestSignature.allowedSkew`).
-    public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
-        try await pool.writeWithoutTransaction { db in
+    static func commitNonces(_ claims: [NonceClaim], pool: DatabasePool) async throws -> [Bool] {
+        guard let oldest = claims.map(\.now).min() else { return [] }
+        return try await pool.writeWithoutTransaction { db in
             let previous = try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? 2
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             defer { try? db.execute(sql: "PRAGMA synchronous = \(previous)") }
-            var claimed = false
+            var fresh: [Bool] = []
             try db.inTransaction(.immediate) {
-                try RequestNonce.filter(Column("expiresAt") <= now).deleteAll(db)
-                guard try !RequestNonce.exists(db, key: ["gatewayID": gatewayID, "nonce": nonce]) else { return .commit }
-                try RequestNonce(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt).insert(db)
-                claimed = true
+                fresh = []
+                try RequestNonce.filter(Column("expiresAt") <= oldest).deleteAll(db)
+                // A row still there but expired for this claim is free again: the upsert takes it over.
+                let insert = try db.cachedStatement(sql: """
+                    INSERT INTO \(RequestNonce.databaseTableName) (gatewayID, nonce, expiresAt) VALUES (?, ?, ?)
+                    ON CONFLICT (gatewayID, nonce) DO UPDATE SET expiresAt = excluded.expiresAt
+                        WHERE \(RequestNonce.databaseTableName).expiresAt <= ?
+                    """)
+                for claim in claims {
+                    try insert.execute(arguments: [claim.gatewayID, claim.nonce, claim.expiresAt, claim.now])
+                    fresh.append(db.changesCount == 1)
+                }
                 return .commit
             }
-            return claimed
+            return fresh
         }
     }
 

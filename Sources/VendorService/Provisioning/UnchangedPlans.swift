@@ -1,0 +1,46 @@
+import Foundation
+import GatewayProtocol
+import Synchronization
+
+/// Remembers, per gateway, the plan inputs for which ``PlanComposer`` last found the stored plan unchanged,
+/// so that a poll reading the very same inputs again skips composing, hashing the content and decoding the
+/// stored plan: it is answered with the stored signed bytes at once.
+///
+/// Keyed on what the store returned, never on local events: an entry is used only when the inputs read for
+/// this poll (devices, releases, and the stored plan itself with its version, content hash and signed bytes)
+/// equal the ones the entry was made from, so a change made by this replica, another replica or the CLI
+/// (a new release, a rollout pin, a new plan version) misses it and the plan is composed again. The time
+/// and version rules (``PlanComposer/answersAgain(_:gatewayVersion:now:)``) are checked on every poll, so an
+/// entry never serves a plan nearing its expiry or one below the version the gateway holds.
+final class UnchangedPlans: Sendable {
+    struct Entry: Sendable {
+        /// The inputs the composer found the stored plan unchanged for (`previous` is that plan).
+        var inputs: PlanInputs
+        /// The stored plan, decoded (its expiry and version decide whether it may be answered again).
+        var plan: ProvisioningPlan
+        var omitted: [String]
+    }
+
+    private let entries = Mutex<[String: Entry]>([:])
+    /// At most this many gateways are remembered (a few KiB each); past it an arbitrary one is forgotten.
+    let capacity: Int
+
+    init(capacity: Int = 10_000) { self.capacity = max(1, capacity) }
+
+    /// The entry for exactly these inputs, if any.
+    func entry(for inputs: PlanInputs, gatewayID: String) -> Entry? {
+        entries.withLock { entries in
+            guard let entry = entries[gatewayID], entry.inputs == inputs else { return nil }
+            return entry
+        }
+    }
+
+    func remember(_ entry: Entry, gatewayID: String) {
+        entries.withLock { entries in
+            if entries[gatewayID] == nil, entries.count >= capacity, let any = entries.keys.first { entries[any] = nil }
+            entries[gatewayID] = entry
+        }
+    }
+
+    var count: Int { entries.withLock { $0.count } }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Synchronization
+
+/// One nonce a signed request claims (see ``VendorStore/claimNonce(gatewayID:nonce:expiresAt:now:)``).
+struct NonceClaim: Sendable, Equatable {
+    var gatewayID: String
+    var nonce: String
+    var expiresAt: Date
+    var now: Date
+}
+
+/// Group commit of nonce claims: every signed request claims its nonce in the database, and a transaction
+/// each (a commit, on PostgreSQL a WAL flush) capped the daemon far below what it can verify. Claims that
+/// arrive while a batch commits wait and go together in the next one: one transaction, after which each
+/// learns whether its own nonce was fresh. Nothing waits for a timer: a claim on an idle store commits at
+/// once, alone, and batches grow only with the load.
+///
+/// The claimer whose claim finds no batch committing leads: it commits everything pending, answers the
+/// others, then hands the lead to the first claim that arrived meanwhile (which commits the next batch,
+/// its own among them), so no request commits more than its own batch.
+///
+/// Within one batch a nonce claimed twice by the same gateway is fresh only for its first claim (the
+/// later ones are replays); `commit` gets each (gateway, nonce) at most once. Across batches and across
+/// replicas the database decides, as before: the nonces stay in the shared store.
+final class NonceClaims: Sendable {
+    /// Commits the claims in one transaction; answers, for each claim in order, whether it was fresh.
+    typealias Commit = @Sendable (_ claims: [NonceClaim]) async throws -> [Bool]
+
+    private enum Wake: Sendable {
+        case answered(Bool)
+        case failed(any Error)
+        case lead
+    }
+
+    private struct Waiter {
+        var ticket: UInt64
+        var claim: NonceClaim
+        var continuation: CheckedContinuation<Wake, Never>
+    }
+
+    private struct State {
+        var pending: [Waiter] = []
+        /// Whether a leader is committing; while it is not, `pending` is empty.
+        var committing = false
+        var nextTicket: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+    private let commit: Commit
+    /// The most claims one transaction carries.
+    let maxBatch: Int
+
+    init(maxBatch: Int = 256, commit: @escaping Commit) {
+        self.maxBatch = max(1, maxBatch)
+        self.commit = commit
+    }
+
+    /// Claims `claim` in the next batch; true when its nonce was fresh.
+    func claim(_ claim: NonceClaim) async throws -> Bool {
+        let ticket = state.withLock { s -> UInt64 in
+            defer { s.nextTicket &+= 1 }
+            return s.nextTicket
+        }
+        let wake = await withCheckedContinuation { (continuation: CheckedContinuation<Wake, Never>) in
+            let lead = state.withLock { s -> Bool in
+                s.pending.append(Waiter(ticket: ticket, claim: claim, continuation: continuation))
+                guard !s.committing else { return false }
+                s.committing = true
+                return true
+            }
+            if lead { continuation.resume(returning: .lead) }
+        }
+        switch wake {
+        case .answered(let fresh): return fresh
+        case .failed(let error): throw error
+        case .lead: return try await lead(ticket: ticket)
+        }
+    }
+
+    /// Commits the pending claims (the leader's own first among them), answers the others, passes the lead on.
+    private func lead(ticket: UInt64) async throws -> Bool {
+        let batch = state.withLock { s -> [Waiter] in
+            let n = min(s.pending.count, maxBatch)
+            defer { s.pending.removeFirst(n) }
+            return Array(s.pending.prefix(n))
+        }
+        let outcome: Result<[Bool], any Error>
+        do {
+            outcome = .success(try await Self.commitOnce(batch.map(\.claim), commit))
+        } catch {
+            outcome = .failure(error)
+        }
+        var own: Result<Bool, any Error> = .success(false)
+        for (i, waiter) in batch.enumerated() {
+            let answer: Result<Bool, any Error> = outcome.map { $0[i] }
+            if waiter.ticket == ticket {
+                own = answer
+                continue
+            }
+            switch answer {
+            case .success(let fresh): waiter.continuation.resume(returning: .answered(fresh))
+            case .failure(let error): waiter.continuation.resume(returning: .failed(error))
+            }
+        }
+        let next = state.withLock { s -> Waiter? in
+            guard let first = s.pending.first else {
+                s.committing = false
+                return nil
+            }
+            return first
+        }
+        next?.continuation.resume(returning: .lead)
+        return try own.get()
+    }
+
+    /// Commits `claims` as one batch now, bypassing the queue (tests).
+    func commitBatch(_ claims: [NonceClaim]) async throws -> [Bool] { try await Self.commitOnce(claims, commit) }
+
+    /// Claims waiting for the next batch (tests).
+    var waiting: Int { state.withLock { $0.pending.count } }
+
+    /// Commits each (gateway, nonce) once: a repeat within the batch is a replay of its first claim.
+    static func commitOnce(_ claims: [NonceClaim], _ commit: Commit) async throws -> [Bool] {
+        struct Key: Hashable {
+            var gatewayID: String
+            var nonce: String
+        }
+        var first: [Key: Int] = [:]
+        var unique: [NonceClaim] = []
+        var slot: [Int?] = []
+        for claim in claims {
+            let key = Key(gatewayID: claim.gatewayID, nonce: claim.nonce)
+            if first[key] == nil {
+                first[key] = unique.count
+                slot.append(unique.count)
+                unique.append(claim)
+            } else {
+                slot.append(nil)
+            }
+        }
+        let fresh = try await commit(unique)
+        guard fresh.count == unique.count else {
+            throw StoreError(.conflict, "nonce batch answered \(fresh.count) claims for \(unique.count)")
+        }
+        return slot.map { $0.map { fresh[$0] } ?? false }
+    }
+}
