@@ -265,10 +265,15 @@ public final class GatewayAgent: Service, Sendable {
     /// A stored plan, decoded from its signed bytes (verified when it was recorded).
     /// Vendors whose approved plan is a decommission.
     static func withdrawnVendors(_ store: GatewayStore) async throws -> Set<String> {
-        var out = Set<String>()
+        Set(try await approvedPlans(store).filter(\.value.isDecommission).keys)
+    }
+
+    /// Every vendor's approved plan, by vendor (a stored plan that no longer decodes is left out).
+    static func approvedPlans(_ store: GatewayStore) async throws -> [String: ProvisioningPlan] {
+        var out: [String: ProvisioningPlan] = [:]
         for s in try await store.vendorStates() {
-            guard let id = s.approvedPlanID, let rec = try await store.plan(id: id), (try? decodePlan(rec))?.isDecommission == true else { continue }
-            out.insert(s.vendor)
+            guard let id = s.approvedPlanID, let rec = try await store.plan(id: id), let plan = try? decodePlan(rec) else { continue }
+            out[s.vendor] = plan
         }
         return out
     }

@@ -67,13 +67,7 @@ public struct Pruner: Sendable {
 
     /// Fingerprints of every vendor's approved plan and of plans waiting for the owner.
     func namedByPlans() async throws -> Set<String> {
-        var ids = Set(try await store.vendorStates().compactMap(\.approvedPlanID))
-        ids.formUnion(try await store.plans(decision: .pending).compactMap(\.id))
-        var out = Set<String>()
-        for id in ids {
-            guard let rec = try await store.plan(id: id), let plan = try? GatewayAgent.decodePlan(rec) else { continue }
-            out.insert(plan.container.image.fingerprint.lowercased())
-        }
-        return out
+        let pending = try await store.plans(decision: .pending).compactMap { try? GatewayAgent.decodePlan($0) }
+        return Set((Array(try await GatewayAgent.approvedPlans(store).values) + pending).map { $0.container.image.fingerprint.lowercased() })
     }
 }

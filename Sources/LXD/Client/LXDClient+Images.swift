@@ -68,6 +68,14 @@ extension LXDClient {
             throw LXDError(code: .fingerprintMismatch, message: "\(path) has fingerprint \(fingerprint), expected \(expectedFingerprint)")
         }
         if (try? await image(fingerprint: fingerprint)) != nil { return fingerprint }
+        try await upload(tarball: path, fingerprint: fingerprint, progress: progress)
+        return fingerprint
+    }
+
+    /// Uploads a tarball whose SHA-256 the caller already computed (`fingerprint`). LXD checks it
+    /// against the bytes it receives (`X-LXD-fingerprint`) and refuses a mismatch; what it reports
+    /// storing is checked too.
+    public func upload(tarball path: String, fingerprint: String, progress: (@Sendable (Int64) -> Void)? = nil) async throws {
         let headers: HTTPHeaders = [
             "Content-Type": "application/octet-stream",
             "X-LXD-fingerprint": fingerprint,
@@ -81,7 +89,6 @@ extension LXDClient {
         guard reported == fingerprint else {
             throw LXDError(code: .fingerprintMismatch, message: "LXD stored \(reported ?? "nothing"), uploaded \(fingerprint)")
         }
-        return fingerprint
     }
 
     /// Checks that `alias` resolves to an image with exactly `fingerprint`.
