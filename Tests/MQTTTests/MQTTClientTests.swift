@@ -90,6 +90,8 @@ struct MQTTClientTests {
                 try await client.publish(.text(gateway.statusTopic, "online"), timeout: .seconds(10))
                 _ = try await vendorLog.message(on: gateway.statusTopic)
                 await client.stop()
+                // The log records events on its own task: read it once the stream has ended, as the input tests do.
+                try await log.waitUntilFinished()
                 #expect(await log.disconnectReasons == ["stopped by the client"])
 
                 // The broker handles the DISCONNECT (and would publish a will) before it logs this
