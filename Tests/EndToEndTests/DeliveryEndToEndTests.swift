@@ -125,6 +125,23 @@ import Testing
         }
     }
 
+    /// A restore retried after LXD's own stop timed out finds the container already stopped: it goes on
+    /// from there (restores and starts it) instead of failing at the stop on every retry.
+    @Test func aRestoreOfAContainerAlreadyStoppedRestoresAndStartsIt() async throws {
+        let lxd = try E2E.lxd()
+        let c = "t-restore-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        try await E2EContext.cleaningUp(lxd, [c], daemons: { [] }) {
+            try await lxd.createInstance(InstancesPost(name: c, source: .image(alias: "iotgw-busybox"), profiles: ["default"]))
+            try await lxd.start(c)
+            try await lxd.createSnapshot(c, name: "iotgw-1")
+            #expect(try await lxd.exec(c, ["touch", "/half-converged"]).exitCode == 0)
+            try await lxd.stop(c, timeout: 10, force: true)
+            try await AppDelivery(lxd: lxd, logger: Logger(label: "restore")).restore(c, to: "iotgw-1", lock: AsyncMutex())
+            #expect(try await lxd.state(c).status == "Running")
+            #expect(try await lxd.exec(c, ["test", "-e", "/half-converged"]).exitCode == 1, "back at the snapshot")
+        }
+    }
+
     @Test func failedConvergeRollsBack() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pb-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

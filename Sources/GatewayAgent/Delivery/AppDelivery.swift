@@ -160,14 +160,26 @@ public struct AppDelivery: Sendable {
     public func restore(_ container: String, to snapshot: String, lock: AsyncMutex) async throws {
         try await lock.withLock {
             do {
-                try await lxd.stop(container, timeout: 10, force: true)
+                try await bring(container, running: false)
                 try await lxd.restoreSnapshot(container, name: snapshot)
-                try await lxd.start(container)
+                try await bring(container, running: true)
             } catch {
                 try? await prune(container, keeping: snapshot)
                 throw error
             }
             try await prune(container)
+        }
+    }
+
+    /// Stops (forcibly) or starts the container, and takes "it already is" for success: a restore retried
+    /// after LXD's own stop timed out finds the container stopped by then, and must go on from there
+    /// rather than fail at the stop for ever.
+    func bring(_ container: String, running: Bool) async throws {
+        do {
+            try await lxd.setState(container, running ? .start : .stop, timeout: 10, force: !running)
+        } catch let e as LXDError where e.code == .badRequest || e.code == .operationFailed {
+            guard try await lxd.state(container).status == (running ? "Running" : "Stopped") else { throw e }
+            logger.info("container already \(running ? "running" : "stopped")", metadata: ["lxd.instance": "\(container)"])
         }
     }
 
