@@ -52,6 +52,8 @@ public enum Fields {
     static func isLowerAlnum(_ b: UInt8) -> Bool { (b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x7a) }
     static func isHex(_ b: UInt8) -> Bool { (b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x66) }
     static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
+    static func isAlpha(_ b: UInt8) -> Bool { (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) }
+    static func isUpperAlnum(_ b: UInt8) -> Bool { (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) }
     static func inSet(_ b: UInt8, _ s: String) -> Bool { s.utf8.contains(b) }
 
     /// `[A-Za-z0-9]` then `[A-Za-z0-9<extra>]*`: never empty, never starts with `.` or `-`.
@@ -98,9 +100,15 @@ public enum Fields {
     /// One run-list item: `recipe[cookbook]`, `recipe[cookbook::recipe]`, optionally `@1.2.3`; or `role[name]`.
     public static let runListItem = FieldRule("run-list item", maxLength: 200,
                                               form: "recipe[cookbook(::recipe)(@x.y.z)] or role[name]") { u in
-        let s = String(Substring(u))
-        return s.wholeMatch(of: /recipe\[[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(::[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?(@[0-9]{1,9}(\.[0-9]{1,9}){0,2})?\]/) != nil
-            || s.wholeMatch(of: /role\[[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\]/) != nil
+        var c = ASCIIScanner(u)
+        if c.take("role[") { return c.chefName() && c.take("]") && c.atEnd }
+        guard c.take("recipe["), c.chefName() else { return false }
+        if c.take("::") { guard c.chefName() else { return false } }
+        if c.take("@") {
+            guard c.run(1...9, isDigit) else { return false }
+            for _ in 0..<2 where c.take(".") { guard c.run(1...9, isDigit) else { return false } }
+        }
+        return c.take("]") && c.atEnd
     }
 
     /// A node name on the vendor's Chef server: 1-128 of `[A-Za-z0-9._-]`, starting alphanumeric.
@@ -172,11 +180,18 @@ public enum Fields {
         let s = String(Substring(u))
         // "\r\n" is one Character in Swift: splitting on "\n" alone would keep CRLF lines whole.
         let lines = s.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }
-        guard let first = lines.first, let last = lines.last, lines.count >= 3,
-              first.wholeMatch(of: /-----BEGIN [A-Z0-9 ]{1,40}-----/) != nil,
-              last.wholeMatch(of: /-----END [A-Z0-9 ]{1,40}-----/) != nil else { return false }
+        func armor(_ line: Substring, _ word: String) -> Bool {
+            var c = ASCIIScanner(line.utf8)
+            return c.take("-----\(word) ") && c.run(1...40) { isUpperAlnum($0) || $0 == 0x20 } && c.take("-----") && c.atEnd
+        }
+        func header(_ line: Substring) -> Bool {
+            var c = ASCIIScanner(line.utf8)
+            return c.run(1...40) { isAlpha($0) || $0 == UInt8(ascii: "-") } && c.take(": ") && c.run(0...200) { $0 >= 0x20 && $0 < 0x7f }
+                && c.atEnd
+        }
+        guard let first = lines.first, let last = lines.last, lines.count >= 3, armor(first, "BEGIN"), armor(last, "END") else { return false }
         return lines.dropFirst().dropLast().allSatisfy { line in
-            line.utf8.allSatisfy { isAlnum($0) || inSet($0, "+/=") } || line.wholeMatch(of: /[A-Za-z-]{1,40}: [ -~]{0,200}/) != nil
+            line.utf8.allSatisfy { isAlnum($0) || inSet($0, "+/=") } || header(line)
         }
     }
 
@@ -228,4 +243,48 @@ public enum Fields {
     /// Free text from the other side (an error message, a converge summary) made safe to store and
     /// show: escaped and cut to `max` characters.
     public static func displayText(_ value: String, max: Int = 512) -> String { escaped(value, max: max) }
+}
+
+/// A left-to-right reader for the few rules with structure (run-list items, PEM armour). Hand-written
+/// instead of `Regex`: a regex literal is parsed again every time it is evaluated, which made checking one
+/// plan's run lists cost more than verifying its signature.
+struct ASCIIScanner {
+    private let bytes: Substring.UTF8View
+    private var at: Substring.UTF8View.Index
+
+    init(_ bytes: Substring.UTF8View) {
+        self.bytes = bytes
+        self.at = bytes.startIndex
+    }
+
+    var atEnd: Bool { at == bytes.endIndex }
+
+    /// Consumes `literal` if the input continues with it.
+    mutating func take(_ literal: String) -> Bool {
+        var i = at
+        for b in literal.utf8 {
+            guard i != bytes.endIndex, bytes[i] == b else { return false }
+            i = bytes.index(after: i)
+        }
+        at = i
+        return true
+    }
+
+    /// Consumes the longest run (at most `count.upperBound`) of bytes that `ok` accepts; true if it is at
+    /// least `count.lowerBound` long. Greedy is exact here: no rule lets the next part start with a byte
+    /// the run accepts.
+    mutating func run(_ count: ClosedRange<Int>, _ ok: (UInt8) -> Bool) -> Bool {
+        var n = 0
+        while n < count.upperBound, at != bytes.endIndex, ok(bytes[at]) {
+            at = bytes.index(after: at)
+            n += 1
+        }
+        return n >= count.lowerBound
+    }
+
+    /// A Chef cookbook, recipe or role name: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}`.
+    mutating func chefName() -> Bool {
+        run(1...1) { Fields.isAlnum($0) || $0 == UInt8(ascii: "_") }
+            && run(0...63) { Fields.isAlnum($0) || Fields.inSet($0, "_.-") }
+    }
 }

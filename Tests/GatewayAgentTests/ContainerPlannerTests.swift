@@ -164,6 +164,13 @@ import Testing
     }
 
     @Test func deviceNamesAreSafeForLXDAndNeverShared() {
+        #expect(ContainerPlanner.isUSBDeviceNode("/dev/bus/usb/001/042"))
+        for bad in ["/dev/bus/usb/1/42", "/dev/bus/usb/001/0420", "/dev/bus/usb/001-042", "/dev/bus/usb/00a/042", "/dev/bus/usb/../../sda",
+                    "/dev/bus/usb/001/042/", "/dev/bus/usb/001/04"] {
+            #expect(!ContainerPlanner.isUSBDeviceNode(bad), "\(bad)")
+        }
+        #expect(ContainerPlanner.deviceName(serial: String(repeating: "s", count: 48)) == "iotgw-" + String(repeating: "s", count: 48))
+        #expect(ContainerPlanner.deviceName(serial: String(repeating: "s", count: 49)).count == "iotgw-x".count + 16)
         #expect(ContainerPlanner.deviceName(serial: "ACME-0001") == "iotgw-ACME-0001")
         let a = ContainerPlanner.deviceName(serial: "A.1"), b = ContainerPlanner.deviceName(serial: "A_1")
         #expect(a != b)

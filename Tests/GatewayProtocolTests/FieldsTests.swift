@@ -69,10 +69,13 @@ struct FieldsTests {
     @Test func runListItem() {
         Self.expectRule(Fields.runListItem,
                         accepts: ["recipe[x]", "recipe[thermo_agent]", "recipe[thermo_agent::default]", "recipe[thermo_agent@1.2.3]",
-                                  "recipe[a::b@1]", "recipe[a.b-c]", "role[web]", "role[web_1.x]"],
+                                  "recipe[a::b@1]", "recipe[a.b-c]", "role[web]", "role[web_1.x]", "recipe[x@123456789.0.1]",
+                                  "recipe[" + String(repeating: "x", count: 64) + "::" + String(repeating: "y", count: 64) + "]"],
                         refuses: hostileStrings + ["thermo_agent", "recipe[]", "recipe[x", "recipe[x] ", " recipe[x]", "role[a[b]]", "recipe[../x]",
                                                    "recipe[-x]", "recipe[.x]", "recipe[x@1.2.3.4]", "recipe[x@v1]", "recipe[x\n]", "recipe[x]\u{1B}",
-                                                   "recipe[x y]", "role[x::y]", "RECIPE[x]", "recipe[" + String(repeating: "x", count: 65) + "]"])
+                                                   "recipe[x y]", "role[x::y]", "RECIPE[x]", "recipe[" + String(repeating: "x", count: 65) + "]",
+                                                   "recipe[x@]", "recipe[x@1.]", "recipe[x@1234567890]", "recipe[x::]", "recipe[x:y]", "role[]",
+                                                   "role[x@1]", "recipe[x]]", "recipe[[x]"])
     }
 
     @Test func nodeName() {

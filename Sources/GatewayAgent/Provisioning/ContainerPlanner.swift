@@ -127,10 +127,21 @@ public enum ContainerPlanner {
     /// Prefix of the LXD device names this gateway manages inside a container.
     public static let devicePrefix = "iotgw-"
 
+    /// `/dev/bus/usb/BBB/DDD` (three digits each), where libusb looks for a USB device.
+    static func isUSBDeviceNode(_ path: String) -> Bool {
+        let u = Array(path.utf8), prefix = Array("/dev/bus/usb/".utf8)
+        guard u.count == prefix.count + 7, u.starts(with: prefix) else { return false }
+        let rest = u[prefix.count...]
+        return rest.enumerated().allSatisfy { i, b in i == 3 ? b == UInt8(ascii: "/") : (b >= 0x30 && b <= 0x39) }
+    }
+
     /// The LXD device (and node file) name for a vendor device: the serial itself when it is plain
     /// (`[A-Za-z0-9_-]`, up to 48), else a digest of it, so that two serials never share a name.
     public static func deviceName(serial: String) -> String {
-        if serial.wholeMatch(of: /[A-Za-z0-9_-]{1,48}/) != nil {
+        let plain = serial.utf8.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b == UInt8(ascii: "_") || b == UInt8(ascii: "-")
+        }
+        if plain && (1...48).contains(serial.utf8.count) {
             return devicePrefix + serial
         }
         return devicePrefix + "x" + SHA256.hash(data: Data(serial.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
@@ -183,7 +194,7 @@ public enum ContainerPlanner {
                     ManagedNode(path: nodePath, syspath: tty.syspath, number: tty.number))
         case .usb:
             // That one device, where libusb looks for it: /dev/bus/usb/BBB/DDD of the device itself.
-            guard let usb = present.usb, usb.devnode.wholeMatch(of: /\/dev\/bus\/usb\/[0-9]{3}\/[0-9]{3}/) != nil else { return nil }
+            guard let usb = present.usb, isUSBDeviceNode(usb.devnode) else { return nil }
             return (.unixChar(source: nodePath, path: usb.devnode, mode: "0660", required: false),
                     ManagedNode(path: nodePath, syspath: usb.syspath, number: usb.number))
         }
