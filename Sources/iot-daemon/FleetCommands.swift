@@ -183,3 +183,52 @@ struct RevokeGatewayCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct WithdrawCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "withdraw",
+        abstract: "Withdraw everything from a gateway: its next plan grants no device and no app (the gateway decommissions your container).",
+        discussion: """
+            The plan is signed like any other and reaches the gateway at its next poll (or at once over the \
+            fleet channel). The gateway stops your container, detaches its devices and deletes it after its \
+            owner's grace period. --undo gives the gateway its devices and apps back (its owner approves them again).
+            """
+    )
+
+    @OptionGroup var options: ConfigOptions
+    @OptionGroup var output: OutputOptions
+
+    @Option(name: .customLong("gateway-id"), help: "The gateway's id.")
+    var gatewayID: String
+
+    @Flag(name: .long, help: "Give the gateway its devices and apps back.")
+    var undo = false
+
+    func validate() throws {
+        guard Fields.gatewayID.isValid(gatewayID) else { throw ValidationError("gateway id must be \(Fields.gatewayID.form)") }
+    }
+
+    func run() async throws {
+        let configuration = try options.load()
+        let logger = warningsToStandardError()
+        let withdrawal: Withdrawal
+        do {
+            withdrawal = try await options.withStore(configuration, logger: logger) { store in
+                let service = try ProvisioningService.configured(by: configuration, store: store, logger: logger)
+                let withdrawal = try await service.setWithdrawn(gatewayID: gatewayID, !undo, logger: logger)
+                if let fleet = configuration.fleet, withdrawal.version != withdrawal.previousVersion {
+                    do { try await VendorFleet.pushPlans(try await store.plans().filter { $0.gatewayID == gatewayID }, settings: fleet, logger: logger) } catch {
+                        printError("warning: plan not pushed to the broker now (\(error)); `serve` pushes it when it reaches it")
+                    }
+                }
+                return withdrawal
+            }
+        } catch let e as StoreError where e.code == .notFound {
+            throw refusal(e.message)
+        }
+        if output.json { return try printJSON(withdrawal) }
+        let plan = withdrawal.version.map { "plan v\($0)" } ?? "no plan yet"
+        printError(undo ? "gave \(gatewayID) its devices and apps back (\(plan))"
+                        : "withdrew everything from \(gatewayID) (\(plan) grants nothing; the gateway decommissions the container)")
+    }
+}

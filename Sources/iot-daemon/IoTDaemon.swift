@@ -11,7 +11,7 @@ struct IoTDaemon: AsyncParsableCommand {
             RegisterDeviceCommand.self, EnrollGatewayCommand.self,
             DevicesCommand.self, GatewaysCommand.self, ReportsCommand.self,
             PublishAppCommand.self, AppsCommand.self, UploadCookbooksCommand.self,
-            RevokeGatewayCommand.self, CommandCommand.self, LogsCommand.self,
+            RevokeGatewayCommand.self, WithdrawCommand.self, CommandCommand.self, LogsCommand.self,
             GroupCommand.self, RolloutCommand.self,
         ]
     )

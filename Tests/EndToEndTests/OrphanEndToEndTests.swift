@@ -113,4 +113,50 @@ extension EndToEndTests {
             await #expect(throws: LXDError.self) { try await lxd.instance(container) }
         }
     }
+
+    /// The vendor's own command, with the real `iot-daemon`: `withdraw` signs an empty plan and the gateway
+    /// retires the container (devices out, stopped, labelled for deletion); `withdraw --undo` grants the
+    /// device again and, once approved (policy auto here), the container runs again with the device and
+    /// without the label, so a later withdrawal would retire it again.
+    @Test func theVendorsWithdrawCommandRetiresTheContainerAndUndoBringsItBack() async throws {
+        let lxd = try E2E.lxd()
+        let root = try E2E.tempRoot()
+        let vendor = try VendorFixture(id: E2E.vendorID("wcmd"), usbVendorID: "1d53", serials: ["WCMD-1"], image: "iotgw-busybox",
+                                       fingerprint: try await lxd.imageAlias("iotgw-busybox").target, root: root)
+        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root,
+                                         extraYAML: "planSyncSeconds: 1\norphans: {graceSeconds: 3600, checkSeconds: 1}")
+        let gw = try gateway.identity()
+        try vendor.enroll(gw)
+        let container = ProvisioningPlan.containerName(forVendor: vendor.id)
+        let daemon = try Bin.path("iot-daemon")
+        try await E2EContext.cleaningUp(lxd, [container], daemons: { [vendor.daemon, gateway.daemon] }) {
+            try await vendor.start()
+            let testbed = try Testbed()
+            try await gateway.start(testbed: testbed)
+            let node = try CharNode()
+            try testbed.plug(vendorID: "1d53", productID: "6001", serial: "WCMD-1", ttyName: "ttyUSB48", devnode: node.path)
+            _ = try await eventually("the device inside", timeout: .seconds(60)) {
+                try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+            }
+
+            let unknown = try run(daemon, ["withdraw", "--config", vendor.configPath, "--gateway-id", "gw-0000000000000000"])
+            #expect(unknown.status != 0 && unknown.stderr.contains("not enrolled"), "\(unknown.stderr)")
+            let out = try run(daemon, ["withdraw", "--config", vendor.configPath, "--gateway-id", gw.id])
+            #expect(out.status == 0 && out.stderr.contains("withdrew everything"), "\(out.stderr)")
+            let orphan = try await eventually("the container retired", timeout: .seconds(60)) {
+                try gateway.json(["orphans"], as: [Orphan].self).first { $0.container == container && $0.deleteAfter != nil }
+            }
+            #expect(orphan.status == "Stopped")
+            #expect(!(try await lxd.instance(container).instance.devices.keys.contains { $0.hasPrefix(ContainerPlanner.devicePrefix) }))
+
+            let back = try run(daemon, ["withdraw", "--undo", "--config", vendor.configPath, "--gateway-id", gw.id])
+            #expect(back.status == 0 && back.stderr.contains("back"), "\(back.stderr)")
+            _ = try await eventually("running again with the device", timeout: .seconds(60)) {
+                try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+            }
+            #expect(try await lxd.instance(container).instance.config[OrphanSweeper.orphanedAtKey] == nil, "no longer labelled an orphan")
+            #expect(try gateway.json(["orphans"], as: [Orphan].self).isEmpty)
+            #expect(try await lxd.listInstances(userFilter: ["iotgw.vendor": vendor.id]).count == 1)
+        }
+    }
 }

@@ -106,6 +106,7 @@ final class FakeHost: ContainerHost, Sendable {
         try write(name) { s in
             guard var i = s.instances[name] else { throw Self.notFound(name) }
             i.config.merge(config) { $1 }
+            i.config = i.config.filter { !$0.value.isEmpty }  // as LXD: "" unsets a key
             i.devices.merge(devices) { $1 }
             s.instances[name] = i
         }

@@ -67,6 +67,35 @@ struct PlanAndBootstrapTests {
         }
     }
 
+    /// `iot-daemon withdraw`: the next plan, signed like any other, grants nothing (a decommission for the
+    /// gateway); undone, the devices and apps come back, each time as a new version.
+    @Test func withdrawingSignsAnEmptyPlanAndUndoingGivesEverythingBack() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            try await h.app().test(.router) { client in
+                #expect(try await HTTPTests.announce(client, h, serial: "FT1").status == .ok)
+                let service = h.service()
+                let out = try await service.setWithdrawn(gatewayID: h.gateway.id, true, logger: Harness.logger)
+                #expect(out == Withdrawal(gatewayID: h.gateway.id, withdrawn: true, previousVersion: 1, version: 2))
+                let polled = try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 1))
+                let empty = try plan(polled, h, lastVersion: 1)
+                #expect(empty.version == 2 && empty.isDecommission, "\(empty.devices) \(empty.apps)")
+                // A gateway announcing its device again still gets nothing.
+                let announced = try await HTTPTests.announce(client, h, serial: "FT1", currentPlanVersion: 2)
+                #expect(try plan(announced, h, lastVersion: 2).isDecommission)
+
+                let back = try await service.setWithdrawn(gatewayID: h.gateway.id, false, logger: Harness.logger)
+                #expect(back.version == 3)
+                let again = try plan(try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: 2)), h,
+                                     lastVersion: 2)
+                #expect(again.version == 3 && again.devices.map(\.serial) == ["FT1"] && !again.apps.isEmpty)
+                await #expect(throws: StoreError.self) {
+                    try await service.setWithdrawn(gatewayID: "gw-0000000000000000", true, logger: Harness.logger)
+                }
+            }
+        }
+    }
+
     @Test func planIsSignedLikeAnnouncements() async throws {
         try await Harness.with { h in
             try await h.register("FT1")

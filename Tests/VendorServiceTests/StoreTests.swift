@@ -57,6 +57,28 @@ struct StoreTests {
         }
     }
 
+    @Test(arguments: Backend.allCases) func aWithdrawalIsReadWithThePlanInputsUntilUndone(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
+            try await h.register("W1")
+            _ = try await h.store.recordAnnouncement(gatewayID: h.gateway.id, serial: "W1", at: Harness.now) { inputs in
+                (StoredPlan(gatewayID: h.gateway.id, version: 1, contentHash: "", signedJSON: "{}", issuedAt: Harness.now), ())
+            }
+            #expect(try await h.store.planInputs(gatewayID: h.gateway.id).withdrawn == false)
+            try await h.store.setWithdrawn(gatewayID: h.gateway.id, at: Harness.now)
+            let withdrawn = try await h.store.planInputs(gatewayID: h.gateway.id)
+            #expect(withdrawn.withdrawn && withdrawn.devices.map(\.serial) == ["W1"], "the devices stay known, the plan grants none")
+            let locked = try await h.store.reissuePlan(gatewayID: h.gateway.id) { inputs in
+                (StoredPlan(gatewayID: h.gateway.id, version: 2, contentHash: "", signedJSON: "{}", issuedAt: Harness.now), inputs.withdrawn)
+            }
+            #expect(locked == true, "the locked path reads it too")
+            try await h.store.setWithdrawn(gatewayID: h.gateway.id, at: nil)
+            #expect(try await h.store.planInputs(gatewayID: h.gateway.id).withdrawn == false)
+            await #expect(throws: StoreError.self) { try await h.store.setWithdrawn(gatewayID: "gw-0000000000000000", at: Harness.now) }
+            try await h.store.revokeGateway(id: h.gateway.id, at: Harness.now)
+            await #expect(throws: StoreError.self) { try await h.store.setWithdrawn(gatewayID: h.gateway.id, at: Harness.now) }
+        }
+    }
+
     @Test(arguments: Backend.allCases) func aNonceIsClaimedOnceUntilItExpires(_ backend: Backend) async throws {
         try await StoreHarness.with(backend) { h in
             let t = Harness.now, until = Harness.now.addingTimeInterval(600)

@@ -252,7 +252,10 @@ public enum ContainerPlanner {
             steps += staleNodes.map { .removeNode(path: $0) }
             return steps
         }
-        let changed = desired.filter { observed.config[$0.key] != $0.value }
+        var changed = desired.filter { observed.config[$0.key] != $0.value }
+        // A vendor that withdrew and then granted something again (approved by the owner): its container is no
+        // longer an orphan, so the grace period's label goes ("" unsets a key in LXD's PATCH).
+        if observed.config[OrphanSweeper.orphanedAtKey] != nil { changed[OrphanSweeper.orphanedAtKey] = "" }
         if !changed.isEmpty { steps.append(.updateConfig(changed)) }
         for (n, d) in base.sorted(by: { $0.key < $1.key }) where observed.devices[n] != d {
             steps.append(.setDevice(name: n, device: d))

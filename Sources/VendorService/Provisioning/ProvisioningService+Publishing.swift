@@ -108,3 +108,33 @@ extension ProvisioningService {
         return baseline
     }
 }
+
+/// What withdrawing from (or giving back to) one gateway did to its plan.
+public struct Withdrawal: Sendable, Equatable, Encodable {
+    public var gatewayID: String
+    public var withdrawn: Bool
+    /// The plan's version before and now; nil when the gateway has no plan yet (it gets one, empty while
+    /// withdrawn, when it next announces).
+    public var previousVersion: Int?
+    public var version: Int?
+}
+
+extension ProvisioningService {
+    /// Withdraws everything from a gateway (`iot-daemon withdraw`), or gives it back (`--undo`): records it,
+    /// then composes the gateway's plan again, signed like any other. While withdrawn the plan grants no
+    /// device and no app; the gateway takes that signed empty plan as decommissioning this vendor's
+    /// container (it stops it, detaches its devices, and deletes it after the owner's grace period).
+    /// Given back, the plan grants the gateway's devices again, which the owner approves anew.
+    ///
+    /// - Throws: ``StoreError`` `notFound` when the gateway is not enrolled (or was revoked).
+    public func setWithdrawn(gatewayID: String, _ withdrawn: Bool, logger: Logger) async throws -> Withdrawal {
+        let before = try await store.plan(gatewayID: gatewayID)
+        try await store.setWithdrawn(gatewayID: gatewayID, at: withdrawn ? now() : nil)
+        var logger = logger
+        logger[metadataKey: "gateway.id"] = "\(gatewayID)"
+        logger.notice(withdrawn ? "gateway withdrawn" : "gateway given back")
+        let reissued = try await reissue(gatewayID: gatewayID, gatewayVersion: 0)
+        if let (composed, _) = reissued { await issued(composed, logger: logger) }
+        return Withdrawal(gatewayID: gatewayID, withdrawn: withdrawn, previousVersion: before?.version, version: reissued?.0.plan.version)
+    }
+}

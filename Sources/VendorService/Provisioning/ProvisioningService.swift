@@ -178,7 +178,7 @@ public struct ProvisioningService: Sendable {
         let issuedAt = now()
         return { inputs in
             let composed = try composer.applying(inputs.releases).compose(
-                gatewayID: gatewayID, devices: inputs.devices, previous: inputs.previous.map { $0.previous },
+                gatewayID: gatewayID, devices: inputs.withdrawn ? [] : inputs.devices, previous: inputs.previous.map { $0.previous },
                 gatewayVersion: gatewayVersion, now: issuedAt
             )
             if !composed.isNewVersion, let stored = inputs.previous {

@@ -163,6 +163,7 @@ public struct PostgresVendorStore: VendorStore {
             """,
             "CREATE INDEX gateway_pins_rollout_id ON gateway_pins (rollout_id)",
         ]),
+        ("v6-withdrawals", ["ALTER TABLE gateways ADD COLUMN withdrawn_at timestamptz"]),
     ]
 
     /// Applies the migrations not yet recorded, in one transaction under an advisory lock, so replicas
@@ -412,6 +413,15 @@ public struct PostgresVendorStore: VendorStore {
         }
     }
 
+    public func setWithdrawn(gatewayID: String, at: Date?) async throws {
+        try await write { db in
+            let updated = try await db.query("""
+                UPDATE gateways SET withdrawn_at = \(at) WHERE id = \(gatewayID) AND revoked_at IS NULL RETURNING id
+                """, logger: logger).collect()
+            guard updated.count == 1 else { throw StoreError(.notFound, "gateway \(gatewayID) is not enrolled") }
+        }
+    }
+
     // MARK: Plans
 
     /// Locks the gateway's row until the transaction ends; false when the gateway is not enrolled. `NO KEY
@@ -491,6 +501,8 @@ public struct PostgresVendorStore: VendorStore {
                 SELECT MAX(id) FROM app_releases WHERE NOT staged
                     AND app NOT IN (SELECT app FROM gateway_pins WHERE gateway_id = \(gatewayID)) GROUP BY app
                 UNION SELECT release_id FROM gateway_pins WHERE gateway_id = \(gatewayID))
+        UNION ALL
+        SELECT 3, 0, w.id, '', '', NULL, w.withdrawn_at, NULL, NULL FROM gateways w WHERE w.id = \(gatewayID) AND w.withdrawn_at IS NOT NULL
         ORDER BY kind, ord
         """
     }
@@ -503,6 +515,8 @@ public struct PostgresVendorStore: VendorStore {
                 inputs.devices.append(RegisteredDevice(serial: a, vendorID: b, productID: c, model: e ?? "", registeredAt: at))
             case 1:
                 inputs.previous = StoredPlan(gatewayID: a, version: Int(n ?? 0), contentHash: b, signedJSON: c, issuedAt: at)
+            case 3:
+                inputs.withdrawn = true
             default:
                 inputs.releases.append(AppRelease(id: n, app: a, version: b, runList: try JSONDecoder().decode([String].self, from: Data(c.utf8)),
                                                   publishedAt: at, staged: staged ?? false))

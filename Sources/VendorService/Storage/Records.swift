@@ -236,10 +236,13 @@ public struct PlanInputs: Sendable, Equatable {
     /// The newest release of each app that is not staged, except where a rollout pinned its staged
     /// release to this gateway (see ``AppCatalog``).
     public var releases: [AppRelease]
+    /// The vendor withdrew everything from this gateway (`iot-daemon withdraw`): its plan grants nothing.
+    public var withdrawn: Bool
 
-    public init(devices: [RegisteredDevice], previous: StoredPlan?, releases: [AppRelease]) {
+    public init(devices: [RegisteredDevice], previous: StoredPlan?, releases: [AppRelease], withdrawn: Bool = false) {
         self.devices = devices
         self.previous = previous
         self.releases = releases
+        self.withdrawn = withdrawn
     }
 }

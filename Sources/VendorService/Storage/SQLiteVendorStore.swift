@@ -180,6 +180,9 @@ public struct SQLiteVendorStore: VendorStore {
                 t.primaryKey(["gatewayID", "app"])
             }
         }
+        migrator.registerMigration("v6-withdrawals") { db in
+            try db.alter(table: EnrolledGateway.databaseTableName) { t in t.add(column: "withdrawnAt", .datetime) }
+        }
         return migrator
     }
 
@@ -291,6 +294,14 @@ public struct SQLiteVendorStore: VendorStore {
         }
     }
 
+    public func setWithdrawn(gatewayID: String, at: Date?) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE \(EnrolledGateway.databaseTableName) SET withdrawnAt = ? WHERE id = ? AND revokedAt IS NULL",
+                           arguments: [at, gatewayID])
+            guard db.changesCount == 1 else { throw StoreError(.notFound, "gateway \(gatewayID) is not enrolled") }
+        }
+    }
+
     public func recordAnnouncement<Issued: Sendable>(
         gatewayID: String, serial: String, at: Date,
         issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
@@ -334,8 +345,10 @@ public struct SQLiteVendorStore: VendorStore {
             WHERE gateway_devices.gatewayID = ?
             ORDER BY gateway_devices.firstSeenAt, devices.serial
             """, arguments: [gatewayID])
+        let withdrawn = try Bool.fetchOne(db, sql: "SELECT withdrawnAt IS NOT NULL FROM \(EnrolledGateway.databaseTableName) WHERE id = ?",
+                                          arguments: [gatewayID]) ?? false
         return PlanInputs(devices: devices, previous: try StoredPlan.fetchOne(db, key: gatewayID),
-                          releases: try currentReleases(db, gatewayID: gatewayID))
+                          releases: try currentReleases(db, gatewayID: gatewayID), withdrawn: withdrawn)
     }
 
     /// The newest release of each app that is not staged, by app name, with the gateway's pinned releases in

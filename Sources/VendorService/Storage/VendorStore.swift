@@ -84,6 +84,10 @@ public protocol VendorStore: Sendable {
     func commandResults(gatewayID: String?) async throws -> [StoredCommandResult]
     /// Revokes an enrolled gateway: its signed requests are refused from now on.
     func revokeGateway(id: String, at: Date) async throws
+    /// Withdraws everything from an enrolled gateway (`at`), or gives it back (nil): while withdrawn, its
+    /// plans grant no device and no app, which the gateway takes as decommissioning the vendor's container.
+    /// Throws ``StoreError/Code/notFound`` for a gateway not enrolled (or revoked).
+    func setWithdrawn(gatewayID: String, at: Date?) async throws
 
     // Groups
 
