@@ -84,4 +84,68 @@ extension EndToEndTests {
             }
         }
     }
+
+    /// `lxd.projects` switched on moves the container made in the default project into its restricted
+    /// project (stopped, moved with its snapshot, started again), where its device still is; switched off,
+    /// it moves back and the project goes. Never a second container, whichever way.
+    @Test func switchingProjectsOnAndOffMovesTheContainerAndNeverDuplicatesIt() async throws {
+        let lxd = try E2E.lxd()
+        let root = try E2E.tempRoot()
+        let vendor = try VendorFixture(id: E2E.vendorID("mov"), usbVendorID: "1d54", serials: ["MOV-1"], image: "iotgw-busybox",
+                                       fingerprint: try await lxd.imageAlias("iotgw-busybox").target, root: root)
+        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root)
+        try vendor.enroll(try gateway.identity())
+        let container = ProvisioningPlan.containerName(forVendor: vendor.id)
+        let inProject = lxd.inProject(container)
+        func switchProjects(_ on: Bool) throws {
+            let yaml = try String(contentsOfFile: gateway.configPath, encoding: .utf8)
+            try yaml.replacingOccurrences(of: "projects: \(!on)", with: "projects: \(on)").write(toFile: gateway.configPath, atomically: true,
+                                                                                                 encoding: .utf8)
+        }
+        func everywhere() async throws -> [String] {
+            try await lxd.listInstances(userFilter: ["iotgw.vendor": vendor.id], allProjects: true).map { "\($0.project ?? "default")/\($0.name)" }
+        }
+        let projects = VendorProjects(lxd: lxd, config: try GatewayConfig.load(path: gateway.configPath), logger: .init(label: "cleanup"))
+        defer { try? FileManager.default.removeItem(at: root) }
+        do {
+            try await E2EContext.cleaningUp(lxd, [container], daemons: { [vendor.daemon, gateway.daemon] }) {
+                try await vendor.start()
+                let testbed = try Testbed()
+                try await gateway.start(testbed: testbed)
+                let node = try CharNode()
+                try testbed.plug(vendorID: "1d54", productID: "6001", serial: "MOV-1", ttyName: "ttyUSB47", devnode: node.path)
+                _ = try await eventually("the device inside, in the default project", timeout: .seconds(60)) {
+                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+                }
+                try await lxd.createSnapshot(container, name: "owner-before-move")
+
+                gateway.daemon?.stop()
+                try switchProjects(true)
+                try await gateway.start(testbed: testbed)
+                _ = try await eventually("moved into its project", timeout: .seconds(60)) {
+                    try await everywhere() == ["\(container)/\(container)"] ? true : nil
+                }
+                _ = try await eventually("running there with its device", timeout: .seconds(60)) {
+                    try await E2E.deviceInside(inProject, container, "/dev/ttyUSB0") ? true : nil
+                }
+                #expect(try await inProject.snapshots(container).map(\.name).contains("owner-before-move"))
+                #expect(try await lxd.project(container).config["restricted"] == "true")
+
+                gateway.daemon?.stop()
+                try switchProjects(false)
+                try await gateway.start(testbed: testbed)
+                _ = try await eventually("back in the default project", timeout: .seconds(60)) {
+                    try await everywhere() == ["default/\(container)"] ? true : nil
+                }
+                _ = try await eventually("running there with its device", timeout: .seconds(60)) {
+                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+                }
+                await #expect(throws: LXDError.self, "its project is gone") { try await lxd.project(container) }
+            }
+        } catch {
+            try? await inProject.forceDeleteInstance(container)
+            try? await projects.remove(container: container)
+            throw error
+        }
+    }
 }

@@ -59,6 +59,43 @@ import Testing
         }
     }
 
+    /// A stopped instance moves into another project and back, with its snapshot, keeping its name; a
+    /// running one is refused; listing every project shows where it is.
+    @Test func moveBetweenProjects() async throws {
+        let lxd = try TestLXD.client()
+        let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let name = "t-move-\(tag)", project = "t-move-\(tag)"
+        try await lxd.createProject(project, description: "test", config: ["features.images": "false", "features.profiles": "false"])
+        func cleanUp() async {
+            try? await lxd.inProject(project).forceDeleteInstance(name)
+            try? await lxd.forceDeleteInstance(name)
+            try? await lxd.deleteProject(project)
+        }
+        do {
+            try await lxd.createInstance(InstancesPost(name: name, source: .image(alias: TestLXD.busybox), profiles: ["default"],
+                                                       config: ["user.iotgw.vendor": "mover-\(tag)"]))
+            try await lxd.createSnapshot(name, name: "s1")
+            try await lxd.moveInstance(name, toProject: project)
+            #expect(try await lxd.instanceExists(name) == false)
+            let inside = lxd.inProject(project)
+            #expect(try await inside.snapshots(name).map(\.name) == ["s1"])
+            let everywhere = try await lxd.listInstances(userFilter: ["iotgw.vendor": "mover-\(tag)"], allProjects: true)
+            #expect(everywhere.map { "\($0.project ?? "?")/\($0.name)" } == ["\(project)/\(name)"])
+
+            try await inside.start(name)
+            await #expect(throws: LXDError.self, "a running instance does not move") { try await inside.moveInstance(name, toProject: "default") }
+            try await inside.stop(name, timeout: 10, force: true)
+            try await inside.moveInstance(name, toProject: "default")
+            #expect(try await lxd.instanceExists(name))
+            #expect(try await inside.instanceExists(name) == false)
+        } catch {
+            await cleanUp()
+            throw error
+        }
+        await cleanUp()
+        await #expect(throws: LXDError.self) { try await lxd.project(project) }
+    }
+
     @Test func createFromImageFingerprint() async throws {
         let lxd = try TestLXD.client()
         let fingerprint = try await lxd.imageAlias(TestLXD.busybox).target

@@ -31,6 +31,8 @@ public final class GatewayAgent: Service, Sendable {
     let workersByContainer: [String: VendorWorker]
     /// Fleet channels of the vendors with a broker (made in `run`).
     let channels = Mutex<[String: FleetChannel]>([:])
+    /// ``placeContainers()`` is done: workers and the orphan sweep may look at containers.
+    let placed = Atomic<Bool>(false)
     let environment: AgentEnvironment
     let logger: Logger
     let now: @Sendable () -> Date
@@ -77,7 +79,13 @@ public final class GatewayAgent: Service, Sendable {
             logger.error("vendor network isolation not in place", metadata: ["iotgw.error": "\(error.safeDescription)"])
         }
         await withTaskGroup(of: Void.self) { group in
-            for w in workers.values { group.addTask { await w.run() } }
+            group.addTask { [self] in
+                // Containers first go where `lxd.projects` says, or a worker would not find its own and make another.
+                await placeContainers()
+                await withDiscardingTaskGroup { workersGroup in
+                    for w in workers.values { workersGroup.addTask { await w.run() } }
+                }
+            }
             if let instances = environment.instances {
                 group.addTask { [self] in await instances.follow { self.instanceChanged($0) } }
             }
@@ -86,7 +94,7 @@ public final class GatewayAgent: Service, Sendable {
                 // Retries (vendor unreachable, LXD down, deliveries backing off) and plan syncs are driven by a tick.
                 var nextOrphanSweep = now()
                 while !Task.isCancelled {
-                    if now() >= nextOrphanSweep {
+                    if now() >= nextOrphanSweep, placed.load(ordering: .acquiring) {
                         do { try await orphans.sweep() } catch {
                             logger.warning("orphans not checked", metadata: ["iotgw.error": "\(error.safeDescription)"])
                         }
@@ -107,6 +115,25 @@ public final class GatewayAgent: Service, Sendable {
             }
             for w in workers.values { w.stop() }
             group.cancelAll()
+        }
+    }
+
+    /// Runs ``ProjectPlacement`` until it succeeds (LXD away or a move refused: logged, tried again after the
+    /// retry interval), or the agent stops.
+    func placeContainers() async {
+        guard let placement = environment.placement else { return placed.store(true, ordering: .releasing) }
+        var attempts = 0
+        while !Task.isCancelled {
+            do {
+                try await placement.run()
+                placed.store(true, ordering: .releasing)
+                return
+            } catch {
+                attempts += 1
+                logger.error("containers not moved to their projects yet; vendors wait", metadata: ["iotgw.error": "\(error.safeDescription)"])
+                let wait = environment.backoff.delay(afterAttempts: attempts)
+                do { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) } catch { return }
+            }
         }
     }
 

@@ -95,7 +95,8 @@ extension GatewayAgent {
                                                         records: store, disk: disk),
                                    disk: disk, pruner: pruner,
                                    projects: config.lxd.projects ? VendorProjects(lxd: lxd, config: config, logger: logger) : nil,
-                                   instances: instances)
+                                   instances: instances,
+                                   placement: ProjectPlacement(lxd: lxd, config: config, gatewayID: identity.id, logger: logger))
         return GatewayAgent(environment: env)
     }
 

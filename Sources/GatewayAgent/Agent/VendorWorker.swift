@@ -38,6 +38,8 @@ public struct AgentEnvironment: Sendable {
     public var pruner: Pruner?
     /// Each vendor's restricted LXD project (nil: every container in the default project).
     public var projects: VendorProjects?
+    /// Moves managed containers into (or out of) their projects at start, before any worker runs (nil: nothing is moved).
+    public var placement: ProjectPlacement?
     /// Whether LXD answers: lanes that find it away wait for it instead of failing (see ``LXDAvailability``).
     public let lxdAvailability: LXDAvailability
 
@@ -45,8 +47,9 @@ public struct AgentEnvironment: Sendable {
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
                 now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil,
                 metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil, disk: DiskGuard? = nil, pruner: Pruner? = nil,
-                projects: VendorProjects? = nil, instances: InstanceCache? = nil) {
+                projects: VendorProjects? = nil, instances: InstanceCache? = nil, placement: ProjectPlacement? = nil) {
         self.projects = projects
+        self.placement = placement
         self.config = config
         self.store = store
         self.identity = identity

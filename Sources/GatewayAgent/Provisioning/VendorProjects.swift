@@ -80,3 +80,64 @@ public struct VendorProjects: Sendable {
         }
     }
 }
+
+/// Puts each of this gateway's managed containers where `lxd.projects` says it lives, before anything else
+/// touches them: switched on, a container made in the default project moves into its restricted project;
+/// switched off, it moves back and its project goes. Without this, the gateway would look for the container
+/// where the setting points, not find it, and make a second one beside the first, with the same devices.
+///
+/// A move needs the container stopped (LXD copies it, snapshots included, and deletes the original in one
+/// operation, checking the target project's restrictions): a running one is stopped, moved and started
+/// again, once. Run again after a crash, it finds what is left to move; a container found in both places
+/// (LXD died between its copy and its delete) is left for the owner, with an error in the log.
+public struct ProjectPlacement: Sendable {
+    let lxd: LXDClient
+    let config: GatewayConfig
+    let gatewayID: String
+    let logger: Logger
+
+    public init(lxd: LXDClient, config: GatewayConfig, gatewayID: String, logger: Logger) {
+        self.lxd = lxd.inProject(nil)
+        self.config = config
+        self.gatewayID = gatewayID
+        self.logger = logger
+    }
+
+    /// The project a managed container belongs in.
+    func project(of container: String) -> String {
+        config.lxd.projects ? (VendorProjects.route(container) ?? "default") : "default"
+    }
+
+    /// Moves what is misplaced; returns the containers moved.
+    @discardableResult
+    public func run() async throws -> [String] {
+        let managed = try await lxd.listInstances(userFilter: ["iotgw.managed": "true", "iotgw.gateway": gatewayID], allProjects: true)
+        let byName = Dictionary(grouping: managed, by: \.name)
+        var moved: [String] = []
+        for (name, copies) in byName.sorted(by: { $0.key < $1.key }) {
+            let want = project(of: name)
+            guard !copies.contains(where: { ($0.project ?? "default") == want }) else {
+                if copies.count > 1 {
+                    logger.error("container in two projects: the one in its own project is used, the other is left for the owner", metadata: [
+                        "lxd.instance": "\(name)", "lxd.projects": "\(copies.map { $0.project ?? "default" }.sorted())",
+                    ])
+                }
+                continue
+            }
+            guard let found = copies.first else { continue }
+            let from = found.project ?? "default"
+            var logger = logger
+            logger[metadataKey: "lxd.instance"] = "\(name)"
+            logger[metadataKey: "lxd.project"] = "\(from) → \(want)"
+            if want != "default" { try await VendorProjects(lxd: lxd, config: config, logger: logger).ensure(container: name) }
+            let source = lxd.inProject(from)
+            if found.isRunning { try await source.stop(name, timeout: 30, force: true) }
+            try await source.moveInstance(name, toProject: want)
+            if found.isRunning { try await lxd.inProject(want).start(name) }
+            if from == name { try await VendorProjects(lxd: lxd, config: config, logger: logger).remove(container: from) }
+            logger.notice("container moved to the project lxd.projects asks for")
+            moved.append(name)
+        }
+        return moved
+    }
+}

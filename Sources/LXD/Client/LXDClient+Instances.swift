@@ -5,9 +5,15 @@ extension LXDClient {
 
     /// Lists instances with their config. `userFilter` keeps those whose `user.*` keys have the given
     /// values (keys given without the `user.` prefix), filtered by LXD (`?filter=config.user.k eq v`).
+    /// Every project's instances when `projectRouting` spreads them over projects and no project is set.
     public func listInstances(userFilter: [String: String] = [:]) async throws -> [Instance] {
+        try await listInstances(userFilter: userFilter, allProjects: projectRouting != nil && project == nil)
+    }
+
+    /// - Parameter allProjects: list every project's instances (each with its `project`), else this client's project's.
+    public func listInstances(userFilter: [String: String], allProjects: Bool) async throws -> [Instance] {
         var query = [("recursion", "1")]
-        if projectRouting != nil && project == nil { query.append(("all-projects", "true")) }
+        if allProjects { query.append(("all-projects", "true")) }
         if !userFilter.isEmpty {
             let clauses = userFilter.sorted { $0.key < $1.key }.map { "config.user.\($0.key) eq \($0.value)" }
             query.append(("filter", clauses.joined(separator: " and ")))
@@ -62,6 +68,16 @@ extension LXDClient {
         try LXDName.validateInstance(newName)
         struct Rename: Encodable { var name: String }
         try await asyncCall(.POST, Self.instancePath(name), headers: Self.jsonHeaders, body: try Self.jsonBody(Rename(name: newName)))
+    }
+
+    /// Moves a stopped instance, with its snapshots, into another project of this server, keeping its name
+    /// (`POST` with `project` and `migration: true`, API extension `instance_project_move`). LXD copies it
+    /// and deletes the original in one operation, and checks the target project's restrictions.
+    public func moveInstance(_ name: String, toProject target: String) async throws {
+        try LXDName.validateInstance(name)
+        try LXDName.validateObject(target, kind: "project")
+        struct Move: Encodable { var name: String; var project: String; var migration = true }
+        try await asyncCall(.POST, Self.instancePath(name), headers: Self.jsonHeaders, body: try Self.jsonBody(Move(name: name, project: target)))
     }
 
     /// Deletes a stopped instance (LXD answers 400 "Instance is running" otherwise).
