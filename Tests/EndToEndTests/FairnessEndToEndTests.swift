@@ -118,11 +118,7 @@ extension EndToEndTests {
         try vendor.enroll(try gateway.identity())
         let container = ProvisioningPlan.containerName(forVendor: vendor.id)
         try await E2EContext.cleaningUp(lxd, [container], daemons: { [vendor.daemon, gateway.daemon] }) {
-            try await vendor.start()
-            let testbed = try Testbed()
-            try await gateway.start(testbed: testbed)
-            let node = try CharNode()
-            try testbed.plug(vendorID: "0403", productID: "6001", serial: "DIR-1", ttyName: "ttyUSB62", devnode: node.path)
+            try await gateway.startAndPlug(vendor, serial: "DIR-1", ttyName: "ttyUSB62")
             let row = try await eventually("refused on a dir pool") {
                 try gateway.status().vendors.first { $0.id == vendor.id && $0.error?.contains("diskLimitUnenforceable") == true }
             }

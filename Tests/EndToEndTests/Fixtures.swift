@@ -92,6 +92,8 @@ final class GatewayFixture {
     let deviceDirectory: String
     var daemon: Daemon?
     var starts = 0
+    /// Device nodes plugged by ``startAndPlug(_:serial:ttyName:)``.
+    var nodes: [CharNode] = []
 
     init(vendors: [(VendorFixture, GatewayConfig.Policy)], root: URL, lxdSocket: String? = nil, capsCPUs: Int = 2,
          extraVendorsYAML: [String] = [], profiles: [String] = ["default", "iotgw-vendor"], storagePool: String = "default",
@@ -142,6 +144,19 @@ final class GatewayFixture {
                             args: ["run", "--config", configPath, "--log-level", "debug"],
                             env: testbed.environment.merging(extraEnv) { $1 }, logDir: dir)
         _ = try await eventually("control socket", timeout: .seconds(20)) { FileManager.default.fileExists(atPath: socket) ? true : nil }
+    }
+
+    /// Starts `vendor`'s daemon and this gateway under a new testbed, then plugs one of the vendor's devices
+    /// (a real char node, kept as long as the fixture). Returns the testbed, for later plugs and restarts.
+    @discardableResult
+    func startAndPlug(_ vendor: VendorFixture, serial: String, ttyName: String) async throws -> Testbed {
+        try await vendor.start()
+        let testbed = try Testbed()
+        try await start(testbed: testbed)
+        let node = try CharNode()
+        nodes.append(node)
+        try testbed.plug(vendorID: vendor.usbVendorID, productID: vendor.productID, serial: serial, ttyName: ttyName, devnode: node.path)
+        return testbed
     }
 
     @discardableResult

@@ -130,11 +130,7 @@ extension EndToEndTests {
         let container = ProvisioningPlan.containerName(forVendor: vendor.id)
         let daemon = try Bin.path("iot-daemon")
         try await E2EContext.cleaningUp(lxd, [container], daemons: { [vendor.daemon, gateway.daemon] }) {
-            try await vendor.start()
-            let testbed = try Testbed()
-            try await gateway.start(testbed: testbed)
-            let node = try CharNode()
-            try testbed.plug(vendorID: "1d53", productID: "6001", serial: "WCMD-1", ttyName: "ttyUSB48", devnode: node.path)
+            try await gateway.startAndPlug(vendor, serial: "WCMD-1", ttyName: "ttyUSB48")
             _ = try await eventually("the device inside", timeout: .seconds(60)) {
                 try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
             }

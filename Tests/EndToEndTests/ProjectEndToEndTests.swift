@@ -109,37 +109,29 @@ extension EndToEndTests {
         defer { try? FileManager.default.removeItem(at: root) }
         do {
             try await E2EContext.cleaningUp(lxd, [container], daemons: { [vendor.daemon, gateway.daemon] }) {
-                try await vendor.start()
-                let testbed = try Testbed()
-                try await gateway.start(testbed: testbed)
-                let node = try CharNode()
-                try testbed.plug(vendorID: "1d54", productID: "6001", serial: "MOV-1", ttyName: "ttyUSB47", devnode: node.path)
+                let testbed = try await gateway.startAndPlug(vendor, serial: "MOV-1", ttyName: "ttyUSB47")
                 _ = try await eventually("the device inside, in the default project", timeout: .seconds(60)) {
                     try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
                 }
                 try await lxd.createSnapshot(container, name: "owner-before-move")
 
-                gateway.daemon?.stop()
-                try switchProjects(true)
-                try await gateway.start(testbed: testbed)
-                _ = try await eventually("moved into its project", timeout: .seconds(60)) {
-                    try await everywhere() == ["\(container)/\(container)"] ? true : nil
+                /// Restarts the gateway with `projects` switched, and waits for the one container in `project`, running with its device.
+                func restart(projects on: Bool, expecting project: String, through client: LXDClient) async throws {
+                    gateway.daemon?.stop()
+                    try switchProjects(on)
+                    try await gateway.start(testbed: testbed)
+                    _ = try await eventually("moved into \(project)", timeout: .seconds(60)) {
+                        try await everywhere() == ["\(project)/\(container)"] ? true : nil
+                    }
+                    _ = try await eventually("running in \(project) with its device", timeout: .seconds(60)) {
+                        try await E2E.deviceInside(client, container, "/dev/ttyUSB0") ? true : nil
+                    }
                 }
-                _ = try await eventually("running there with its device", timeout: .seconds(60)) {
-                    try await E2E.deviceInside(inProject, container, "/dev/ttyUSB0") ? true : nil
-                }
+                try await restart(projects: true, expecting: container, through: inProject)
                 #expect(try await inProject.snapshots(container).map(\.name).contains("owner-before-move"))
                 #expect(try await lxd.project(container).config["restricted"] == "true")
 
-                gateway.daemon?.stop()
-                try switchProjects(false)
-                try await gateway.start(testbed: testbed)
-                _ = try await eventually("back in the default project", timeout: .seconds(60)) {
-                    try await everywhere() == ["default/\(container)"] ? true : nil
-                }
-                _ = try await eventually("running there with its device", timeout: .seconds(60)) {
-                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
-                }
+                try await restart(projects: false, expecting: "default", through: lxd)
                 await #expect(throws: LXDError.self, "its project is gone") { try await lxd.project(container) }
             }
         } catch {
