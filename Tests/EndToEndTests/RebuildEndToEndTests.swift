@@ -27,6 +27,32 @@ extension EndToEndTests {
         return (alias, fingerprint)
     }
 
+    /// A vendor delivering sensor-agent with Ansible on the Debian test image, and its gateway (policy auto,
+    /// enforced validation, no hardening: it installs packages from the network, minutes per container,
+    /// and is not what these tests are about). Enrolled.
+    static func rebuildVendor(_ tag: String, serial: String, image: String, fingerprint: String,
+                              root: URL) throws -> (VendorFixture, GatewayFixture) {
+        let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
+        let vendor = try VendorFixture(id: E2E.vendorID(tag), usbVendorID: "0403", serials: [serial], image: image, fingerprint: fingerprint,
+                                       memoryMiB: 256, extraYAML: "ansible: {playbookDirectory: \(playbook)}", root: root)
+        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root, extraYAML: """
+            planSyncSeconds: 1
+            delivery: {inspecDirectory: \(Bin.repo.appendingPathComponent("inspec").path), environment: test, validationMode: enforced, \
+            keepSnapshots: 2, hardening: {enabled: false}}
+            """)
+        try vendor.enroll(try gateway.identity())
+        return (vendor, gateway)
+    }
+
+    /// The vendor's daemon serves plans with another image from now on (its configuration changed, it restarted).
+    static func moveVendor(_ vendor: VendorFixture, from old: (String, String), to new: (String, String)) async throws {
+        _ = vendor.daemon?.stop()
+        let yaml = try String(contentsOfFile: vendor.configPath, encoding: .utf8)
+            .replacingOccurrences(of: "image: {alias: \(old.0), fingerprint: \(old.1)}", with: "image: {alias: \(new.0), fingerprint: \(new.1)}")
+        try yaml.write(toFile: vendor.configPath, atomically: true, encoding: .utf8)
+        try await vendor.start()
+    }
+
     /// A rebuild to a new image whose apps fail validation leaves the old container running as it was
     /// (its device, its apps, no candidate left); the vendor's fix on the same image then switches: the
     /// device and the apps are in the new container, and it is the vendor's only one.
@@ -36,17 +62,7 @@ extension EndToEndTests {
         defer { try? FileManager.default.removeItem(at: root) }
         let oldAlias = E2E.image("iotgw-debian12-test")
         let oldFingerprint = try await lxd.imageAlias(oldAlias).target
-        let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
-        let vendor = try VendorFixture(id: E2E.vendorID("rb"), usbVendorID: "0403", serials: ["RB-1"], image: oldAlias,
-                                       fingerprint: oldFingerprint, memoryMiB: 256,
-                                       extraYAML: "ansible: {playbookDirectory: \(playbook)}", root: root)
-        // No hardening: it installs packages from the network, minutes per container, and is not what is tested here.
-        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root, extraYAML: """
-            planSyncSeconds: 1
-            delivery: {inspecDirectory: \(Bin.repo.appendingPathComponent("inspec").path), environment: test, validationMode: enforced, \
-            keepSnapshots: 2, hardening: {enabled: false}}
-            """)
-        try vendor.enroll(try gateway.identity())
+        let (vendor, gateway) = try Self.rebuildVendor("rb", serial: "RB-1", image: oldAlias, fingerprint: oldFingerprint, root: root)
         let container = ProvisioningPlan.containerName(forVendor: vendor.id)
         let candidate = ContainerPlanner.candidateName(vendor: vendor.id)
         let prev = ContainerPlanner.previousName(vendor: vendor.id)
@@ -60,9 +76,9 @@ extension EndToEndTests {
         }
         let clock = ContinuousClock()
 
-        try await E2EContext.cleaningUp(lxd, [container, candidate, prev], daemons: { [vendor.daemon, gateway.daemon] }) {
-            let (newAlias, newFingerprint) = try await Self.secondDebianTestImage(lxd, root: root)
-            defer { Task { try? await lxd.deleteImageAlias(newAlias); try? await lxd.deleteImage(fingerprint: newFingerprint) } }
+        let (newAlias, newFingerprint) = try await Self.secondDebianTestImage(lxd, root: root)
+        var failure: (any Error)?
+        do { try await E2EContext.cleaningUp(lxd, [container, candidate, prev], daemons: { [vendor.daemon, gateway.daemon] }) {
             #expect(newFingerprint != oldFingerprint)
             try await vendor.start()
             let testbed = try Testbed()
@@ -85,11 +101,7 @@ extension EndToEndTests {
             _ = vendor.daemon?.stop()
             let bad = try run(daemonBin, ["publish-app", "--config", vendor.configPath, "--app", "sensor-agent", "--version", "1.2.0-broken"])
             #expect(bad.status == 0, "\(bad.stderr)")
-            let yaml = try String(contentsOfFile: vendor.configPath, encoding: .utf8)
-                .replacingOccurrences(of: "image: {alias: \(oldAlias), fingerprint: \(oldFingerprint)}",
-                                      with: "image: {alias: \(newAlias), fingerprint: \(newFingerprint)}")
-            try yaml.write(toFile: vendor.configPath, atomically: true, encoding: .utf8)
-            try await vendor.start()
+            try await Self.moveVendor(vendor, from: (oldAlias, oldFingerprint), to: (newAlias, newFingerprint))
             t = clock.now
             let failed = try await eventually("the rebuild failed", timeout: .seconds(300)) {
                 try status().flatMap { $0.error?.contains("rebuild on image") == true ? $0 : nil }
@@ -129,13 +141,92 @@ extension EndToEndTests {
                 try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
             }
             #expect(try await agentVersion() == "sensor-agent 1.1.0")
-            #expect(try await lxd.exec(container, ["systemctl", "is-active", "sensor-agent"]).stdout == "active\n")
+            // Started moments ago (the switch stops it to rename it): its service comes up as at any boot.
+            _ = try await eventually("sensor-agent active in the new container") {
+                try await lxd.exec(container, ["systemctl", "is-active", "sensor-agent"]).stdout == "active\n" ? true : nil
+            }
             #expect(try await lxd.exec(container, ["test", "-e", "/root/old-container"]).exitCode == 1, "a new container")
             #expect(switched.attachedDevices == ["RB-1"])
             #expect(try await exists(candidate) == false)
             #expect(try await exists(prev) == false)
             let mine = try await lxd.listInstances(userFilter: ["iotgw.vendor": vendor.id])
             #expect(mine.map(\.name) == [container], "exactly one managed container: \(mine.map(\.name))")
+        } } catch { failure = error }
+        try? await lxd.deleteImageAlias(newAlias)
+        try? await lxd.deleteImage(fingerprint: newFingerprint)
+        if let failure { throw failure }
+    }
+
+    /// The gateway killed (`_exit`, as kill -9) while the candidate's apps converge, then again right after the
+    /// old container was renamed out of the way: the first restart throws the candidate away and builds it
+    /// again, the second finishes the switch. The device is never in two running containers, the old
+    /// container is never lost before the new one is in its place, and one container is left.
+    @Test func aRebuildKilledMidDeliveryAndMidSwitchResumes() async throws {
+        let lxd = try E2E.lxd()
+        let root = try E2E.tempRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let oldAlias = E2E.image("iotgw-debian12-test")
+        let oldFingerprint = try await lxd.imageAlias(oldAlias).target
+        let (vendor, gateway) = try Self.rebuildVendor("rbk", serial: "RBK-1", image: oldAlias, fingerprint: oldFingerprint, root: root)
+        let container = ProvisioningPlan.containerName(forVendor: vendor.id)
+        let candidate = ContainerPlanner.candidateName(vendor: vendor.id)
+        let prev = ContainerPlanner.previousName(vendor: vendor.id)
+        func status() throws -> ControlAPI.Vendor? { try gateway.status().vendors.first { $0.id == vendor.id } }
+        func exists(_ name: String) async throws -> Bool {
+            do { _ = try await lxd.instance(name); return true } catch let e as LXDError where e.code == .notFound { return false }
         }
+        /// Where the device is passed in, among the vendor's running containers.
+        func holders() async throws -> [String] {
+            try await lxd.listInstances(userFilter: ["iotgw.vendor": vendor.id])
+                .filter { $0.isRunning && $0.devices[ContainerPlanner.deviceName(serial: "RBK-1")] != nil }.map(\.name)
+        }
+        func crashed(at point: String) async throws {
+            _ = try await eventually("the gateway dies at \(point)", timeout: .seconds(300)) {
+                #expect(try await holders().count <= 1, "the device in two running containers")
+                guard let d = gateway.daemon, !d.isRunning else { return nil as Bool? }
+                #expect(d.process.terminationStatus == CrashPoint.exitStatus && d.output.contains("crash point \(point) reached"),
+                        "\(d.output.suffix(2000))")
+                return true
+            }
+        }
+        let (newAlias, newFingerprint) = try await Self.secondDebianTestImage(lxd, root: root)
+        var failure: (any Error)?
+        do { try await E2EContext.cleaningUp(lxd, [container, candidate, prev], daemons: { [vendor.daemon, gateway.daemon] }) {
+            try await vendor.start()
+            let testbed = try Testbed()
+            let tty = try CharNode()
+            try await gateway.start(testbed: testbed, extraEnv: [CrashPoint.environmentVariable: "rebuild:delivering"])
+            try testbed.plug(vendorID: "0403", productID: "6001", serial: "RBK-1", ttyName: "ttyUSB72", devnode: tty.path)
+            _ = try await eventually("first delivery", timeout: .seconds(300)) { try status().flatMap { $0.deliveredPlanVersion != nil ? $0 : nil } }
+            #expect(try await lxd.exec(container, ["touch", "/root/old-container"]).exitCode == 0)
+
+            try await Self.moveVendor(vendor, from: (oldAlias, oldFingerprint), to: (newAlias, newFingerprint))
+            try await crashed(at: "rebuild:delivering")
+            #expect(try await exists(candidate), "killed with the candidate built")
+            #expect(try await holders() == [container], "the old container keeps the device")
+
+            try await gateway.start(testbed: testbed, extraEnv: [CrashPoint.environmentVariable: "rebuild:old-renamed"])
+            try await crashed(at: "rebuild:old-renamed")
+            #expect(try await exists(prev) && exists(candidate), "killed between the renames")
+            #expect(try await holders().isEmpty)
+
+            try await gateway.start(testbed: testbed)
+            _ = try await eventually("switched to the new image", timeout: .seconds(300)) {
+                #expect(try await holders().count <= 1, "the device in two running containers")
+                let i = try? await lxd.instance(container).instance
+                guard i?.config["volatile.base_image"] == newFingerprint, i?.isRunning == true, try status()?.error == nil,
+                      try await holders() == [container], try await !exists(prev), try await !exists(candidate) else { return nil as Bool? }
+                return true
+            }
+            #expect(try await lxd.exec(container, ["test", "-e", "/root/old-container"]).exitCode == 1, "a new container")
+            _ = try await eventually("sensor-agent delivered in the new container") {
+                try await lxd.exec(container, ["/opt/sensor-agent/bin/sensor-agent", "--version"]).exitCode == 0 ? true : nil
+            }
+            let mine = try await lxd.listInstances(userFilter: ["iotgw.vendor": vendor.id])
+            #expect(mine.map(\.name) == [container], "exactly one managed container: \(mine.map(\.name))")
+        } } catch { failure = error }
+        try? await lxd.deleteImageAlias(newAlias)
+        try? await lxd.deleteImage(fingerprint: newFingerprint)
+        if let failure { throw failure }
     }
 }

@@ -98,7 +98,8 @@ extension VendorWorker {
     /// A rebuild that failed before the switch: the candidate goes, the old container stays, the owner
     /// and the vendor hear why, and the same plan is tried again after the delivery backoff.
     func failed(_ plan: ProvisioningPlan, attempts: Int, error: any Error) async throws {
-        let reason = "rebuild on image \(plan.container.image.fingerprint.prefix(12)): \(error.safeDescription)"
+        let why = (error as? GatewayError).flatMap { $0.code == .rebuild ? $0.message : nil } ?? error.safeDescription
+        let reason = "rebuild on image \(plan.container.image.fingerprint.prefix(12)): \(why)"
         do { try await discardCandidate() } catch {
             // Tried again before the next attempt builds one (and after a restart, from the transaction).
             logger.warning("candidate not deleted", metadata: ["lxd.instance": "\(candidate)", "iotgw.error": "\(error.safeDescription)"])
