@@ -182,7 +182,8 @@ extension EndToEndTests {
         }
         func crashed(at point: String) async throws {
             _ = try await eventually("the gateway dies at \(point)", timeout: .seconds(300)) {
-                #expect(try await holders().count <= 1, "the device in two running containers")
+                let held = try await holders()
+                #expect(held.count <= 1, "the device in two running containers: \(held)")
                 guard let d = gateway.daemon, !d.isRunning else { return nil as Bool? }
                 #expect(d.process.terminationStatus == CrashPoint.exitStatus && d.output.contains("crash point \(point) reached"),
                         "\(d.output.suffix(2000))")
@@ -207,12 +208,14 @@ extension EndToEndTests {
 
             try await gateway.start(testbed: testbed, extraEnv: [CrashPoint.environmentVariable: "rebuild:old-renamed"])
             try await crashed(at: "rebuild:old-renamed")
-            #expect(try await exists(prev) && exists(candidate), "killed between the renames")
+            let (renamed, built) = (try await exists(prev), try await exists(candidate))
+            #expect(renamed && built, "killed between the renames")
             #expect(try await holders().isEmpty)
 
             try await gateway.start(testbed: testbed)
             _ = try await eventually("switched to the new image", timeout: .seconds(300)) {
-                #expect(try await holders().count <= 1, "the device in two running containers")
+                let held = try await holders()
+                #expect(held.count <= 1, "the device in two running containers: \(held)")
                 let i = try? await lxd.instance(container).instance
                 guard i?.config["volatile.base_image"] == newFingerprint, i?.isRunning == true, try status()?.error == nil,
                       try await holders() == [container], try await !exists(prev), try await !exists(candidate) else { return nil as Bool? }
