@@ -151,6 +151,10 @@ extension EndToEndTests {
             #expect(try await exists(prev) == false)
             let mine = try await lxd.listInstances(userFilter: ["iotgw.vendor": vendor.id])
             #expect(mine.map(\.name) == [container], "exactly one managed container: \(mine.map(\.name))")
+            // The vendor hears of the delivery in the new container as of any delivery.
+            _ = try await eventually("'delivered' report for the rebuilt plan at the vendor") {
+                try vendor.reports().first { $0.outcome == .delivered && $0.planVersion == switched.appliedPlanVersion }
+            }
         } } catch { failure = error }
         try? await lxd.deleteImageAlias(newAlias)
         try? await lxd.deleteImage(fingerprint: newFingerprint)

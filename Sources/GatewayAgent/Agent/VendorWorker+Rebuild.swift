@@ -10,8 +10,9 @@ enum RebuildOutcome {
     /// devices are kept up to date; the new plan is not recorded as applied.
     case pending
     /// The candidate is the vendor's container now (stopped, without devices): once the usual steps
-    /// attach the devices and start it, ``VendorWorker/completeRebuild(_:reportJSON:)`` ends the rebuild.
-    case switched(RebuildTransaction, reportJSON: String?)
+    /// attach the devices and start it, ``VendorWorker/completeRebuild(_:report:)`` ends the rebuild. The
+    /// report is the apps' delivery in the candidate (nil: none, or lost with a crash).
+    case switched(RebuildTransaction, report: DeliveryReport?)
 }
 
 // The rebuild: LXD cannot change the image of an instance, so a plan with another image than the one the
@@ -31,7 +32,7 @@ extension VendorWorker {
         case .switching?:
             // Past the point of no return: the old container may be stopped or renamed already. Finish.
             try await switchOver()
-            return .switched(txn!, reportJSON: nil)
+            return .switched(txn!, report: nil)
         case .creating?, .delivering?:
             // Interrupted (a crash, LXD away) before the switch: the old container is untouched; start again.
             logger.notice("discarding an unfinished rebuild", metadata: ["iotgw.phase": "\(txn!.phase.rawValue)"])
@@ -61,7 +62,7 @@ extension VendorWorker {
         logger.notice("rebuilding the container on a new image",
                       metadata: ["iotgw.planVersion": "\(plan.version)", "iotgw.from": "\(observed.config[ContainerPlanner.baseImageKey] ?? "")",
                                  "iotgw.to": "\(fingerprint)"])
-        var reportJSON: String?
+        var delivered: DeliveryReport?
         do {
             if env.projects != nil {
                 // A vendor's project holds one instance and is named like it: there is no room for a candidate.
@@ -79,7 +80,7 @@ extension VendorWorker {
                 guard report.result == .applied else {
                     throw GatewayError(.rebuild, "the apps failed in the new container: \(report.message)")
                 }
-                reportJSON = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
+                delivered = report
             }
             try await enter(.switching)
         } catch where error.isLXDOutage {
@@ -92,7 +93,7 @@ extension VendorWorker {
         try await switchOver()
         logger.notice("switched to the rebuilt container", metadata: ["iotgw.planVersion": "\(plan.version)",
                                                                       "iotgw.seconds": "\(Int(now.timeIntervalSince(started)))"])
-        return .switched(try await store.rebuildTransaction(vendor.id)!, reportJSON: reportJSON)
+        return .switched(try await store.rebuildTransaction(vendor.id)!, report: delivered)
     }
 
     /// A rebuild that failed before the switch: the candidate goes, the old container stays, the owner
@@ -162,14 +163,20 @@ extension VendorWorker {
 
     /// After the usual steps attached the devices to the new container and started it: the old one is
     /// deleted and the rebuild recorded as the plan applied (and its apps delivered) in one write.
-    func completeRebuild(_ txn: RebuildTransaction, reportJSON: String?) async throws {
+    func completeRebuild(_ txn: RebuildTransaction, report: DeliveryReport?) async throws {
         try await containerLock.withLock { [self] in
             if try await managedInstance(previousContainer) != nil { try await delete(previousContainer) }
         }
         // Without the report (a crash during the switch) the apps are delivered again in the new container.
-        try await store.finishRebuild(vendor.id, version: txn.planVersion, container: container, reportJSON: reportJSON)
+        let json = try report.map { String(decoding: try WireJSON.encoder().encode($0), as: UTF8.self) }
+        try await store.finishRebuild(vendor.id, version: txn.planVersion, container: container, reportJSON: json)
         try await store.journal(vendor: vendor.id, step: "rebuild v\(txn.planVersion) \(txn.fingerprint.prefix(12))", status: "done")
         lastReportedFailure = nil
+        if let report {
+            // The vendor hears of the delivery as of any other (the reconcile's own report says the container changed).
+            env.metrics.delivery(vendor: vendor.id, .delivered)
+            enqueue(self.report(planVersion: txn.planVersion, outcome: .delivered, delivery: Self.summary(report)))
+        }
     }
 
     /// Whether the instance carries the candidate label (an unset label may read as empty).

@@ -32,8 +32,8 @@ extension VendorWorker {
         if plan.isDecommission {
             // A rebuild under way is settled first: a candidate not switched in goes, a switch begun is finished.
             if try await store.rebuildTransaction(vendor.id) != nil,
-               case .switched(let txn, let json) = try await rebuildIfNeeded(plan, executor: executor) {
-                try await completeRebuild(txn, reportJSON: json)
+               case .switched(let txn, let report) = try await rebuildIfNeeded(plan, executor: executor) {
+                try await completeRebuild(txn, report: report)
             }
             return try await withdraw(plan, previous: previous)
         }
@@ -72,7 +72,7 @@ extension VendorWorker {
             }
             switch rebuild {
             case .pending: return  // the failure stays recorded and reported; the plan is not applied yet
-            case .switched(let txn, let json): try await completeRebuild(txn, reportJSON: json)
+            case .switched(let txn, let report): try await completeRebuild(txn, report: report)
             case .none: break
             }
             // A no-op pass writes nothing: each write is an fsync (synchronous=FULL), and most passes change nothing.
