@@ -318,6 +318,8 @@ final class FakeDelivery: DeliveryDriver, Sendable {
     let phases = Mutex<[String]>([])
     let recovered = Mutex<[DeliveryTransaction]>([])
     let failNext = Mutex<[String: Error]>([:])
+    /// Every delivery of the vendor fails with it while set.
+    let failing = Mutex<[String: Error]>([:])
 
     func hold(_ vendor: String) -> Gate {
         let g = Gate()
@@ -331,6 +333,7 @@ final class FakeDelivery: DeliveryDriver, Sendable {
         phases.withLock { $0.append("\(job.vendor) converging v\(job.planVersion)") }
         if let g = gates.withLock({ $0[job.vendor] }) { await g.wait() }
         if let e = failNext.withLock({ $0.removeValue(forKey: job.vendor) }) { throw e }
+        if let e = failing.withLock({ $0[job.vendor] }) { throw e }
         try await journal(.committing)
         phases.withLock { $0.append("\(job.vendor) delivered v\(job.planVersion)") }
         return DeliveryReport(result: .applied, provisioner: "fake", converge: nil, validation: [:], failingControls: [], controls: nil,

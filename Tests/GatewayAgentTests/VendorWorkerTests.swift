@@ -620,10 +620,12 @@ import Testing
             try await rig.plug("acme", serial: "ACME-1", minor: 0)
             try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
 
-            // The apps fail in the candidate: it goes, the old container runs on with its device.
-            rig.delivery.failNext.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
+            // The apps fail in the candidate: it goes, the old container runs on with its device; retried with backoff.
+            rig.delivery.failing.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
             try await newImagePlan(rig, version: 2)
-            try await until("rebuild failed") { try await rig.store.rebuildTransaction("acme")?.phase == .failed }
+            try await until("rebuild failed twice") { (try await rig.store.rebuildTransaction("acme")?.attempts ?? 0) >= 2 }
+            let txn = try #require(try await rig.store.rebuildTransaction("acme"))
+            #expect(txn.phase == .failed && txn.nextAttemptAt != nil)
             let s = try #require(try await rig.store.vendorState("acme"))
             #expect(s.lastError?.contains("rebuild on image bbbbbbbbbbbb") == true, "\(s.lastError ?? "")")
             #expect(s.appliedVersion == 1)
@@ -632,8 +634,14 @@ import Testing
             #expect(old.config["volatile.base_image"] == String(repeating: "a", count: 64))
             #expect(old.devices["iotgw-ACME-1"] != nil)
             #expect(rig.host.instanceNow("iotgw-acme-next") == nil)
+            let tries = rig.delivery.phases.withLock { $0.filter { $0 == "acme converging v2" }.count }
+            try await Task.sleep(for: .milliseconds(600))
+            let later = rig.delivery.phases.withLock { $0.filter { $0 == "acme converging v2" }.count }
+            // Ticks come every 30 ms; with backoff from 50 ms doubling to 400 ms far fewer rebuilds are tried.
+            #expect(later - tries <= 3, "\(later - tries) rebuilds in 600 ms")
 
             // The retry (after the backoff) succeeds: one container, on the new image, with the device.
+            rig.delivery.failing.withLock { $0["acme"] = nil }
             try await until("switched") { try await rig.store.vendorState("acme")?.appliedVersion == 2 }
             let new = try #require(rig.host.instanceNow("iotgw-acme"))
             #expect(new.config["volatile.base_image"] == Self.newImage)
@@ -653,10 +661,11 @@ import Testing
             try await rig.plug("acme", serial: "ACME-1", minor: 0)
             try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
             // v2 approved (its first rebuild failed, so nothing moved yet).
-            rig.delivery.failNext.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
+            rig.delivery.failing.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
             try await newImagePlan(rig, version: 2)
             try await until("rebuild failed") { try await rig.store.rebuildTransaction("acme")?.phase == .failed }
         }
+        rig.delivery.failing.withLock { $0["acme"] = nil }
         // As a crash leaves it: the candidate built, the old container already renamed, the switch recorded.
         var plan2 = Rig.plan(vendor: "acme", version: 2, serials: ["ACME-1"], apps: true)
         plan2.container.image = ImageRef(alias: "iotgw-busybox", fingerprint: Self.newImage)
