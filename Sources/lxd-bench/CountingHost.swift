@@ -98,6 +98,11 @@ final class CountingHost: ContainerHost {
         write()
         try await lxd.deleteInstance(name)
     }
+
+    func renameInstance(_ name: String, to newName: String) async throws {
+        write()
+        try await lxd.renameInstance(name, to: newName)
+    }
 }
 
 /// This process's resident memory, from /proc/self.

@@ -249,3 +249,42 @@ import Testing
         }
     }
 }
+
+/// The image change: when a rebuild is due, and what the candidate is.
+@Suite struct RebuildPlanningTests {
+    let config = Sample.config()
+
+    func observed(baseImage: String?) -> ContainerObservation {
+        var c = ContainerPlanner.desiredConfig(Sample.plan(), caps: config.caps)
+        c[ContainerPlanner.baseImageKey] = baseImage
+        return ContainerObservation(exists: true, running: true, labelledVendor: "acme", config: c, devices: [:])
+    }
+
+    @Test func onlyAnExistingContainerMadeFromAnotherImageIsRebuilt() {
+        let plan = Sample.plan()
+        let fp = plan.container.image.fingerprint
+        #expect(!ContainerPlanner.needsRebuild(plan: plan, observed: observed(baseImage: fp)))
+        #expect(ContainerPlanner.needsRebuild(plan: plan, observed: observed(baseImage: String(repeating: "e", count: 64))))
+        // An instance that does not say what it was made from is not rebuilt on a guess; an absent one is created.
+        #expect(!ContainerPlanner.needsRebuild(plan: plan, observed: observed(baseImage: nil)))
+        #expect(!ContainerPlanner.needsRebuild(plan: plan, observed: .absent))
+    }
+
+    @Test func theCandidateIsBuiltBesideTheOldOneWithoutTheVendorsDevices() throws {
+        let plan = Sample.plan()
+        let steps = ContainerPlanner.candidateSteps(plan: plan, config: config)
+        guard steps.count == 3, case .verifyImage = steps[0], case .create(let c) = steps[1], case .start = steps[2] else {
+            Issue.record("unexpected steps \(steps)")
+            return
+        }
+        #expect(c.post.name == "iotgw-acme-next")
+        #expect(c.post.config[ContainerPlanner.candidateKey] == plan.container.image.fingerprint)
+        #expect(c.post.config[ContainerPlanner.vendorKey] == "acme")
+        #expect(c.post.devices.keys.filter { $0.hasPrefix(ContainerPlanner.devicePrefix) }.isEmpty, "the devices stay with the old container")
+        #expect(c.post.source == .image(fingerprint: plan.container.image.fingerprint))
+        // The longest vendor id still gives valid LXD names.
+        let longest = String(repeating: "v", count: 31)
+        try LXDName.validateInstance(ContainerPlanner.candidateName(vendor: longest))
+        try LXDName.validateInstance(ContainerPlanner.previousName(vendor: longest))
+    }
+}

@@ -93,9 +93,12 @@ final class FakeHost: ContainerHost, Sendable {
     }
 
     static func makeInstance(_ spec: InstancesPost) throws -> Instance {
+        var config = spec.config
+        // As LXD records it: what a rebuild compares with the plan's image.
+        if let fp = spec.source.fingerprint { config["volatile.base_image"] = fp }
         let json: [String: Any] = [
             "name": spec.name, "type": "container", "status": "Stopped", "status_code": 102, "architecture": "x86_64",
-            "config": spec.config, "devices": spec.devices.mapValues(\.config), "expanded_config": spec.config,
+            "config": config, "devices": spec.devices.mapValues(\.config), "expanded_config": spec.config,
             "expanded_devices": spec.devices.mapValues(\.config), "profiles": spec.profiles, "ephemeral": false, "stateful": false,
             "description": spec.description, "created_at": "2026-12-03T00:00:00Z",
         ]
@@ -181,6 +184,17 @@ final class FakeHost: ContainerHost, Sendable {
             guard let i = s.instances[name] else { throw Self.notFound(name) }
             guard !i.isRunning else { throw LXDError(code: .badRequest, status: 400, message: "Instance is running") }
             s.instances[name] = nil
+        }
+    }
+
+    func renameInstance(_ name: String, to newName: String) async throws {
+        try write(name) { s in
+            guard var i = s.instances[name] else { throw Self.notFound(name) }
+            guard !i.isRunning else { throw LXDError(code: .badRequest, status: 400, message: "Renaming of running instance not allowed") }
+            guard s.instances[newName] == nil else { throw LXDError(code: .conflict, status: 409, message: "already exists") }
+            i.name = newName
+            s.instances[name] = nil
+            s.instances[newName] = i
         }
     }
 
@@ -305,6 +319,8 @@ final class FakeDelivery: DeliveryDriver, Sendable {
     let phases = Mutex<[String]>([])
     let recovered = Mutex<[DeliveryTransaction]>([])
     let failNext = Mutex<[String: Error]>([:])
+    /// Every delivery of the vendor fails with it while set.
+    let failing = Mutex<[String: Error]>([:])
 
     func hold(_ vendor: String) -> Gate {
         let g = Gate()
@@ -318,6 +334,7 @@ final class FakeDelivery: DeliveryDriver, Sendable {
         phases.withLock { $0.append("\(job.vendor) converging v\(job.planVersion)") }
         if let g = gates.withLock({ $0[job.vendor] }) { await g.wait() }
         if let e = failNext.withLock({ $0.removeValue(forKey: job.vendor) }) { throw e }
+        if let e = failing.withLock({ $0[job.vendor] }) { throw e }
         try await journal(.committing)
         phases.withLock { $0.append("\(job.vendor) delivered v\(job.planVersion)") }
         return DeliveryReport(result: .applied, provisioner: "fake", converge: nil, validation: [:], failingControls: [], controls: nil,

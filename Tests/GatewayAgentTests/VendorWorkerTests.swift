@@ -596,3 +596,101 @@ import Testing
         #expect { try GatewayConfig.load(path: path) } throws: { "\($0)".contains("delivery.hardening.profile") }
     }
 }
+
+/// A plan with another image: the container is rebuilt beside the old one and switched only after the
+/// apps went in; a failure leaves the old one as it was and is retried with backoff.
+@Suite struct RebuildWorkerTests {
+    static let newImage = String(repeating: "b", count: 64)
+
+    func newImagePlan(_ rig: Rig, version: Int) async throws {
+        rig.host.state.withLock { $0.image = ("iotgw-busybox", Self.newImage) }
+        rig.vendors.update("acme") { v in
+            v.plan = { _ in
+                var p = Rig.plan(vendor: "acme", version: version, serials: ["ACME-1"], apps: true)
+                p.container.image = ImageRef(alias: "iotgw-busybox", fingerprint: Self.newImage)
+                return p
+            }
+        }
+        await rig.agent.worker("acme")!.requestSync()
+    }
+
+    @Test func aFailedRebuildLeavesTheOldContainerAndAGoodOneSwitchesWithTheDevice() async throws {
+        let rig = try Rig(policy: .auto, apps: true)
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
+
+            // The apps fail in the candidate: it goes, the old container runs on with its device; retried with backoff.
+            rig.delivery.failing.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
+            try await newImagePlan(rig, version: 2)
+            try await until("rebuild failed twice") { (try await rig.store.rebuildTransaction("acme")?.attempts ?? 0) >= 2 }
+            let txn = try #require(try await rig.store.rebuildTransaction("acme"))
+            #expect(txn.phase == .failed && txn.nextAttemptAt != nil)
+            let s = try #require(try await rig.store.vendorState("acme"))
+            #expect(s.lastError?.contains("rebuild on image bbbbbbbbbbbb") == true, "\(s.lastError ?? "")")
+            #expect(s.appliedVersion == 1)
+            let old = try #require(rig.host.instanceNow("iotgw-acme"))
+            #expect(old.isRunning)
+            #expect(old.config["volatile.base_image"] == String(repeating: "a", count: 64))
+            #expect(old.devices["iotgw-ACME-1"] != nil)
+            #expect(rig.host.instanceNow("iotgw-acme-next") == nil)
+            let tries = rig.delivery.phases.withLock { $0.filter { $0 == "acme converging v2" }.count }
+            try await Task.sleep(for: .milliseconds(600))
+            let later = rig.delivery.phases.withLock { $0.filter { $0 == "acme converging v2" }.count }
+            // Ticks come every 30 ms; with backoff from 50 ms doubling to 400 ms far fewer rebuilds are tried.
+            #expect(later - tries <= 3, "\(later - tries) rebuilds in 600 ms")
+
+            // The retry (after the backoff) succeeds: one container, on the new image, with the device.
+            rig.delivery.failing.withLock { $0["acme"] = nil }
+            try await until("switched") { try await rig.store.vendorState("acme")?.appliedVersion == 2 }
+            let new = try #require(rig.host.instanceNow("iotgw-acme"))
+            #expect(new.config["volatile.base_image"] == Self.newImage)
+            #expect(new.isRunning)
+            #expect(new.devices["iotgw-ACME-1"] != nil)
+            #expect(rig.host.instanceNow("iotgw-acme-next") == nil)
+            #expect(rig.host.instanceNow("iotgw-acme-prev") == nil)
+            #expect(try await rig.store.vendorState("acme")?.deliveredVersion == 2, "delivered in the candidate, not again")
+            #expect(try await rig.store.rebuildTransaction("acme") == nil)
+            #expect(rig.delivery.phases.withLock { $0.filter { $0 == "acme delivered v2" }.count } == 1)
+        }
+    }
+
+    @Test func aCrashMidSwitchIsFinishedOnRestart() async throws {
+        let rig = try Rig(policy: .auto, apps: true)
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
+            // v2 approved (its first rebuild failed, so nothing moved yet).
+            rig.delivery.failing.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
+            try await newImagePlan(rig, version: 2)
+            try await until("rebuild failed") { try await rig.store.rebuildTransaction("acme")?.phase == .failed }
+        }
+        rig.delivery.failing.withLock { $0["acme"] = nil }
+        // As a crash leaves it: the candidate built, the old container already renamed, the switch recorded.
+        var plan2 = Rig.plan(vendor: "acme", version: 2, serials: ["ACME-1"], apps: true)
+        plan2.container.image = ImageRef(alias: "iotgw-busybox", fingerprint: Self.newImage)
+        let steps = ContainerPlanner.candidateSteps(plan: plan2, config: rig.config)
+        guard case .create(let c) = steps[1] else { Issue.record("no create"); return }
+        try await rig.host.createInstance(c.post, timeout: nil)
+        try await rig.host.setState("iotgw-acme", .stop, timeout: 1, force: true)
+        try await rig.host.removeDevice("iotgw-acme", name: "iotgw-ACME-1")
+        try await rig.host.renameInstance("iotgw-acme", to: "iotgw-acme-prev")
+        try await rig.store.saveRebuildTransaction(RebuildTransaction(vendor: "acme", planVersion: 2, fingerprint: Self.newImage, phase: .switching,
+                                                                      updatedAt: Date()))
+        rig.restart()
+        try await rig.running {
+            // udev's devices enumerated and swept, as after any restart.
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.agent.handle(.sweep(present: Set(try await rig.store.devices().filter(\.present).map(\.syspath))))
+            try await until("switch finished") { try await rig.store.rebuildTransaction("acme") == nil }
+            try await until("device in the new container") { rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil }
+            let new = try #require(rig.host.instanceNow("iotgw-acme"))
+            #expect(new.config["volatile.base_image"] == Self.newImage)
+            #expect(new.isRunning)
+            #expect(rig.host.instanceNow("iotgw-acme-prev") == nil)
+            #expect(rig.host.instanceNow("iotgw-acme-next") == nil)
+            // The delivery report died with the process: the apps are delivered again, in the new container.
+            try await until("delivered again") { try await rig.store.vendorState("acme")?.deliveredVersion == 2 }
+        }
+    }
+}

@@ -67,14 +67,11 @@ extension VendorWorker {
         kickReconcile()
     }
 
-    func deliver(_ plan: ProvisioningPlan, firstBoot: Bool) async throws {
-        try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "started")
-        let bundleStarted = now
-        let monotonic = ContinuousClock(), bundleStart = monotonic.now
-        let verified: VerifiedBootstrap
+    /// The vendor's signed bootstrap bundle for `plan`, checked.
+    func fetchBootstrap(_ plan: ProvisioningPlan) async throws -> VerifiedBootstrap {
         do {
             let raw = try await env.vendors.bootstrap(BootstrapRequest(gatewayID: env.identity.id, planVersion: plan.version), from: vendor)
-            verified = try BundleValidator(vendor: vendor.id, vendorKey: try Keys.decodePublic(vendor.publicKey), gatewayID: env.identity.id)
+            return try BundleValidator(vendor: vendor.id, vendorKey: try Keys.decodePublic(vendor.publicKey), gatewayID: env.identity.id)
                 .validate(rawBody: raw, planVersion: plan.version, expectedNode: nodeName, now: now)
         } catch let e as VendorError where e.refusalCode == "planVersionMismatch" {
             // The vendor moved on: fetch the newer plan rather than converge an old one.
@@ -84,6 +81,13 @@ extension VendorWorker {
             try await store.setRejection(vendor.id, "bootstrap bundle: \(e.safeDescription)", at: now)
             throw e
         }
+    }
+
+    func deliver(_ plan: ProvisioningPlan, firstBoot: Bool) async throws {
+        try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "started")
+        let bundleStarted = now
+        let monotonic = ContinuousClock(), bundleStart = monotonic.now
+        let verified = try await fetchBootstrap(plan)
         let bundleTook = monotonic.now - bundleStart
         let (profiles, notes) = try ProfileResolver.resolve(plan.apps, delivery: env.config.delivery)
         let started = now

@@ -27,21 +27,38 @@ extension VendorWorker {
     func reconcilePass() async throws {
         let previous = try await store.vendorState(vendor.id)
         guard let plan = try await approvedPlan(of: previous) else { return }
-        if plan.isDecommission { return try await withdraw(plan, previous: previous) }
+        let executor = ContainerExecutor(host: env.host, registry: env.registry, store: store, logger: logger, creations: env.creations,
+                                         metrics: env.metrics, images: env.images)
+        if plan.isDecommission {
+            // A rebuild under way is settled first: a candidate not switched in goes, a switch begun is finished.
+            if try await store.rebuildTransaction(vendor.id) != nil,
+               case .switched(let txn, let report) = try await rebuildIfNeeded(plan, executor: executor) {
+                try await completeRebuild(txn, report: report)
+            }
+            return try await withdraw(plan, previous: previous)
+        }
         let granted = Set(plan.devices.map(\.serial))
         let refresh = refreshDevices
         refreshDevices = false
         do {
             try await checkPool()
             if plan.container.network == .nat, env.config.lxd.hostFirewall { try await env.network.ensure() }
+            let rebuild = try await rebuildIfNeeded(plan, executor: executor)
             let (steps, attached, present) = try await containerLock.withLock { [self] in
                 let mine = try await grantedDevices(granted)
                 let present = Self.presentDevices(mine, number: env.registry.number(syspath:))
-                let executor = ContainerExecutor(host: env.host, registry: env.registry, store: store, logger: logger, creations: env.creations,
-                                                 metrics: env.metrics, images: env.images)
                 let observed = try await executor.observe(container, vendor: vendor.id)
-                let steps = try ContainerPlanner.steps(plan: plan, present: present, observed: observed, config: env.config,
+                var steps = try ContainerPlanner.steps(plan: plan, present: present, observed: observed, config: env.config,
                                                        refresh: refresh, nodePath: nodePath)
+                if case .pending = rebuild {
+                    // The old container runs on (its rebuild failed and waits): it keeps following the devices, nothing more.
+                    steps = steps.filter {
+                        switch $0 {
+                        case .ensureNode, .removeNode, .attach, .detach, .start: true
+                        default: false
+                        }
+                    }
+                }
                 if let disk = env.disk, steps.contains(where: { if case .create = $0 { true } else { false } }) {
                     // The whole disk the vendor may fill must fit above the reserve.
                     try await disk.ensurePool(Int64(plan.container.limits.diskMiB) << 20,
@@ -52,6 +69,11 @@ extension VendorWorker {
             }
             for d in present where d.serial.map(attached.contains) == true && d.state != .attached {
                 try await store.setDeviceState(d.syspath, .attached)
+            }
+            switch rebuild {
+            case .pending: return  // the failure stays recorded and reported; the plan is not applied yet
+            case .switched(let txn, let report): try await completeRebuild(txn, report: report)
+            case .none: break
             }
             // A no-op pass writes nothing: each write is an fsync (synchronous=FULL), and most passes change nothing.
             if !Self.recorded(previous, appliedVersion: plan.version, container: container) {

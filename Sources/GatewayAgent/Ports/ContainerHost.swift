@@ -21,6 +21,8 @@ public protocol ContainerHost: Sendable {
     func listInstances(userFilter: [String: String]) async throws -> [Instance]
     /// Deletes a stopped instance with its snapshots.
     func deleteInstance(_ name: String) async throws
+    /// Renames a stopped instance (a rebuild swaps the new container in under the vendor's name).
+    func renameInstance(_ name: String, to newName: String) async throws
 }
 
 extension LXDClient: ContainerHost {}

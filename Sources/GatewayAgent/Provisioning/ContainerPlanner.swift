@@ -126,6 +126,51 @@ public enum ContainerPlanner {
     public static let planVersionKey = "user.iotgw.plan-version"
     /// Prefix of the LXD device names this gateway manages inside a container.
     public static let devicePrefix = "iotgw-"
+    /// On a container being built beside the vendor's own for a new image (see ``VendorWorker/rebuild``):
+    /// the fingerprint it is built from. Removed when it becomes the vendor's container.
+    public static let candidateKey = "user.iotgw.rebuild-candidate"
+    /// LXD's record of the image an instance was created from.
+    public static let baseImageKey = "volatile.base_image"
+
+    /// The name of the container a rebuild builds beside `iotgw-<vendor>` (vendor ids are at most 31
+    /// characters, so this stays a valid LXD name of at most 42).
+    public static func candidateName(vendor: String) -> String { ProvisioningPlan.containerName(forVendor: vendor) + "-next" }
+    /// The old container's name between the switch and its deletion.
+    public static func previousName(vendor: String) -> String { ProvisioningPlan.containerName(forVendor: vendor) + "-prev" }
+
+    /// Whether the vendor's existing container was made from another image than the plan's: LXD cannot
+    /// change an instance's image, so it is rebuilt. An instance that does not say (no `volatile.base_image`)
+    /// is left as it is rather than rebuilt on a guess.
+    public static func needsRebuild(plan: ProvisioningPlan, observed: ContainerObservation) -> Bool {
+        guard observed.exists, !plan.isDecommission, let base = observed.config[baseImageKey], !base.isEmpty else { return false }
+        return base != plan.container.image.fingerprint
+    }
+
+    /// The image step (download or check) a container for `plan` needs first.
+    static func imageStep(_ plan: ProvisioningPlan) -> ProvisionStep {
+        let image = plan.container.image
+        // An image the vendor serves is downloaded unless LXD has its fingerprint; one the owner keeps is checked by alias.
+        return image.url == nil ? .verifyImage(alias: image.alias, fingerprint: image.fingerprint) : .fetchImage(image)
+    }
+
+    /// Made from the image by the fingerprint the vendor signed, not by alias: an alias moved after
+    /// verify-image (or while its check was a cached one) cannot swap the image under the container.
+    static func post(_ plan: ProvisioningPlan, name: String, config: GatewayConfig, extraConfig: [String: String] = [:],
+                     devices: [String: Device]) -> InstancesPost {
+        InstancesPost(name: name, source: .image(fingerprint: plan.container.image.fingerprint), profiles: config.lxd.profiles,
+                      config: desiredConfig(plan, caps: config.caps).merging(extraConfig) { _, b in b },
+                      devices: baseDevices(plan, lxd: config.lxd).merging(devices) { a, _ in a },
+                      description: "iot-gateway container of vendor \(plan.vendor)")
+    }
+
+    /// Steps that build the rebuild candidate: the image first, then the container with the base devices
+    /// only (the vendor's devices stay with the running old container until the switch: never two
+    /// containers holding one device), started.
+    public static func candidateSteps(plan: ProvisioningPlan, config: GatewayConfig) -> [ProvisionStep] {
+        let post = post(plan, name: candidateName(vendor: plan.vendor), config: config,
+                        extraConfig: [candidateKey: plan.container.image.fingerprint], devices: [:])
+        return [imageStep(plan), .create(InstancesPostSummary(post: post)), .start]
+    }
 
     /// `/dev/bus/usb/BBB/DDD` (three digits each), where libusb looks for a USB device.
     static func isUSBDeviceNode(_ path: String) -> Bool {
@@ -238,16 +283,9 @@ public enum ContainerPlanner {
         let desired = desiredConfig(plan, caps: config.caps)
         let base = baseDevices(plan, lxd: config.lxd)
         if !observed.exists {
-            let image = plan.container.image
-            // An image the vendor serves is downloaded unless LXD has its fingerprint; one the owner keeps is checked by alias.
-            steps.append(image.url == nil ? .verifyImage(alias: image.alias, fingerprint: image.fingerprint) : .fetchImage(image))
+            steps.append(imageStep(plan))
             // Devices go in with the create: one LXD operation, so no half-configured container exists.
-            // Made from the image by the fingerprint the vendor signed, not by alias: an alias moved after
-            // verify-image (or while its check was a cached one) cannot swap the image under the container.
-            let post = InstancesPost(name: name, source: .image(fingerprint: plan.container.image.fingerprint), profiles: config.lxd.profiles,
-                                     config: desired, devices: base.merging(wanted.mapValues(\.device)) { a, _ in a },
-                                     description: "iot-gateway container of vendor \(plan.vendor)")
-            steps.append(.create(InstancesPostSummary(post: post)))
+            steps.append(.create(InstancesPostSummary(post: post(plan, name: name, config: config, devices: wanted.mapValues(\.device)))))
             steps.append(.start)
             steps += staleNodes.map { .removeNode(path: $0) }
             return steps

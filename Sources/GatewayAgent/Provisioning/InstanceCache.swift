@@ -280,4 +280,9 @@ public final class InstanceCache: ContainerHost, Service {
     public func deleteInstance(_ name: String) async throws {
         try await changing(name) { try await host.deleteInstance(name) }
     }
+
+    /// Both names change: the old one is gone, the new one is a different instance.
+    public func renameInstance(_ name: String, to newName: String) async throws {
+        try await changing(newName) { try await changing(name) { try await host.renameInstance(name, to: newName) } }
+    }
 }

@@ -115,6 +115,19 @@ public struct GatewayStore: Sendable {
             }
             try db.create(index: "journal_at", on: "journal", columns: ["at"])
         }
+        m.registerMigration("v6-rebuilds") { db in
+            // One row per vendor whose container is being rebuilt on a new image (or waits to retry one).
+            try db.create(table: "rebuilds") { t in
+                t.primaryKey("vendor", .text)
+                t.column("planVersion", .integer).notNull()
+                t.column("fingerprint", .text).notNull()
+                t.column("phase", .text).notNull()
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("nextAttemptAt", .datetime)
+                t.column("lastError", .text)
+                t.column("updatedAt", .datetime).notNull()
+            }
+        }
         return m
     }
 
@@ -327,6 +340,39 @@ public struct GatewayStore: Sendable {
             _ = try DeliveryTransaction.deleteOne(db, key: vendor)
         }
         CrashPoint.reached("delivery-finished")
+    }
+
+    // MARK: - Rebuild transactions
+
+    public func rebuildTransaction(_ vendor: String) async throws -> RebuildTransaction? {
+        try await db.read { try RebuildTransaction.fetchOne($0, key: vendor) }
+    }
+
+    /// Writes (or moves on) the vendor's rebuild; durable before the call returns.
+    public func saveRebuildTransaction(_ txn: RebuildTransaction) async throws {
+        try await db.write { db in try txn.save(db) }
+        CrashPoint.reached("rebuild:\(txn.phase.rawValue)")
+    }
+
+    /// Ends a switched rebuild in one transaction: the plan is applied, its apps delivered (in the new
+    /// container, before the switch), and the rebuild row is gone.
+    public func finishRebuild(_ vendor: String, version: Int, container: String, reportJSON: String?) async throws {
+        try await db.write { db in
+            try db.execute(sql: """
+                UPDATE vendor_state SET appliedVersion = ?, container = ?, lastError = NULL, reconcileAttempts = 0, nextReconcileAt = NULL,
+                  deliveryAttempts = 0, nextDeliveryAt = NULL, updatedAt = ? WHERE vendor = ?
+                """, arguments: [version, container, Date(), vendor])
+            if let reportJSON {
+                try db.execute(sql: "UPDATE vendor_state SET deliveredVersion = ?, lastDelivery = ? WHERE vendor = ?",
+                               arguments: [version, reportJSON, vendor])
+            }
+            _ = try RebuildTransaction.deleteOne(db, key: vendor)
+        }
+        CrashPoint.reached("rebuild-finished")
+    }
+
+    public func dropRebuildTransaction(_ vendor: String) async throws {
+        _ = try await db.write { db in try RebuildTransaction.deleteOne(db, key: vendor) }
     }
 
     public func dropDeliveryTransaction(_ vendor: String) async throws {

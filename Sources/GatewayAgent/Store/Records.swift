@@ -141,3 +141,44 @@ public struct JournalRecord: Codable, Sendable, Equatable, FetchableRecord, Muta
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
+
+/// One row per vendor while its container is being rebuilt on a new image (``VendorWorker/rebuild``), and
+/// after a failed rebuild until its retry is due. Written before each phase starts, so that after a crash the
+/// worker knows whether the candidate can be thrown away (anything before `switching`) or the switch must be
+/// finished (the old container may already be stopped or renamed).
+public struct RebuildTransaction: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "rebuilds"
+
+    public enum Phase: String, Codable, Sendable {
+        /// Fetching the image and creating the candidate beside the old container (the old one is untouched).
+        case creating
+        /// Delivering and validating the apps in the candidate (the old one is untouched).
+        case delivering
+        /// Stopping the old container, renaming both, passing the devices to the new one: only ever finished.
+        case switching
+        /// The rebuild failed before the switch; the candidate is gone, the retry waits for `nextAttemptAt`.
+        case failed
+    }
+
+    public var vendor: String
+    public var planVersion: Int
+    /// The image the new container is made from.
+    public var fingerprint: String
+    public var phase: Phase
+    public var attempts: Int
+    public var nextAttemptAt: Date?
+    public var lastError: String?
+    public var updatedAt: Date
+
+    public init(vendor: String, planVersion: Int, fingerprint: String, phase: Phase, attempts: Int = 0, nextAttemptAt: Date? = nil,
+                lastError: String? = nil, updatedAt: Date) {
+        self.vendor = vendor
+        self.planVersion = planVersion
+        self.fingerprint = fingerprint
+        self.phase = phase
+        self.attempts = attempts
+        self.nextAttemptAt = nextAttemptAt
+        self.lastError = lastError
+        self.updatedAt = updatedAt
+    }
+}

@@ -19,6 +19,10 @@ import Darwin
 /// - `delivery:<phase>`: a delivery phase is journaled, before it runs (`snapshotting`, `converging`,
 ///   `committing`, `restoring`);
 /// - `delivery-finished`: a delivery's outcome is stored and its transaction dropped.
+///
+/// A rebuild on a new image passes ``rebuild`` instead: `rebuild:<phase>` (its phase is stored, before
+/// it runs: `creating`, `delivering`, `switching`, `failed`), `rebuild:old-renamed` (the old container is
+/// stopped, without devices, renamed `-prev`) and `rebuild-finished`.
 public enum CrashPoint {
     public static let environmentVariable = "IOTGW_CRASH_AFTER"
     public static let exitStatus: Int32 = 86
@@ -28,6 +32,9 @@ public enum CrashPoint {
         "step:set-device", "step:start", "step:attach", "result-recorded", "delivery:snapshotting", "delivery:converging",
         "delivery:committing", "delivery:restoring", "delivery-finished", "step:detach", "step:remove-node",
     ]
+
+    /// The points only a rebuild passes, in order (kept out of ``all``: no other scenario reaches them).
+    public static let rebuild = ["rebuild:creating", "rebuild:delivering", "rebuild:switching", "rebuild:old-renamed", "rebuild-finished"]
 
     /// Read once: the point this process dies at, if any.
     static let target: String? = {

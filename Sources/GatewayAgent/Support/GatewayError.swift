@@ -28,6 +28,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let diskLimitUnenforceable = Code("diskLimitUnenforceable")
         /// A vendor's bootstrap bundle or InSpec profile cannot be used.
         public static let delivery = Code("delivery")
+        /// A container could not be rebuilt on a plan's new image (the old one stays as it was).
+        public static let rebuild = Code("rebuild")
         /// The gateway's key cannot be read; no new identity is made in its place.
         public static let identity = Code("identity")
         /// Stored state cannot be decoded.
