@@ -276,7 +276,7 @@ struct ReconcileBenchmark: Sendable {
             stateDirectory: \(stateDirectory)/state
             controlSocket: \(stateDirectory)/control.sock
             deviceDirectory: /dev/\(Self.namePrefix)nodes
-            lxd: {\(socket.map { "socket: \"\($0)\", " } ?? "")profiles: [default, iotgw-vendor], network: iotgwbr0, storagePool: default, hostFirewall: false}
+            lxd: {\(socket.map { "socket: \"\($0)\", " } ?? "")profiles: [default, iotgw-vendor], network: iotgwbr0, storagePool: default, hostFirewall: false, projects: false}
             caps: {cpus: 1, memoryMiB: 64, diskMiB: 256, processes: 64, allowNesting: false}
             vendors:
 

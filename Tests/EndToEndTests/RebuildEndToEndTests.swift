@@ -31,11 +31,11 @@ extension EndToEndTests {
     /// enforced validation, no hardening: it installs packages from the network, minutes per container,
     /// and is not what these tests are about). Enrolled.
     static func rebuildVendor(_ tag: String, serial: String, image: String, fingerprint: String,
-                              root: URL) throws -> (VendorFixture, GatewayFixture) {
+                              root: URL, projects: Bool = false) throws -> (VendorFixture, GatewayFixture) {
         let playbook = Bin.repo.appendingPathComponent("cookbooks/ansible/sensor-agent").path
         let vendor = try VendorFixture(id: E2E.vendorID(tag), usbVendorID: "0403", serials: [serial], image: image, fingerprint: fingerprint,
                                        memoryMiB: 256, extraYAML: "ansible: {playbookDirectory: \(playbook)}", root: root)
-        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root, extraYAML: """
+        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root, projects: projects, extraYAML: """
             planSyncSeconds: 1
             delivery: {inspecDirectory: \(Bin.repo.appendingPathComponent("inspec").path), environment: test, validationMode: enforced, \
             keepSnapshots: 2, hardening: {enabled: false}}
@@ -55,14 +55,18 @@ extension EndToEndTests {
 
     /// A rebuild to a new image whose apps fail validation leaves the old container running as it was
     /// (its device, its apps, no candidate left); the vendor's fix on the same image then switches: the
-    /// device and the apps are in the new container, and it is the vendor's only one.
-    @Test func aRebuildToANewImageThatFailsValidationLeavesTheOldContainerRunning() async throws {
-        let lxd = try E2E.lxd()
+    /// device and the apps are in the new container, and it is the vendor's only one. With `lxd.projects` too:
+    /// the candidate then lives in a restricted project of its own and moves into the vendor's at the switch.
+    @Test(arguments: [false, true]) func aRebuildToANewImageThatFailsValidationLeavesTheOldContainerRunning(projects: Bool) async throws {
+        var lxd = try E2E.lxd()
+        // The test looks where the gateway puts each container.
+        if projects { lxd.projectRouting = VendorProjects.route }
         let root = try E2E.tempRoot()
         defer { try? FileManager.default.removeItem(at: root) }
         let oldAlias = E2E.image("iotgw-debian12-test")
         let oldFingerprint = try await lxd.imageAlias(oldAlias).target
-        let (vendor, gateway) = try Self.rebuildVendor("rb", serial: "RB-1", image: oldAlias, fingerprint: oldFingerprint, root: root)
+        let (vendor, gateway) = try Self.rebuildVendor(projects ? "rbp" : "rb", serial: "RB-1", image: oldAlias, fingerprint: oldFingerprint,
+                                                       root: root, projects: projects)
         let container = ProvisioningPlan.containerName(forVendor: vendor.id)
         let candidate = ContainerPlanner.candidateName(vendor: vendor.id)
         let prev = ContainerPlanner.previousName(vendor: vendor.id)
@@ -155,7 +159,17 @@ extension EndToEndTests {
             _ = try await eventually("'delivered' report for the rebuilt plan at the vendor") {
                 try vendor.reports().first { $0.outcome == .delivered && $0.planVersion == switched.appliedPlanVersion }
             }
+            if projects {
+                #expect(try await lxd.instance(container).instance.project == container, "in the vendor's own project")
+                for gone in [candidate, prev] {
+                    await #expect(throws: LXDError.self, "the project of \(gone) is gone") { try await lxd.project(gone) }
+                }
+            }
         } } catch { failure = error }
+        if projects {
+            let cleanup = VendorProjects(lxd: lxd, config: try GatewayConfig.load(path: gateway.configPath), logger: .init(label: "cleanup"))
+            for name in [container, candidate, prev] { try? await cleanup.remove(container: name) }
+        }
         try? await lxd.deleteImageAlias(newAlias)
         try? await lxd.deleteImage(fingerprint: newFingerprint)
         if let failure { throw failure }

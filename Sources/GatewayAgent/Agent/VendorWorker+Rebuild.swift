@@ -64,12 +64,11 @@ extension VendorWorker {
                                  "iotgw.to": "\(fingerprint)"])
         var delivered: DeliveryReport?
         do {
-            if env.projects != nil {
-                // A vendor's project holds one instance and is named like it: there is no room for a candidate.
-                throw GatewayError(.rebuild, "the image of \(container) cannot change while lxd.projects is on")
-            }
             try await enter(.creating)
             try await discardCandidate()
+            // With lxd.projects each project holds one instance and is named like it: the candidate gets a
+            // restricted project of its own, and moves into the vendor's at the switch (a rename does that).
+            try await env.projects?.ensure(container: candidate)
             // The old container keeps its disk until the switch: the new one's must fit beside it, above the reserve.
             try await env.disk?.ensurePool(Int64(plan.container.limits.diskMiB) << 20,
                                            for: "building \(candidate) beside \(container) with its \(plan.container.limits.diskMiB) MiB disk")
@@ -147,6 +146,7 @@ extension VendorWorker {
                 }
                 // One left by an earlier rebuild that crashed before deleting it.
                 if try await managedInstance(previousContainer) != nil { try await delete(previousContainer) }
+                try await env.projects?.ensure(container: previousContainer)
                 try await host.renameInstance(container, to: previousContainer)
                 CrashPoint.reached("rebuild:old-renamed")
             }
@@ -154,6 +154,7 @@ extension VendorWorker {
                 try await stop(candidate)
                 try await host.renameInstance(candidate, to: container)
             }
+            try await env.projects?.remove(container: candidate)
             if let new = try await managedInstance(container), Self.isCandidate(new) {
                 // An empty value unsets the key.
                 try await host.patchInstance(container, config: [ContainerPlanner.candidateKey: ""], devices: [:], ifMatch: nil)
@@ -166,6 +167,7 @@ extension VendorWorker {
     func completeRebuild(_ txn: RebuildTransaction, report: DeliveryReport?) async throws {
         try await containerLock.withLock { [self] in
             if try await managedInstance(previousContainer) != nil { try await delete(previousContainer) }
+            try await env.projects?.remove(container: previousContainer)
         }
         // Without the report (a crash during the switch) the apps are delivered again in the new container.
         let json = try report.map { String(decoding: try WireJSON.encoder().encode($0), as: UTF8.self) }
@@ -184,8 +186,9 @@ extension VendorWorker {
 
     /// Deletes the candidate, if there is one (and it is ours).
     func discardCandidate() async throws {
-        guard try await managedInstance(candidate) != nil else { return }
+        guard try await managedInstance(candidate) != nil else { return try await env.projects?.remove(container: candidate) ?? () }
         try await delete(candidate)
+        try await env.projects?.remove(container: candidate)
         logger.info("rebuild candidate deleted", metadata: ["lxd.instance": "\(candidate)"])
     }
 

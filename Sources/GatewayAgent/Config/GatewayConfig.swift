@@ -213,12 +213,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         /// Keep the nftables table that stops vendor containers reaching each other through the host and
         /// reaching the host's own services (see `HostFirewall`). On by default.
         public var hostFirewall: Bool
-        /// Each vendor's container in a restricted LXD project of its own (see `VendorProjects`). Off by
-        /// default: containers made before live in the default project, and moving them is not built yet.
+        /// Each vendor's container in a restricted LXD project of its own (see `VendorProjects`). On by
+        /// default; switching it either way moves existing containers at the next start (`ProjectPlacement`).
         public var projects: Bool
 
         public init(socket: String? = nil, profiles: [String], network: String, storagePool: String, allowUnenforcedDiskLimits: Bool = false,
-                    hostFirewall: Bool = true, projects: Bool = false) {
+                    hostFirewall: Bool = true, projects: Bool = true) {
             self.projects = projects
             self.socket = socket
             self.profiles = profiles
@@ -236,7 +236,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             storagePool = try c.decodeIfPresent(String.self, forKey: .storagePool) ?? "default"
             allowUnenforcedDiskLimits = try c.decodeIfPresent(Bool.self, forKey: .allowUnenforcedDiskLimits) ?? false
             hostFirewall = try c.decodeIfPresent(Bool.self, forKey: .hostFirewall) ?? true
-            projects = try c.decodeIfPresent(Bool.self, forKey: .projects) ?? false
+            projects = try c.decodeIfPresent(Bool.self, forKey: .projects) ?? true
         }
 
         enum CodingKeys: String, CodingKey { case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall, projects }

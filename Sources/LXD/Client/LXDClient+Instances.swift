@@ -62,12 +62,15 @@ extension LXDClient {
         try await syncSend(.PATCH, Self.instancePath(name), body: Patch(config: config, devices: devices), ifMatch: etag)
     }
 
-    /// Renames a stopped instance.
+    /// Renames a stopped instance. When `projectRouting` puts the new name in another project, the instance
+    /// moves there under its new name in the same operation (as ``moveInstance(_:toProject:)`` does).
     public func renameInstance(_ name: String, to newName: String) async throws {
         try LXDName.validateInstance(name)
         try LXDName.validateInstance(newName)
-        struct Rename: Encodable { var name: String }
-        try await asyncCall(.POST, Self.instancePath(name), headers: Self.jsonHeaders, body: try Self.jsonBody(Rename(name: newName)))
+        let from = routedProject(Self.instancePath(name)), to = routedProject(Self.instancePath(newName))
+        struct Rename: Encodable { var name: String; var project: String?; var migration: Bool? }
+        let body = from == to ? Rename(name: newName) : Rename(name: newName, project: to ?? project ?? "default", migration: true)
+        try await asyncCall(.POST, Self.instancePath(name), headers: Self.jsonHeaders, body: try Self.jsonBody(body))
     }
 
     /// Moves a stopped instance, with its snapshots, into another project of this server, keeping its name
