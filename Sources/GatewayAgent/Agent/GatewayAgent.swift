@@ -130,7 +130,9 @@ public final class GatewayAgent: Service, Sendable {
                 return
             } catch {
                 attempts += 1
-                logger.error("containers not moved to their projects yet; vendors wait", metadata: ["iotgw.error": "\(error.safeDescription)"])
+                // LXD away is reported by the status already (and is what a gateway without LXD looks like at boot).
+                logger.log(level: error.isLXDOutage ? .debug : .error, "containers not moved to their projects yet; vendors wait",
+                           metadata: ["iotgw.error": "\(error.safeDescription)"])
                 let wait = environment.backoff.delay(afterAttempts: attempts)
                 do { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) } catch { return }
             }
