@@ -155,4 +155,59 @@ extension EndToEndTests {
             #expect(try await lxd.listInstances(userFilter: ["iotgw.vendor": vendor.id]).count == 1)
         }
     }
+
+    /// With `orphans.exportDirectory`, an orphan is exported (LXD's backup tarball, snapshots included) before it
+    /// is deleted, here a withdrawn vendor's container in its restricted project (which refuses backups unless
+    /// the gateway allows them for the export): the tarball is there and readable, then container and project go.
+    @Test func anOrphanIsExportedBeforeItIsDeleted() async throws {
+        var lxd = try E2E.lxd()
+        lxd.projectRouting = VendorProjects.route
+        let root = try E2E.tempRoot()
+        let exports = root.appendingPathComponent("exports")
+        let vendor = try VendorFixture(id: E2E.vendorID("exp"), usbVendorID: "1d55", serials: ["EXP-1"], image: "iotgw-busybox",
+                                       fingerprint: try await lxd.imageAlias("iotgw-busybox").target, root: root)
+        let gateway = try GatewayFixture(vendors: [(vendor, .auto)], root: root, projects: true, extraYAML: """
+            planSyncSeconds: 1
+            orphans: {graceSeconds: 3600, checkSeconds: 1, exportDirectory: \(exports.path)}
+            """)
+        let gw = try gateway.identity()
+        try vendor.enroll(gw)
+        let container = ProvisioningPlan.containerName(forVendor: vendor.id)
+        let projects = VendorProjects(lxd: lxd, config: try GatewayConfig.load(path: gateway.configPath), logger: .init(label: "cleanup"))
+        defer { try? FileManager.default.removeItem(at: root) }
+        do {
+            try await E2EContext.cleaningUp(lxd, [container], daemons: { [vendor.daemon, gateway.daemon] }) {
+                try await gateway.startAndPlug(vendor, serial: "EXP-1", ttyName: "ttyUSB46")
+                _ = try await eventually("the device inside", timeout: .seconds(60)) {
+                    try await E2E.deviceInside(lxd, container, "/dev/ttyUSB0") ? true : nil
+                }
+                #expect(try await lxd.exec(container, ["sh", "-c", "echo kept > /root/data"]).exitCode == 0)
+                let out = try run(try Bin.path("iot-daemon"), ["withdraw", "--config", vendor.configPath, "--gateway-id", gw.id])
+                #expect(out.status == 0, "\(out.stderr)")
+                _ = try await eventually("the container retired", timeout: .seconds(60)) {
+                    try gateway.json(["orphans"], as: [Orphan].self).first { $0.container == container && $0.deleteAfter != nil }
+                }
+                let removed = try gateway.cli(["remove", vendor.id])
+                if removed.status != 0, let log = try? String(contentsOf: gateway.dir.appendingPathComponent("iot-gateway-client-1.log"), encoding: .utf8) {
+                    print(log.split(separator: "\n").suffix(15).joined(separator: "\n"))
+                }
+                #expect(removed.status == 0, "\(removed.stdout) \(removed.stderr)")
+                let files = try FileManager.default.contentsOfDirectory(atPath: exports.path)
+                #expect(files.count == 1 && files[0].hasPrefix(container + "-") && files[0].hasSuffix(".tar.gz"), "\(files)")
+                let attributes = try FileManager.default.attributesOfItem(atPath: exports.path)
+                #expect((attributes[.posixPermissions] as? Int) == 0o700)
+                if let file = files.first {
+                    let listing = try run("/bin/tar", ["-tzf", exports.appendingPathComponent(file).path])
+                    #expect(listing.status == 0 && listing.stdout.contains("backup/index.yaml"), "\(listing.stderr)")
+                    let data = try run("/bin/tar", ["-xzOf", exports.appendingPathComponent(file).path, "backup/container/rootfs/root/data"])
+                    #expect(data.stdout == "kept\n", "the vendor's data is in the export: \(data.stderr)")
+                }
+                await #expect(throws: LXDError.self, "deleted after the export") { try await lxd.instance(container) }
+                await #expect(throws: LXDError.self, "its project too") { try await lxd.project(container) }
+            }
+        } catch {
+            try? await projects.remove(container: container)
+            throw error
+        }
+    }
 }

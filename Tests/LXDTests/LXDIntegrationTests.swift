@@ -79,6 +79,11 @@ import Testing
             #expect(try await lxd.instanceExists(name) == false)
             let inside = lxd.inProject(project)
             #expect(try await inside.snapshots(name).map(\.name) == ["s1"])
+            // Merging a key into a project that holds an instance keeps the rest (LXD's own PATCH would replace it all).
+            try await lxd.patchProject(project, config: ["restricted.backups": "allow"])
+            let config = try await lxd.project(project).config
+            #expect(config["restricted.backups"] == "allow" && config["features.images"] == "false" && config["features.profiles"] == "false",
+                    "\(config)")
             let everywhere = try await lxd.listInstances(userFilter: ["iotgw.vendor": "mover-\(tag)"], allProjects: true)
             #expect(everywhere.map { "\($0.project ?? "?")/\($0.name)" } == ["\(project)/\(name)"])
 

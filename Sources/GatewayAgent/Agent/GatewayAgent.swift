@@ -61,7 +61,7 @@ public final class GatewayAgent: Service, Sendable {
         (events, input) = AsyncStream.makeStream(of: Event.self)
         let store = env.store
         orphans = OrphanSweeper(host: env.host, gatewayID: env.identity.id, config: env.config, logger: env.logger, now: env.now,
-                                projects: env.projects) {
+                                projects: env.projects, exporter: env.exporter) {
             try await Self.withdrawnVendors(store)
         }
     }

@@ -80,6 +80,7 @@ extension GatewayAgent {
         let disk = DiskGuard(space: lxd, pool: config.lxd.storagePool, reserveBytes: Int64(config.disk.reserveMiB) << 20) {
             do { try await pruner.prune() } catch { logger.warning("nothing pruned", metadata: ["iotgw.error": "\(error.safeDescription)"]) }
         }
+        let projects = config.lxd.projects ? VendorProjects(lxd: lxd, config: config, logger: logger) : nil
         // Reconcile reads containers from a copy that LXD's events keep true (see InstanceCache).
         let instances = InstanceCache(host: lxd, events: lxd, logger: logger)
         let env = AgentEnvironment(config: config, store: store, identity: identity, host: instances,
@@ -94,9 +95,10 @@ extension GatewayAgent {
                                                         maxBytes: Int64(config.images.maxMiB) << 20, logger: logger,
                                                         records: store, disk: disk),
                                    disk: disk, pruner: pruner,
-                                   projects: config.lxd.projects ? VendorProjects(lxd: lxd, config: config, logger: logger) : nil,
+                                   projects: projects,
                                    instances: instances,
-                                   placement: ProjectPlacement(lxd: lxd, config: config, gatewayID: identity.id, logger: logger))
+                                   placement: ProjectPlacement(lxd: lxd, config: config, gatewayID: identity.id, logger: logger),
+                                   exporter: config.orphans.exportDirectory.map { OrphanSweeper.exporter(lxd: lxd, directory: $0, projects: projects) })
         return GatewayAgent(environment: env)
     }
 

@@ -35,10 +35,14 @@ public struct OrphanSweeper: Sendable {
     let withdrawn: @Sendable () async throws -> Set<String>
     /// The deleted container's project goes with it.
     let projects: VendorProjects?
+    /// Exports a container before it is deleted, returning the file (`orphans.exportDirectory`; nil: no export).
+    let exporter: (@Sendable (String) async throws -> String)?
 
     public init(host: any ContainerHost, gatewayID: String, config: GatewayConfig, logger: Logger, now: @escaping @Sendable () -> Date,
-                projects: VendorProjects? = nil, withdrawn: @escaping @Sendable () async throws -> Set<String> = { [] }) {
+                projects: VendorProjects? = nil, exporter: (@Sendable (String) async throws -> String)? = nil,
+                withdrawn: @escaping @Sendable () async throws -> Set<String> = { [] }) {
         self.projects = projects
+        self.exporter = exporter
         self.withdrawn = withdrawn
         self.host = host
         self.gatewayID = gatewayID
@@ -133,8 +137,26 @@ public struct OrphanSweeper: Sendable {
         }
     }
 
+    /// The owner's export (`orphans.exportDirectory`): `<directory>/<container>-<unix time>.tar.gz`, LXD's backup
+    /// tarball with the snapshots (`lxc import` brings it back); the directory is made 0700 (it holds vendors' data).
+    public static func exporter(lxd: LXDClient, directory: String, projects: VendorProjects?) -> @Sendable (String) async throws -> String {
+        { name in
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            // A vendor's restricted project refuses backups; it is deleted with the container right after.
+            try await projects?.allowBackups(container: name)
+            let file = "\(directory)/\(name)-\(Int(Date().timeIntervalSince1970)).tar.gz"
+            try await lxd.exportInstance(name, to: file)
+            return file
+        }
+    }
+
     private func delete(_ name: String) async throws {
         try await stop(name)
+        if let exporter {
+            // Nothing is deleted that the owner asked to keep a copy of: a failed export keeps the container.
+            let file = try await exporter(name)
+            logger.notice("orphaned container exported", metadata: ["lxd.instance": "\(name)", "iotgw.file": "\(file)"])
+        }
         try await host.deleteInstance(name)
         try await projects?.remove(container: name)
     }

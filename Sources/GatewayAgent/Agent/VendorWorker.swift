@@ -40,6 +40,8 @@ public struct AgentEnvironment: Sendable {
     public var projects: VendorProjects?
     /// Moves managed containers into (or out of) their projects at start, before any worker runs (nil: nothing is moved).
     public var placement: ProjectPlacement?
+    /// Exports an orphan before it is deleted (`orphans.exportDirectory`; nil: no export).
+    public var exporter: (@Sendable (String) async throws -> String)?
     /// Whether LXD answers: lanes that find it away wait for it instead of failing (see ``LXDAvailability``).
     public let lxdAvailability: LXDAvailability
 
@@ -47,9 +49,11 @@ public struct AgentEnvironment: Sendable {
                 registry: DeviceRegistry, delivery: any DeliveryDriver, network: any NetworkGuard = NoNetworkGuard(), logger: Logger,
                 now: @escaping @Sendable () -> Date = { Date() }, fleetLinks: FleetLinkFactory? = nil, journal: (any ContainerJournal)? = nil,
                 metrics: GatewayMetrics? = nil, images: ImageFetcher? = nil, disk: DiskGuard? = nil, pruner: Pruner? = nil,
-                projects: VendorProjects? = nil, instances: InstanceCache? = nil, placement: ProjectPlacement? = nil) {
+                projects: VendorProjects? = nil, instances: InstanceCache? = nil, placement: ProjectPlacement? = nil,
+                exporter: (@Sendable (String) async throws -> String)? = nil) {
         self.projects = projects
         self.placement = placement
+        self.exporter = exporter
         self.config = config
         self.store = store
         self.identity = identity

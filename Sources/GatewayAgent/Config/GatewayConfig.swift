@@ -74,19 +74,27 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         public var graceSeconds: Double
         /// How often LXD is checked for orphans (default every 5 minutes, and at start).
         public var checkSeconds: Double
+        /// Where each orphan is exported (LXD's backup tarball, with its snapshots) before it is deleted;
+        /// nil: deleted without an export. A failed export keeps the container until the next check.
+        public var exportDirectory: String?
 
-        public init(graceSeconds: Double = 7 * 86_400, checkSeconds: Double = 300) {
+        public init(graceSeconds: Double = 7 * 86_400, checkSeconds: Double = 300, exportDirectory: String? = nil) {
             self.graceSeconds = graceSeconds
             self.checkSeconds = checkSeconds
+            self.exportDirectory = exportDirectory
         }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             graceSeconds = try c.decodeIfPresent(Double.self, forKey: .graceSeconds) ?? Orphans().graceSeconds
             checkSeconds = try c.decodeIfPresent(Double.self, forKey: .checkSeconds) ?? Orphans().checkSeconds
+            exportDirectory = try c.decodeIfPresent(String.self, forKey: .exportDirectory)
+            if let d = exportDirectory, !d.hasPrefix("/") {
+                throw DecodingError.dataCorruptedError(forKey: .exportDirectory, in: c, debugDescription: "must be an absolute path")
+            }
         }
 
-        enum CodingKeys: String, CodingKey { case graceSeconds, checkSeconds }
+        enum CodingKeys: String, CodingKey { case graceSeconds, checkSeconds, exportDirectory }
     }
 
     /// How apps are delivered and validated inside vendor containers.

@@ -68,6 +68,12 @@ public struct VendorProjects: Sendable {
         }
     }
 
+    /// Lets the project of `container` make backups, which it otherwise refuses: for the owner's export of
+    /// an orphan just before it is deleted with its project.
+    public func allowBackups(container: String) async throws {
+        do { try await lxd.patchProject(container, config: ["restricted.backups": "allow"]) } catch let e as LXDError where e.code == .notFound {}
+    }
+
     /// Deletes the (empty) project of a deleted container with its profiles. A project still holding an
     /// instance is left to LXD's refusal.
     public func remove(container: String) async throws {

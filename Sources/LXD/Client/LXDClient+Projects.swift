@@ -5,9 +5,10 @@ public struct Project: Sendable, Decodable, Equatable {
     public var name: String
     public var config: [String: String]
     public var usedBy: [String]?
+    public var description: String?
 
     enum CodingKeys: String, CodingKey {
-        case name, config
+        case name, config, description
         case usedBy = "used_by"
     }
 }
@@ -20,6 +21,7 @@ struct ProjectsPost: Encodable {
 
 struct ProjectPatch: Encodable {
     var config: [String: String]
+    var description: String
 }
 
 extension LXDClient {
@@ -35,10 +37,15 @@ extension LXDClient {
         try await syncSend(.POST, "/1.0/projects", body: ProjectsPost(name: name, description: description, config: config))
     }
 
-    /// `PATCH /1.0/projects/<name>`: merges config keys.
+    /// Merges config keys into a project's: read, merged, written back whole (`PUT`, with `If-Match`). LXD
+    /// 5.0's `PATCH` of a project replaces its whole config (checked here: the `features.*` keys went, and on
+    /// a project holding instances it is refused as a change of features).
     public func patchProject(_ name: String, config: [String: String]) async throws {
         try LXDName.validateObject(name, kind: "project")
-        try await syncSend(.PATCH, "/1.0/projects/\(Self.pathEscape(name))", body: ProjectPatch(config: config))
+        let path = "/1.0/projects/\(Self.pathEscape(name))"
+        let (current, etag) = try await sync(.GET, path, as: Project.self)
+        let put = ProjectPatch(config: current.config.merging(config) { $1 }, description: current.description ?? "")
+        try await syncSend(.PUT, path, body: put, ifMatch: etag)
     }
 
     /// `DELETE /1.0/projects/<name>` (LXD refuses while it holds instances or non-default profiles).
