@@ -614,15 +614,21 @@ import Testing
         await rig.agent.worker("acme")!.requestSync()
     }
 
+    /// Acme's device plugged and its apps delivered on the old image, then plan v2 on the new image, whose
+    /// rebuild fails (the apps fail in the candidate) until `rig.delivery.failing` is cleared.
+    func failingRebuild(_ rig: Rig) async throws {
+        try await rig.plug("acme", serial: "ACME-1", minor: 0)
+        try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
+        rig.delivery.failing.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
+        try await newImagePlan(rig, version: 2)
+        try await until("rebuild failed") { try await rig.store.rebuildTransaction("acme")?.phase == .failed }
+    }
+
     @Test func aFailedRebuildLeavesTheOldContainerAndAGoodOneSwitchesWithTheDevice() async throws {
         let rig = try Rig(policy: .auto, apps: true)
         try await rig.running {
-            try await rig.plug("acme", serial: "ACME-1", minor: 0)
-            try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
-
             // The apps fail in the candidate: it goes, the old container runs on with its device; retried with backoff.
-            rig.delivery.failing.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
-            try await newImagePlan(rig, version: 2)
+            try await failingRebuild(rig)
             try await until("rebuild failed twice") { (try await rig.store.rebuildTransaction("acme")?.attempts ?? 0) >= 2 }
             let txn = try #require(try await rig.store.rebuildTransaction("acme"))
             #expect(txn.phase == .failed && txn.nextAttemptAt != nil)
@@ -658,12 +664,8 @@ import Testing
     @Test func aCrashMidSwitchIsFinishedOnRestart() async throws {
         let rig = try Rig(policy: .auto, apps: true)
         try await rig.running {
-            try await rig.plug("acme", serial: "ACME-1", minor: 0)
-            try await until("delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
             // v2 approved (its first rebuild failed, so nothing moved yet).
-            rig.delivery.failing.withLock { $0["acme"] = GatewayError(.delivery, "converge failed") }
-            try await newImagePlan(rig, version: 2)
-            try await until("rebuild failed") { try await rig.store.rebuildTransaction("acme")?.phase == .failed }
+            try await failingRebuild(rig)
         }
         rig.delivery.failing.withLock { $0["acme"] = nil }
         // As a crash leaves it: the candidate built, the old container already renamed, the switch recorded.
