@@ -31,8 +31,6 @@ public final class GatewayAgent: Service, Sendable {
     let workersByContainer: [String: VendorWorker]
     /// Fleet channels of the vendors with a broker (made in `run`).
     let channels = Mutex<[String: FleetChannel]>([:])
-    /// ``placeContainers()`` is done: workers and the orphan sweep may look at containers.
-    let placed = Atomic<Bool>(false)
     let environment: AgentEnvironment
     let logger: Logger
     let now: @Sendable () -> Date
@@ -79,11 +77,14 @@ public final class GatewayAgent: Service, Sendable {
             logger.error("vendor network isolation not in place", metadata: ["iotgw.error": "\(error.safeDescription)"])
         }
         await withTaskGroup(of: Void.self) { group in
+            for w in workers.values { group.addTask { await w.run() } }
             group.addTask { [self] in
-                // Containers first go where `lxd.projects` says, or a worker would not find its own and make another.
+                // Containers first go where `lxd.projects` says, or a worker would not find its own and make another;
+                // until then the container lanes skip their passes (vendors and approvals go on), then all are woken.
                 await placeContainers()
-                await withDiscardingTaskGroup { workersGroup in
-                    for w in workers.values { workersGroup.addTask { await w.run() } }
+                for w in workers.values {
+                    w.kickReconcile()
+                    w.kickDelivery()
                 }
             }
             if let instances = environment.instances {
@@ -94,7 +95,7 @@ public final class GatewayAgent: Service, Sendable {
                 // Retries (vendor unreachable, LXD down, deliveries backing off) and plan syncs are driven by a tick.
                 var nextOrphanSweep = now()
                 while !Task.isCancelled {
-                    if now() >= nextOrphanSweep, placed.load(ordering: .acquiring) {
+                    if now() >= nextOrphanSweep, environment.containersPlaced.isSet {
                         do { try await orphans.sweep() } catch {
                             logger.warning("orphans not checked", metadata: ["iotgw.error": "\(error.safeDescription)"])
                         }
@@ -121,12 +122,12 @@ public final class GatewayAgent: Service, Sendable {
     /// Runs ``ProjectPlacement`` until it succeeds (LXD away or a move refused: logged, tried again after the
     /// retry interval), or the agent stops.
     func placeContainers() async {
-        guard let placement = environment.placement else { return placed.store(true, ordering: .releasing) }
+        guard let placement = environment.placement else { return environment.containersPlaced.set() }
         var attempts = 0
         while !Task.isCancelled {
             do {
                 try await placement.run()
-                placed.store(true, ordering: .releasing)
+                environment.containersPlaced.set()
                 return
             } catch {
                 attempts += 1

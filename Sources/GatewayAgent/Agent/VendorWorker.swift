@@ -42,6 +42,8 @@ public struct AgentEnvironment: Sendable {
     public var placement: ProjectPlacement?
     /// Exports an orphan before it is deleted (`orphans.exportDirectory`; nil: no export).
     public var exporter: (@Sendable (String) async throws -> String)?
+    /// Set once `placement` ran: container lanes wait for it (see ``ContainersPlaced``).
+    public let containersPlaced: ContainersPlaced
     /// Whether LXD answers: lanes that find it away wait for it instead of failing (see ``LXDAvailability``).
     public let lxdAvailability: LXDAvailability
 
@@ -54,6 +56,7 @@ public struct AgentEnvironment: Sendable {
         self.projects = projects
         self.placement = placement
         self.exporter = exporter
+        containersPlaced = ContainersPlaced(placement == nil)
         self.config = config
         self.store = store
         self.identity = identity
@@ -153,6 +156,8 @@ public actor VendorWorker {
                           _ pass: @Sendable (VendorWorker) async throws -> Void) async {
         for await _ in signals {
             if Task.isCancelled { break }
+            // Containers may still be on their way to their projects: the agent wakes this lane once they are there.
+            if name != .exchange && !env.containersPlaced.isSet { continue }
             env.metrics.lane(vendor: vendor.id, name, busy: true)
             do { try await pass(self) } catch {
                 logger.warning("lane pass failed", metadata: ["iotgw.lane": "\(name.rawValue)", "iotgw.error": "\(error.safeDescription)"])

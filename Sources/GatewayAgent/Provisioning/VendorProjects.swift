@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import LXD
+import Synchronization
 
 /// Each vendor's container in a restricted LXD project of its own (`lxd.projects: true`), named like the
 /// container (`iotgw-<vendor>`): defence in depth behind the gateway's own checks. LXD itself then refuses,
@@ -146,4 +147,16 @@ public struct ProjectPlacement: Sendable {
         }
         return moved
     }
+}
+
+/// Whether ``ProjectPlacement`` has run (or there is none): until then the lanes that touch containers
+/// (reconcile, delivery) and the orphan sweep skip their passes, and are woken when it is done. Talking to
+/// vendors and the owner's approvals go on meanwhile (LXD may be away at boot for a long time).
+public final class ContainersPlaced: Sendable {
+    private let flag: Atomic<Bool>
+
+    public init(_ placed: Bool) { flag = Atomic(placed) }
+
+    public var isSet: Bool { flag.load(ordering: .acquiring) }
+    public func set() { flag.store(true, ordering: .releasing) }
 }
