@@ -130,12 +130,7 @@ public struct OrphanSweeper: Sendable {
         return at
     }
 
-    private func stop(_ name: String) async throws {
-        guard try await host.instance(name).instance.isRunning else { return }
-        do { try await host.setState(name, .stop, timeout: 30, force: false) } catch {
-            try await host.setState(name, .stop, timeout: 30, force: true)
-        }
-    }
+    private func stop(_ name: String) async throws { try await host.stopGracefully(name) }
 
     /// The owner's export (`orphans.exportDirectory`): `<directory>/<container>-<unix time>.tar.gz`, LXD's backup
     /// tarball with the snapshots (`lxc import` brings it back); the directory is made 0700 (it holds vendors' data).

@@ -202,13 +202,7 @@ extension VendorWorker {
         return i
     }
 
-    func stop(_ name: String) async throws {
-        guard try await env.host.instance(name).instance.isRunning else { return }
-        do { try await env.host.setState(name, .stop, timeout: 30, force: false) } catch where !error.isLXDOutage {
-            // A container that does not shut down in time (or stopped meanwhile) is stopped by force.
-            if try await env.host.instance(name).instance.isRunning { try await env.host.setState(name, .stop, timeout: 30, force: true) }
-        }
-    }
+    func stop(_ name: String) async throws { try await env.host.stopGracefully(name) }
 
     func delete(_ name: String) async throws {
         try await stop(name)

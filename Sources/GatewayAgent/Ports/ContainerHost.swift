@@ -26,3 +26,14 @@ public protocol ContainerHost: Sendable {
 }
 
 extension LXDClient: ContainerHost {}
+
+extension ContainerHost {
+    /// Stops a running instance cleanly, by force if it does not shut down in time; one already stopped (or
+    /// stopped meanwhile) is left as it is. LXD being away is rethrown, not answered with a forced stop.
+    func stopGracefully(_ name: String) async throws {
+        guard try await instance(name).instance.isRunning else { return }
+        do { try await setState(name, .stop, timeout: 30, force: false) } catch where !error.isLXDOutage {
+            if try await instance(name).instance.isRunning { try await setState(name, .stop, timeout: 30, force: true) }
+        }
+    }
+}

@@ -136,12 +136,13 @@ public struct ProjectPlacement: Sendable {
             var logger = logger
             logger[metadataKey: "lxd.instance"] = "\(name)"
             logger[metadataKey: "lxd.project"] = "\(from) → \(want)"
-            if want != "default" { try await VendorProjects(lxd: lxd, config: config, logger: logger).ensure(container: name) }
+            let projects = VendorProjects(lxd: lxd, config: config, logger: logger)
+            if want != "default" { try await projects.ensure(container: name) }
             let source = lxd.inProject(from)
             if found.isRunning { try await source.stop(name, timeout: 30, force: true) }
             try await source.moveInstance(name, toProject: want)
             if found.isRunning { try await lxd.inProject(want).start(name) }
-            if from == name { try await VendorProjects(lxd: lxd, config: config, logger: logger).remove(container: from) }
+            if from == name { try await projects.remove(container: from) }
             logger.notice("container moved to the project lxd.projects asks for")
             moved.append(name)
         }
