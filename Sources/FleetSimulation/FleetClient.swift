@@ -77,15 +77,25 @@ public struct FleetClient: Sendable {
     /// A signed `POST` of `body` to `route` as `gateway`; `nonce` defaults to a fresh one (tests replay one).
     public func post(_ route: Route, body: Data, as gateway: GatewayIdentity, to endpoint: VendorEndpoint,
                      nonce: String = RequestSignature.makeNonce()) async throws -> Exchange {
-        var request = HTTPClientRequest(url: endpoint.baseURL + route.path)
+        try await post(signed(route, body: body, as: gateway, to: endpoint, nonce: nonce))
+    }
+
+    /// A `POST` of `body` to `route`, signed as `gateway` now, to be sent within `RequestSignature.allowedSkew`.
+    public func signed(_ route: Route, body: Data, as gateway: GatewayIdentity, to endpoint: VendorEndpoint,
+                       nonce: String = RequestSignature.makeNonce()) throws -> SignedPost {
+        let audience = RequestSignature.Audience(vendor: vendor, host: endpoint.host)
+        let headers = try RequestSignature.headers(gatewayID: gateway.id, key: gateway.key, method: "POST", path: route.path,
+                                                   audience: audience, body: body, nonce: nonce)
+        return SignedPost(url: endpoint.baseURL + route.path, headers: headers, body: ByteBuffer(data: body))
+    }
+
+    /// Sends a request signed earlier by ``signed(_:body:as:to:nonce:)``.
+    public func post(_ signed: SignedPost) async throws -> Exchange {
+        var request = HTTPClientRequest(url: signed.url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
-        let audience = RequestSignature.Audience(vendor: vendor, host: endpoint.host)
-        for (name, value) in try RequestSignature.headers(gatewayID: gateway.id, key: gateway.key, method: "POST", path: route.path,
-                                                          audience: audience, body: body, nonce: nonce) {
-            request.headers.add(name: name, value: value)
-        }
-        request.body = .bytes(ByteBuffer(data: body))
+        for (name, value) in signed.headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(signed.body)
         return try await send(request)
     }
 
@@ -101,6 +111,13 @@ public struct FleetClient: Sendable {
         let body = try await response.body.collect(upTo: Self.maxAnswerBytes)
         return Exchange(status: Int(response.status.code), body: Data(buffer: body), latency: clock.now - start)
     }
+}
+
+/// A signed `POST`, ready to send.
+public struct SignedPost: Sendable {
+    public var url: String
+    public var headers: [(String, String)]
+    public var body: ByteBuffer
 }
 
 /// Bounds how many requests are in flight at once, whatever the number of simulated gateways. Waiters are

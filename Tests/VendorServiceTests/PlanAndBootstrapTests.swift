@@ -301,6 +301,43 @@ struct PlanAndBootstrapTests {
         }
     }
 
+    /// One replica keeps the gateway's row and its unchanged plan in memory, and answers a poll from them
+    /// only while the generation its nonce claim reads says nothing changed: a release, a withdrawal or a
+    /// revocation written by someone else (another replica, the CLI) is seen by the very next request.
+    @Test func aReplicaAnswersFromMemoryOnlyWhileTheStoreSaysNothingChanged() async throws {
+        try await Harness.with { h in
+            try await h.register("FT1")
+            let service = h.service()
+            let app = buildApplication(configuration: h.configuration, service: service, logger: Harness.logger)
+            try await app.test(.router) { client in
+                let first = Data(try await HTTPTests.announce(client, h, serial: "FT1").body.readableBytesView)
+                func poll(holding version: Int) async throws -> TestResponse {
+                    try await signedPost(client, h, "/v1/plan", PlanRequest(gatewayID: h.gateway.id, currentPlanVersion: version))
+                }
+                #expect(Data(try await poll(holding: 1).body.readableBytesView) == first)
+                #expect(service.knownGateways.value(for: h.gateway.id)?.gateway.id == h.gateway.id)
+                let generation = try #require(try await h.store.planInputs(gatewayID: h.gateway.id).generation)
+                #expect(service.unchangedPlans.entry(for: generation, gatewayID: h.gateway.id) != nil,
+                        "the next poll at this generation is answered from memory")
+                #expect(Data(try await poll(holding: 1).body.readableBytesView) == first)
+
+                try await h.store.addAppRelease(AppRelease(app: "thermo-agent", version: "1.2.0", runList: ["recipe[thermo_agent@1.2.0]"],
+                                                           publishedAt: Harness.now))
+                let released = try plan(try await poll(holding: 1), h, lastVersion: 1)
+                #expect(released.version == 2 && released.apps.map(\.version) == ["1.2.0"])
+
+                try await h.store.setWithdrawn(gatewayID: h.gateway.id, at: Harness.now)
+                let withdrawn = try plan(try await poll(holding: 2), h, lastVersion: 2)
+                #expect(withdrawn.version == 3 && withdrawn.devices.isEmpty && withdrawn.apps.isEmpty)
+
+                try await h.store.revokeGateway(id: h.gateway.id, at: Harness.now)
+                let refused = try await poll(holding: 3)
+                #expect(refused.status == .forbidden && errorCode(refused) == "unknownGateway")
+                #expect(service.knownGateways.value(for: h.gateway.id) == nil)
+            }
+        }
+    }
+
     @Test func bootstrapWhileTheChefServerIsDownIsChefUnavailable() async throws {
         try await withTemporaryFolder { folder in
             let keyPath = folder.appendingPathComponent("admin.pem").path

@@ -101,22 +101,22 @@ struct VendorRoutes: Sendable {
     }
 
     func announce(_ request: Request, context: some RequestContext) async throws -> Response {
-        let (gateway, body) = try await authenticated(request, context: context)
+        let (gateway, body, _) = try await authenticated(request, context: context)
         let announcement = try Self.decode(Announcement.self, from: body)
         let signed = try await service.announce(announcement, from: gateway, logger: context.logger)
         return try Self.json(signed)
     }
 
     func plan(_ request: Request, context: some RequestContext) async throws -> Response {
-        let (gateway, body) = try await authenticated(request, context: context)
+        let (gateway, body, generation) = try await authenticated(request, context: context)
         let planRequest = try Self.decode(PlanRequest.self, from: body)
         // The stored signed plan's JSON as it is: the bytes `json(_:)` would write again.
-        let json = try await service.currentPlanJSON(planRequest, from: gateway, logger: context.logger)
+        let json = try await service.currentPlanJSON(planRequest, from: gateway, generation: generation, logger: context.logger)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
     }
 
     func bootstrap(_ request: Request, context: some RequestContext) async throws -> Response {
-        let (gateway, body) = try await authenticated(request, context: context)
+        let (gateway, body, _) = try await authenticated(request, context: context)
         let bootstrapRequest = try Self.decode(BootstrapRequest.self, from: body)
         var response = try Self.json(try await service.bootstrap(bootstrapRequest, from: gateway, logger: context.logger))
         response.headers[.cacheControl] = "no-store"
@@ -124,14 +124,14 @@ struct VendorRoutes: Sendable {
     }
 
     func report(_ request: Request, context: some RequestContext) async throws -> Response {
-        let (gateway, body) = try await authenticated(request, context: context)
+        let (gateway, body, _) = try await authenticated(request, context: context)
         let report = try Self.decode(ProvisioningReport.self, from: body)
         try await service.report(report, from: gateway, logger: context.logger)
         return Response(status: .noContent)
     }
 
     /// Reads the body (size-limited) and checks the request's signature before anything parses it.
-    private func authenticated(_ request: Request, context: some RequestContext) async throws -> (EnrolledGateway, Data) {
+    private func authenticated(_ request: Request, context: some RequestContext) async throws -> (EnrolledGateway, Data, PlanGeneration) {
         let buffer: ByteBuffer
         do { buffer = try await request.body.collect(upTo: Self.maxBodyBytes) } catch let error as any HTTPResponseError
             where error.status == .contentTooLarge
@@ -147,9 +147,9 @@ struct VendorRoutes: Sendable {
             signature: Self.header(RequestSignature.signatureHeader, in: request)
         )
         // HTTP/1's Host header arrives as the request's authority.
-        let gateway = try await service.authenticate(received, method: request.method.rawValue, path: request.uri.path,
-                                                     requestHost: request.head.authority, body: body, logger: context.logger)
-        return (gateway, body)
+        let (gateway, generation) = try await service.authenticateRequest(received, method: request.method.rawValue, path: request.uri.path,
+                                                                          requestHost: request.head.authority, body: body, logger: context.logger)
+        return (gateway, body, generation)
     }
 
     private static func header(_ name: String, in request: Request) -> String? {

@@ -15,7 +15,12 @@ extension ProvisioningService {
 
     /// As ``currentPlan(_:from:logger:)``, as the `SignedPlan` JSON to answer with (WireJSON: for a stored plan,
     /// its stored bytes as they are).
-    func currentPlanJSON(_ request: PlanRequest, from gateway: EnrolledGateway, logger: Logger) async throws -> String {
+    ///
+    /// - Parameter generation: what the request's nonce claim read (``PlanGeneration``). When the gateway's
+    ///   plan was last found unchanged at that very generation, nothing it is composed from changed since,
+    ///   and it is answered without reading the store at all.
+    func currentPlanJSON(_ request: PlanRequest, from gateway: EnrolledGateway, generation: PlanGeneration? = nil,
+                         logger: Logger) async throws -> String {
         try APIError.checkingFields {
             try Fields.gatewayID.check(request.gatewayID, at: "gatewayID")
             try Self.checkVersion(request.currentPlanVersion, at: "currentPlanVersion")
@@ -25,6 +30,11 @@ extension ProvisioningService {
         }
         var logger = logger
         logger[metadataKey: "gateway.id"] = "\(gateway.id)"
+        if let generation, let known = unchangedPlans.entry(for: generation, gatewayID: gateway.id), let stored = known.inputs.previous,
+           composer.answersAgain(known.plan, gatewayVersion: request.currentPlanVersion, now: now()) {
+            answeredUnchanged(known.plan, omitted: known.omitted, logger: logger)
+            return stored.signedJSON
+        }
         // Most polls find their plan unchanged: composed from a snapshot, without locking the gateway's row
         // or writing anything, the stored plan is answered as is. A poll that reads the very inputs an
         // earlier one found unchanged does not even compose (`UnchangedPlans`). Only a changed plan takes the

@@ -22,6 +22,8 @@ public struct ProvisioningService: Sendable {
     /// The inputs each gateway's stored plan was last found unchanged for (polls reading them again answer it
     /// without composing).
     let unchangedPlans = UnchangedPlans()
+    /// The gateway rows signed requests were last checked against, with their generation.
+    let knownGateways = BoundedCache<GatewayRecord>()
 
     /// - Parameter now: the wall clock; tests pass a fixed one.
     /// - Parameter metrics: where counts go; a fresh registry by default (each service its own, no global state).
@@ -59,26 +61,74 @@ public struct ProvisioningService: Sendable {
     /// - Returns: the gateway.
     public func authenticate(_ received: RequestSignature.Received, method: String, path: String, requestHost: String?,
                              body: some DataProtocol, logger: Logger) async throws -> EnrolledGateway {
-        guard let gatewayID = received.gatewayID, let audience = received.vendor, received.timestamp != nil, let nonce = received.nonce,
+        try await authenticateRequest(received, method: method, path: path, requestHost: requestHost, body: body, logger: logger).gateway
+    }
+
+    /// As ``authenticate(_:method:path:requestHost:body:logger:)``, with the ``PlanGeneration`` its nonce claim
+    /// read.
+    ///
+    /// The gateway's key is checked against this replica's copy of its row when it has one (read from the
+    /// store otherwise). The claim reads the row's generation after the request arrived: a copy older than
+    /// that (revoked, withdrawn, another key) is read again, and checked again, before anything is answered.
+    func authenticateRequest(_ received: RequestSignature.Received, method: String, path: String, requestHost: String?,
+                             body: some DataProtocol, logger: Logger) async throws -> (gateway: EnrolledGateway, generation: PlanGeneration) {
+        guard let gatewayID = received.gatewayID, received.vendor != nil, received.timestamp != nil, let nonce = received.nonce,
               received.signature != nil else {
             throw APIError.badSignature("request needs the \(RequestSignature.gatewayHeader), \(RequestSignature.vendorHeader), "
                 + "\(RequestSignature.timestampHeader), \(RequestSignature.nonceHeader) and \(RequestSignature.signatureHeader) headers")
         }
-        guard Fields.gatewayID.isValid(gatewayID), let gateway = try await store.gateway(id: gatewayID) else {
-            logger.notice("request from unknown gateway", metadata: ["gateway.id": .untrusted(gatewayID)])
-            throw APIError.unknownGateway("gateway \(Fields.quote(gatewayID)) is not enrolled with vendor \(vendor)")
+        let hosts = acceptedHosts(requestHost: requestHost)
+        let now = now()
+        func read() async throws -> GatewayRecord {
+            guard Fields.gatewayID.isValid(gatewayID), let record = try await store.gatewayRecord(id: gatewayID) else {
+                knownGateways.remove(gatewayID)
+                logger.notice("request from unknown gateway", metadata: ["gateway.id": .untrusted(gatewayID)])
+                throw APIError.unknownGateway("gateway \(Fields.quote(gatewayID)) is not enrolled with vendor \(vendor)")
+            }
+            knownGateways.set(record, for: gatewayID)
+            return record
         }
+        func verify(_ record: GatewayRecord) throws {
+            try verifySignature(received, of: record.gateway, method: method, path: path, hosts: hosts, body: body, now: now, logger: logger)
+        }
+        var record: GatewayRecord
+        if let known = knownGateways.value(for: gatewayID) {
+            record = known
+            do { try verify(record) } catch {
+                // Refused with the copy: decided by the store's row.
+                record = try await read()
+                try verify(record)
+            }
+        } else {
+            record = try await read()
+            try verify(record)
+        }
+        guard let generation = try await store.claimNonceReadingGeneration(gatewayID: record.gateway.id, nonce: nonce,
+                                                                           expiresAt: now.addingTimeInterval(Self.nonceLifetime), now: now) else {
+            logger.notice("request replayed", metadata: ["gateway.id": "\(record.gateway.id)", "request.nonce": .untrusted(nonce)])
+            throw APIError(.replayedRequest, status: .unauthorized, "request nonce was already used: every request needs a fresh nonce")
+        }
+        if generation.gateway != record.generation {
+            let checked = record
+            record = try await read()
+            if record.gateway.publicKey != checked.gateway.publicKey { try verify(record) }
+        }
+        return (record.gateway, generation)
+    }
+
+    /// Checks the request's signature with `gateway`'s key; refusals are logged and thrown as ``APIError``s.
+    private func verifySignature(_ received: RequestSignature.Received, of gateway: EnrolledGateway, method: String, path: String,
+                                 hosts: Set<String>, body: some DataProtocol, now: Date, logger: Logger) throws {
         let key: Curve25519.Signing.PublicKey
         do { key = try Keys.decodePublic(gateway.publicKey) } catch {
             logger.error("enrolled gateway key is invalid", metadata: ["gateway.id": "\(gateway.id)"])
             throw APIError.internalError
         }
-        let hosts = acceptedHosts(requestHost: requestHost)
-        let now = now()
         do {
             try RequestSignature.verify(received, publicKey: key, method: method, path: path, vendor: vendor, hosts: hosts, body: body,
                                         now: now)
         } catch let error as ProtocolError {
+            let audience = received.vendor ?? ""
             logger.notice("request signature refused", metadata: [
                 "gateway.id": "\(gateway.id)", "error.code": "\(error.code)", "request.vendor": .untrusted(audience),
             ])
@@ -95,12 +145,6 @@ public struct ProvisioningService: Sendable {
                     + forHosts)
             }
         }
-        guard try await store.claimNonce(gatewayID: gateway.id, nonce: nonce, expiresAt: now.addingTimeInterval(Self.nonceLifetime),
-                                         now: now) else {
-            logger.notice("request replayed", metadata: ["gateway.id": "\(gateway.id)", "request.nonce": .untrusted(nonce)])
-            throw APIError(.replayedRequest, status: .unauthorized, "request nonce was already used: every request needs a fresh nonce")
-        }
-        return gateway
     }
 
     /// The hosts a request may be signed for: the configured `publicHosts`, or else the host of the

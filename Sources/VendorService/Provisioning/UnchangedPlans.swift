@@ -21,26 +21,46 @@ final class UnchangedPlans: Sendable {
         var omitted: [String]
     }
 
-    private let entries = Mutex<[String: Entry]>([:])
-    /// At most this many gateways are remembered (a few KiB each); past it an arbitrary one is forgotten.
+    private let entries: BoundedCache<Entry>
+
+    /// - Parameter capacity: at most this many gateways are remembered (a few KiB each).
+    init(capacity: Int = 10_000) { entries = BoundedCache(capacity: capacity) }
+
+    /// The entry for exactly these inputs, if any.
+    func entry(for inputs: PlanInputs, gatewayID: String) -> Entry? {
+        guard let entry = entries.value(for: gatewayID), entry.inputs == inputs else { return nil }
+        return entry
+    }
+
+    /// The entry whose inputs were read at `generation`, if any: no input changed since (``PlanGeneration``),
+    /// so the inputs read now would be the entry's own.
+    func entry(for generation: PlanGeneration, gatewayID: String) -> Entry? {
+        guard let entry = entries.value(for: gatewayID), entry.inputs.generation == generation else { return nil }
+        return entry
+    }
+
+    func remember(_ entry: Entry, gatewayID: String) { entries.set(entry, for: gatewayID) }
+
+    var count: Int { entries.count }
+}
+
+/// A dictionary of at most `capacity` entries shared between tasks; past it an arbitrary entry is forgotten.
+final class BoundedCache<Value: Sendable>: Sendable {
+    private let entries = Mutex<[String: Value]>([:])
     let capacity: Int
 
     init(capacity: Int = 10_000) { self.capacity = max(1, capacity) }
 
-    /// The entry for exactly these inputs, if any.
-    func entry(for inputs: PlanInputs, gatewayID: String) -> Entry? {
+    func value(for key: String) -> Value? { entries.withLock { $0[key] } }
+
+    func set(_ value: Value, for key: String) {
         entries.withLock { entries in
-            guard let entry = entries[gatewayID], entry.inputs == inputs else { return nil }
-            return entry
+            if entries[key] == nil, entries.count >= capacity, let any = entries.keys.first { entries[any] = nil }
+            entries[key] = value
         }
     }
 
-    func remember(_ entry: Entry, gatewayID: String) {
-        entries.withLock { entries in
-            if entries[gatewayID] == nil, entries.count >= capacity, let any = entries.keys.first { entries[any] = nil }
-            entries[gatewayID] = entry
-        }
-    }
+    func remove(_ key: String) { _ = entries.withLock { $0.removeValue(forKey: key) } }
 
     var count: Int { entries.withLock { $0.count } }
 }

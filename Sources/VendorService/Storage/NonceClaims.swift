@@ -7,6 +7,14 @@ struct NonceClaim: Sendable, Equatable {
     var nonce: String
     var expiresAt: Date
     var now: Date
+
+    /// Which gateway's nonce: a nonce is used once per gateway.
+    struct Key: Hashable {
+        var gatewayID: String
+        var nonce: String
+    }
+
+    var key: Key { Key(gatewayID: gatewayID, nonce: nonce) }
 }
 
 /// Group commit of nonce claims: every signed request claims its nonce in the database, and a transaction
@@ -22,12 +30,15 @@ struct NonceClaim: Sendable, Equatable {
 /// Within one batch a nonce claimed twice by the same gateway is fresh only for its first claim (the
 /// later ones are replays); `commit` gets each (gateway, nonce) at most once. Across batches and across
 /// replicas the database decides, as before: the nonces stay in the shared store.
-final class NonceClaims: Sendable {
-    /// Commits the claims in one transaction; answers, for each claim in order, whether it was fresh.
-    typealias Commit = @Sendable (_ claims: [NonceClaim]) async throws -> [Bool]
+///
+/// `Answer` is what a claim learns: whether its nonce was fresh (`Bool`), or the store's ``PlanGeneration``
+/// read in the same transaction, nil for a replay.
+final class NonceClaims<Answer: Sendable>: Sendable {
+    /// Commits the claims in one transaction; answers each claim in order (`replayed` for a replay).
+    typealias Commit = @Sendable (_ claims: [NonceClaim]) async throws -> [Answer]
 
     private enum Wake: Sendable {
-        case answered(Bool)
+        case answered(Answer)
         case failed(any Error)
         case lead
     }
@@ -49,14 +60,17 @@ final class NonceClaims: Sendable {
     private let commit: Commit
     /// The most claims one transaction carries.
     let maxBatch: Int
+    /// The answer of a claim repeating an earlier one of its batch.
+    let replayed: Answer
 
-    init(maxBatch: Int = 256, commit: @escaping Commit) {
+    init(maxBatch: Int = 256, replayed: Answer, commit: @escaping Commit) {
         self.maxBatch = max(1, maxBatch)
+        self.replayed = replayed
         self.commit = commit
     }
 
-    /// Claims `claim` in the next batch; true when its nonce was fresh.
-    func claim(_ claim: NonceClaim) async throws -> Bool {
+    /// Claims `claim` in the next batch.
+    func claim(_ claim: NonceClaim) async throws -> Answer {
         let ticket = state.withLock { s -> UInt64 in
             defer { s.nextTicket &+= 1 }
             return s.nextTicket
@@ -78,21 +92,21 @@ final class NonceClaims: Sendable {
     }
 
     /// Commits the pending claims (the leader's own first among them), answers the others, passes the lead on.
-    private func lead(ticket: UInt64) async throws -> Bool {
+    private func lead(ticket: UInt64) async throws -> Answer {
         let batch = state.withLock { s -> [Waiter] in
             let n = min(s.pending.count, maxBatch)
             defer { s.pending.removeFirst(n) }
             return Array(s.pending.prefix(n))
         }
-        let outcome: Result<[Bool], any Error>
+        let outcome: Result<[Answer], any Error>
         do {
-            outcome = .success(try await Self.commitOnce(batch.map(\.claim), commit))
+            outcome = .success(try await Self.commitOnce(batch.map(\.claim), replayed: replayed, commit))
         } catch {
             outcome = .failure(error)
         }
-        var own: Result<Bool, any Error> = .success(false)
+        var own: Result<Answer, any Error> = .success(replayed)
         for (i, waiter) in batch.enumerated() {
-            let answer: Result<Bool, any Error> = outcome.map { $0[i] }
+            let answer: Result<Answer, any Error> = outcome.map { $0[i] }
             if waiter.ticket == ticket {
                 own = answer
                 continue
@@ -114,22 +128,18 @@ final class NonceClaims: Sendable {
     }
 
     /// Commits `claims` as one batch now, bypassing the queue (tests).
-    func commitBatch(_ claims: [NonceClaim]) async throws -> [Bool] { try await Self.commitOnce(claims, commit) }
+    func commitBatch(_ claims: [NonceClaim]) async throws -> [Answer] { try await Self.commitOnce(claims, replayed: replayed, commit) }
 
     /// Claims waiting for the next batch (tests).
     var waiting: Int { state.withLock { $0.pending.count } }
 
     /// Commits each (gateway, nonce) once: a repeat within the batch is a replay of its first claim.
-    static func commitOnce(_ claims: [NonceClaim], _ commit: Commit) async throws -> [Bool] {
-        struct Key: Hashable {
-            var gatewayID: String
-            var nonce: String
-        }
-        var first: [Key: Int] = [:]
+    static func commitOnce(_ claims: [NonceClaim], replayed: Answer, _ commit: Commit) async throws -> [Answer] {
+        var first: [NonceClaim.Key: Int] = [:]
         var unique: [NonceClaim] = []
         var slot: [Int?] = []
         for claim in claims {
-            let key = Key(gatewayID: claim.gatewayID, nonce: claim.nonce)
+            let key = claim.key
             if first[key] == nil {
                 first[key] = unique.count
                 slot.append(unique.count)
@@ -142,6 +152,13 @@ final class NonceClaims: Sendable {
         guard fresh.count == unique.count else {
             throw StoreError(.conflict, "nonce batch answered \(fresh.count) claims for \(unique.count)")
         }
-        return slot.map { $0.map { fresh[$0] } ?? false }
+        return slot.map { $0.map { fresh[$0] } ?? replayed }
+    }
+}
+
+extension NonceClaims where Answer == Bool {
+    /// Claims that learn whether their nonce was fresh.
+    convenience init(maxBatch: Int = 256, commit: @escaping Commit) {
+        self.init(maxBatch: maxBatch, replayed: false, commit: commit)
     }
 }

@@ -18,8 +18,8 @@ public struct PostgresVendorStore: VendorStore {
     /// The schema the tables live in (validated as a plain identifier: it is written into statements).
     let schema: String
     let logger: Logger
-    /// Nonce claims, committed in groups (see ``claimNonce(gatewayID:nonce:expiresAt:now:)``).
-    let nonces: NonceClaims
+    /// Nonce claims, committed in groups (see ``claimNonceReadingGeneration(gatewayID:nonce:expiresAt:now:)``).
+    let nonces: NonceClaims<PlanGeneration?>
 
     /// Builds the pool from a configuration's `postgres` section; connects nothing yet.
     /// - Throws: ``ConfigurationError`` for a bad section or an unreadable password file.
@@ -41,7 +41,7 @@ public struct PostgresVendorStore: VendorStore {
         configuration.options.additionalStartupParameters = [("search_path", settings.schemaName)]
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.client = client
-        nonces = NonceClaims { claims in try await Self.commitNonces(claims, client: client, logger: logger) }
+        nonces = NonceClaims(replayed: nil) { claims in try await Self.commitNonces(claims, client: client, logger: logger) }
         var probe = PostgresConnection.Configuration(host: endpoint.host, port: endpoint.port, username: endpoint.user, password: password,
                                                      database: endpoint.database, tls: .disable)
         probe.options.connectTimeout = .seconds(10)
@@ -164,6 +164,39 @@ public struct PostgresVendorStore: VendorStore {
             "CREATE INDEX gateway_pins_rollout_id ON gateway_pins (rollout_id)",
         ]),
         ("v6-withdrawals", ["ALTER TABLE gateways ADD COLUMN withdrawn_at timestamptz"]),
+        // The counts of `PlanGeneration`, kept by triggers whoever writes. The functions keep the schema they
+        // were made in, so that a trigger fired from any connection raises this schema's counts.
+        ("v7-generations", [
+            "ALTER TABLE gateways ADD COLUMN generation bigint NOT NULL DEFAULT 0",
+            "CREATE TABLE catalog_generation (id int PRIMARY KEY CHECK (id = 1), n bigint NOT NULL)",
+            "INSERT INTO catalog_generation (id, n) VALUES (1, 0)",
+            """
+            CREATE FUNCTION bump_gateway_generation() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+            BEGIN
+                IF TG_OP <> 'INSERT' THEN UPDATE gateways SET generation = generation + 1 WHERE id = OLD.gateway_id; END IF;
+                IF TG_OP <> 'DELETE' THEN UPDATE gateways SET generation = generation + 1 WHERE id = NEW.gateway_id; END IF;
+                RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE FUNCTION bump_own_generation() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+            BEGIN NEW.generation := OLD.generation + 1; RETURN NEW; END $$
+            """,
+            """
+            CREATE FUNCTION bump_catalog_generation() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+            BEGIN UPDATE catalog_generation SET n = n + 1; RETURN NULL; END $$
+            """,
+            """
+            CREATE TRIGGER gateways_generation BEFORE UPDATE ON gateways FOR EACH ROW
+                WHEN (OLD.public_key IS DISTINCT FROM NEW.public_key OR OLD.revoked_at IS DISTINCT FROM NEW.revoked_at
+                      OR OLD.withdrawn_at IS DISTINCT FROM NEW.withdrawn_at)
+                EXECUTE FUNCTION bump_own_generation()
+            """,
+        ] + ["gateway_devices", "plans", "gateway_pins"].map { table in
+            "CREATE TRIGGER \(table)_generation AFTER INSERT OR UPDATE OR DELETE ON \(table) FOR EACH ROW EXECUTE FUNCTION bump_gateway_generation()"
+        } + ["devices", "app_releases"].map { table in
+            "CREATE TRIGGER \(table)_generation AFTER INSERT OR UPDATE OR DELETE ON \(table) FOR EACH STATEMENT EXECUTE FUNCTION bump_catalog_generation()"
+        }),
     ]
 
     /// Applies the migrations not yet recorded, in one transaction under an advisory lock, so replicas
@@ -293,6 +326,16 @@ public struct PostgresVendorStore: VendorStore {
     }
 
     /// An enrolled gateway that was not revoked.
+    public func gatewayRecord(id: String) async throws -> GatewayRecord? {
+        let rows = try await client.query("""
+            SELECT id, public_key, enrolled_at, generation FROM gateways WHERE id = \(id) AND revoked_at IS NULL
+            """, logger: logger)
+        for try await (id, publicKey, enrolledAt, generation) in rows.decode((String, String, Date, Int64).self) {
+            return GatewayRecord(gateway: EnrolledGateway(id: id, publicKey: publicKey, enrolledAt: enrolledAt), generation: generation)
+        }
+        return nil
+    }
+
     public func gateway(id: String) async throws -> EnrolledGateway? {
         // Every signed request looks its gateway up: one statement, no BEGIN/COMMIT around it (a single SELECT
         // sees one snapshot anyway), a third of the round trips.
@@ -446,8 +489,10 @@ public struct PostgresVendorStore: VendorStore {
                 INSERT INTO gateway_devices (gateway_id, serial, first_seen_at) VALUES (\(gatewayID), \(serial), \(at))
                 ON CONFLICT (gateway_id, serial) DO NOTHING
                 """, logger: logger)
-            let (plan, issued) = try issue(try await Self.planInputs(db, gatewayID: gatewayID, logger: logger))
-            try await Self.save(plan, db, logger: logger)
+            let inputs = try await Self.planInputs(db, gatewayID: gatewayID, logger: logger)
+            let (plan, issued) = try issue(inputs)
+            // A device announced again leaves the plan as it was: rewriting it would only raise the generation.
+            if plan != inputs.previous { try await Self.save(plan, db, logger: logger) }
             return issued
         }
     }
@@ -485,8 +530,9 @@ public struct PostgresVendorStore: VendorStore {
         try await planInputs(from: db.query(planInputsQuery(gatewayID: gatewayID), logger: logger))
     }
 
-    /// The gateway's devices (in the order first seen), its plan and its current releases (by app), in one
-    /// statement: rows of kind 0 (device), 1 (plan) and 2 (release) with the columns each needs.
+    /// The gateway's devices (in the order first seen), its plan, its current releases (by app), whether it
+    /// is withdrawn and its generation, in one statement: rows of kind 0 (device), 1 (plan), 2 (release),
+    /// 3 (withdrawn), 4 (the gateway's generation) and 5 (the catalog's) with the columns each needs.
     static func planInputsQuery(gatewayID: String) -> PostgresQuery {
         """
         SELECT 0 AS kind, row_number() OVER (ORDER BY g.first_seen_at, d.serial) AS ord, d.serial AS a, d.vendor_id AS b,
@@ -503,12 +549,17 @@ public struct PostgresVendorStore: VendorStore {
                 UNION SELECT release_id FROM gateway_pins WHERE gateway_id = \(gatewayID))
         UNION ALL
         SELECT 3, 0, w.id, '', '', NULL, w.withdrawn_at, NULL, NULL FROM gateways w WHERE w.id = \(gatewayID) AND w.withdrawn_at IS NOT NULL
+        UNION ALL
+        SELECT 4, 0, '', '', '', NULL, 'epoch'::timestamptz, w.generation, NULL FROM gateways w WHERE w.id = \(gatewayID)
+        UNION ALL
+        SELECT 5, 0, '', '', '', NULL, 'epoch'::timestamptz, c.n, NULL FROM catalog_generation c
         ORDER BY kind, ord
         """
     }
 
     static func planInputs(from rows: PostgresRowSequence) async throws -> PlanInputs {
         var inputs = PlanInputs(devices: [], previous: nil, releases: [])
+        var gateway: Int64 = 0, catalog: Int64 = 0
         for try await (kind, _, a, b, c, e, at, n, staged) in rows.decode((Int, Int, String, String, String, String?, Date, Int64?, Bool?).self) {
             switch kind {
             case 0:
@@ -517,11 +568,16 @@ public struct PostgresVendorStore: VendorStore {
                 inputs.previous = StoredPlan(gatewayID: a, version: Int(n ?? 0), contentHash: b, signedJSON: c, issuedAt: at)
             case 3:
                 inputs.withdrawn = true
+            case 4:
+                gateway = n ?? 0
+            case 5:
+                catalog = n ?? 0
             default:
                 inputs.releases.append(AppRelease(id: n, app: a, version: b, runList: try JSONDecoder().decode([String].self, from: Data(c.utf8)),
                                                   publishedAt: at, staged: staged ?? false))
             }
         }
+        inputs.generation = PlanGeneration(gateway: gateway, catalog: catalog)
         return inputs
     }
 
@@ -624,7 +680,7 @@ public struct PostgresVendorStore: VendorStore {
 
     /// Claims wait for the batch committing now and go in the next one together (``NonceClaims``): one
     /// statement for all of them, where each learns whether its own nonce was fresh.
-    public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+    public func claimNonceReadingGeneration(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> PlanGeneration? {
         try await nonces.claim(NonceClaim(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt, now: now))
     }
 
@@ -634,8 +690,9 @@ public struct PostgresVendorStore: VendorStore {
     /// and the rows being claimed (their own ON CONFLICT decides). The primary key decides between replicas
     /// claiming the same nonce: the second waits for the first to commit, then finds the row. A row that
     /// expired (by the batch's oldest `now`: a claim is never let through on a later clock) but was not
-    /// pruned is free again.
-    static func commitNonces(_ claims: [NonceClaim], client: PostgresClient, logger: Logger) async throws -> [Bool] {
+    /// pruned is free again. The statement's snapshot also gives each fresh claim its gateway's generation
+    /// (see ``PlanGeneration``).
+    static func commitNonces(_ claims: [NonceClaim], client: PostgresClient, logger: Logger) async throws -> [PlanGeneration?] {
         guard let oldest = claims.map(\.now).min() else { return [] }
         let gatewayIDs = claims.map(\.gatewayID), nonces = claims.map(\.nonce), expiries = claims.map(\.expiresAt)
         let rows = try await client.query("""
@@ -650,15 +707,14 @@ public struct PostgresVendorStore: VendorStore {
             INSERT INTO request_nonces (gateway_id, nonce, expires_at) SELECT gateway_id, nonce, expires_at FROM claims
             ON CONFLICT (gateway_id, nonce) DO UPDATE SET expires_at = EXCLUDED.expires_at
                 WHERE request_nonces.expires_at <= \(oldest)
-            RETURNING gateway_id, nonce
+            RETURNING gateway_id, nonce, (SELECT g.generation FROM gateways g WHERE g.id = request_nonces.gateway_id),
+                (SELECT n FROM catalog_generation)
             """, logger: logger)
-        struct Key: Hashable {
-            var gatewayID: String
-            var nonce: String
+        var claimed: [NonceClaim.Key: PlanGeneration] = [:]
+        for try await (gatewayID, nonce, gateway, catalog) in rows.decode((String, String, Int64, Int64).self) {
+            claimed[NonceClaim.Key(gatewayID: gatewayID, nonce: nonce)] = PlanGeneration(gateway: gateway, catalog: catalog)
         }
-        var claimed = Set<Key>()
-        for try await (gatewayID, nonce) in rows.decode((String, String).self) { claimed.insert(Key(gatewayID: gatewayID, nonce: nonce)) }
-        return claims.map { claimed.contains(Key(gatewayID: $0.gatewayID, nonce: $0.nonce)) }
+        return claims.map { claimed[$0.key] }
     }
 
     @discardableResult public func addReport(_ report: StoredReport) async throws -> StoredReport {

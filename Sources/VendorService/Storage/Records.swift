@@ -227,6 +227,35 @@ public struct RequestNonce: Sendable, Codable, Equatable {
     }
 }
 
+/// Counts the changes to what a gateway's signed requests are checked against and its plan is composed
+/// from, so that a replica may keep both in memory and still never answer from a stale copy.
+///
+/// Database triggers keep the counts, whoever writes (this replica, another one, the CLI): `gateway` is
+/// the gateway row's `generation`, raised by any change to the row's key, revocation or withdrawal and to
+/// its devices, plan and rollout pins; `catalog` is raised by any change to the device registry or the
+/// app releases. Every nonce claim reads both in its own transaction, after the request arrived: an entry
+/// kept under the generation a claim reads is as current as a read made then.
+public struct PlanGeneration: Sendable, Hashable {
+    public var gateway: Int64
+    public var catalog: Int64
+
+    public init(gateway: Int64, catalog: Int64) {
+        self.gateway = gateway
+        self.catalog = catalog
+    }
+}
+
+/// An enrolled gateway (not revoked) and its row's generation (see ``PlanGeneration/gateway``).
+public struct GatewayRecord: Sendable, Equatable {
+    public var gateway: EnrolledGateway
+    public var generation: Int64
+
+    public init(gateway: EnrolledGateway, generation: Int64) {
+        self.gateway = gateway
+        self.generation = generation
+    }
+}
+
 /// What a gateway's plan is composed from, read in the transaction that stores the plan.
 public struct PlanInputs: Sendable, Equatable {
     /// The registered devices the gateway announced, in the order it first announced them, then by serial.
@@ -238,11 +267,15 @@ public struct PlanInputs: Sendable, Equatable {
     public var releases: [AppRelease]
     /// The vendor withdrew everything from this gateway (`iot-daemon withdraw`): its plan grants nothing.
     public var withdrawn: Bool
+    /// The generation these inputs were read at (in the same snapshot); nil where it was not read.
+    public var generation: PlanGeneration?
 
-    public init(devices: [RegisteredDevice], previous: StoredPlan?, releases: [AppRelease], withdrawn: Bool = false) {
+    public init(devices: [RegisteredDevice], previous: StoredPlan?, releases: [AppRelease], withdrawn: Bool = false,
+                generation: PlanGeneration? = nil) {
         self.devices = devices
         self.previous = previous
         self.releases = releases
         self.withdrawn = withdrawn
+        self.generation = generation
     }
 }

@@ -5,8 +5,8 @@ import GRDB
 /// ``VendorStore`` on a SQLite file in WAL mode (GRDB `DatabasePool`): many concurrent readers, one writer.
 public struct SQLiteVendorStore: VendorStore {
     let pool: DatabasePool
-    /// Nonce claims, committed in groups (see ``claimNonce(gatewayID:nonce:expiresAt:now:)``).
-    let nonces: NonceClaims
+    /// Nonce claims, committed in groups (see ``claimNonceReadingGeneration(gatewayID:nonce:expiresAt:now:)``).
+    let nonces: NonceClaims<PlanGeneration?>
 
     /// Opens the database at `path` and applies pending migrations.
     /// - Parameter create: create the file (and its folder) when missing; otherwise a missing file throws
@@ -34,7 +34,7 @@ public struct SQLiteVendorStore: VendorStore {
             let pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
             self.pool = pool
-            nonces = NonceClaims { claims in try await Self.commitNonces(claims, pool: pool) }
+            nonces = NonceClaims(replayed: nil) { claims in try await Self.commitNonces(claims, pool: pool) }
         } catch {
             if created { try? FileManager.default.removeItem(atPath: path) }
             throw error
@@ -183,6 +183,9 @@ public struct SQLiteVendorStore: VendorStore {
         migrator.registerMigration("v6-withdrawals") { db in
             try db.alter(table: EnrolledGateway.databaseTableName) { t in t.add(column: "withdrawnAt", .datetime) }
         }
+        migrator.registerMigration("v7-generations") { db in
+            for statement in generationSchema { try db.execute(sql: statement) }
+        }
         return migrator
     }
 
@@ -217,6 +220,50 @@ public struct SQLiteVendorStore: VendorStore {
             }
             try gateway.insert(db)
         }
+    }
+
+    /// The `generation` column of `gateways`, the `catalog_generation` row, and the triggers that raise them
+    /// (see ``PlanGeneration``), whichever process writes.
+    static var generationSchema: [String] {
+        let gateways = EnrolledGateway.databaseTableName
+        var statements = [
+            "ALTER TABLE \(gateways) ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+            "CREATE TABLE catalog_generation (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)",
+            "INSERT INTO catalog_generation (id, n) VALUES (1, 0)",
+            """
+            CREATE TRIGGER gateways_generation AFTER UPDATE OF publicKey, revokedAt, withdrawnAt ON \(gateways)
+            BEGIN UPDATE \(gateways) SET generation = generation + 1 WHERE id = NEW.id; END
+            """,
+        ]
+        for table in [GatewayDevice.databaseTableName, StoredPlan.databaseTableName, GatewayPin.databaseTableName] {
+            let bump = { (row: String) in "UPDATE \(gateways) SET generation = generation + 1 WHERE id = \(row).gatewayID;" }
+            statements += [
+                "CREATE TRIGGER \(table)_generation_insert AFTER INSERT ON \(table) BEGIN \(bump("NEW")) END",
+                "CREATE TRIGGER \(table)_generation_update AFTER UPDATE ON \(table) BEGIN \(bump("OLD")) \(bump("NEW")) END",
+                "CREATE TRIGGER \(table)_generation_delete AFTER DELETE ON \(table) BEGIN \(bump("OLD")) END",
+            ]
+        }
+        for table in [RegisteredDevice.databaseTableName, AppRelease.databaseTableName] {
+            let bump = "UPDATE catalog_generation SET n = n + 1;"
+            statements += ["INSERT", "UPDATE", "DELETE"].map { event in
+                "CREATE TRIGGER \(table)_generation_\(event.lowercased()) AFTER \(event) ON \(table) BEGIN \(bump) END"
+            }
+        }
+        return statements
+    }
+
+    public func gatewayRecord(id: String) async throws -> GatewayRecord? {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT id, publicKey, enrolledAt, generation FROM \(EnrolledGateway.databaseTableName) WHERE id = ? AND revokedAt IS NULL
+                """, arguments: [id]) else { return nil }
+            return GatewayRecord(gateway: EnrolledGateway(id: row["id"], publicKey: row["publicKey"], enrolledAt: row["enrolledAt"]),
+                                 generation: row["generation"])
+        }
+    }
+
+    static func catalogGeneration(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT n FROM catalog_generation") ?? 0
     }
 
     /// An enrolled gateway that was not revoked.
@@ -314,8 +361,10 @@ public struct SQLiteVendorStore: VendorStore {
                 throw StoreError(.notFound, "device \(serial) is not registered")
             }
             try GatewayDevice(gatewayID: gatewayID, serial: serial, firstSeenAt: at).insert(db, onConflict: .ignore)
-            let (plan, issued) = try issue(try Self.planInputs(db, gatewayID: gatewayID))
-            try plan.save(db)
+            let inputs = try Self.planInputs(db, gatewayID: gatewayID)
+            let (plan, issued) = try issue(inputs)
+            // A device announced again leaves the plan as it was: rewriting it would only raise the generation.
+            if plan != inputs.previous { try plan.save(db) }
             return issued
         }
     }
@@ -345,10 +394,11 @@ public struct SQLiteVendorStore: VendorStore {
             WHERE gateway_devices.gatewayID = ?
             ORDER BY gateway_devices.firstSeenAt, devices.serial
             """, arguments: [gatewayID])
-        let withdrawn = try Bool.fetchOne(db, sql: "SELECT withdrawnAt IS NOT NULL FROM \(EnrolledGateway.databaseTableName) WHERE id = ?",
-                                          arguments: [gatewayID]) ?? false
+        let gateway = try Row.fetchOne(db, sql: "SELECT withdrawnAt IS NOT NULL, generation FROM \(EnrolledGateway.databaseTableName) WHERE id = ?",
+                                       arguments: [gatewayID])
         return PlanInputs(devices: devices, previous: try StoredPlan.fetchOne(db, key: gatewayID),
-                          releases: try currentReleases(db, gatewayID: gatewayID), withdrawn: withdrawn)
+                          releases: try currentReleases(db, gatewayID: gatewayID), withdrawn: gateway?[0] ?? false,
+                          generation: PlanGeneration(gateway: gateway?[1] ?? 0, catalog: try catalogGeneration(db)))
     }
 
     /// The newest release of each app that is not staged, by app name, with the gateway's pinned releases in
@@ -402,7 +452,7 @@ public struct SQLiteVendorStore: VendorStore {
 
     /// Claims wait for the batch committing now and go in the next one together (``NonceClaims``): one
     /// transaction for all of them, where each learns whether its own nonce was fresh.
-    public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+    public func claimNonceReadingGeneration(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> PlanGeneration? {
         try await nonces.claim(NonceClaim(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt, now: now))
     }
 
@@ -415,13 +465,15 @@ public struct SQLiteVendorStore: VendorStore {
     /// commit (any other write) makes it durable too, as the WAL is written in order. Only a crash of the
     /// machine itself can lose the claims made since, which reopens those requests to a replay until their
     /// timestamp expires (at most `RequestSignature.allowedSkew`).
-    static func commitNonces(_ claims: [NonceClaim], pool: DatabasePool) async throws -> [Bool] {
+    ///
+    /// The same transaction reads the generations of the claims' gateways (see ``PlanGeneration``).
+    static func commitNonces(_ claims: [NonceClaim], pool: DatabasePool) async throws -> [PlanGeneration?] {
         guard let oldest = claims.map(\.now).min() else { return [] }
         return try await pool.writeWithoutTransaction { db in
             let previous = try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? 2
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             defer { try? db.execute(sql: "PRAGMA synchronous = \(previous)") }
-            var fresh: [Bool] = []
+            var fresh: [PlanGeneration?] = []
             try db.inTransaction(.immediate) {
                 fresh = []
                 try RequestNonce.filter(Column("expiresAt") <= oldest).deleteAll(db)
@@ -431,9 +483,13 @@ public struct SQLiteVendorStore: VendorStore {
                     ON CONFLICT (gatewayID, nonce) DO UPDATE SET expiresAt = excluded.expiresAt
                         WHERE \(RequestNonce.databaseTableName).expiresAt <= ?
                     """)
+                let generation = try db.cachedStatement(sql: "SELECT generation FROM \(EnrolledGateway.databaseTableName) WHERE id = ?")
+                let catalog = try catalogGeneration(db)
                 for claim in claims {
                     try insert.execute(arguments: [claim.gatewayID, claim.nonce, claim.expiresAt, claim.now])
-                    fresh.append(db.changesCount == 1)
+                    guard db.changesCount == 1 else { fresh.append(nil); continue }
+                    let gateway = try Int64.fetchOne(generation, arguments: [claim.gatewayID]) ?? 0
+                    fresh.append(PlanGeneration(gateway: gateway, catalog: catalog))
                 }
                 return .commit
             }
@@ -554,8 +610,10 @@ extension SQLiteVendorStore {
             } else {
                 _ = try GatewayPin.filter(Column("gatewayID") == gatewayID && Column("rolloutID") == rolloutID).deleteAll(db)
             }
-            let (plan, issued) = try issue(try Self.planInputs(db, gatewayID: gatewayID))
-            try plan.save(db)
+            let inputs = try Self.planInputs(db, gatewayID: gatewayID)
+            let (plan, issued) = try issue(inputs)
+            // A device announced again leaves the plan as it was: rewriting it would only raise the generation.
+            if plan != inputs.previous { try plan.save(db) }
             if pin {
                 target.planVersion = target.planVersion ?? plan.version
             } else {

@@ -19,6 +19,8 @@ public protocol VendorStore: Sendable {
     /// ``StoreError/Code/conflict``.
     func enrollGateway(_ gateway: EnrolledGateway) async throws
     func gateway(id: String) async throws -> EnrolledGateway?
+    /// As ``gateway(id:)``, with the row's generation read in the same statement.
+    func gatewayRecord(id: String) async throws -> GatewayRecord?
     /// All gateways with their devices and plan, sorted by id.
     func gateways() async throws -> [GatewaySummary]
 
@@ -41,8 +43,8 @@ public protocol VendorStore: Sendable {
         issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
     ) async throws -> Issued?
 
-    /// What the gateway's plan would be composed from now, read in one snapshot without locking anything
-    /// (the fast path of a poll: most find their plan unchanged and write nothing).
+    /// What the gateway's plan would be composed from now, with the generation, read in one snapshot
+    /// without locking anything (the fast path of a poll: most find their plan unchanged and write nothing).
     func planInputs(gatewayID: String) async throws -> PlanInputs
 
     func plan(gatewayID: String) async throws -> StoredPlan?
@@ -64,7 +66,9 @@ public protocol VendorStore: Sendable {
     /// until `expiresAt`. Returns false (and records nothing) when the gateway used that nonce before and it
     /// has not expired: the request is a replay. Kept in the store, not in memory, so that replicas sharing a
     /// database share nonces, and a restart forgets none.
-    func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool
+    ///
+    /// - Returns: the gateway's ``PlanGeneration`` read in the same transaction; nil for a replay.
+    func claimNonceReadingGeneration(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> PlanGeneration?
 
     /// Stores a report; returns it with its id. In the same transaction, a delivery outcome
     /// (`RolloutTarget.judgedOutcomes`) is recorded on every target of an active rollout that the report
@@ -135,6 +139,13 @@ public protocol VendorStore: Sendable {
     /// release and drops the rollout's pins (plans then carry the same content without them). Returns
     /// false when another replica completed or moved it first.
     func completeRollout(id: Int64, stage: Int, promote: Bool, message: String, at: Date) async throws -> Bool
+}
+
+extension VendorStore {
+    /// ``claimNonceReadingGeneration(gatewayID:nonce:expiresAt:now:)``: whether the nonce was fresh.
+    public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
+        try await claimNonceReadingGeneration(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt, now: now) != nil
+    }
 }
 
 /// Why the store refused an operation. Matchable by `code`.
