@@ -71,3 +71,13 @@ lxd_get() {
   jq -e '.type == "sync" and .error_code == 0' <<<"$out" >/dev/null 2>&1 || return 1
   jq -c '.metadata' <<<"$out"
 }
+
+# pid_of_exe NAME PATTERN: the pid of the process running the executable NAME whose command line matches
+# PATTERN (pgrep -f alone also finds a wrapper such as iotgw-devsim, whose arguments name the command).
+pid_of_exe() {
+  local pid
+  for pid in $(pgrep -f "$2"); do
+    [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" = "$1" ] && { echo "$pid"; return 0; }
+  done
+  return 1
+}
