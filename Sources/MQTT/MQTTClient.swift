@@ -53,6 +53,9 @@ public final class MQTTClient: Sendable {
     /// The object libmosquitto's user data points to; tests check that it is released.
     var connectionObject: AnyObject { connection }
 
+    /// How many messages were dropped for being over ``MQTTConfiguration/maxPayloadBytes``.
+    public var droppedOversize: Int { connection.oversize.withLock { $0.count } }
+
     deinit {
         // A client dropped without stop(): its loop thread disconnects cleanly and releases
         // everything on its own; an unstarted handle is destroyed right here.

@@ -52,6 +52,10 @@ public struct MQTTConfiguration: Sendable {
     /// How long one connection attempt (TCP, TLS handshake, CONNECT/CONNACK) may take before it is
     /// abandoned and retried. Default 15 s.
     public var connectTimeout: Duration
+    /// Messages with a larger payload are dropped as they arrive, before the client copies them (the
+    /// count is in ``MQTTClient/droppedOversize``); nil keeps every message. A broker that is not the
+    /// client's own may send up to MQTT's 256 MiB per message.
+    public var maxPayloadBytes: Int?
 
     public init(
         host: String,
@@ -64,7 +68,8 @@ public struct MQTTConfiguration: Sendable {
         cleanSession: Bool = false,
         will: MQTTMessage? = nil,
         reconnectDelay: ClosedRange<Duration> = .seconds(1) ... .seconds(30),
-        connectTimeout: Duration = .seconds(15)
+        connectTimeout: Duration = .seconds(15),
+        maxPayloadBytes: Int? = nil
     ) {
         self.host = host
         self.port = port
@@ -77,6 +82,7 @@ public struct MQTTConfiguration: Sendable {
         self.will = will
         self.reconnectDelay = reconnectDelay
         self.connectTimeout = connectTimeout
+        self.maxPayloadBytes = maxPayloadBytes
     }
 
     /// Throws ``MQTTError/Code/invalidArgument`` for the first value that cannot work.

@@ -80,6 +80,8 @@ final class MosquittoConnection: @unchecked Sendable {
     private let state = Mutex(State())
     /// libmosquitto error and warning lines (OpenSSL errors among them) of the current attempt.
     private let diagnostics = Mutex<[String]>([])
+    /// Messages dropped for their size (see ``MQTTConfiguration/maxPayloadBytes``), and when that was last logged.
+    let oversize = Mutex<(count: Int, toldAt: ContinuousClock.Instant?)>((0, nil))
     /// Wakes the network thread from its backoff sleep when `stop()` is called.
     private let wake = DispatchSemaphore(value: 0)
 
@@ -648,6 +650,22 @@ final class MosquittoConnection: @unchecked Sendable {
 
     private func didReceive(_ message: mosquitto_message) {
         guard let topic = message.topic else { return }
+        if let max = configuration.maxPayloadBytes, Int(message.payloadlen) > max {
+            let (count, tell) = oversize.withLock { o -> (Int, Bool) in
+                o.count += 1
+                let now = ContinuousClock.now
+                guard o.toldAt.map({ now - $0 >= .seconds(60) }) ?? true else { return (o.count, false) }
+                o.toldAt = now
+                return (o.count, true)
+            }
+            // Once a minute at most: the sender decides how often this happens.
+            if tell {
+                logger.warning("mqtt messages over the payload limit dropped", metadata: [
+                    "mqtt.bytes": "\(message.payloadlen)", "mqtt.limit": "\(max)", "mqtt.dropped": "\(count)",
+                ])
+            }
+            return
+        }
         let payload: [UInt8] =
             if let bytes = message.payload, message.payloadlen > 0 {
                 Array(UnsafeRawBufferPointer(start: bytes, count: Int(message.payloadlen)))

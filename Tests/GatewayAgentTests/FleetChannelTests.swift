@@ -32,10 +32,11 @@ final class FakeFleetLink: FleetLink, Sendable {
 @Suite struct FleetChannelTests {
     /// A rig whose acme has a broker; runs the channel beside the workers while `body` runs.
     static func withChannel(policy: GatewayConfig.Policy = .auto, commands: [String] = GatewayConfig.Fleet.defaultCommands,
-                            logs: Bool = false, _ body: (Rig, FakeFleetLink, FleetChannel) async throws -> Void) async throws {
+                            logs: Bool = false, commandsPerMinute: Int = 30,
+                            _ body: (Rig, FakeFleetLink, FleetChannel) async throws -> Void) async throws {
         let rig = try Rig(policy: policy, apps: true)
         var fleet = GatewayConfig.Fleet(host: "127.0.0.1", port: 8883, caFile: "/ca.crt", certificateFile: "/gw.crt", pollSeconds: 3600,
-                                        statusSeconds: 300, commands: commands)
+                                        statusSeconds: 300, commands: commands, commandsPerMinute: commandsPerMinute)
         fleet.logs.allowed = logs
         let worker = try #require(rig.agent.worker("acme"))
         let links = Mutex<[FakeFleetLink]>([])
@@ -136,6 +137,33 @@ final class FakeFleetLink: FleetLink, Sendable {
         let link = try #require(captured.withLock { $0 })
         let last = try Self.status(try #require(link.on(FleetTopics.status(Rig.gateway.id)).last))
         #expect(!last.online)
+    }
+
+    /// A vendor's broker flooding commands (garbage or signed, it makes no difference) gets the owner's
+    /// budget read and no more: each one read costs a signature check, a signed result and a log line.
+    @Test func commandsBeyondTheOwnersBudgetAreDroppedUnread() async throws {
+        try await Self.withChannel(commandsPerMinute: 3) { rig, link, _ in
+            link.input.yield(.connected)
+            let results = FleetTopics.results(Rig.gateway.id)
+            for _ in 0..<50 { link.input.yield(.message(topic: FleetTopics.commands(Rig.gateway.id), payload: Data("not json".utf8))) }
+            let key = GatewayMetricsTests.key("iotgw_fleet_messages_received_total", ["vendor": "acme", "kind": "over-budget"])
+            try await until("the flood read") {
+                GatewayMetricsTests.series(String(decoding: rig.agent.environment.metrics.exposition(), as: UTF8.self))[key] == 47
+            }
+            #expect(link.on(results).count == 3, "three refusals signed and published, for the three commands read")
+            #expect(try link.on(results).map(Self.result).allSatisfy { $0.outcome == .refused })
+        }
+    }
+
+    @Test func aTokenBucketGivesItsCapacityAtOnceThenItsRate() {
+        let t = Date(timeIntervalSince1970: 1_000_000)
+        var bucket = TokenBucket(capacity: 3, perSecond: 0.5, now: t)
+        func take(at seconds: TimeInterval, _ n: Int = 1) -> [Bool] { (0..<n).map { _ in bucket.take(now: t.addingTimeInterval(seconds)) } }
+        #expect(take(at: 0, 5) == [true, true, true, false, false])
+        #expect(take(at: 1.9) == [false])
+        #expect(take(at: 2) == [true])
+        #expect(take(at: -60) == [false], "a clock that goes back gives nothing")
+        #expect(take(at: 600, 4) == [true, true, true, false], "never more than its capacity")
     }
 
     @Test func commandsRunOnceOnlyWhenSignedForThisGatewayInTimeAndAcceptedByTheOwner() async throws {

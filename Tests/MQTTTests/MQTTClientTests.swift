@@ -54,6 +54,26 @@ struct MQTTClientTests {
         }
     }
 
+    /// The broker may be someone else's: a message over the client's limit is dropped as it arrives.
+    @Test func messagesOverThePayloadLimitAreDroppedAsTheyArrive() async throws {
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            var configuration = broker.configuration(for: gateway)
+            configuration.maxPayloadBytes = 1024
+            try await withClient(configuration) { client, log in
+                try await client.subscribe(gateway.planTopic, qos: .atLeastOnce, timeout: .seconds(10))
+                try await withClient(broker.vendorConfiguration()) { vendor, _ in
+                    try await vendor.waitUntilConnected(timeout: .seconds(10))
+                    try await vendor.publish(.text(gateway.planTopic, String(repeating: "x", count: 1025)), timeout: .seconds(10))
+                    try await vendor.publish(.text(gateway.planTopic, String(repeating: "y", count: 1024)), timeout: .seconds(10))
+                }
+                let (_, plan) = try await log.message(on: gateway.planTopic)
+                #expect(plan.text == String(repeating: "y", count: 1024), "the one within the limit, and only it")
+                #expect(client.droppedOversize == 1)
+            }
+        }
+    }
+
     @Test func lastWillIsPublishedWhenAClientDiesAbruptly() async throws {
         try await withBroker { broker in
             let gateway = try await broker.issueGateway()

@@ -345,6 +345,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         public var statusSeconds: Double
         /// The commands the owner accepts from this vendor (`FleetCommand.Kind` raw values).
         public var commands: [String]
+        /// How many commands a minute the gateway reads from this vendor's broker (up to this many at
+        /// once); more are dropped unread. Each one costs a signature check, a signed result and a log line.
+        public var commandsPerMinute: Int
         public var logs: Logs
 
         /// Live relay of the vendor's own container journal: off unless the owner allows it.
@@ -377,7 +380,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         public static let defaultCommands = ["status", "resync"]
 
         public init(host: String, port: Int, caFile: String, certificateFile: String, pollSeconds: Double = 3600, statusSeconds: Double = 300,
-                    commands: [String] = Fleet.defaultCommands, logs: Logs = Logs()) {
+                    commands: [String] = Fleet.defaultCommands, commandsPerMinute: Int = 30, logs: Logs = Logs()) {
             self.host = host
             self.port = port
             self.caFile = caFile
@@ -385,6 +388,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             self.pollSeconds = pollSeconds
             self.statusSeconds = statusSeconds
             self.commands = commands
+            self.commandsPerMinute = commandsPerMinute
             self.logs = logs
         }
 
@@ -397,10 +401,11 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             pollSeconds = try c.decodeIfPresent(Double.self, forKey: .pollSeconds) ?? 3600
             statusSeconds = try c.decodeIfPresent(Double.self, forKey: .statusSeconds) ?? 300
             commands = try c.decodeIfPresent([String].self, forKey: .commands) ?? Fleet.defaultCommands
+            commandsPerMinute = try c.decodeIfPresent(Int.self, forKey: .commandsPerMinute) ?? 30
             logs = try c.decodeIfPresent(Logs.self, forKey: .logs) ?? Logs()
         }
 
-        enum CodingKeys: String, CodingKey { case host, port, caFile, certificateFile, pollSeconds, statusSeconds, commands, logs }
+        enum CodingKeys: String, CodingKey { case host, port, caFile, certificateFile, pollSeconds, statusSeconds, commands, commandsPerMinute, logs }
 
         /// Whether the owner accepts this command from the vendor (logs also need `logs.allowed`).
         public func accepts(_ kind: FleetCommand.Kind) -> Bool {
@@ -416,6 +421,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
                 throw ConfigError("vendor \(vendor): fleet.caFile and fleet.certificateFile must be absolute paths")
             }
             guard pollSeconds >= 1, statusSeconds >= 1 else { throw ConfigError("vendor \(vendor): fleet.pollSeconds and statusSeconds must be at least 1") }
+            guard (1...6000).contains(commandsPerMinute) else { throw ConfigError("vendor \(vendor): fleet.commandsPerMinute must be 1-6000") }
             for c in commands where FleetCommand.Kind(rawValue: c) == nil {
                 throw ConfigError("vendor \(vendor): fleet.commands: \(Fields.quote(c)) is not one of "
                                   + FleetCommand.Kind.allCases.map(\.rawValue).joined(separator: ", "))

@@ -34,6 +34,13 @@ public actor FleetChannel {
     var relay: (id: String, task: Task<Void, Never>)?
     /// How often the status facts are compared (a change is published within this).
     let checkInterval: Duration
+    /// The owner's budget for this vendor's commands: the broker is the vendor's, and a flood of commands,
+    /// signed or not, must not take the gateway's processor, its log or its uplink from the owner and the
+    /// other vendors. Over it, a command is dropped unread; one line a minute says how many were.
+    /// (Pushed plans need none: only the newest is kept, and the exchange lane reads it when it can.)
+    var commandBudget: TokenBucket
+    var overBudget = 0
+    var overBudgetToldAt: Date?
 
     public init(worker: VendorWorker, fleet: GatewayConfig.Fleet, environment env: AgentEnvironment, journal: (any ContainerJournal)?,
                 makeLink: FleetLinkFactory, checkInterval: Duration = .seconds(1)) throws {
@@ -43,6 +50,7 @@ public actor FleetChannel {
         self.env = env
         self.journal = journal
         self.checkInterval = checkInterval
+        commandBudget = TokenBucket(capacity: Double(fleet.commandsPerMinute), perSecond: Double(fleet.commandsPerMinute) / 60, now: env.now())
         var l = env.logger
         l[metadataKey: "iotgw.vendor"] = "\(worker.vendor.id)"
         logger = l
@@ -116,6 +124,7 @@ public actor FleetChannel {
                 env.metrics.fleetReceived(vendor: vendor.id, .plan)
                 await worker.planPushed(payload)
             } else if topic == FleetTopics.commands(gatewayID) {
+                guard commandBudget.take(now: env.now()) else { return commandOverBudget() }
                 env.metrics.fleetReceived(vendor: vendor.id, .command)
                 await command(payload)
             } else {
@@ -123,6 +132,18 @@ public actor FleetChannel {
                 logger.warning("message on an unexpected topic ignored", metadata: ["mqtt.topic": "\(Fields.displayText(topic, max: 200))"])
             }
         }
+    }
+
+    func commandOverBudget() {
+        env.metrics.fleetReceived(vendor: vendor.id, .overBudget)
+        overBudget += 1
+        let t = env.now()
+        guard overBudgetToldAt.map({ t.timeIntervalSince($0) >= 60 }) ?? true else { return }
+        logger.warning("vendor commands dropped unread: over the owner's budget", metadata: [
+            "iotgw.dropped": "\(overBudget)", "iotgw.commandsPerMinute": "\(fleet.commandsPerMinute)",
+        ])
+        overBudget = 0
+        overBudgetToldAt = t
     }
 
     // MARK: - Status

@@ -18,6 +18,8 @@ public struct MQTTFleetLink: FleetLink {
         c.tls = .init(caFile: fleet.caFile, certificateFile: fleet.certificateFile, keyFile: keyFile)
         c.cleanSession = false
         c.will = MQTTMessage(topic: will.topic, payload: Array(will.payload), qos: .atLeastOnce, retain: true)
+        // Nothing larger is ever valid here, and the broker is the vendor's.
+        c.maxPayloadBytes = Self.maxPayloadBytes
         client = try MQTTClient(configuration: c, logger: l)
     }
 
@@ -25,6 +27,8 @@ public struct MQTTFleetLink: FleetLink {
     /// flooding messages must not grow the gateway's memory (the oldest are dropped; commands that
     /// mattered are resent by a vendor that waits for their results).
     public static let eventBuffer = 256
+    /// The largest message taken from the vendor's broker: a signed plan or a signed command.
+    public static let maxPayloadBytes = max(PlanValidator.maxPlanBytes, SignedDocument.maxBytes)
 
     public var events: AsyncStream<FleetLinkEvent> {
         let source = client.events

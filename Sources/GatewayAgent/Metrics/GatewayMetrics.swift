@@ -46,7 +46,7 @@ public final class GatewayMetrics: Sendable {
     public enum UdevEvent: String, Sendable { case added, removed, sweep }
     public enum DeliveryResult: String, Sendable { case delivered, rolledBack = "rolled-back", failed }
     public enum Lane: String, Sendable { case exchange, reconcile, delivery }
-    public enum FleetIn: String, Sendable { case plan, command, unexpected }
+    public enum FleetIn: String, Sendable { case plan, command, unexpected, overBudget = "over-budget" }
     public enum FleetOut: String, Sendable { case status, result, logs }
 
     func udevEvent(_ kind: UdevEvent) {
