@@ -24,6 +24,19 @@ import Testing
         await #expect { try await reopened.decide(planID: 999, approve: true, by: "owner") } throws: { ($0 as? GatewayError)?.code == .notFound }
     }
 
+    /// The owner's denial lands while a lane marks the same device awaiting from a state it read before:
+    /// the write that names the states it expects changes nothing once the device left them.
+    @Test func aStateChangeFromExpectedStatesLeavesADeviceThatMovedOnAlone() async throws {
+        let s = try store()
+        try await s.save(DeviceRecord(syspath: "/sys/x", subsystem: "tty", devnode: "/dev/ttyUSB0", vendorID: "0403", productID: "6001",
+                                      serial: "SN1", manufacturer: nil, product: nil, busPath: nil, vendor: "acme", present: true,
+                                      state: .announcing, lastError: nil, attempts: 0, nextAttemptAt: nil, updatedAt: Date()))
+        let waiting: Set<DeviceRecord.State> = [.announcing, .awaitingApproval]
+        #expect(try await s.setDeviceState("/sys/x", .denied, error: "denied by owner", from: waiting)?.state == .denied)
+        #expect(try await s.setDeviceState("/sys/x", .awaitingApproval, from: waiting) == nil, "the denial stays")
+        #expect(try await s.device("/sys/x")?.state == .denied)
+    }
+
     @Test func approvingNeedsTheDigestOfWhatWasShown() async throws {
         let s = try store()
         let rec = try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("{}".utf8), payloadSHA256: "h1")

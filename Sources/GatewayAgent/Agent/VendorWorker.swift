@@ -291,9 +291,13 @@ public actor VendorWorker {
         }
     }
 
+    /// Moves the vendor's present devices that wait for a decision to `state`. Checked again in the write:
+    /// the owner's decision may land while a lane marks the same devices awaiting, and a denial must not be
+    /// overwritten by the "awaiting" read before it (it was: the device then waited forever).
     func markAwaiting(as state: DeviceRecord.State, error: String?) async throws {
-        for d in try await store.devices() where d.vendor == vendor.id && d.present && [.announcing, .awaitingApproval].contains(d.state) {
-            try await store.setDeviceState(d.syspath, state, error: error)
+        let waiting: Set<DeviceRecord.State> = [.announcing, .awaitingApproval]
+        for d in try await store.devices() where d.vendor == vendor.id && d.present && waiting.contains(d.state) {
+            try await store.setDeviceState(d.syspath, state, error: error, from: waiting)
         }
     }
 

@@ -147,10 +147,13 @@ public struct GatewayStore: Sendable {
 
     /// Changes a device's state (and error) in one transaction; returns the updated record.
     @discardableResult
+    /// - Parameter from: when given, the device changes only if it is in one of these states when the write
+    ///   runs (a state read earlier may have changed since: another decision came in between).
+    /// - Returns: the device as written; nil when it is unknown or was not in a state of `from`.
     public func setDeviceState(_ syspath: String, _ state: DeviceRecord.State, error: String? = nil,
-                               nextAttemptAt: Date? = nil, attempts: Int? = nil) async throws -> DeviceRecord? {
+                               nextAttemptAt: Date? = nil, attempts: Int? = nil, from: Set<DeviceRecord.State>? = nil) async throws -> DeviceRecord? {
         try await db.write { db in
-            guard var d = try DeviceRecord.fetchOne(db, key: syspath) else { return nil }
+            guard var d = try DeviceRecord.fetchOne(db, key: syspath), from?.contains(d.state) ?? true else { return nil }
             d.state = state
             d.lastError = error
             d.nextAttemptAt = nextAttemptAt
