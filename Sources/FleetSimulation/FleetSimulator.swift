@@ -178,10 +178,10 @@ public struct FleetSimulator: Sendable {
         // fleet that work runs on a thousand gateways, not on the server's cores as it would here.
         let key = try Curve25519.Signing.PublicKey(rawRepresentation: vendorKey)
         let validators = identities.prefix(used).map { PlanValidator(vendor: state.vendor, vendorKey: key, gatewayID: $0.id) }
+        let bodies = try identities.prefix(used).map { try WireJSON.encoder().encode(PlanRequest(gatewayID: $0.id, currentPlanVersion: 0)) }
         let signed: [SignedPost] = route == .plan ? try (0..<requests).map { i in
             let g = i % used
-            let body = try WireJSON.encoder().encode(PlanRequest(gatewayID: identities[g].id, currentPlanVersion: 0))
-            return try client.signed(.plan, body: body, as: identities[g], to: endpoint(forGateway: g))
+            return try client.signed(.plan, body: bodies[g], as: identities[g], to: endpoint(forGateway: g))
         } : []
         let answers = Answers(count: route == .plan ? requests : 0)
         let recorder = FleetRecorder()

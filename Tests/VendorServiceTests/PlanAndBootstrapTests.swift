@@ -320,6 +320,12 @@ struct PlanAndBootstrapTests {
                 #expect(service.unchangedPlans.entry(for: generation, gatewayID: h.gateway.id) != nil,
                         "the next poll at this generation is answered from memory")
                 #expect(Data(try await poll(holding: 1).body.readableBytesView) == first)
+                // A device registered for nobody here raises the catalog's count but changes nothing of this
+                // gateway's inputs: the same plan, remembered under the new count.
+                try await h.register("FT9")
+                #expect(Data(try await poll(holding: 1).body.readableBytesView) == first)
+                let raised = try #require(try await h.store.planInputs(gatewayID: h.gateway.id).generation)
+                #expect(raised.catalog > generation.catalog && service.unchangedPlans.entry(for: raised, gatewayID: h.gateway.id) != nil)
 
                 try await h.store.addAppRelease(AppRelease(app: "thermo-agent", version: "1.2.0", runList: ["recipe[thermo_agent@1.2.0]"],
                                                            publishedAt: Harness.now))

@@ -145,11 +145,11 @@ public struct GatewayStore: Sendable {
         try await db.write { try device.save($0) }
     }
 
-    /// Changes a device's state (and error) in one transaction; returns the updated record.
-    @discardableResult
+    /// Changes a device's state (and error) in one transaction.
     /// - Parameter from: when given, the device changes only if it is in one of these states when the write
     ///   runs (a state read earlier may have changed since: another decision came in between).
     /// - Returns: the device as written; nil when it is unknown or was not in a state of `from`.
+    @discardableResult
     public func setDeviceState(_ syspath: String, _ state: DeviceRecord.State, error: String? = nil,
                                nextAttemptAt: Date? = nil, attempts: Int? = nil, from: Set<DeviceRecord.State>? = nil) async throws -> DeviceRecord? {
         try await db.write { db in

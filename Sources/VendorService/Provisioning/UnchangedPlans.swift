@@ -26,9 +26,18 @@ final class UnchangedPlans: Sendable {
     /// - Parameter capacity: at most this many gateways are remembered (a few KiB each).
     init(capacity: Int = 10_000) { entries = BoundedCache(capacity: capacity) }
 
-    /// The entry for exactly these inputs, if any.
+    /// The entry for exactly these inputs, if any, whatever generation either was read at (a raised count
+    /// may come from a change that left this gateway's inputs as they were: another gateway's release pin,
+    /// a device registered for someone else). A match is remembered under the new generation.
     func entry(for inputs: PlanInputs, gatewayID: String) -> Entry? {
-        guard let entry = entries.value(for: gatewayID), entry.inputs == inputs else { return nil }
+        guard var entry = entries.value(for: gatewayID) else { return nil }
+        var known = entry.inputs
+        known.generation = inputs.generation
+        guard known == inputs else { return nil }
+        if entry.inputs.generation != inputs.generation {
+            entry.inputs = inputs
+            entries.set(entry, for: gatewayID)
+        }
         return entry
     }
 
