@@ -59,6 +59,11 @@ final class CountingHost: ContainerHost {
         try await lxd.createInstance(spec, timeout: timeout)
     }
 
+    func createInstance(_ spec: InstancesPost, timeout: Duration?, idmapAllocated: @escaping @Sendable () async -> Void) async throws {
+        write()
+        try await lxd.createInstance(spec, timeout: timeout, idmapAllocated: idmapAllocated)
+    }
+
     func patchInstance(_ name: String, config: [String: String], devices: [String: Device], ifMatch etag: String?) async throws {
         write()
         try await lxd.patchInstance(name, config: config, devices: devices, ifMatch: etag)

@@ -30,6 +30,12 @@ final class FakeHost: ContainerHost, Sendable {
         /// Creations under way now, and the most ever at once.
         var creating = 0
         var maxCreating = 0
+        /// Creations recording their instance and picking its id map (LXD 5.0 must never run two at once), and
+        /// the most ever at once.
+        var allocating = 0
+        var maxAllocating = 0
+        /// Creations held, by instance name, after their id map is picked (a large image being copied and shifted).
+        var createGates: [String: Gate] = [:]
     }
     let state = Mutex(State())
 
@@ -80,12 +86,24 @@ final class FakeHost: ContainerHost, Sendable {
     }
 
     func createInstance(_ spec: InstancesPost, timeout: Duration?) async throws {
+        try await createInstance(spec, timeout: timeout) {}
+    }
+
+    func createInstance(_ spec: InstancesPost, timeout: Duration?, idmapAllocated: @escaping @Sendable () async -> Void) async throws {
         state.withLock { s in
             s.creating += 1
             s.maxCreating = max(s.maxCreating, s.creating)
+            s.allocating += 1
+            s.maxAllocating = max(s.maxAllocating, s.allocating)
         }
         defer { state.withLock { $0.creating -= 1 } }
-        try await Task.sleep(for: .milliseconds(30))  // LXD takes a while; concurrent creations would overlap here
+        try await Task.sleep(for: .milliseconds(30))  // LXD takes a while; concurrent allocations would overlap here
+        let gate = state.withLock { s in
+            s.allocating -= 1
+            return s.createGates[spec.name]
+        }
+        await idmapAllocated()
+        if let gate { await gate.wait() }
         try write(spec.name) { s in
             guard s.instances[spec.name] == nil else { throw LXDError(code: .conflict, status: 409, message: "already exists") }
             s.instances[spec.name] = try Self.makeInstance(spec)
@@ -407,8 +425,8 @@ final class Rig {
     }
 
     /// Waits until the vendor's container runs with the device inside and the plan is applied.
-    func provisioned(_ vendor: String, _ serial: String) async throws {
-        try await until("\(serial) inside iotgw-\(vendor)") {
+    func provisioned(_ vendor: String, _ serial: String, timeout: Duration = .seconds(30)) async throws {
+        try await until("\(serial) inside iotgw-\(vendor)", timeout: timeout) {
             guard let i = host.instanceNow("iotgw-\(vendor)"), i.isRunning, i.devices[ContainerPlanner.deviceName(serial: serial)] != nil else {
                 return false
             }

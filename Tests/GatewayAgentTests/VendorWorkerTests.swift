@@ -138,7 +138,7 @@ import Testing
         }
     }
 
-    @Test func containersOfDifferentVendorsAreCreatedOneAtATime() async throws {
+    @Test func containersOfDifferentVendorsPickTheirIdMapsOneAtATime() async throws {
         // LXD 5.0 gave two isolated containers created at once id maps outside the host's range.
         let rig = try Rig(policy: .auto)
         try await rig.running {
@@ -147,7 +147,32 @@ import Testing
             try await rig.plug("globex", serial: "GLX-1", minor: 1)
             try await rig.provisioned("acme", "ACME-1")
             try await rig.provisioned("globex", "GLX-1")
-            #expect(rig.host.state.withLock { $0.maxCreating } == 1)
+            #expect(rig.host.state.withLock { $0.maxAllocating } == 1)
+        }
+    }
+
+    @Test func aVendorWhoseCreationIsSlowHoldsUpNoOtherVendorsCreation() async throws {
+        // acme's image takes long to copy and shift into its id map (a large image, or LXD stuck on it).
+        let rig = try Rig(policy: .auto)
+        let slow = Gate()
+        rig.host.state.withLock { $0.createGates["iotgw-acme"] = slow }
+        try await rig.running {
+            do {
+                try await rig.plug("acme", serial: "ACME-1", minor: 0)
+                try await until("acme's creation past its id map") {
+                    rig.host.state.withLock { $0.creating == 1 && $0.allocating == 0 }
+                }
+                try await rig.plug("globex", serial: "GLX-1", minor: 1)
+                try await rig.provisioned("globex", "GLX-1", timeout: .seconds(10))
+                #expect(rig.host.instanceNow("iotgw-acme") == nil)
+            } catch {
+                slow.open()  // else the rig's shutdown would wait on acme's creation for ever
+                throw error
+            }
+            slow.open()
+            try await rig.provisioned("acme", "ACME-1")
+            let (creating, allocating) = rig.host.state.withLock { ($0.maxCreating, $0.maxAllocating) }
+            #expect(creating == 2 && allocating == 1)
         }
     }
 

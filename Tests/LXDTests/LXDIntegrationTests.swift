@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import Synchronization
 import Testing
 @testable import LXD
 
@@ -13,6 +14,30 @@ import Testing
         await #expect { try await lxd.requireExtensions(["instances", "no_such_extension_xyz"]) } throws: {
             let e = $0 as? LXDError
             return e?.code == .missingExtension && e?.message.contains("no_such_extension_xyz") == true
+        }
+    }
+
+    @Test func aCreationReportsItsIdMapPickedBeforeItEndsAndOneStartedThenGetsADisjointMap() async throws {
+        // The gateway serializes creations only until this report: LXD must already hold the first map then.
+        let lxd = try TestLXD.client()
+        let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (a, b) = ("t-idmap-a-\(tag)", "t-idmap-b-\(tag)")
+        @Sendable func spec(_ name: String) -> InstancesPost {
+            InstancesPost(name: name, source: .image(alias: TestLXD.busybox), profiles: ["default", "iotgw-vendor"])
+        }
+        try await TestLXD.cleaningUp([a, b]) {
+            let atReport = Mutex<(map: String?, second: Task<Void, any Error>?)>((nil, nil))
+            try await lxd.createInstance(spec(a), idmapAllocated: {
+                let map = try? await lxd.instance(a).instance.config[LXDClient.idmapKey]
+                let second = Task { try await lxd.createInstance(spec(b)) }
+                atReport.withLock { $0 = (map, second) }
+            })
+            let (map, second) = atReport.withLock { $0 }
+            #expect(map != nil, "the report came before LXD recorded the map")
+            try await #require(second).value
+            let (ia, ib) = (try await lxd.instance(a).instance, try await lxd.instance(b).instance)
+            let bases = try [ia, ib].map { try #require(Int($0.config["volatile.idmap.base"] ?? "")) }
+            #expect(abs(bases[0] - bases[1]) >= 65536, "id maps overlap: bases \(bases)")
         }
     }
 

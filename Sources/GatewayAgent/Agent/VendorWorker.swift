@@ -26,9 +26,11 @@ public struct AgentEnvironment: Sendable {
     /// The copy of LXD's instances that `host` answers from, if it is one: the agent follows LXD's
     /// events for it and wakes a vendor's reconcile when its container changed (by hand, say).
     public var instances: InstanceCache?
-    /// Serializes container creation across vendors: LXD 5.0 allocates an isolated id map while another
-    /// container being created still has none, so two creations at once got maps outside the host's
-    /// subordinate ids (the container never starts) or could get the same one.
+    /// Serializes container creation across vendors until the new container holds its id map: LXD 5.0
+    /// allocates an isolated id map while another container being created still has none, so two
+    /// creations at once got maps outside the host's subordinate ids (the container never starts) or
+    /// could get the same one. The image's copy and shift, after that, overlap freely: a vendor's large
+    /// image does not hold up another vendor's creation.
     public let creations = AsyncMutex()
     /// Downloads plans' images from vendors' image servers (nil: images must already be on the gateway).
     public var images: ImageFetcher?

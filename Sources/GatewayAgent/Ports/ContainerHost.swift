@@ -5,6 +5,9 @@ import LXD
 public protocol ContainerHost: Sendable {
     func instance(_ name: String) async throws -> (instance: Instance, etag: String?)
     func createInstance(_ spec: InstancesPost, timeout: Duration?) async throws
+    /// Creates, calling `idmapAllocated` once the new instance holds its id map (see
+    /// `LXDClient.createInstance(_:timeout:pollInterval:idmapAllocated:)`); by default when the create is over.
+    func createInstance(_ spec: InstancesPost, timeout: Duration?, idmapAllocated: @escaping @Sendable () async -> Void) async throws
     func patchInstance(_ name: String, config: [String: String], devices: [String: Device], ifMatch etag: String?) async throws
     func setState(_ name: String, _ action: InstanceStatePut.Action, timeout: Int, force: Bool) async throws
     func addDevice(_ instance: String, name: String, _ device: Device) async throws
@@ -25,9 +28,18 @@ public protocol ContainerHost: Sendable {
     func renameInstance(_ name: String, to newName: String) async throws
 }
 
-extension LXDClient: ContainerHost {}
+extension LXDClient: ContainerHost {
+    public func createInstance(_ spec: InstancesPost, timeout: Duration?, idmapAllocated: @escaping @Sendable () async -> Void) async throws {
+        try await createInstance(spec, timeout: timeout, pollInterval: .milliseconds(20), idmapAllocated: idmapAllocated)
+    }
+}
 
 extension ContainerHost {
+    public func createInstance(_ spec: InstancesPost, timeout: Duration?, idmapAllocated: @escaping @Sendable () async -> Void) async throws {
+        try await createInstance(spec, timeout: timeout)
+        await idmapAllocated()
+    }
+
     /// Stops a running instance cleanly, by force if it does not shut down in time; one already stopped (or
     /// stopped meanwhile) is left as it is. LXD being away is rethrown, not answered with a forced stop.
     func stopGracefully(_ name: String) async throws {

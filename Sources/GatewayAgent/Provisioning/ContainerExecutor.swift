@@ -93,7 +93,11 @@ public struct ContainerExecutor: Sendable {
             registry.remove(path: path)
         case .create(let s):
             do {
-                try await creations.withLock { [host] in try await host.createInstance(s.post, timeout: nil) }
+                // Held only while LXD picks the new container's id map: copying and shifting the image (which a
+                // vendor's large image makes long) then runs beside other vendors' creations.
+                try await creations.withLock(releasingEarly: { [host] release in
+                    try await host.createInstance(s.post, timeout: nil, idmapAllocated: release)
+                })
             } catch let e as LXDError where e.code == .conflict {
                 // A create that finished while we were down: the next observation sees it.
                 logger.info("container already exists", metadata: ["lxd.instance": "\(container)"])

@@ -249,6 +249,10 @@ public final class InstanceCache: ContainerHost, Service {
         try await changing(spec.name) { try await host.createInstance(spec, timeout: timeout) }
     }
 
+    public func createInstance(_ spec: InstancesPost, timeout: Duration?, idmapAllocated: @escaping @Sendable () async -> Void) async throws {
+        try await changing(spec.name) { try await host.createInstance(spec, timeout: timeout, idmapAllocated: idmapAllocated) }
+    }
+
     public func patchInstance(_ name: String, config: [String: String], devices: [String: Device], ifMatch etag: String?) async throws {
         try await changing(name) { try await host.patchInstance(name, config: config, devices: devices, ifMatch: etag) }
     }

@@ -1,6 +1,8 @@
+import Synchronization
+
 /// A lock held across suspension points (an actor alone is re-entered at every `await`). Waiters are
 /// served in order. Used to keep one vendor's container changes (reconcile, snapshot, restore) from
-/// interleaving; nothing else ever waits on it.
+/// interleaving, and container creations from overlapping where LXD needs it; nothing else ever waits on it.
 public actor AsyncMutex {
     private var held = false
     private var waiters: [CheckedContinuation<Void, Never>] = []
@@ -33,6 +35,27 @@ public actor AsyncMutex {
             return result
         } catch {
             await unlock()
+            throw error
+        }
+    }
+
+    /// As ``withLock(_:)``, but `body` may let the lock go before it is over, by calling the `release` it is
+    /// given (later calls do nothing): the rest of `body` runs unlocked, beside the next holder.
+    public nonisolated func withLock<T: Sendable>(
+        releasingEarly body: @Sendable (_ release: @escaping @Sendable () async -> Void) async throws -> T
+    ) async throws -> T {
+        await lock()
+        let held = Mutex(true)
+        let release: @Sendable () async -> Void = {
+            guard held.withLock({ h in defer { h = false }; return h }) else { return }
+            await self.unlock()
+        }
+        do {
+            let result = try await body(release)
+            await release()
+            return result
+        } catch {
+            await release()
             throw error
         }
     }

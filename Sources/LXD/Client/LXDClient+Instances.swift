@@ -46,6 +46,53 @@ extension LXDClient {
         try await client.asyncCall(.POST, "/1.0/instances", headers: Self.jsonHeaders, body: try Self.jsonBody(spec), timeout: timeout)
     }
 
+    /// The config key LXD 5.0 records an unprivileged container's id map in while creating it.
+    public static let idmapKey = "volatile.idmap.next"
+
+    /// As ``createInstance(_:timeout:)``, calling `idmapAllocated` once: as soon as the new instance holds its id
+    /// map (``idmapKey``), or when the create is over if it never shows one.
+    ///
+    /// LXD 5.0 records a new instance first, then picks its id map from the maps the other instances hold,
+    /// then copies the image and shifts every file into that map: two creations whose first two steps
+    /// overlap can pick the same map, or one outside the host's subordinate ids. Callers that serialize
+    /// creations need to do so only until `idmapAllocated` (about 0.1 s); the copy and the shift, which grow
+    /// with the image, may then run beside the next creation. Looked for every `pollInterval`.
+    public func createInstance(_ spec: InstancesPost, timeout: Duration? = nil, pollInterval: Duration = .milliseconds(20),
+                               idmapAllocated: @escaping @Sendable () async -> Void) async throws {
+        try LXDName.validateInstance(spec.name)
+        var client = self
+        client.project = project ?? projectRouting?(spec.name)
+        let creator = client
+        enum Done: Sendable { case created, allocated }
+        // Unless the spec brings its own (a copy's): then it would be seen before LXD chose one.
+        let watch = spec.config[Self.idmapKey] == nil
+        try await withThrowingTaskGroup(of: Done.self) { group in
+            group.addTask {
+                try await creator.createInstance(spec, timeout: timeout)
+                return .created
+            }
+            if watch {
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: pollInterval)
+                        if let i = try? await creator.instance(spec.name).instance, i.config[Self.idmapKey] != nil { return .allocated }
+                    }
+                }
+            }
+            var signalled = false
+            while let done = try await group.next() {
+                if !signalled {
+                    signalled = true
+                    await idmapAllocated()
+                }
+                if done == .created {
+                    group.cancelAll()
+                    return
+                }
+            }
+        }
+    }
+
     /// Replaces the writable part of an instance. With `ifMatch`, LXD refuses (412) if it changed since.
     public func updateInstance(_ name: String, _ put: InstancePut, ifMatch etag: String? = nil) async throws {
         try LXDName.validateInstance(name)
