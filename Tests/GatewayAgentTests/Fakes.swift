@@ -379,11 +379,17 @@ final class Rig {
     /// LXD's events, when the agent reads containers through an ``InstanceCache`` (`cached: true`).
     let events: FakeEvents?
     var agent: GatewayAgent
+    let now: @Sendable () -> Date
+    let tickInterval: Duration
 
     /// Vendors `acme` (USB 0403) and `globex` (USB 10c4), both `policy`.
     /// - Parameter controlSocket: where a test serves the control API (default: the sample's path, unused).
+    /// - Parameter now: the agent's clock; `tickInterval` how often its workers are woken to retry.
     init(policy: GatewayConfig.Policy = .ask, appUpdates: GatewayConfig.UpdatePolicy = .auto, apps: Bool = false,
-         controlSocket: String? = nil, cached: Bool = false) throws {
+         controlSocket: String? = nil, cached: Bool = false, now: @escaping @Sendable () -> Date = { Date() },
+         tickInterval: Duration = .milliseconds(50)) throws {
+        self.now = now
+        self.tickInterval = tickInterval
         events = cached ? FakeEvents() : nil
         let keys = ["acme": Curve25519.Signing.PrivateKey(), "globex": Curve25519.Signing.PrivateKey()]
         self.keys = keys
@@ -403,25 +409,26 @@ final class Rig {
         store = try GatewayStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString).sqlite").path)
         vendors = FakeVendors(keys)
         (registry, agent) = Self.makeAgent(config: config, store: store, host: host, vendors: vendors, files: files, delivery: delivery,
-                                           events: events)
+                                           events: events, now: now, tickInterval: tickInterval)
         for id in ["acme", "globex"] {
             vendors.update(id) { v in v.plan = { a in Rig.plan(vendor: id, serials: a.map { [$0.device.serial] } ?? ["\(id.uppercased())-1"], apps: apps) } }
         }
     }
 
     static func makeAgent(config: GatewayConfig, store: GatewayStore, host: FakeHost, vendors: FakeVendors, files: MemoryNodeFiles,
-                          delivery: FakeDelivery, events: FakeEvents? = nil) -> (DeviceRegistry, GatewayAgent) {
+                          delivery: FakeDelivery, events: FakeEvents? = nil, now: @escaping @Sendable () -> Date = { Date() },
+                          tickInterval: Duration = .milliseconds(50)) -> (DeviceRegistry, GatewayAgent) {
         let registry = DeviceRegistry(directory: config.deviceDirectory, files: files)
         let cache = events.map { InstanceCache(host: host, events: $0, logger: Logger(label: "test"), settle: .zero) }
         let env = AgentEnvironment(config: config, store: store, identity: Self.gateway, host: cache ?? host, vendors: vendors,
-                                   registry: registry, delivery: delivery, logger: Logger(label: "test"), instances: cache)
-        return (registry, GatewayAgent(environment: env, tickInterval: .milliseconds(50)))
+                                   registry: registry, delivery: delivery, logger: Logger(label: "test"), now: now, instances: cache)
+        return (registry, GatewayAgent(environment: env, tickInterval: tickInterval))
     }
 
     /// A new agent (fresh workers and registry) over the same store, LXD and node files.
     func restart() {
         (registry, agent) = Self.makeAgent(config: config, store: store, host: host, vendors: vendors, files: files, delivery: delivery,
-                                           events: events)
+                                           events: events, now: now, tickInterval: tickInterval)
     }
 
     /// Waits until the vendor's container runs with the device inside and the plan is applied.

@@ -138,6 +138,17 @@ import Testing
         }
     }
 
+    @Test func aPluggedDeviceIsAnnouncedAtOnceWhateverTheClocksSubMillisecondFraction() async throws {
+        // Stored times round to the millisecond: 0.9 ms past comes back as 1 ms, later than the clock still reads.
+        let frozen = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 * 1000).rounded(.down) / 1000 + 0.0009)
+        // No tick to rescue a device left waiting: only the plug's own wake-up may announce it.
+        let rig = try Rig(policy: .auto, now: { frozen }, tickInterval: .seconds(3600))
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1", minor: 0)
+            try await rig.provisioned("acme", "ACME-1", timeout: .seconds(10))
+        }
+    }
+
     @Test func containersOfDifferentVendorsPickTheirIdMapsOneAtATime() async throws {
         // LXD 5.0 gave two isolated containers created at once id maps outside the host's range.
         let rig = try Rig(policy: .auto)
