@@ -226,7 +226,7 @@ public actor VendorWorker {
         }
         // Due now: no time, not `now`. Stored times are rounded to the millisecond, so `now` could come back
         // up to half a millisecond later, not yet due for an exchange pass starting at once: the device then
-        // waited for the next tick (`retrySeconds`, 2 s), one plug in seven in `scripts/bench-provision`.
+        // waited for the next tick (`retrySeconds`, 2 s): 6 of 72 rounds of `scripts/bench-provision`.
         try await store.setDeviceState(syspath, .announcing, nextAttemptAt: nil, attempts: 0)
         kickExchange()
     }
