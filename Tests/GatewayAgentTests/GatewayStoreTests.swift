@@ -37,6 +37,22 @@ import Testing
         #expect(try await s.device("/sys/x")?.state == .denied)
     }
 
+    /// A retry time written as "now" reads back rounded to the millisecond, up to 0.5 ms later than it
+    /// was written. It is due at that same "now", whatever the clock's sub-millisecond fraction.
+    @Test(arguments: [0.0001, 0.0004, 0.0005, 0.0006, 0.0009])
+    func aRetryTimeStoredAsNowIsDueAtThatNow(fraction: Double) async throws {
+        let s = try store()
+        let now = Date(timeIntervalSince1970: 1_796_000_000 + fraction)
+        try await s.save(DeviceRecord(syspath: "/sys/x", subsystem: "tty", devnode: "/dev/ttyUSB0", vendorID: "0403", productID: "6001",
+                                      serial: "SN1", manufacturer: nil, product: nil, busPath: nil, vendor: "acme", present: true,
+                                      state: .announcing, lastError: nil, attempts: 1, nextAttemptAt: now, updatedAt: now))
+        let stored = try #require(try await s.device("/sys/x")?.nextAttemptAt)
+        #expect(abs(stored.timeIntervalSince(now)) <= 0.0005 + 1e-6, "the store keeps milliseconds")
+        #expect(StoredTime.isDue(stored, at: now))
+        #expect(StoredTime.isDue(nil, at: now))
+        #expect(!StoredTime.isDue(now.addingTimeInterval(0.002), at: now), "a time 2 ms ahead still waits")
+    }
+
     @Test func approvingNeedsTheDigestOfWhatWasShown() async throws {
         let s = try store()
         let rec = try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("{}".utf8), payloadSHA256: "h1")

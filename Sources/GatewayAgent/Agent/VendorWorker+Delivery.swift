@@ -17,7 +17,7 @@ extension VendorWorker {
         }
         guard let plan = try await approvedPlan(), !plan.apps.isEmpty, let state = try await store.vendorState(vendor.id),
               state.appliedVersion == plan.version, state.reconcileAttempts == 0,
-              state.deliveredVersion != plan.version || redeliverRequested, (state.nextDeliveryAt ?? .distantPast) <= now else { return }
+              state.deliveredVersion != plan.version || redeliverRequested, StoredTime.isDue(state.nextDeliveryAt, at: now) else { return }
         redeliverRequested = false
         do {
             // A snapshot and a converge write to the pool: never into the owner's reserve.

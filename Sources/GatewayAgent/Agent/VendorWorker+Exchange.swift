@@ -10,7 +10,7 @@ extension VendorWorker {
         let t = now
         var asked = Set<String>()
         for d in try await store.devices() where d.vendor == vendor.id && d.present && d.state == .announcing
-            && (d.nextAttemptAt ?? .distantPast) <= t {
+            && StoredTime.isDue(d.nextAttemptAt, at: t) {
             // One announcement per physical device (its usb and tty nodes share the serial).
             guard let serial = d.serial, asked.insert(serial).inserted else { continue }
             try await announce(d)

@@ -50,7 +50,7 @@ extension VendorWorker {
         }
         // The same plan failed before: wait for its retry. A newer plan (the vendor's fix) is tried at once.
         let retrying = txn.flatMap { $0.planVersion == plan.version && $0.fingerprint == fingerprint ? $0 : nil }
-        if let retrying, (retrying.nextAttemptAt ?? .distantPast) > now { return .pending }
+        if let retrying, !StoredTime.isDue(retrying.nextAttemptAt, at: now) { return .pending }
         let attempts = retrying?.attempts ?? 0
         let started = now
         func enter(_ phase: RebuildTransaction.Phase) async throws {

@@ -186,13 +186,13 @@ public actor VendorWorker {
         guard !env.lxdAvailability.isDown else { return }
         guard let s = try? await store.vendorState(vendor.id), s.approvedPlanID != nil else { return }
         // A failed reconcile is retried when due (a failed delivery backs off in its own lane).
-        if s.reconcileAttempts > 0, (s.nextReconcileAt ?? .distantPast) <= now { kickReconcile() }
+        if s.reconcileAttempts > 0, StoredTime.isDue(s.nextReconcileAt, at: now) { kickReconcile() }
         // So is a failed rebuild (the old container runs on meanwhile, so the vendor state shows no reconcile failure).
         if s.appliedVersion != nil, let r = try? await store.rebuildTransaction(vendor.id), r.phase == .failed,
-           (r.nextAttemptAt ?? .distantPast) <= now {
+           StoredTime.isDue(r.nextAttemptAt, at: now) {
             kickReconcile()
         }
-        if (s.nextDeliveryAt ?? .distantPast) <= now { kickDelivery() }
+        if StoredTime.isDue(s.nextDeliveryAt, at: now) { kickDelivery() }
     }
 
     // MARK: - Devices (called by the agent; quick, never waits on a lane)

@@ -43,6 +43,20 @@ public struct DeviceRecord: Codable, Sendable, Equatable, FetchableRecord, Persi
     public var updatedAt: Date
 }
 
+/// When a stored retry time is due. The store keeps times to the millisecond, and Foundation's
+/// `DateFormatter` rounds: a time written as "now" with a 0.9 ms fraction reads back 0.1 ms later than
+/// it was. Compared strictly, that "now" is not yet due in a pass started within that fraction, and the
+/// work waits a whole tick. A stored time is therefore due when it is at most one millisecond ahead.
+public enum StoredTime {
+    public static let resolution: TimeInterval = 0.001
+
+    /// `nil` (no wait) is always due.
+    public static func isDue(_ time: Date?, at now: Date) -> Bool {
+        guard let time else { return true }
+        return time.timeIntervalSince(now) <= resolution
+    }
+}
+
 /// A plan received from a vendor, with the owner's decision on it. A pending one is an approval.
 public struct PlanRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "plans"

@@ -72,6 +72,11 @@ install tipc /bin/false
 "
 if [ "$install_packages" = true ]; then
   export DEBIAN_FRONTEND=noninteractive
+  put /etc/apt/apt.conf.d/10iotgw-hardening 0644 "// managed by the gateway owner's hardening (iotgw_hardening)
+APT::Keep-Downloaded-Packages \"false\";
+Dir::Cache::srcpkgcache \"\";
+Acquire::GzipIndexes \"true\";
+"
   apt-get update -qq >/dev/null
   if apt-get -s upgrade | grep -q '^Inst '; then
     apt-get -y -qq -o Dpkg::Options::=--force-confold upgrade >/dev/null; changed "execute[security updates]"
