@@ -67,8 +67,31 @@ public struct AnsibleProvisioner: Provisioner {
         let ok = r.exitCode == 0 && recap.failed == 0
         return ConvergeOutcome(succeeded: ok, changedResources: recap.changed, exitCode: r.exitCode,
                                summary: ok ? "ansible-playbook: ok, \(recap.changed) changed"
-                                           : "ansible-playbook: failed (exit \(r.exitCode), \(recap.failed) failed tasks)",
+                                           : "ansible-playbook: failed (exit \(r.exitCode), \(recap.failed) failed tasks)"
+                                             + (Self.firstFailure(r.stdout).map { ": \($0)" } ?? ""),
                                outputTail: r.tail())
+    }
+
+    /// The first failed task and its message, from ansible's default output
+    /// (`TASK [role : name] ***` then `fatal: [host]: FAILED! => {"msg": "..."}`), cut to 300 characters:
+    /// the owner reads why without digging the output tail out of the store.
+    static func firstFailure(_ output: String) -> String? {
+        var task: Substring?
+        for line in output.split(separator: "\n") {
+            if line.hasPrefix("TASK ["), let end = line.firstIndex(of: "]") {
+                task = line[line.index(line.startIndex, offsetBy: 6)..<end]
+            } else if line.hasPrefix("fatal: ") || (line.hasPrefix("failed: ") && line.contains("=>")) {
+                var message = ""
+                if let arrow = line.range(of: "=> "),
+                   let object = try? JSONSerialization.jsonObject(with: Data(line[arrow.upperBound...].utf8)) as? [String: Any],
+                   let msg = object["msg"] as? String {
+                    message = msg
+                }
+                let text = [task.map(String.init), message.isEmpty ? nil : message].compactMap { $0 }.joined(separator: ": ")
+                return text.isEmpty ? nil : String(text.prefix(300))
+            }
+        }
+        return nil
     }
 
     /// Parses `PLAY RECAP` ("localhost : ok=3 changed=1 unreachable=0 failed=0 ...").
