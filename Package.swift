@@ -3,6 +3,16 @@ import PackageDescription
 
 // Layers (never import upward): adapters (CUdev/Udev, LXD) and the wire protocol know nothing of
 // the gateway; GatewayAgent turns them into services; executables only wire.
+// The gateway's executables in release, on Linux: linked by lld with packed relative relocations
+// (DT_RELR: 145,000 relocations in 28 KB instead of 3.4 MB, all of which the loader reads at start)
+// and no exported dynamic symbols (the static Swift runtime's link arguments export every symbol,
+// which the loader then hashes and searches). Measured on iot-gateway-client started idle: RSS 47.1
+// to 37.4 MiB. DT_RELR needs glibc 2.36 (Debian 12) at run time; the loader says so on older ones.
+let leanRelease: [LinkerSetting] = [
+    .unsafeFlags(["-use-ld=lld", "-Xlinker", "--no-export-dynamic", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
+                 .when(platforms: [.linux], configuration: .release)),
+]
+
 let package = Package(
     name: "iot-gateway",
     platforms: [.macOS(.v15)],
@@ -149,14 +159,16 @@ let package = Package(
                 "GatewayAgent", "GatewayProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            linkerSettings: leanRelease
         ),
         .executableTarget(
             name: "iot-gateway",
             dependencies: [
                 "GatewayAgent", "GatewayProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            linkerSettings: leanRelease
         ),
         .executableTarget(
             name: "iot-daemon",
@@ -166,7 +178,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            linkerSettings: leanRelease
         ),
         .executableTarget(
             name: "lxd-bench",
@@ -210,7 +223,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            linkerSettings: leanRelease
         ),
 
         // MARK: Tests

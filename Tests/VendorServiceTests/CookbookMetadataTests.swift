@@ -5,7 +5,8 @@ import Testing
 
 /// `metadata.rb` parsing (the repository's sample cookbooks and malformed input) and uploading the
 /// sample cookbooks to the real goiardi.
-@Suite struct CookbookMetadataTests {
+// Serialized: goiardi can drop one of two versions of a cookbook saved at once (see LocalCookbook.upload).
+@Suite(.serialized) struct CookbookMetadataTests {
     static let cookbooks = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("cookbooks").path
 
@@ -265,6 +266,32 @@ import Testing
             let stored = try await admin.cookbookVersion(cookbook.metadata.name, version: version)
             #expect(stored.files.map(\.checksum).sorted() == files.map(\.checksum).sorted())
         }
+    }
+
+    /// Versions of one cookbook uploaded at the same time (two vendors' releases, or parallel test
+    /// suites) all stay on the server: each upload reads its version back.
+    @Test func versionsOfOneCookbookUploadedAtOnceAreAllKept() async throws {
+        let admin = try await Goiardi.admin()
+        let chef = try Goiardi.settings.adminClient(logger: Harness.logger)
+        let sample = try #require(try LocalCookbook.discover(in: Self.cookbooks).first { $0.metadata.name == "plug_controller" })
+        let versions = (0..<8).map { _ in Self.uniqueVersion() }
+        var failures: [String] = []
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for version in versions {
+                    let (cookbook, files) = try Self.atTestVersion(sample, version)
+                    group.addTask { _ = try await cookbook.upload(to: chef, files: files) }
+                }
+                try await group.waitForAll()
+            }
+            for version in versions {
+                do { _ = try await admin.cookbookVersion(sample.metadata.name, version: version) } catch { failures.append("\(version): \(error)") }
+            }
+        } catch {
+            failures.append("upload: \(error)")
+        }
+        for version in versions { try? await admin.deleteCookbook(sample.metadata.name, version: version) }
+        #expect(failures.isEmpty, "versions lost: \(failures)")
     }
 
     @Test func adminClientRefusesAMissingKey() throws {

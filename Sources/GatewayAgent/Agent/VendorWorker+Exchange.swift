@@ -60,7 +60,8 @@ extension VendorWorker {
             }
             plan = p
             record = try await store.recordPlan(vendor: vendor.id, version: p.version, signedJSON: body, payloadSHA256: Keys.sha256Hex(payload))
-            env.metrics.planAccepted(vendor: vendor.id)
+            // The same plan answered again (the device's second node announced in a later pass) is not a new one.
+            if p.version > held.version { env.metrics.planAccepted(vendor: vendor.id) }
         } catch let e as VendorError where e.isRetryable {
             let attempts = rec.attempts + 1
             let delay = env.backoff.delay(afterAttempts: attempts)

@@ -367,7 +367,21 @@ public struct LocalCookbook: Sendable, Equatable {
             report.alreadyPresent = files.map(\.path).sorted()
             return report
         }
-        let result = try await chef.uploadCookbook(metadata, files: files, freeze: freeze)
+        // The version is read back after its manifest is saved, and saved again if the server lost it:
+        // goiardi 0.11.10 can keep only one of several versions of a cookbook saved at the same moment
+        // (CI, December 4: a version saved with 201 was 404 at once; versionsOfOneCookbookUploadedAtOnce
+        // AreAllKept loses one in three runs without this). A publish must not report a version the
+        // gateways then fail to fetch. This narrows the server's race, it cannot close it: a save
+        // racing with another after both were read back can still drop one.
+        var result = try await chef.uploadCookbook(metadata, files: files, freeze: freeze)
+        for attempt in 1... {
+            do {
+                _ = try await chef.cookbookVersion(name, version: version)
+                break
+            } catch let error as ChefError where error.code == .notFound && attempt < 4 {
+                result.uploaded += try await chef.uploadCookbook(metadata, files: files, freeze: freeze).uploaded
+            }
+        }
         let sent = Set(result.uploaded)
         report.uploaded = files.filter { sent.contains($0.checksum) }.map(\.path).sorted()
         report.alreadyPresent = files.filter { !sent.contains($0.checksum) }.map(\.path).sorted()
