@@ -617,6 +617,9 @@ import Testing
                 == "iotgw_hardening : audit, integrity and PAM hardening packages: E:Write error - write (122: Disk quota exceeded)")
         #expect(AnsibleProvisioner.firstFailure("TASK [x] ***\nok: [localhost]\n") == nil)
         #expect(AnsibleProvisioner.firstFailure("TASK [x] ***\nfatal: [localhost]: UNREACHABLE! => not json\n") == "x")
+        // A vendor's task name cannot drive the owner's terminal.
+        let hostile = AnsibleProvisioner.firstFailure("TASK [a\u{1B}]2;pwned\u{07}b] ***\nfatal: [localhost]: FAILED! => {\"msg\": \"x\\u001b[2Jy\"}\n")
+        #expect(hostile.map { !$0.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F } } == true, "\(hostile ?? "nil")")
     }
 
     @Test func theDigestCoversTheOwnersFilesAndSettingsSoAnyChangeConvergesAgain() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayProtocol
 import LXD
 import NIOCore
 
@@ -73,7 +74,7 @@ public struct AnsibleProvisioner: Provisioner {
     }
 
     /// The first failed task and its message, from ansible's default output
-    /// (`TASK [role : name] ***` then `fatal: [host]: FAILED! => {"msg": "..."}`), cut to 300 characters:
+    /// (`TASK [role : name] ***` then `fatal: [host]: FAILED! => {"msg": "..."}`), escaped and cut to 300 characters:
     /// the owner reads why without digging the output tail out of the store.
     static func firstFailure(_ output: String) -> String? {
         var task: Substring?
@@ -88,7 +89,8 @@ public struct AnsibleProvisioner: Provisioner {
                     message = msg
                 }
                 let text = [task.map(String.init), message.isEmpty ? nil : message].compactMap { $0 }.joined(separator: ": ")
-                return text.isEmpty ? nil : String(text.prefix(300))
+                // The playbook may be the vendor's: its task names and messages are escaped for the owner's terminal.
+                return text.isEmpty ? nil : Fields.displayText(text, max: 300)
             }
         }
         return nil

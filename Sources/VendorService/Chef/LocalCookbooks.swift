@@ -369,10 +369,11 @@ public struct LocalCookbook: Sendable, Equatable {
         }
         // The version is read back after its manifest is saved, and saved again if the server lost it:
         // goiardi 0.11.10 can keep only one of several versions of a cookbook saved at the same moment
-        // (CI, December 4: a version saved with 201 was 404 at once; versionsOfOneCookbookUploadedAtOnce
-        // AreAllKept loses one in three runs without this). A publish must not report a version the
-        // gateways then fail to fetch. This narrows the server's race, it cannot close it: a save
-        // racing with another after both were read back can still drop one.
+        // (CI, December 4: a version whose save had succeeded was 404 at once; without this, the test
+        // `versionsOfOneCookbookUploadedAtOnceAreAllKept` loses one in three runs). A publish must not
+        // report a version the gateways then fail to fetch; after three saves it throws the 404. This
+        // narrows the server's race, it cannot close it: a save racing with another after both were
+        // read back can still drop one.
         var result = try await chef.uploadCookbook(metadata, files: files, freeze: freeze)
         for attempt in 1... {
             do {
