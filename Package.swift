@@ -1,8 +1,6 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layers (never import upward): adapters (CUdev/Udev, LXD) and the wire protocol know nothing of
-// the gateway; GatewayAgent turns them into services; executables only wire.
 // The gateway's executables in release, on Linux: linked by lld with packed relative relocations
 // (DT_RELR: 145,000 relocations in 28 KB instead of 3.4 MB, all of which the loader reads at start)
 // and no exported dynamic symbols (the static Swift runtime's link arguments export every symbol,
@@ -13,6 +11,8 @@ let leanRelease: [LinkerSetting] = [
                  .when(platforms: [.linux], configuration: .release)),
 ]
 
+// Layers (never import upward): adapters (CUdev/Udev, LXD) and the wire protocol know nothing of
+// the gateway; GatewayAgent turns them into services; executables only wire.
 let package = Package(
     name: "iot-gateway",
     platforms: [.macOS(.v15)],
