@@ -81,8 +81,8 @@ let package = Package(
             ]
         ),
         // Adapter: MQTT through libmosquitto (TLS, QoS 1, retained, last will, reconnect). Only MQTT
-        // imports CMosquitto.
-        .systemLibrary(name: "CMosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        // imports CMosquitto; it links OpenSSL too, to count the TLS records a broker sends.
+        .systemLibrary(name: "CMosquitto", providers: [.apt(["libmosquitto-dev", "libssl-dev"])]),
         .target(name: "MQTT", dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]),
 
         // Adapter: InSpec's JSON reporter output and verdicts.

@@ -55,7 +55,16 @@ public struct MQTTConfiguration: Sendable {
     /// Messages with a larger payload are dropped as they arrive, before the client copies them (the
     /// count is in ``MQTTClient/droppedOversize``); nil keeps every message. A broker that is not the
     /// client's own may send up to MQTT's 256 MiB per message.
+    ///
+    /// With TLS the limit also holds while a message is read: libmosquitto's client would read any
+    /// packet the broker announces whole (up to 256 MiB) before the payload could be looked at, so the
+    /// connection is closed once ``packetLimit`` bytes of one packet were read, and the packet is
+    /// counted as dropped. Without TLS only the first check applies.
     public var maxPayloadBytes: Int?
+
+    /// The most TLS record bytes one packet from the broker may take: the payload limit, the longest
+    /// topic MQTT allows, the packet's header and the records' own overhead. Nil without a payload limit.
+    public var packetLimit: Int? { maxPayloadBytes.map { $0 + 65_535 + 8 * 1024 } }
 
     public init(
         host: String,

@@ -84,6 +84,13 @@ final class MosquittoConnection: @unchecked Sendable {
     let oversize = Mutex<(count: Int, toldAt: ContinuousClock.Instant?)>((0, nil))
     /// Wakes the network thread from its backoff sleep when `stop()` is called.
     private let wake = DispatchSemaphore(value: 0)
+    /// Counts the TLS records read for one packet against ``MQTTConfiguration/packetLimit`` (see
+    /// `iotgw_rx_meter` in CMosquitto's shim.h), with the TLS context of ours that feeds it; nil without
+    /// TLS or without ``MQTTConfiguration/maxPayloadBytes``.
+    private let metering: (meter: UnsafeMutablePointer<iotgw_rx_meter>, context: OpaquePointer)?
+    private var meter: UnsafeMutablePointer<iotgw_rx_meter>? { metering?.meter }
+    /// What libmosquitto logs when it has read a whole packet from the broker.
+    private let receivedLinePrefix: String
 
     init(configuration: MQTTConfiguration, logger: Logger, events: AsyncStream<MQTTEvent>.Continuation) throws {
         var logger = logger
@@ -91,13 +98,20 @@ final class MosquittoConnection: @unchecked Sendable {
         guard let handle = mosquitto_new(configuration.clientID, configuration.cleanSession, nil) else {
             throw MQTTError(code: .library, message: "mosquitto_new failed: \(String(cString: strerror(errno)))")
         }
+        var metering: (meter: UnsafeMutablePointer<iotgw_rx_meter>, context: OpaquePointer)?
         do {
             try Self.configure(handle, configuration)
+            if configuration.tls != nil, let limit = configuration.packetLimit {
+                metering = try Self.meterPackets(handle, limit: limit)
+            }
         } catch {
             mosquitto_destroy(handle)
+            if let metering { SSL_CTX_free(metering.context); free(metering.meter) }
             throw error
         }
         self.handle = handle
+        self.metering = metering
+        self.receivedLinePrefix = "Client \(configuration.clientID) received "
         self.configuration = configuration
         self.logger = logger
         self.events = events
@@ -136,6 +150,42 @@ final class MosquittoConnection: @unchecked Sendable {
             }
             try check(rc, "last will on \(will.topic)")
         }
+    }
+
+    /// Hands libmosquitto a TLS context of ours (set up by `loadTLS` before each attempt) whose every
+    /// record read is counted by a new meter.
+    private static func meterPackets(_ handle: OpaquePointer, limit: Int) throws
+        -> (meter: UnsafeMutablePointer<iotgw_rx_meter>, context: OpaquePointer) {
+        guard let meter = iotgw_meter_new(Int64(limit)) else { throw MQTTError(code: .library, message: "out of memory") }
+        guard let context = iotgw_metered_tls_context(meter) else {
+            free(meter)
+            throw MQTTError(code: .library, message: "SSL_CTX_new failed")
+        }
+        // libmosquitto takes a reference of its own (dropped in mosquitto_destroy); ours goes in destroyHandle.
+        let set = mosquitto_void_option(handle, MOSQ_OPT_SSL_CTX, UnsafeMutableRawPointer(context))
+        // As it is: libmosquitto's own settings (on by default) would bring its broken check (shim.h).
+        let rc = set == MOSQ_ERR_SUCCESS.code ? mosquitto_int_option(handle, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) : set
+        guard rc == MOSQ_ERR_SUCCESS.code else {
+            SSL_CTX_free(context)
+            free(meter)
+            throw MQTTError(code: .library, message: "cannot use a TLS context of our own: \(String(cString: mosquitto_strerror(rc)))")
+        }
+        return (meter, context)
+    }
+
+    /// Loads the TLS files into our context before an attempt (renewed files are picked up, as
+    /// libmosquitto does with its own). Returns why it failed, in the words of a libmosquitto TLS line.
+    private func loadTLS(_ context: OpaquePointer) -> String? {
+        guard let tls = configuration.tls else { return nil }
+        let step = iotgw_tls_load(context, tls.caFile, tls.certificateFile, tls.keyFile, configuration.host)
+        guard step != 0 else { return nil }
+        var buffer = [CChar](repeating: 0, count: 1024)
+        iotgw_tls_errors(&buffer, buffer.count)
+        let what = [1: "the CA file \(tls.caFile)", 2: "the certificate \(tls.certificateFile ?? "")", 3: "the key \(tls.keyFile ?? "")",
+                    4: "the key \(tls.keyFile ?? "") with the certificate \(tls.certificateFile ?? "")",
+                    5: "the broker's name \(configuration.host)"][Int(step)] ?? "TLS settings"
+        let errors = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return "TLS setup: cannot use \(what)" + (errors.isEmpty ? "" : ": OpenSSL: \(errors)")
     }
 
     // MARK: - API side (any thread)
@@ -313,6 +363,10 @@ final class MosquittoConnection: @unchecked Sendable {
 
     private func destroyHandle() {
         mosquitto_destroy(handle)
+        if let metering {  // the context first: it points to the meter
+            SSL_CTX_free(metering.context)
+            free(metering.meter)
+        }
         Unmanaged.passUnretained(self).release()
     }
 
@@ -330,11 +384,19 @@ final class MosquittoConnection: @unchecked Sendable {
         while !isStopping {
             state.withLock { $0.attempt = Attempt() }
             diagnostics.withLock { $0.removeAll() }
+            if let meter { iotgw_meter_reset(meter) }
             let started = ContinuousClock.now
-            // connect_async stores host/port/keepalive and starts a non-blocking TCP connect each
-            // time (closing the previous socket first), then queues CONNECT.
-            var rc = mosquitto_connect_async(handle, host, port, keepAlive)
-            var err = errno
+            var rc = MOSQ_ERR_SUCCESS.code
+            var err: Int32 = 0
+            if let context = metering?.context, let failed = loadTLS(context) {
+                diagnostics.withLock { $0.append(failed) }
+                rc = MOSQ_ERR_TLS.code
+            } else {
+                // connect_async stores host/port/keepalive and starts a non-blocking TCP connect each
+                // time (closing the previous socket first), then queues CONNECT.
+                rc = mosquitto_connect_async(handle, host, port, keepAlive)
+                err = errno
+            }
             var timedOut = false
             if rc == MOSQ_ERR_SUCCESS.code {
                 switch awaitTCPConnect(deadline: started + configuration.connectTimeout, connectErrno: err) {
@@ -351,7 +413,8 @@ final class MosquittoConnection: @unchecked Sendable {
             }
             let sessionWasUp = endAttempt(rc: rc, errno: err, timedOut: timedOut)
             if isStopping { break }
-            if sessionWasUp { failures = 0 }
+            // A broker that sends what must be dropped is not a connection that worked: back off.
+            if sessionWasUp && !(meter.map { iotgw_meter_trip($0) > 0 } ?? false) { failures = 0 }
             let delay = backoff.delay(afterFailures: failures, jitter: Double.random(in: 0...1))
             failures += 1
             logger.debug("mqtt reconnect scheduled", metadata: ["mqtt.delay": "\(delay)"])
@@ -441,10 +504,13 @@ final class MosquittoConnection: @unchecked Sendable {
             let attempt = state.attempt
             // stop() ended it: nothing failed.
             guard state.phase == .running else { return (attempt, nil) }
-            let failure = Self.classify(
-                loopResult: rc, errno: err, timedOut: timedOut, attempt: attempt, diagnostics: lines,
-                broker: "\(configuration.host):\(configuration.port)", connectTimeout: configuration.connectTimeout
-            )
+            let broker = "\(configuration.host):\(configuration.port)"
+            let tripped = meter.map { iotgw_meter_trip($0) } ?? 0
+            let failure = tripped > 0
+                ? MQTTError(code: .protocolError, message: "\(broker) sent a packet of over \(configuration.packetLimit ?? 0) bytes: "
+                    + "the connection was closed \(tripped) bytes into it")
+                : Self.classify(loopResult: rc, errno: err, timedOut: timedOut, attempt: attempt, diagnostics: lines,
+                                broker: broker, connectTimeout: configuration.connectTimeout)
             state.lastFailure = failure
             // QoS 0 packets not yet written are dropped on reconnect; QoS 1 ones are resent.
             for (mid, waiter) in state.publishWaiters where waiter.qos == .atMostOnce {
@@ -457,6 +523,9 @@ final class MosquittoConnection: @unchecked Sendable {
                 state.connectWaiters = []
             }
             return (attempt, failure)
+        }
+        if let meter, case let read = iotgw_meter_trip(meter), read > 0 {
+            countOversize(bytes: Int(read), limit: configuration.packetLimit ?? 0)
         }
         guard let failure else {
             if attempt.sessionUp {
@@ -648,22 +717,27 @@ final class MosquittoConnection: @unchecked Sendable {
         }
     }
 
+    /// Counts a message dropped for its size (one read whole, or one whose connection was closed
+    /// under it) and says so once a minute at most: the sender decides how often this happens.
+    private func countOversize(bytes: Int, limit: Int) {
+        let (count, tell) = oversize.withLock { o -> (Int, Bool) in
+            o.count += 1
+            let now = ContinuousClock.now
+            guard o.toldAt.map({ now - $0 >= .seconds(60) }) ?? true else { return (o.count, false) }
+            o.toldAt = now
+            return (o.count, true)
+        }
+        if tell {
+            logger.warning("mqtt messages over the payload limit dropped", metadata: [
+                "mqtt.bytes": "\(bytes)", "mqtt.limit": "\(limit)", "mqtt.dropped": "\(count)",
+            ])
+        }
+    }
+
     private func didReceive(_ message: mosquitto_message) {
         guard let topic = message.topic else { return }
         if let max = configuration.maxPayloadBytes, Int(message.payloadlen) > max {
-            let (count, tell) = oversize.withLock { o -> (Int, Bool) in
-                o.count += 1
-                let now = ContinuousClock.now
-                guard o.toldAt.map({ now - $0 >= .seconds(60) }) ?? true else { return (o.count, false) }
-                o.toldAt = now
-                return (o.count, true)
-            }
-            // Once a minute at most: the sender decides how often this happens.
-            if tell {
-                logger.warning("mqtt messages over the payload limit dropped", metadata: [
-                    "mqtt.bytes": "\(message.payloadlen)", "mqtt.limit": "\(max)", "mqtt.dropped": "\(count)",
-                ])
-            }
+            countOversize(bytes: Int(message.payloadlen), limit: max)
             return
         }
         let payload: [UInt8] =
@@ -682,6 +756,7 @@ final class MosquittoConnection: @unchecked Sendable {
 
     /// May run on any thread, inside an API call that holds `state`: touches only `diagnostics`.
     private func didLog(level: Int32, text: String) {
+        if let meter, level == MOSQ_LOG_DEBUG, text.hasPrefix(receivedLinePrefix) { iotgw_meter_packet_done(meter) }
         guard level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING) != 0 else { return }
         diagnostics.withLock { lines in
             if lines.count < 8 { lines.append(text) }

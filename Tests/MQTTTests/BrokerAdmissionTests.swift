@@ -19,13 +19,18 @@ struct BrokerAdmissionTests {
         }
     }
 
+    /// The client checks the broker's certificate with libmosquitto's TLS context, and with the
+    /// gateway's own (a payload limit makes the client count what it reads; see MQTTConfiguration).
+    static let tlsContexts: [Int?] = [nil, 64 * 1024]
+
     /// The other direction: the client verifies the broker's certificate against its own CA.
-    @Test func aBrokerWhoseCertificateIsFromAnotherCAIsNotTrusted() async throws {
+    @Test(arguments: tlsContexts) func aBrokerWhoseCertificateIsFromAnotherCAIsNotTrusted(maxPayloadBytes: Int?) async throws {
         try await withBroker { broker in
             let gateway = try await broker.issueGateway()
             let other = try await TestBroker.prepare()
             do {
                 var configuration = broker.configuration(for: gateway)
+                configuration.maxPayloadBytes = maxPayloadBytes
                 configuration.tls?.caFile = other.caFile
                 try await expectRejected(configuration, reason: "certificate verify failed")
                 await other.remove()
@@ -38,16 +43,29 @@ struct BrokerAdmissionTests {
 
     /// The broker's certificate names IP:127.0.0.1 and DNS:localhost. "127.1" reaches the same
     /// address (getaddrinfo reads it like inet_aton) but is neither, so the host name check fails.
-    @Test func aBrokerCertificateThatDoesNotNameTheHostIsNotTrusted() async throws {
+    @Test(arguments: tlsContexts) func aBrokerCertificateThatDoesNotNameTheHostIsNotTrusted(maxPayloadBytes: Int?) async throws {
         try await withBroker { broker in
             let gateway = try await broker.issueGateway()
             var configuration = broker.configuration(for: gateway)
+            configuration.maxPayloadBytes = maxPayloadBytes
             configuration.host = "127.1"
             try await expectRejected(configuration, reason: "certificate verify failed")
             configuration.host = "localhost"
             try await withClient(configuration) { client, _ in
                 try await client.waitUntilConnected(timeout: .seconds(10))
             }
+        }
+    }
+
+    /// The gateway's own TLS context loads its files before each attempt and says which one is wrong.
+    @Test func aKeyThatIsNotTheCertificatesIsNamedBeforeAnythingIsSent() async throws {
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            let other = try await broker.issueGateway()
+            var configuration = broker.configuration(for: gateway)
+            configuration.maxPayloadBytes = 64 * 1024
+            configuration.tls?.keyFile = other.keyFile
+            try await expectRejected(configuration, reason: "TLS setup: cannot use the key \(other.keyFile): OpenSSL: error:05800074:x509 certificate routines::key values mismatch")
         }
     }
 

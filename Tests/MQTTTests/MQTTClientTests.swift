@@ -74,6 +74,55 @@ struct MQTTClientTests {
         }
     }
 
+    /// The broker is the vendor's, and libmosquitto's client reads any packet a broker announces
+    /// whole (up to 256 MiB) before the payload limit above can look at it. A broker that sends 64 MiB
+    /// to a client that takes 64 KiB: the client closes the connection once its packet limit of it is
+    /// read, counts the message as dropped, holds no more memory than that, and goes on after its
+    /// reconnect. (Without the bound this process's peak memory grew by the whole message, and more.)
+    @Test func aBrokerCannotMakeTheClientReadAPacketOverItsLimit() async throws {
+        let broker = try await TestBroker.prepare()
+        do {
+            // A vendor's broker may send anything: the kit's own 1 MiB limit taken out.
+            let conf = broker.dir + "/mosquitto.conf"
+            let text = try String(contentsOfFile: conf, encoding: .utf8)
+            try text.replacingOccurrences(of: "message_size_limit 1048576", with: "message_size_limit 0")
+                .write(toFile: conf, atomically: true, encoding: .utf8)
+            try await broker.startBroker()
+            let gateway = try await broker.issueGateway()
+            var configuration = broker.configuration(for: gateway)
+            configuration.maxPayloadBytes = 64 * 1024
+            let limit = try #require(configuration.packetLimit)
+            let huge = broker.root.appendingPathComponent("huge.bin").path
+            let small = broker.root.appendingPathComponent("small.bin").path
+            try Data(repeating: 0x68, count: 64 << 20).write(to: URL(fileURLWithPath: huge))
+            try Data("after".utf8).write(to: URL(fileURLWithPath: small))
+            func publish(_ file: String, qos: Int) async throws {
+                try await Command.run([
+                    "/usr/bin/mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", broker.caFile,
+                    "--cert", broker.vendorCertificate, "--key", broker.vendorKey, "-t", gateway.planTopic, "-q", String(qos), "-f", file,
+                ])
+            }
+            try await withClient(configuration) { client, log in
+                try await client.subscribe(gateway.planTopic, qos: .atLeastOnce, timeout: .seconds(10))
+                let before = try PeakMemory.resetAndRead()
+                try await publish(huge, qos: 0)
+                let (lost, reason) = try await log.disconnected(timeout: .seconds(30))
+                let grown = try PeakMemory.read() - before
+                #expect(reason.contains("sent a packet of over \(limit) bytes"), "\(reason)")
+                #expect(client.droppedOversize == 1)
+                #expect(grown < 16 << 20, "peak memory grew by \(grown >> 20) MiB while the broker sent 64 MiB")
+                _ = try await log.connected(after: lost, timeout: .seconds(15))
+                try await publish(small, qos: 1)
+                let (_, next) = try await log.message(on: gateway.planTopic, after: lost, timeout: .seconds(15))
+                #expect(next.text == "after")
+            }
+            await broker.remove()
+        } catch {
+            await broker.remove()
+            throw error
+        }
+    }
+
     @Test func lastWillIsPublishedWhenAClientDiesAbruptly() async throws {
         try await withBroker { broker in
             let gateway = try await broker.issueGateway()
@@ -168,5 +217,23 @@ struct MQTTClientTests {
                 }
             }
         }
+    }
+}
+
+/// This process's peak resident memory (VmHWM), which the kernel lets a process reset.
+enum PeakMemory {
+    /// Resets the peak to the current resident size (`5` to /proc/self/clear_refs) and returns it, in bytes.
+    static func resetAndRead() throws -> Int {
+        try "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+        return try read()
+    }
+
+    static func read() throws -> Int {
+        let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kB = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else {
+            throw MQTTError(code: .library, message: "no VmHWM in /proc/self/status")
+        }
+        return kB * 1024
     }
 }
