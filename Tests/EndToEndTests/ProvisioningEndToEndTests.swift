@@ -170,7 +170,12 @@ enum E2EContext {
         do { try await body() } catch { failure = error }
         for d in daemons() {
             guard let d else { continue }
-            if failure != nil { print("---- \(d.name) log (tail) ----\n\(d.output.suffix(4000))") }
+            if failure != nil {
+                // At debug level the tail is mostly HTTP client chatter: the warnings and errors say what went wrong.
+                let notable = d.output.split(separator: "\n").filter { [" warning ", " error ", " critical "].contains(where: $0.contains) }
+                print("---- \(d.name) warnings and errors (the last 30) ----\n\(notable.suffix(30).joined(separator: "\n"))")
+                print("---- \(d.name) log (tail) ----\n\(d.output.suffix(2000))")
+            }
             d.stop()
         }
         for c in containers { try? await lxd.forceDeleteInstance(c) }

@@ -320,7 +320,8 @@ final class FakeVendors: VendorAPI, Sendable {
         calls.withLock { $0.append("bootstrap \(vendor.id) v\(request.planVersion)") }
         let v = self.vendor(vendor.id)
         if let g = v.bootstrapGate { await g.wait() }
-        if let f = v.failure { throw f }
+        // What the vendor says once the gate opens (a test may have changed it meanwhile).
+        if let f = self.vendor(vendor.id).failure { throw f }
         let bundle = BootstrapBundle(kind: .none, gatewayID: request.gatewayID, vendor: vendor.id, planVersion: request.planVersion,
                                      expiresAt: Date().addingTimeInterval(600))
         return try WireJSON.encoder().encode(try PlanSigner(privateKey: v.key).sign(bundle))

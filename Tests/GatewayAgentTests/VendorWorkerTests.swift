@@ -376,11 +376,15 @@ import Testing
 
     @Test func failedDeliveriesBackOff() async throws {
         let rig = try Rig(policy: .auto, apps: true)
-        rig.vendors.update("acme") { $0.failure = nil }
+        // The first delivery is held until the vendor is down: once provisioned, it could otherwise have
+        // been delivered before the failure was set, and there would be nothing left to fail.
+        let firstBootstrap = Gate()
+        rig.vendors.update("acme") { $0.failure = nil; $0.bootstrapGate = firstBootstrap }
         try await rig.running {
             try await rig.plug("acme", serial: "ACME-1", minor: 0)
             try await until("provisioned") { rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil }
-            rig.vendors.update("acme") { $0.failure = VendorError(kind: .unreachable, message: "down") }
+            rig.vendors.update("acme") { $0.failure = VendorError(kind: .unreachable, message: "down"); $0.bootstrapGate = nil }
+            firstBootstrap.open()
             try await until("three failed attempts") { (try await rig.store.vendorState("acme")?.deliveryAttempts ?? 0) >= 3 }
             let s = try #require(try await rig.store.vendorState("acme"))
             #expect(s.nextDeliveryAt != nil)
