@@ -325,6 +325,8 @@ extension EndToEndTests {
 
                 // 10. The network, from inside a vendor container (both are vendors; the busybox one has the tools).
                 try await Self.checkNetworkIsolation(lxd, from: victimContainer, to: attackerContainer)
+                // 11. Nor the owner's uplink (measured from the vendor container that has the tools).
+                try await Self.checkUplinkCap(lxd, container: victimContainer)
 
                 // 4. A vendor's error message full of terminal escapes, for a newly plugged device: shown escaped.
                 attacker.update { $0.refusal = (403, "\u{1b}]0;owned\u{07}\u{1b}[31mnot genuine\u{1b}[0m\r\nfake line") }
@@ -400,6 +402,94 @@ extension EndToEndTests {
         _ = try await sh(prober, "ip link set eth0 down && ip link set eth0 address \(mac) && ip link set eth0 up")
         _ = try await eventually("the prober's network back") { try await sh(prober, "ping -c 1 -W 1 \(gatewayIP) >/dev/null") == 0 ? true : nil }
         print("network: \(prober) (\(proberIP)) cannot reach \(target) (\(targetIP)) nor the host's port \(hostPort); spoofing dropped")
+    }
+
+    /// A vendor cannot take the gateway's uplink: its container sends 16 MiB to, and then fetches 16 MiB
+    /// from, a host "outside" (a network namespace behind the gateway, reached through the host's
+    /// forwarding and NAT as the internet would be) at no more than the owner's 20 Mbit/s each way (the
+    /// default `lxd.vendorBandwidthMbit`): 2.5 MB/s, about 6 s for 16 MiB after a half-second burst.
+    /// The host sends the namespace the same 16 MiB directly in well under a second, so the bound is the
+    /// gateway's table, not the link. Each transfer is timed until its receiver has it all.
+    static func checkUplinkCap(_ lxd: LXDClient, container: String) async throws {
+        let ns = "iotgw-e2e-up", hostSide = "iotgwe2eup0", outside = "10.203.250.2", busybox = "/bin/busybox"
+        let received = FileManager.default.temporaryDirectory.appendingPathComponent("iotgw-e2e-up-\(UUID().uuidString)").path
+        let receivedDirect = received + "-direct"
+        func ip(_ args: String) throws -> Output { try run("/sbin/ip", args.split(separator: " ").map(String.init)) }
+        func tearDown() {
+            _ = try? ip("netns del \(ns)")
+            _ = try? ip("link del \(hostSide)")
+            try? FileManager.default.removeItem(atPath: received)
+            try? FileManager.default.removeItem(atPath: receivedDirect)
+        }
+        tearDown()  // a killed run's
+        defer { tearDown() }
+        for step in ["netns add \(ns)", "link add \(hostSide) type veth peer name up0 netns \(ns)", "addr add 10.203.250.1/30 dev \(hostSide)",
+                     "link set \(hostSide) up", "-n \(ns) addr add \(outside)/30 dev up0", "-n \(ns) link set up0 up", "-n \(ns) link set lo up"] {
+            let r = try ip(step)
+            guard r.status == 0 else { throw HarnessError("ip \(step): \(r.stderr)") }
+        }
+        /// A listener in the namespace that runs `program` on its one connection, in the background (a
+        /// process of its own: a shell's `&` would hand it the pipes `run` waits on).
+        var listeners: [Process] = []
+        defer { for p in listeners where p.isRunning { p.terminate() } }
+        func listen(_ port: Int, _ program: [String]) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/sbin/ip")
+            p.arguments = ["netns", "exec", ns, busybox, "nc", "-l", "-p", String(port), "-e"] + program
+            p.standardInput = FileHandle.nullDevice
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            listeners.append(p)
+            Thread.sleep(forTimeInterval: 0.3)
+        }
+        let mib16 = 16 << 20
+        let send = "dd if=/dev/zero bs=65536 count=256"
+        func timed(_ body: () async throws -> Void) async rethrows -> Double {
+            let start = ContinuousClock.now
+            try await body()
+            let d = start.duration(to: .now).components
+            return Double(d.seconds) + Double(d.attoseconds) / 1e18
+        }
+        /// Until the namespace has counted all 16 MiB into `file` (the sender is done long before: its
+        /// last megabytes wait in socket buffers).
+        func counted(_ file: String) async throws {
+            _ = try await eventually("the namespace counted 16 MiB", timeout: .seconds(60), poll: .milliseconds(20)) {
+                (try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == String(mib16) ? true : nil
+            }
+        }
+        // Control: the host to the namespace, through no cap.
+        try listen(9002, ["/bin/sh", "-c", "wc -c >\(receivedDirect)"])
+        let direct = try await timed {
+            let r = try run("/bin/sh", ["-c", "\(busybox) nc \(outside) 9002 -e /bin/\(send)"])
+            #expect(r.status == 0, "the host's upload ran: \(r.stderr)")
+            try await counted(receivedDirect)
+        }
+        // Up: from the vendor's container (its default route may be gone with the MAC games above, until
+        // its DHCP client renews: the way out is set by hand).
+        let route = try await lxd.exec(container, ["ip", "route", "replace", "\(outside)/32", "via", "10.203.57.1"])
+        #expect(route.exitCode == 0, "a route out: \(route.stderr)")
+        try listen(9000, ["/bin/sh", "-c", "wc -c >\(received)"])
+        let up = try await timed {
+            let r = try await lxd.exec(container, ["sh", "-c", "nc \(outside) 9000 -e \(send)"])
+            #expect(r.exitCode == 0, "the container's upload ran: \(r.stdout) \(r.stderr)")
+            try await counted(received)
+        }
+        // Down: into the vendor's container.
+        try listen(9001, ["/bin/sh", "-c", send])
+        var got = ""
+        let down = try await timed {
+            got = try await lxd.exec(container, ["sh", "-c", "nc \(outside) 9001 </dev/null | wc -c"]).stdout
+        }
+        #expect(got.trimmingCharacters(in: .whitespacesAndNewlines) == String(mib16), "the whole download arrived: \(got)")
+        #expect(direct < 2, "the link itself is fast: \(direct) s")
+        // 20 Mbit/s is 6.2 s for 16 MiB after the burst; at least 4 s is at most 33.5 Mbit/s (a policer
+        // lets a little more through than its rate while TCP finds it), against 0.04 s uncapped.
+        #expect(up >= 4, "16 MiB up took \(up) s: far more than 20 Mbit/s got out")
+        #expect(down >= 4, "16 MiB down took \(down) s: far more than 20 Mbit/s got in")
+        func mbit(_ seconds: Double) -> String { String(format: "%.1f", Double(mib16) * 8 / seconds / 1e6) }
+        print("uplink: 16 MiB direct from the host \(String(format: "%.2f", direct)) s; from the vendor's container up \(String(format: "%.1f", up)) s "
+              + "(\(mbit(up)) Mbit/s), down \(String(format: "%.1f", down)) s (\(mbit(down)) Mbit/s); cap 20 Mbit/s each way")
     }
 
     static func containerMAC(_ i: Instance) -> String? { i.config["volatile.eth0.hwaddr"]?.lowercased() }

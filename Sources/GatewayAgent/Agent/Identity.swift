@@ -87,7 +87,9 @@ extension GatewayAgent {
                                    vendors: VendorClient(http: vendorHTTP, identity: identity, logger: logger),
                                    registry: DeviceRegistry(directory: config.deviceDirectory),
                                    delivery: LXDDeliveryDriver(lxd: lxd, delivery: config.delivery, logger: logger),
-                                   network: config.lxd.hostFirewall ? HostFirewall(bridge: config.lxd.network) : NoNetworkGuard(), logger: logger,
+                                   network: config.lxd.hostFirewall
+                                       ? HostFirewall(bridge: config.lxd.network, bandwidthMbit: config.lxd.vendorBandwidthMbit) : NoNetworkGuard(),
+                                   logger: logger,
                                    fleetLinks: try fleetLinks(config: config, identity: identity, logger: logger),
                                    journal: LXDContainerJournal(lxd: lxd),
                                    images: ImageFetcher(http: vendorHTTP, store: lxd,

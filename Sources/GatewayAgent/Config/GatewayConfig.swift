@@ -221,13 +221,17 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         /// Keep the nftables table that stops vendor containers reaching each other through the host and
         /// reaching the host's own services (see `HostFirewall`). On by default.
         public var hostFirewall: Bool
+        /// What each vendor's container may send and receive through the gateway's uplink, in Mbit/s each
+        /// way (enforced by the host firewall's table, per container address; 0: no limit). Default 20.
+        public var vendorBandwidthMbit: Int
         /// Each vendor's container in a restricted LXD project of its own (see `VendorProjects`). On by
         /// default; switching it either way moves existing containers at the next start (`ProjectPlacement`).
         public var projects: Bool
 
         public init(socket: String? = nil, profiles: [String], network: String, storagePool: String, allowUnenforcedDiskLimits: Bool = false,
-                    hostFirewall: Bool = true, projects: Bool = true) {
+                    hostFirewall: Bool = true, vendorBandwidthMbit: Int = 20, projects: Bool = true) {
             self.projects = projects
+            self.vendorBandwidthMbit = vendorBandwidthMbit
             self.socket = socket
             self.profiles = profiles
             self.network = network
@@ -244,10 +248,13 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             storagePool = try c.decodeIfPresent(String.self, forKey: .storagePool) ?? "default"
             allowUnenforcedDiskLimits = try c.decodeIfPresent(Bool.self, forKey: .allowUnenforcedDiskLimits) ?? false
             hostFirewall = try c.decodeIfPresent(Bool.self, forKey: .hostFirewall) ?? true
+            vendorBandwidthMbit = try c.decodeIfPresent(Int.self, forKey: .vendorBandwidthMbit) ?? 20
             projects = try c.decodeIfPresent(Bool.self, forKey: .projects) ?? true
         }
 
-        enum CodingKeys: String, CodingKey { case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall, projects }
+        enum CodingKeys: String, CodingKey {
+            case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall, vendorBandwidthMbit, projects
+        }
     }
 
     public struct Caps: Sendable, Codable, Equatable {
@@ -527,6 +534,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         }
         guard (1...1 << 20).contains(images.maxMiB), images.graceSeconds >= 0 else {
             throw ConfigError("images: maxMiB must be between 1 and 1048576 and graceSeconds at least 0")
+        }
+        guard (0...100_000).contains(lxd.vendorBandwidthMbit) else {
+            throw ConfigError("lxd.vendorBandwidthMbit must be between 0 (no limit) and 100000")
         }
         guard (0...1 << 24).contains(disk.reserveMiB) else { throw ConfigError("disk.reserveMiB must be between 0 and 16777216") }
         guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {

@@ -10,6 +10,12 @@ import Synchronization
 /// both, leaving containers DHCP, DNS, ICMP to the gateway and NAT to the outside. LXD never touches a
 /// foreign table, so the table survives LXD restarts; a drop in any base chain is final, so LXD's
 /// accepts cannot override it.
+///
+/// The same table shares the uplink: what each container sends out through the host and receives
+/// through it is held to `bandwidthMbit` each way, one token bucket per container address (LXD's IP
+/// filtering lets each NIC use only its own address, so one vendor cannot spend another's bucket).
+/// Packets over the rate are dropped, which TCP answers by slowing down. LXD's own NIC limits would
+/// need the kernel's tc police action for a container's upload, which not every gateway kernel has.
 public protocol NetworkGuard: Sendable {
     /// Makes sure the isolation is in place (cheap when it was checked recently). Throws if it cannot be.
     func ensure() async throws
@@ -29,8 +35,12 @@ public final class HostFirewall: NetworkGuard {
     let recheck: TimeInterval
     let checkedAt = Mutex<Date?>(nil)
 
-    public init(bridge: String, nft: String = "/usr/sbin/nft", recheck: TimeInterval = 60) {
+    /// Mbit/s each way per container through the uplink; 0: no limit.
+    public let bandwidthMbit: Int
+
+    public init(bridge: String, bandwidthMbit: Int = 20, nft: String = "/usr/sbin/nft", recheck: TimeInterval = 60) {
         self.bridge = bridge
+        self.bandwidthMbit = bandwidthMbit
         self.nft = nft
         self.recheck = recheck
     }
@@ -41,10 +51,10 @@ public final class HostFirewall: NetworkGuard {
         table inet \(Self.table)
         delete table inet \(Self.table)
         table inet \(Self.table) {
-        \tchain forward {
+        \(bandwidthSets)\tchain forward {
         \t\ttype filter hook forward priority filter; policy accept;
         \t\tiifname "\(bridge)" oifname "\(bridge)" counter drop comment "iotgw: no vendor reaches another through the host"
-        \t}
+        \(bandwidthRules)\t}
         \tchain input {
         \t\ttype filter hook input priority filter; policy accept;
         \t\tiifname != "\(bridge)" accept
@@ -57,6 +67,28 @@ public final class HostFirewall: NetworkGuard {
         }
 
         """
+    }
+
+    /// The rate in nft's words (its kbytes are KiB), with a burst of half a second.
+    var rate: String {
+        let bytesPerSecond = bandwidthMbit * 125_000
+        return "limit rate over \(bytesPerSecond / 1024) kbytes/second burst \(max(bytesPerSecond / 2048, 64)) kbytes"
+    }
+
+    /// One dynamic set per direction and family: each container address met gets its own bucket.
+    var bandwidthSets: String {
+        guard bandwidthMbit > 0 else { return "" }
+        return [("ip4", "ipv4_addr"), ("ip6", "ipv6_addr")].flatMap { family, type in
+            ["up", "down"].map { "\tset \($0)-\(family) { type \(type); size 4096; flags dynamic, timeout; timeout 10m; }\n" }
+        }.joined()
+    }
+
+    var bandwidthRules: String {
+        guard bandwidthMbit > 0 else { return "" }
+        return [("ip4", "ip"), ("ip6", "ip6")].map { family, match in
+            "\t\tiifname \"\(bridge)\" update @up-\(family) { \(match) saddr \(rate) } counter drop comment \"iotgw: each vendor's upload is capped\"\n"
+                + "\t\toifname \"\(bridge)\" update @down-\(family) { \(match) daddr \(rate) } counter drop comment \"iotgw: each vendor's download is capped\"\n"
+        }.joined()
     }
 
     public func ensure() async throws {
@@ -81,6 +113,7 @@ public final class HostFirewall: NetworkGuard {
         guard FileManager.default.isExecutableFile(atPath: nft) else { return false }
         let r = try await Subprocess.run(nft, ["list", "table", "inet", Self.table])
         return r.status == 0 && r.stdout.contains("iifname \"\(bridge)\" oifname \"\(bridge)\"") && r.stdout.contains("vendors do not reach")
+            && (bandwidthMbit == 0 ? !r.stdout.contains("upload is capped") : r.stdout.contains("upload is capped"))
     }
 
     /// Removes the table (tests, uninstall).
