@@ -15,6 +15,32 @@ import Testing
         #expect(firewall.ruleset.contains("download is capped") == (mbit > 0))
     }
 
+    /// Applied for real, in a network namespace of the test's own (nftables tables are per namespace, so
+    /// the host's table is not touched): the table is in place only while it holds the owner's rate.
+    @Test func aTableMadeForAnotherRateIsNotInPlace() async throws {
+        let ns = "iotgw-fw-\(UInt32.random(in: 0..<0xffff))"
+        #expect(try await Subprocess.run("/sbin/ip", ["netns", "add", ns]).status == 0)
+        defer { _ = try? Process.run(URL(fileURLWithPath: "/sbin/ip"), arguments: ["netns", "del", ns]).waitUntilExit() }
+        let nft = FileManager.default.temporaryDirectory.appendingPathComponent("\(ns)-nft").path
+        try "#!/bin/sh\nexec /sbin/ip netns exec \(ns) /usr/sbin/nft \"$@\"\n".write(toFile: nft, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: nft) }
+        #expect(chmod(nft, 0o755) == 0)
+        let twenty = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 20, nft: nft)
+        let fifty = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 50, nft: nft)
+        let none = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 0, nft: nft)
+        #expect(try await !twenty.isInPlace())
+        try await twenty.apply()
+        #expect(try await twenty.isInPlace())
+        #expect(try await !fifty.isInPlace())
+        #expect(try await !none.isInPlace())
+        try await fifty.ensure()
+        #expect(try await fifty.isInPlace())
+        #expect(try await !twenty.isInPlace())
+        try await none.ensure()
+        #expect(try await none.isInPlace())
+        #expect(try await !fifty.isInPlace())
+    }
+
     /// Mbit/s (10^6 bits) into nft's kbytes (KiB) per second, a burst of half a second.
     @Test func twentyMbitIsTwoAndAHalfMillionBytesASecond() {
         #expect(HostFirewall(bridge: "b", bandwidthMbit: 20).rate == "limit rate over 2441 kbytes/second burst 1220 kbytes")

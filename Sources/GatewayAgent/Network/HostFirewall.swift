@@ -83,11 +83,15 @@ public final class HostFirewall: NetworkGuard {
         }.joined()
     }
 
+    /// Names the rate, so that a table made for another rate is not taken as in place (nft prints a
+    /// rule's rate in units of its own choosing, its comment as written).
+    func capComment(_ direction: String) -> String { "iotgw: each vendor's \(direction) is capped at \(bandwidthMbit) Mbit/s" }
+
     var bandwidthRules: String {
         guard bandwidthMbit > 0 else { return "" }
         return [("ip4", "ip"), ("ip6", "ip6")].map { family, match in
-            "\t\tiifname \"\(bridge)\" update @up-\(family) { \(match) saddr \(rate) } counter drop comment \"iotgw: each vendor's upload is capped\"\n"
-                + "\t\toifname \"\(bridge)\" update @down-\(family) { \(match) daddr \(rate) } counter drop comment \"iotgw: each vendor's download is capped\"\n"
+            "\t\tiifname \"\(bridge)\" update @up-\(family) { \(match) saddr \(rate) } counter drop comment \"\(capComment("upload"))\"\n"
+                + "\t\toifname \"\(bridge)\" update @down-\(family) { \(match) daddr \(rate) } counter drop comment \"\(capComment("download"))\"\n"
         }.joined()
     }
 
@@ -108,12 +112,12 @@ public final class HostFirewall: NetworkGuard {
         }
     }
 
-    /// Whether the table exists with both drop rules for this bridge.
+    /// Whether the table exists with both drop rules for this bridge, and the uplink cap at this rate.
     public func isInPlace() async throws -> Bool {
         guard FileManager.default.isExecutableFile(atPath: nft) else { return false }
         let r = try await Subprocess.run(nft, ["list", "table", "inet", Self.table])
         return r.status == 0 && r.stdout.contains("iifname \"\(bridge)\" oifname \"\(bridge)\"") && r.stdout.contains("vendors do not reach")
-            && (bandwidthMbit == 0 ? !r.stdout.contains("upload is capped") : r.stdout.contains("upload is capped"))
+            && (bandwidthMbit == 0 ? !r.stdout.contains("upload is capped") : r.stdout.contains(capComment("upload")))
     }
 
     /// Removes the table (tests, uninstall).
