@@ -25,7 +25,7 @@ typedef struct iotgw_rx_meter {
     /// TLS record bytes read since the last whole packet (or since the connection began).
     atomic_llong pending;
     long long limit;
-    /// Set when the limit was passed (and the socket taken away); taken by `iotgw_meter_take_trip`.
+    /// Set when the limit was passed (and the socket taken away); read by `iotgw_meter_trip`.
     atomic_int tripped;
     /// `pending` when it tripped.
     atomic_llong trippedAt;

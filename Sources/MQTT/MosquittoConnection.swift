@@ -411,10 +411,9 @@ final class MosquittoConnection: @unchecked Sendable {
                     break
                 }
             }
-            let sessionWasUp = endAttempt(rc: rc, errno: err, timedOut: timedOut)
+            let worked = endAttempt(rc: rc, errno: err, timedOut: timedOut)
             if isStopping { break }
-            // A broker that sends what must be dropped is not a connection that worked: back off.
-            if sessionWasUp && !(meter.map { iotgw_meter_trip($0) > 0 } ?? false) { failures = 0 }
+            if worked { failures = 0 }
             let delay = backoff.delay(afterFailures: failures, jitter: Double.random(in: 0...1))
             failures += 1
             logger.debug("mqtt reconnect scheduled", metadata: ["mqtt.delay": "\(delay)"])
@@ -493,9 +492,11 @@ final class MosquittoConnection: @unchecked Sendable {
     }
 
     /// Closes the books on one attempt: the event, the waiters, the log line. Returns whether the
-    /// broker had accepted this connection.
+    /// connection worked: the broker accepted it, and it was not cut for a packet over the limit (a
+    /// broker that sends what must be dropped is backed off from like one that fails).
     private func endAttempt(rc: Int32, errno err: Int32, timedOut: Bool) -> Bool {
         let lines = diagnostics.withLock { $0 }
+        let tripped = meter.map { iotgw_meter_trip($0) } ?? 0
         var orphans: [Promise<Void>] = []
         var failedConnectWaiters: [Promise<Void>] = []
         let (attempt, failure): (Attempt, MQTTError?) = state.withLock { state in
@@ -505,7 +506,6 @@ final class MosquittoConnection: @unchecked Sendable {
             // stop() ended it: nothing failed.
             guard state.phase == .running else { return (attempt, nil) }
             let broker = "\(configuration.host):\(configuration.port)"
-            let tripped = meter.map { iotgw_meter_trip($0) } ?? 0
             let failure = tripped > 0
                 ? MQTTError(code: .protocolError, message: "\(broker) sent a packet of over \(configuration.packetLimit ?? 0) bytes: "
                     + "the connection was closed \(tripped) bytes into it")
@@ -524,15 +524,13 @@ final class MosquittoConnection: @unchecked Sendable {
             }
             return (attempt, failure)
         }
-        if let meter, case let read = iotgw_meter_trip(meter), read > 0 {
-            countOversize(bytes: Int(read), limit: configuration.packetLimit ?? 0)
-        }
+        if tripped > 0 { countOversize(bytes: Int(tripped), limit: configuration.packetLimit ?? 0) }
         guard let failure else {
             if attempt.sessionUp {
                 logger.info("mqtt disconnected", metadata: ["mqtt.reason": "stopped"])
                 events.yield(.disconnected(reason: "stopped by the client"))
             }
-            return attempt.sessionUp
+            return attempt.sessionUp && tripped == 0
         }
         logger.debug("mqtt attempt ended", metadata: [
             "mqtt.rc": "\(rc)", "mqtt.errno": "\(err)", "mqtt.tcp_connected": "\(attempt.tcpConnected)",
@@ -547,7 +545,7 @@ final class MosquittoConnection: @unchecked Sendable {
             logger.info("mqtt connection attempt failed", metadata: ["mqtt.reason": "\(failure.message)", "mqtt.error": "\(failure.code)"])
         }
         events.yield(.disconnected(reason: failure.description))
-        return attempt.sessionUp
+        return attempt.sessionUp && tripped == 0
     }
 
     /// Why an attempt ended, from what libmosquitto returned and logged. Pure; unit-tested.
