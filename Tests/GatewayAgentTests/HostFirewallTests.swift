@@ -6,13 +6,15 @@ import Testing
 /// kernel's nf_tables, nothing applied), with and without the per-vendor uplink limit. Traffic through
 /// it is measured end to end in `aHostileVendorIsContainedAndCannotTouchTheOwnerOrAnotherVendor`.
 @Suite struct HostFirewallTests {
-    @Test(arguments: [0, 1, 20, 1000])
-    func theTableIsOneTheKernelTakes(mbit: Int) async throws {
-        let firewall = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: mbit)
+    @Test(arguments: [(0, 0), (1, 16), (20, 2048), (1000, 1_000_000)])
+    func theTableIsOneTheKernelTakes(mbit: Int, connections: Int) async throws {
+        let firewall = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: mbit, connections: connections)
         let r = try await Subprocess.run("/usr/sbin/nft", ["--check", "-f", "-"], stdin: firewall.ruleset)
         #expect(r.status == 0, "nft refused the table: \(r.stderr)")
         #expect(firewall.ruleset.contains("upload is capped") == (mbit > 0))
         #expect(firewall.ruleset.contains("download is capped") == (mbit > 0))
+        #expect(firewall.ruleset.contains("ct count over \(connections) ") == (connections > 0))
+        #expect(firewall.ruleset.contains("limit rate over 200/second burst 400 packets"), "the host's services are always rate-limited")
     }
 
     /// Applied for real, in a network namespace of the test's own (nftables tables are per namespace, so
@@ -27,7 +29,8 @@ import Testing
         #expect(chmod(nft, 0o755) == 0)
         let twenty = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 20, nft: nft)
         let fifty = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 50, nft: nft)
-        let none = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 0, nft: nft)
+        let none = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 0, connections: 0, nft: nft)
+        let fewer = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 0, connections: 100, nft: nft)
         #expect(try await !twenty.isInPlace())
         try await twenty.apply()
         #expect(try await twenty.isInPlace())
@@ -39,6 +42,112 @@ import Testing
         try await none.ensure()
         #expect(try await none.isInPlace())
         #expect(try await !fifty.isInPlace())
+        #expect(try await !fewer.isInPlace())
+        try await fewer.ensure()
+        #expect(try await fewer.isInPlace())
+        #expect(try await !none.isInPlace())
+    }
+
+    /// The kernel enforcing the table, in two network namespaces of the test's own: a "gateway" with the
+    /// bridge, its address and a DNS-port listener, and a "vendor" on the bridge. A vendor flooding the
+    /// gateway's DNS port gets through only the burst and the rate; a vendor opening connections without
+    /// end gets only its limit, and the next one once it has closed some.
+    @Test func aVendorCanNeitherFloodTheGatewayNorFillItsConnectionTable() async throws {
+        let id = UInt32.random(in: 0..<0xffff)
+        let gw = "iotgw-fwg-\(id)", vendor = "iotgw-fwv-\(id)", python = "/usr/bin/python3"
+        #expect(FileManager.default.isExecutableFile(atPath: python), "python3 (Debian's, which ansible-core brings) drives the traffic")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("iotgw-fw-\(id)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func ip(_ args: String) async throws {
+            let r = try await Subprocess.run("/sbin/ip", args.split(separator: " ").map(String.init))
+            guard r.status == 0 else { throw GatewayError(.network, "ip \(args): \(r.stderr)") }
+        }
+        defer {
+            for ns in [gw, vendor] { _ = try? Process.run(URL(fileURLWithPath: "/sbin/ip"), arguments: ["netns", "del", ns]).waitUntilExit() }
+        }
+        for step in ["netns add \(gw)", "netns add \(vendor)", "-n \(gw) link add iotgwbr0 type bridge",
+                     "-n \(gw) link add vb type veth peer name eth0 netns \(vendor)", "-n \(gw) link set vb master iotgwbr0",
+                     "-n \(gw) addr add 10.77.0.1/24 dev iotgwbr0", "-n \(gw) link set iotgwbr0 up", "-n \(gw) link set vb up",
+                     "-n \(vendor) addr add 10.77.0.2/24 dev eth0", "-n \(vendor) link set eth0 up"] {
+            try await ip(step)
+        }
+        let nft = dir.appendingPathComponent("nft").path
+        try "#!/bin/sh\nexec /sbin/ip netns exec \(gw) /usr/sbin/nft \"$@\"\n".write(toFile: nft, atomically: true, encoding: .utf8)
+        #expect(chmod(nft, 0o755) == 0)
+
+        // The gateway's DNS port: takes TCP connections and holds them, counts UDP datagrams into a file.
+        let counted = dir.appendingPathComponent("udp").path
+        try """
+        import socket, select
+        t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("10.77.0.1", 53)); t.listen(1024)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("10.77.0.1", 53))
+        held, got = [], 0
+        while True:
+            for s in select.select([t, u], [], [])[0]:
+                if s is t: held.append(t.accept()[0])
+                else:
+                    u.recv(64); got += 1
+                    open("\(counted)", "w").write(str(got))
+        """.write(toFile: dir.appendingPathComponent("dns.py").path, atomically: true, encoding: .utf8)
+        let dns = Process()
+        dns.executableURL = URL(fileURLWithPath: "/sbin/ip")
+        dns.arguments = ["netns", "exec", gw, python, dir.appendingPathComponent("dns.py").path]
+        dns.standardOutput = FileHandle.nullDevice
+        dns.standardError = FileHandle.nullDevice
+        try dns.run()
+        // SIGKILL: a child of this process starts with SIGTERM blocked (the test runner's threads block it).
+        defer { kill(dns.processIdentifier, SIGKILL); dns.waitUntilExit() }
+        try await Task.sleep(for: .milliseconds(500))
+        func inVendor(_ script: String) async throws -> String {
+            let r = try await Subprocess.run("/sbin/ip", ["netns", "exec", vendor, python, "-c", script])
+            guard r.status == 0 else { throw GatewayError(.network, "python in the vendor's namespace: \(r.stderr)") }
+            return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        /// Sends `count` datagrams to the DNS port over `seconds`, from one socket; returns how many arrived.
+        func flood(_ count: Int, seconds: Double) async throws -> Int {
+            func arrived() -> Int { Int((try? String(contentsOfFile: counted, encoding: .utf8)) ?? "") ?? 0 }
+            let before = arrived()
+            _ = try await inVendor("""
+            import socket, time
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); start = time.time()
+            for i in range(\(count)):
+                u.sendto(b"x", ("10.77.0.1", 53)); time.sleep(max(0, start + \(seconds) * (i + 1) / \(count) - time.time()))
+            """)
+            try await Task.sleep(for: .milliseconds(500))
+            return arrived() - before
+        }
+        let connect = """
+        import socket, select, time, sys
+        socks = []
+        for i in range(int(sys.argv[1])):
+            s = socket.socket(); s.setblocking(False); s.connect_ex(("10.77.0.1", 53)); socks.append(s)
+        pending, made, end = set(socks), 0, time.time() + 2
+        while pending and time.time() < end:
+            for s in select.select([], list(pending), [], 0.2)[1]:
+                pending.discard(s); made += s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        print(made)
+        """
+        func open(_ count: Int) async throws -> Int { Int(try await inVendor(connect.replacingOccurrences(of: "int(sys.argv[1])", with: "\(count)"))) ?? -1 }
+
+        // Controls, before the table: everything gets through.
+        let freeDatagrams = try await flood(1000, seconds: 0.5)
+        let freeConnections = try await open(150)
+        #expect(freeDatagrams >= 990 && freeConnections == 150, "without the table \(freeDatagrams) of 1000 datagrams, \(freeConnections) of 150 connections")
+
+        try await HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 20, connections: 100, nft: nft).apply()
+        // 4,000 datagrams in 2 s: the burst (400) and 200 a second get through, about 800.
+        let datagrams = try await flood(4000, seconds: 2)
+        #expect((700...900).contains(datagrams), "\(datagrams) of 4000 datagrams reached the gateway's DNS port")
+        // 150 connections at once, held: 100 are made (the datagrams' flow is one of them, so 99 or 100).
+        let made = try await open(150)
+        #expect((99...100).contains(made), "\(made) of 150 connections made with a limit of 100")
+        print("host firewall: without the table \(freeDatagrams) of 1000 datagrams in 0.5 s and \(freeConnections) of 150 connections; "
+              + "with it \(datagrams) of 4000 datagrams in 2 s and \(made) of 150 connections (limit 100)")
+        let r = try await Subprocess.run(nft, ["list", "chain", "inet", HostFirewall.table, "prerouting"])
+        let rule = r.stdout.split(separator: "\n").first { $0.contains("ip saddr ct count over 100") } ?? ""
+        #expect(rule.contains("holds at most 100 connections") && !rule.contains("counter packets 0 "), "the limit's counter counted: \(r.stdout)")
     }
 
     /// Mbit/s (10^6 bits) into nft's kbytes (KiB) per second, a burst of half a second.
@@ -58,5 +167,9 @@ import Testing
         #expect(try load(", vendorBandwidthMbit: 0").lxd.vendorBandwidthMbit == 0)
         #expect(throws: ConfigError.self) { try load(", vendorBandwidthMbit: -1") }
         #expect(throws: ConfigError.self) { try load(", vendorBandwidthMbit: 100001") }
+        #expect(try load("").lxd.vendorConnections == 2048)
+        #expect(try load(", vendorConnections: 0").lxd.vendorConnections == 0)
+        #expect(throws: ConfigError.self) { try load(", vendorConnections: 8") }
+        #expect(throws: ConfigError.self) { try load(", vendorConnections: -1") }
     }
 }

@@ -88,7 +88,8 @@ extension GatewayAgent {
                                    registry: DeviceRegistry(directory: config.deviceDirectory),
                                    delivery: LXDDeliveryDriver(lxd: lxd, delivery: config.delivery, logger: logger),
                                    network: config.lxd.hostFirewall
-                                       ? HostFirewall(bridge: config.lxd.network, bandwidthMbit: config.lxd.vendorBandwidthMbit) : NoNetworkGuard(),
+                                       ? HostFirewall(bridge: config.lxd.network, bandwidthMbit: config.lxd.vendorBandwidthMbit,
+                                                  connections: config.lxd.vendorConnections) : NoNetworkGuard(),
                                    logger: logger,
                                    fleetLinks: try fleetLinks(config: config, identity: identity, logger: logger),
                                    journal: LXDContainerJournal(lxd: lxd),

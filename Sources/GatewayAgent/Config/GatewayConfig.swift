@@ -224,14 +224,19 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         /// What each vendor's container may send and receive through the gateway's uplink, in Mbit/s each
         /// way (enforced by the host firewall's table, per container address; 0: no limit). Default 20.
         public var vendorBandwidthMbit: Int
+        /// How many connections each vendor's container may hold open through and to the gateway at once
+        /// (tracked by the host's conntrack, whose table all vendors and the owner share; enforced by the
+        /// host firewall's table, per container address; 0: no limit). Default 2048.
+        public var vendorConnections: Int
         /// Each vendor's container in a restricted LXD project of its own (see `VendorProjects`). On by
         /// default; switching it either way moves existing containers at the next start (`ProjectPlacement`).
         public var projects: Bool
 
         public init(socket: String? = nil, profiles: [String], network: String, storagePool: String, allowUnenforcedDiskLimits: Bool = false,
-                    hostFirewall: Bool = true, vendorBandwidthMbit: Int = 20, projects: Bool = true) {
+                    hostFirewall: Bool = true, vendorBandwidthMbit: Int = 20, vendorConnections: Int = 2048, projects: Bool = true) {
             self.projects = projects
             self.vendorBandwidthMbit = vendorBandwidthMbit
+            self.vendorConnections = vendorConnections
             self.socket = socket
             self.profiles = profiles
             self.network = network
@@ -249,11 +254,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             allowUnenforcedDiskLimits = try c.decodeIfPresent(Bool.self, forKey: .allowUnenforcedDiskLimits) ?? false
             hostFirewall = try c.decodeIfPresent(Bool.self, forKey: .hostFirewall) ?? true
             vendorBandwidthMbit = try c.decodeIfPresent(Int.self, forKey: .vendorBandwidthMbit) ?? 20
+            vendorConnections = try c.decodeIfPresent(Int.self, forKey: .vendorConnections) ?? 2048
             projects = try c.decodeIfPresent(Bool.self, forKey: .projects) ?? true
         }
 
         enum CodingKeys: String, CodingKey {
-            case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall, vendorBandwidthMbit, projects
+            case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall, vendorBandwidthMbit, vendorConnections, projects
         }
     }
 
@@ -537,6 +543,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         }
         guard (0...100_000).contains(lxd.vendorBandwidthMbit) else {
             throw ConfigError("lxd.vendorBandwidthMbit must be between 0 (no limit) and 100000")
+        }
+        guard lxd.vendorConnections == 0 || (16...1_000_000).contains(lxd.vendorConnections) else {
+            throw ConfigError("lxd.vendorConnections must be 0 (no limit) or between 16 and 1000000")
         }
         guard (0...1 << 24).contains(disk.reserveMiB) else { throw ConfigError("disk.reserveMiB must be between 0 and 16777216") }
         guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {

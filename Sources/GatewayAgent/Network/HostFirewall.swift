@@ -16,6 +16,12 @@ import Synchronization
 /// filtering lets each NIC use only its own address, so one vendor cannot spend another's bucket).
 /// Packets over the rate are dropped, which TCP answers by slowing down. LXD's own NIC limits would
 /// need the kernel's tc police action for a container's upload, which not every gateway kernel has.
+///
+/// Two more things all tenants share are held per container address: the kernel's connection-tracking
+/// table (one vendor opening flows without end would fill it, and then nobody's new connection, the
+/// owner's included, gets through), at most `connections` at once; and the gateway's own services a
+/// container may reach (DHCP, DNS, ICMP), at most `hostPacketsPerSecond` packets a second, so that one
+/// vendor's flood takes neither the gateway's processors nor the other vendors' name lookups.
 public protocol NetworkGuard: Sendable {
     /// Makes sure the isolation is in place (cheap when it was checked recently). Throws if it cannot be.
     func ensure() async throws
@@ -37,10 +43,16 @@ public final class HostFirewall: NetworkGuard {
 
     /// Mbit/s each way per container through the uplink; 0: no limit.
     public let bandwidthMbit: Int
+    /// Connections each container may hold open through and to the host at once; 0: no limit.
+    public let connections: Int
+    /// Packets a second each container may send to the gateway's own services (replies to the host's
+    /// own connections not counted), after a burst of twice that: plenty for DHCP, DNS and pings.
+    public static let hostPacketsPerSecond = 200
 
-    public init(bridge: String, bandwidthMbit: Int = 20, nft: String = "/usr/sbin/nft", recheck: TimeInterval = 60) {
+    public init(bridge: String, bandwidthMbit: Int = 20, connections: Int = 2048, nft: String = "/usr/sbin/nft", recheck: TimeInterval = 60) {
         self.bridge = bridge
         self.bandwidthMbit = bandwidthMbit
+        self.connections = connections
         self.nft = nft
         self.recheck = recheck
     }
@@ -51,14 +63,14 @@ public final class HostFirewall: NetworkGuard {
         table inet \(Self.table)
         delete table inet \(Self.table)
         table inet \(Self.table) {
-        \(bandwidthSets)\tchain forward {
+        \(perAddressSets)\(connectionChain)\tchain forward {
         \t\ttype filter hook forward priority filter; policy accept;
         \t\tiifname "\(bridge)" oifname "\(bridge)" counter drop comment "iotgw: no vendor reaches another through the host"
         \(bandwidthRules)\t}
         \tchain input {
         \t\ttype filter hook input priority filter; policy accept;
         \t\tiifname != "\(bridge)" accept
-        \t\tct state established,related accept
+        \(hostRateRules)\t\tct state established,related accept
         \t\tudp dport 67 accept comment "iotgw: DHCP"
         \t\tmeta l4proto { tcp, udp } th dport 53 accept comment "iotgw: DNS"
         \t\tmeta l4proto icmp accept
@@ -75,11 +87,36 @@ public final class HostFirewall: NetworkGuard {
         return "limit rate over \(bytesPerSecond / 1024) kbytes/second burst \(max(bytesPerSecond / 2048, 64)) kbytes"
     }
 
-    /// One dynamic set per direction and family: each container address met gets its own bucket.
-    var bandwidthSets: String {
-        guard bandwidthMbit > 0 else { return "" }
-        return [("ip4", "ipv4_addr"), ("ip6", "ipv6_addr")].flatMap { family, type in
-            ["up", "down"].map { "\tset \($0)-\(family) { type \(type); size 4096; flags dynamic, timeout; timeout 10m; }\n" }
+    static let families = [(set: "ip4", type: "ipv4_addr", match: "ip"), (set: "ip6", type: "ipv6_addr", match: "ip6")]
+
+    /// Dynamic sets keyed by container address, so that each address met gets a bucket or a connection
+    /// count of its own: one per direction through the uplink, one for the host's services, and one for
+    /// connections (with no timeout: an address leaves it with its last connection).
+    var perAddressSets: String {
+        let buckets = (bandwidthMbit > 0 ? ["up", "down"] : []) + ["host"]
+        return Self.families.flatMap { f in
+            buckets.map { "\tset \($0)-\(f.set) { type \(f.type); size 4096; flags dynamic, timeout; timeout 10m; }\n" }
+                + (connections > 0 ? ["\tset conns-\(f.set) { type \(f.type); size 4096; flags dynamic; }\n"] : [])
+        }.joined()
+    }
+
+    /// Counted where every new flow from a container passes, whether it goes out or to the host: after
+    /// conntrack has classified it (priority -200), before routing.
+    var connectionChain: String {
+        guard connections > 0 else { return "" }
+        return "\tchain prerouting {\n\t\ttype filter hook prerouting priority filter; policy accept;\n"
+            + Self.families.map { f in
+                "\t\tiifname \"\(bridge)\" ct state new add @conns-\(f.set) { \(f.match) saddr ct count over \(connections) } counter drop comment \"\(connectionComment)\"\n"
+            }.joined() + "\t}\n"
+    }
+
+    /// Names the limit, as `capComment` names the rate.
+    var connectionComment: String { "iotgw: each vendor holds at most \(connections) connections" }
+
+    var hostRateRules: String {
+        let limit = "limit rate over \(Self.hostPacketsPerSecond)/second burst \(2 * Self.hostPacketsPerSecond) packets"
+        return Self.families.map { f in
+            "\t\tct direction original update @host-\(f.set) { \(f.match) saddr \(limit) } counter drop comment \"iotgw: each vendor's packets to the gateway are rate-limited\"\n"
         }.joined()
     }
 
@@ -89,9 +126,9 @@ public final class HostFirewall: NetworkGuard {
 
     var bandwidthRules: String {
         guard bandwidthMbit > 0 else { return "" }
-        return [("ip4", "ip"), ("ip6", "ip6")].map { family, match in
-            "\t\tiifname \"\(bridge)\" update @up-\(family) { \(match) saddr \(rate) } counter drop comment \"\(capComment("upload"))\"\n"
-                + "\t\toifname \"\(bridge)\" update @down-\(family) { \(match) daddr \(rate) } counter drop comment \"\(capComment("download"))\"\n"
+        return Self.families.map { f in
+            "\t\tiifname \"\(bridge)\" update @up-\(f.set) { \(f.match) saddr \(rate) } counter drop comment \"\(capComment("upload"))\"\n"
+                + "\t\toifname \"\(bridge)\" update @down-\(f.set) { \(f.match) daddr \(rate) } counter drop comment \"\(capComment("download"))\"\n"
         }.joined()
     }
 
@@ -112,12 +149,15 @@ public final class HostFirewall: NetworkGuard {
         }
     }
 
-    /// Whether the table exists with both drop rules for this bridge, and the uplink cap at this rate.
+    /// Whether the table exists with both drop rules for this bridge and the host's rate limit, and the
+    /// uplink cap and connection limit at these figures.
     public func isInPlace() async throws -> Bool {
         guard FileManager.default.isExecutableFile(atPath: nft) else { return false }
         let r = try await Subprocess.run(nft, ["list", "table", "inet", Self.table])
         return r.status == 0 && r.stdout.contains("iifname \"\(bridge)\" oifname \"\(bridge)\"") && r.stdout.contains("vendors do not reach")
+            && r.stdout.contains("packets to the gateway are rate-limited")
             && (bandwidthMbit == 0 ? !r.stdout.contains("upload is capped") : r.stdout.contains(capComment("upload")))
+            && (connections == 0 ? !r.stdout.contains("holds at most") : r.stdout.contains("\"\(connectionComment)\""))
     }
 
     /// Removes the table (tests, uninstall).
