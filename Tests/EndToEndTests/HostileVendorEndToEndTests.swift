@@ -327,6 +327,8 @@ extension EndToEndTests {
                 try await Self.checkNetworkIsolation(lxd, from: victimContainer, to: attackerContainer)
                 // 11. Nor the owner's uplink (measured from the vendor container that has the tools).
                 try await Self.checkUplinkCap(lxd, container: victimContainer)
+                // 12. Nor the disk every vendor shares.
+                try await Self.checkDiskCap(lxd, container: victimContainer)
 
                 // 4. A vendor's error message full of terminal escapes, for a newly plugged device: shown escaped.
                 attacker.update { $0.refusal = (403, "\u{1b}]0;owned\u{07}\u{1b}[31mnot genuine\u{1b}[0m\r\nfake line") }
@@ -490,6 +492,41 @@ extension EndToEndTests {
         func mbit(_ seconds: Double) -> String { String(format: "%.1f", Double(mib16) * 8 / seconds / 1e6) }
         print("uplink: 16 MiB direct from the host \(String(format: "%.2f", direct)) s; from the vendor's container up \(String(format: "%.1f", up)) s "
               + "(\(mbit(up)) Mbit/s), down \(String(format: "%.1f", down)) s (\(mbit(down)) Mbit/s); cap 20 Mbit/s each way")
+    }
+
+    /// A vendor cannot take the disk from the others: 64 MiB written and read back with O_DIRECT from its
+    /// container goes at no more than the owner's default 50 MB/s (`lxd.vendorDiskMBps`, LXD's
+    /// `limits.max` on the root disk), against the same on the host, on the same pool, uncapped.
+    static func checkDiskCap(_ lxd: LXDClient, container: String) async throws {
+        let root = try await lxd.instance(container).instance.devices["root"]?.config ?? [:]
+        #expect(root["limits.max"] == "50MB", "the root disk carries the owner's rate: \(root)")
+        let pool = "/var/lib/lxd/storage-pools/default/iotgw-e2e-io-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: pool) }
+        func seconds(_ body: () async throws -> Void) async rethrows -> Double {
+            let start = ContinuousClock.now
+            try await body()
+            let d = start.duration(to: .now).components
+            return Double(d.seconds) + Double(d.attoseconds) / 1e18
+        }
+        let write = { (f: String) in "dd if=/dev/zero of=\(f) bs=1M count=64 oflag=direct" }, read = { (f: String) in "dd if=\(f) of=/dev/null bs=1M iflag=direct" }
+        let host = try await seconds {
+            for c in [write, read] {
+                let r = try run("/bin/sh", ["-c", c(pool)])
+                #expect(r.status == 0, "\(c(pool)): \(r.stderr)")
+            }
+        }
+        let capped = try await seconds {
+            for c in [write, read] {
+                let r = try await lxd.exec(container, ["sh", "-c", c("/iotgw-io") + " 2>&1"])
+                #expect(r.exitCode == 0, "\(c("/iotgw-io")) in the container: \(r.stdout)")
+            }
+        }
+        _ = try await lxd.exec(container, ["rm", "-f", "/iotgw-io"])
+        // 2 x 64 MiB at 50 MB/s is 2.7 s; at least 2.2 s is at most 61 MB/s.
+        #expect(capped >= 2.2, "128 MiB of direct I/O took \(capped) s: far more than 50 MB/s went through")
+        #expect(host < capped / 2, "the pool itself is fast: \(host) s")
+        print("disk: 64 MiB written and read back with O_DIRECT, host \(String(format: "%.2f", host)) s, vendor's container "
+              + "\(String(format: "%.2f", capped)) s (\(String(format: "%.0f", Double(128 << 20) / capped / 1e6)) MB/s; cap 50 MB/s each way)")
     }
 
     static func containerMAC(_ i: Instance) -> String? { i.config["volatile.eth0.hwaddr"]?.lowercased() }

@@ -104,6 +104,20 @@ import Testing
             == [.detach(name: "iotgw-OLD"), .detach(name: "iotgw-SN1"), .attach(name: "iotgw-SN1", device: dev)])
     }
 
+    /// The owner's disk rate is on the root disk of every vendor container; a container made before it
+    /// (or with another rate) gets it on the next reconcile, live; 0 leaves the disk unthrottled.
+    @Test func theRootDiskCarriesTheOwnersDiskRate() throws {
+        #expect(try steps(observed: .absent).contains { if case .create(let c) = $0 { c.post.devices["root"]?["limits.max"] == "50MB" } else { false } })
+        var o = observed()
+        o.devices["root"] = .disk(path: "/", pool: "default", size: "512MiB")
+        var wanted = Device.disk(path: "/", pool: "default", size: "512MiB")
+        wanted.config["limits.max"] = "50MB"
+        #expect(try steps(present: [], observed: o) == [.setDevice(name: "root", device: wanted)])
+        var off = config.lxd
+        off.vendorDiskMBps = 0
+        #expect(ContainerPlanner.baseDevices(Sample.plan(), lxd: off)["root"]?["limits.max"] == nil)
+    }
+
     @Test func aWeakenedNICIsPutBack() throws {
         var o = observed()
         o.devices["eth0"] = .nic(network: "iotgwbr0")

@@ -171,5 +171,9 @@ import Testing
         #expect(try load(", vendorConnections: 0").lxd.vendorConnections == 0)
         #expect(throws: ConfigError.self) { try load(", vendorConnections: 8") }
         #expect(throws: ConfigError.self) { try load(", vendorConnections: -1") }
+        #expect(try load("").lxd.vendorDiskMBps == 50)
+        #expect(try load(", vendorDiskMBps: 0").lxd.vendorDiskMBps == 0)
+        #expect(throws: ConfigError.self) { try load(", vendorDiskMBps: -1") }
+        #expect(throws: ConfigError.self) { try load(", vendorDiskMBps: 100001") }
     }
 }

@@ -228,13 +228,19 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         /// (tracked by the host's conntrack, whose table all vendors and the owner share; enforced by the
         /// host firewall's table, per container address; 0: no limit). Default 2048.
         public var vendorConnections: Int
+        /// What each vendor's container may read from and write to its root disk, in MB/s each way (LXD's
+        /// `limits.max` on the root disk: the kernel's blkio throttle on the pool's block device; 0: no
+        /// limit). Default 50. On cgroup v1 hosts the kernel holds reads, direct writes and writes the
+        /// container syncs, but not the page cache the kernel writes back later on its own; cgroup v2 holds all.
+        public var vendorDiskMBps: Int
         /// Each vendor's container in a restricted LXD project of its own (see `VendorProjects`). On by
         /// default; switching it either way moves existing containers at the next start (`ProjectPlacement`).
         public var projects: Bool
 
         public init(socket: String? = nil, profiles: [String], network: String, storagePool: String, allowUnenforcedDiskLimits: Bool = false,
-                    hostFirewall: Bool = true, vendorBandwidthMbit: Int = 20, vendorConnections: Int = 2048, projects: Bool = true) {
+                    hostFirewall: Bool = true, vendorBandwidthMbit: Int = 20, vendorConnections: Int = 2048, vendorDiskMBps: Int = 50, projects: Bool = true) {
             self.projects = projects
+            self.vendorDiskMBps = vendorDiskMBps
             self.vendorBandwidthMbit = vendorBandwidthMbit
             self.vendorConnections = vendorConnections
             self.socket = socket
@@ -255,11 +261,12 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             hostFirewall = try c.decodeIfPresent(Bool.self, forKey: .hostFirewall) ?? true
             vendorBandwidthMbit = try c.decodeIfPresent(Int.self, forKey: .vendorBandwidthMbit) ?? 20
             vendorConnections = try c.decodeIfPresent(Int.self, forKey: .vendorConnections) ?? 2048
+            vendorDiskMBps = try c.decodeIfPresent(Int.self, forKey: .vendorDiskMBps) ?? 50
             projects = try c.decodeIfPresent(Bool.self, forKey: .projects) ?? true
         }
 
         enum CodingKeys: String, CodingKey {
-            case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall, vendorBandwidthMbit, vendorConnections, projects
+            case socket, profiles, network, storagePool, allowUnenforcedDiskLimits, hostFirewall, vendorBandwidthMbit, vendorConnections, vendorDiskMBps, projects
         }
     }
 
@@ -546,6 +553,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         }
         guard lxd.vendorConnections == 0 || (16...1_000_000).contains(lxd.vendorConnections) else {
             throw ConfigError("lxd.vendorConnections must be 0 (no limit) or between 16 and 1000000")
+        }
+        guard (0...100_000).contains(lxd.vendorDiskMBps) else {
+            throw ConfigError("lxd.vendorDiskMBps must be between 0 (no limit) and 100000")
         }
         guard (0...1 << 24).contains(disk.reserveMiB) else { throw ConfigError("disk.reserveMiB must be between 0 and 16777216") }
         guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {

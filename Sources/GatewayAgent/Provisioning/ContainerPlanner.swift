@@ -219,9 +219,12 @@ public enum ContainerPlanner {
                 "security.mac_filtering": "true", "security.ipv4_filtering": "true", "security.port_isolation": "true"])
     }
 
-    /// Root disk and NIC, set on the instance itself (so a profile cannot weaken them).
+    /// Root disk and NIC, set on the instance itself (so a profile cannot weaken them). The root disk
+    /// holds the vendor to the owner's disk rate, so that one vendor's I/O does not starve the others'.
     static func baseDevices(_ plan: ProvisioningPlan, lxd: GatewayConfig.LXDSettings) -> [String: Device] {
-        var d: [String: Device] = ["root": .disk(path: "/", pool: lxd.storagePool, size: "\(plan.container.limits.diskMiB)MiB")]
+        var root = Device.disk(path: "/", pool: lxd.storagePool, size: "\(plan.container.limits.diskMiB)MiB")
+        if lxd.vendorDiskMBps > 0 { root.config["limits.max"] = "\(lxd.vendorDiskMBps)MB" }
+        var d: [String: Device] = ["root": root]
         switch plan.container.network {
         case .nat: d["eth0"] = nic(network: lxd.network)
         case .none: d["eth0"] = Device(["type": "none"])  // masks the profile's NIC
