@@ -24,6 +24,29 @@ import Testing
         await #expect { try await reopened.decide(planID: 999, approve: true, by: "owner") } throws: { ($0 as? GatewayError)?.code == .notFound }
     }
 
+    /// A vendor with a valid key signing plan after plan: the store keeps its approved plan and its newest
+    /// 16, whatever it sends, and another vendor's plans are not touched.
+    @Test func aVendorSendingPlanAfterPlanDoesNotFillTheOwnersDisk() async throws {
+        let s = try store()
+        let other = try await s.recordPlan(vendor: "other", version: 1, signedJSON: Data("{}".utf8), payloadSHA256: "o1")
+        let approved = try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("{}".utf8), payloadSHA256: "a1")
+        try await s.decide(planID: approved.id!, approve: true, by: "owner")
+        for v in 2...200 {
+            _ = try await s.recordPlan(vendor: "acme", version: v, signedJSON: Data(repeating: 0x20, count: 4096), payloadSHA256: "a\(v)")
+        }
+        let kept = try await s.plans().filter { $0.vendor == "acme" }
+        #expect(kept.count == GatewayStore.keptPlans + 1)
+        #expect(kept.map(\.version) == [1] + Array(185...200), "the approved plan and the newest 16")
+        #expect(try await s.vendorState("acme")?.approvedPlanID == approved.id)
+        #expect(try await s.plan(id: approved.id!)?.decision == .approved)
+        #expect(try await s.plans(decision: .pending).filter { $0.vendor == "acme" }.map(\.version) == [200])
+        #expect(try await s.heldPlan("acme") == PlanHeld(version: 200, payloadSHA256: "a200"))
+        #expect(try await s.plans().filter { $0.vendor == "other" }.map(\.id) == [other.id])
+        // The newest still answers idempotently; a pruned one's bytes are an old version, refused.
+        #expect(try await s.recordPlan(vendor: "acme", version: 200, signedJSON: Data(), payloadSHA256: "a200").version == 200)
+        await #expect(throws: GatewayError.self) { try await s.recordPlan(vendor: "acme", version: 3, signedJSON: Data(), payloadSHA256: "a3") }
+    }
+
     /// The owner's denial lands while a lane marks the same device awaiting from a state it read before:
     /// the write that names the states it expects changes nothing once the device left them.
     @Test func aStateChangeFromExpectedStatesLeavesADeviceThatMovedOnAlone() async throws {

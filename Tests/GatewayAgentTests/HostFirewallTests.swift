@@ -81,14 +81,16 @@ import Testing
         try """
         import socket, select
         t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("10.77.0.1", 53)); t.listen(1024)
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("10.77.0.1", 53))
-        held, got = [], 0
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
+        u.bind(("10.77.0.1", 53))
+        held, got, written = [], 0, -1
         while True:
-            for s in select.select([t, u], [], [])[0]:
+            ready = select.select([t, u], [], [], 0.1)[0]
+            for s in ready:
                 if s is t: held.append(t.accept()[0])
-                else:
-                    u.recv(64); got += 1
-                    open("\(counted)", "w").write(str(got))
+                else: u.recv(64); got += 1
+            if not ready and got != written:
+                open("\(counted)", "w").write(str(got)); written = got
         """.write(toFile: dir.appendingPathComponent("dns.py").path, atomically: true, encoding: .utf8)
         let dns = Process()
         dns.executableURL = URL(fileURLWithPath: "/sbin/ip")
@@ -99,6 +101,7 @@ import Testing
         // SIGKILL: a child of this process starts with SIGTERM blocked (the test runner's threads block it).
         defer { kill(dns.processIdentifier, SIGKILL); dns.waitUntilExit() }
         try await Task.sleep(for: .milliseconds(500))
+        try #require(dns.isRunning, "the listener in the gateway's namespace runs")
         func inVendor(_ script: String) async throws -> String {
             let r = try await Subprocess.run("/sbin/ip", ["netns", "exec", vendor, python, "-c", script])
             guard r.status == 0 else { throw GatewayError(.network, "python in the vendor's namespace: \(r.stderr)") }
@@ -115,7 +118,12 @@ import Testing
             for i in range(\(count)):
                 u.sendto(b"x", ("10.77.0.1", 53)); time.sleep(max(0, start + \(seconds) * (i + 1) / \(count) - time.time()))
             """)
-            try await Task.sleep(for: .milliseconds(500))
+            // Settled: the listener writes its count once nothing has come for 0.1 s.
+            var last = -1
+            for _ in 0..<20 where arrived() != last {
+                last = arrived()
+                try await Task.sleep(for: .milliseconds(300))
+            }
             return arrived() - before
         }
         let connect = """

@@ -211,6 +211,9 @@ public struct GatewayStore: Sendable {
         }
     }
 
+    /// How many of a vendor's newest plans are kept besides its approved one (what the owner sees of its history).
+    public static let keptPlans = 16
+
     /// Records a validated plan. Idempotent for the same bytes. Older pending plans of the vendor are
     /// superseded; `lastVersion` moves forward. Returns the stored record.
     public func recordPlan(vendor: String, version: Int, signedJSON: Data, payloadSHA256: String) async throws -> PlanRecord {
@@ -232,6 +235,13 @@ public struct GatewayStore: Sendable {
             state.lastVersion = version
             state.updatedAt = Date()
             try state.save(db)
+            // A vendor signs as many versions as it likes (a broker can push one a second), each up to the
+            // payload limit: only its approved plan and its newest `keptPlans` stay, so the owner's disk
+            // does not fill with them.
+            try db.execute(sql: """
+                DELETE FROM plans WHERE vendor = ? AND id IS NOT ?
+                AND id NOT IN (SELECT id FROM plans WHERE vendor = ? ORDER BY id DESC LIMIT ?)
+                """, arguments: [vendor, state.approvedPlanID, vendor, Self.keptPlans])
             return rec
         }
         CrashPoint.reached("plan-recorded")
