@@ -23,29 +23,25 @@ import Testing
         let ns = "iotgw-fw-\(UInt32.random(in: 0..<0xffff))"
         #expect(try await Subprocess.run("/sbin/ip", ["netns", "add", ns]).status == 0)
         defer { _ = try? Process.run(URL(fileURLWithPath: "/sbin/ip"), arguments: ["netns", "del", ns]).waitUntilExit() }
-        let nft = FileManager.default.temporaryDirectory.appendingPathComponent("\(ns)-nft").path
-        try "#!/bin/sh\nexec /sbin/ip netns exec \(ns) /usr/sbin/nft \"$@\"\n".write(toFile: nft, atomically: true, encoding: .utf8)
+        let nft = try Self.nft(in: ns, at: FileManager.default.temporaryDirectory.appendingPathComponent("\(ns)-nft").path)
         defer { try? FileManager.default.removeItem(atPath: nft) }
-        #expect(chmod(nft, 0o755) == 0)
-        let twenty = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 20, nft: nft)
-        let fifty = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 50, nft: nft)
-        let none = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 0, connections: 0, nft: nft)
-        let fewer = HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 0, connections: 100, nft: nft)
-        #expect(try await !twenty.isInPlace())
-        try await twenty.apply()
-        #expect(try await twenty.isInPlace())
-        #expect(try await !fifty.isInPlace())
-        #expect(try await !none.isInPlace())
-        try await fifty.ensure()
-        #expect(try await fifty.isInPlace())
-        #expect(try await !twenty.isInPlace())
-        try await none.ensure()
-        #expect(try await none.isInPlace())
-        #expect(try await !fifty.isInPlace())
-        #expect(try await !fewer.isInPlace())
-        try await fewer.ensure()
-        #expect(try await fewer.isInPlace())
-        #expect(try await !none.isInPlace())
+        let tables = [HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 20, nft: nft), HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 50, nft: nft),
+                      HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 0, connections: 0, nft: nft),
+                      HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 0, connections: 100, nft: nft)]
+        #expect(try await !tables[0].isInPlace())
+        for (i, table) in tables.enumerated() {
+            try await table.ensure()
+            for (j, other) in tables.enumerated() {
+                #expect(try await other.isInPlace() == (i == j), "table \(j) in place after ensuring table \(i)")
+            }
+        }
+    }
+
+    /// An `nft` that works inside network namespace `ns` (nftables tables are per namespace).
+    static func nft(in ns: String, at path: String) throws -> String {
+        try "#!/bin/sh\nexec /sbin/ip netns exec \(ns) /usr/sbin/nft \"$@\"\n".write(toFile: path, atomically: true, encoding: .utf8)
+        guard chmod(path, 0o755) == 0 else { throw GatewayError(.network, "chmod \(path) failed") }
+        return path
     }
 
     /// The kernel enforcing the table, in two network namespaces of the test's own: a "gateway" with the
@@ -72,9 +68,7 @@ import Testing
                      "-n \(vendor) addr add 10.77.0.2/24 dev eth0", "-n \(vendor) link set eth0 up"] {
             try await ip(step)
         }
-        let nft = dir.appendingPathComponent("nft").path
-        try "#!/bin/sh\nexec /sbin/ip netns exec \(gw) /usr/sbin/nft \"$@\"\n".write(toFile: nft, atomically: true, encoding: .utf8)
-        #expect(chmod(nft, 0o755) == 0)
+        let nft = try Self.nft(in: gw, at: dir.appendingPathComponent("nft").path)
 
         // The gateway's DNS port: takes TCP connections and holds them, counts UDP datagrams into a file.
         let counted = dir.appendingPathComponent("udp").path
