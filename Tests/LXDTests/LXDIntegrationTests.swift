@@ -194,6 +194,31 @@ import Testing
 }
 
 @Suite(.serialized) struct LXDExecAndFileTests {
+    /// A process the command leaves behind, still holding its output, holds a file inside the instance
+    /// (on its own disk), not on the host. With LXD's `record-output` (the control) it holds a file in
+    /// the host's LXD log directory, outside any quota: one such writer filled it at about 70 MB/s, on
+    /// after the command had returned.
+    @Test func aProcessLeftBehindHoldsNoFileOnTheHost() async throws {
+        try await TestLXD.withInstance("execleft") { lxd, name in
+            try await lxd.push(name, path: "/tmp/writer.sh", string: "echo $$ >/tmp/writer.pid\nwhile :; do echo 0123456789; sleep 0.05; done\n")
+            // The writer's output, seen from inside; then the writer goes.
+            let held = "sleep 0.2; readlink /proc/$(cat /tmp/writer.pid)/fd/1; kill $(cat /tmp/writer.pid)"
+            for onHost in [false, true] {
+                let r = try await lxd.exec(name, ["sh", "-c", "sh /tmp/writer.sh & echo started"], outputOnHost: onHost)
+                #expect(r.exitCode == 0 && r.stdout.contains("started\n"), "\(r.stdout.prefix(100))")
+                let target = try await lxd.exec(name, ["sh", "-c", held]).stdout
+                print("exec output \(onHost ? "recorded by LXD" : "captured inside"): a process left behind holds \(target)", terminator: "")
+                if onHost {
+                    #expect(target.contains("exec_") && target.hasSuffix(".stdout (deleted)\n"), "LXD's recording hands it the host's file: \(target)")
+                } else {
+                    #expect(target.hasPrefix("/tmp/.iotgw-exec-"), "it holds a file in the instance's /tmp: \(target)")
+                }
+            }
+            let logs = (try? FileManager.default.contentsOfDirectory(atPath: "/var/log/lxd/\(name)")) ?? []
+            #expect(!logs.isEmpty && !logs.contains { $0.hasPrefix("exec_") }, "no exec output left on the host: \(logs)")
+        }
+    }
+
     @Test func execRecordsOutputAndExitCode() async throws {
         try await TestLXD.withInstance("exec") { lxd, name in
             let r = try await lxd.exec(name, ["sh", "-c", "echo out; echo err >&2; echo $GREETING; exit 3"], environment: ["GREETING": "hi"])
@@ -201,17 +226,24 @@ import Testing
             #expect(try await lxd.exec(name, ["sh", "-c", "echo x; exit 4"], captureOutput: false) == ExecResult(exitCode: 4, stdout: "", stderr: ""))
             let ok = try await lxd.exec(name, ["id", "-u"], user: 0)
             #expect(ok.succeeded && ok.stdout == "0\n")
-            // The recorded logs were deleted after reading.
+            // Captured inside the instance, and the files deleted after reading.
+            #expect(try await lxd.exec(name, ["sh", "-c", "ls -a /tmp | grep -c iotgw-exec"]).stdout == "2\n", "this command's own two")
+            #expect(try await lxd.exec(name, ["sh", "-c", "ls -a /tmp | grep -c iotgw-exec"]).stdout == "2\n", "the last command's are gone")
+            // LXD's own recording, asked for: the same result, and the logs on the host deleted after reading.
+            #expect(try await lxd.exec(name, ["sh", "-c", "echo out; echo err >&2; exit 3"], outputOnHost: true)
+                    == ExecResult(exitCode: 3, stdout: "out\n", stderr: "err\n"))
             let logs = try await lxd.sync(.GET, "/1.0/instances/\(name)/logs", as: [String].self).0
             #expect(!logs.contains { $0.contains("exec_") })
 
-            await #expect { try await lxd.exec(name, ["no-such-command-xyz"]) } throws: {
-                let e = $0 as? LXDError
-                return e?.code == .commandNotFound && e?.status == 127 && e?.message.contains("Command not found") == true
-            }
             try await lxd.push(name, path: "/tmp/notexec", string: "#!/bin/sh\necho no\n", attributes: FileAttributes(mode: 0o644))
-            await #expect { try await lxd.exec(name, ["/tmp/notexec"]) } throws: {
-                ($0 as? LXDError)?.code == .commandNotExecutable
+            for onHost in [false, true] {
+                await #expect { try await lxd.exec(name, ["no-such-command-xyz"], outputOnHost: onHost) } throws: {
+                    let e = $0 as? LXDError
+                    return e?.code == .commandNotFound && e?.status == 127 && e?.message.contains("Command not found") == true
+                }
+                await #expect { try await lxd.exec(name, ["/tmp/notexec"], outputOnHost: onHost) } throws: {
+                    ($0 as? LXDError)?.code == .commandNotExecutable
+                }
             }
             let killed = try await lxd.exec(name, ["sh", "-c", "kill -9 $$"])
             #expect(killed.exitCode == 137)

@@ -9,7 +9,7 @@ public struct ExecResult: Sendable, Equatable {
     public var succeeded: Bool { exitCode == 0 }
 }
 
-/// `POST /1.0/instances/<name>/exec` body (`definitions.InstanceExecPost`), record-output form.
+/// `POST /1.0/instances/<name>/exec` body (`definitions.InstanceExecPost`), the form without websockets.
 struct InstanceExecPost: Encodable {
     var command: [String]
     var environment: [String: String]
@@ -28,28 +28,44 @@ struct InstanceExecPost: Encodable {
 }
 
 extension LXDClient {
-    /// Runs a command in a running instance and returns its exit code and recorded output.
+    /// Runs a command in a running instance and returns its exit code and output.
     ///
-    /// A non-zero exit is a result, not an error. LXD 5.0 fails the operation itself for exit 127
-    /// ("Command not found") and 126 ("Command not executable"): those throw `.commandNotFound` and
-    /// `.commandNotExecutable`. Output paths come from the operation metadata (they moved in LXD 5.15)
-    /// and the logs are deleted after reading.
+    /// A non-zero exit is a result, not an error, except 127 and 126, which LXD 5.0 reports as
+    /// "Command not found" and "Command not executable": those throw `.commandNotFound` and
+    /// `.commandNotExecutable`.
     ///
-    /// With `captureOutput: false` LXD discards the output and only the exit code comes back
-    /// (2 requests instead of 6).
+    /// The output is written to two files inside the instance and read back (at most
+    /// `maxOutputBytes` each), then deleted; the instance needs `/bin/sh` and a writable `/tmp`. It is
+    /// never written where LXD's `record-output` puts it: that hands the command an open file in LXD's
+    /// log directory on the host's disk, outside any quota of the instance, which a process the command
+    /// leaves behind (or any root process in the instance, through `/proc/PID/fd/1`) can go on
+    /// writing to without end. `outputOnHost: true` asks for that form all the same, for instances the
+    /// caller trusts (the logs are deleted after reading; paths come from the operation metadata, as
+    /// they moved in LXD 5.15).
+    ///
+    /// With `captureOutput: false` the command's output goes to `/dev/null` and only the exit code comes
+    /// back (2 requests instead of 6).
     public func exec(_ instance: String, _ command: [String], environment: [String: String] = [:],
                      user: UInt32? = nil, group: UInt32? = nil, cwd: String? = nil,
                      timeout: Duration? = nil, maxOutputBytes: Int = 16 * 1024 * 1024,
-                     captureOutput: Bool = true) async throws -> ExecResult {
+                     captureOutput: Bool = true, outputOnHost: Bool = false) async throws -> ExecResult {
         try LXDName.validateInstance(instance)
         guard !command.isEmpty else { throw LXDError(code: .invalidArgument, message: "exec needs a command") }
-        var body = InstanceExecPost(command: command, environment: environment, user: user, group: group, cwd: cwd)
-        body.recordOutput = captureOutput
+        let inside = captureOutput && !outputOnHost
+        let files = inside ? Self.execOutputFiles() : nil
+        var body = InstanceExecPost(command: files.map { Self.capturing(command, stdout: $0.stdout, stderr: $0.stderr) } ?? command,
+                                    environment: environment, user: user, group: group, cwd: cwd)
+        body.recordOutput = captureOutput && outputOnHost
         let op = try await asyncOperation(.POST, Self.instancePath(instance) + "/exec", headers: Self.jsonHeaders,
                                           body: try Self.jsonBody(body), timeout: timeout)
-        let out = captureOutput ? op.metadata?["output"] : nil
-        let stdout = try await fetchExecLog(out?["1"]?.stringValue, limit: maxOutputBytes)
-        let stderr = try await fetchExecLog(out?["2"]?.stringValue, limit: maxOutputBytes)
+        var stdout = "", stderr = ""
+        if let files {
+            (stdout, stderr) = try await readExecOutput(instance, files, limit: maxOutputBytes)
+        } else if body.recordOutput {
+            let out = op.metadata?["output"]
+            stdout = try await fetchExecLog(out?["1"]?.stringValue, limit: maxOutputBytes)
+            stderr = try await fetchExecLog(out?["2"]?.stringValue, limit: maxOutputBytes)
+        }
         do {
             _ = try Self.finished(op)
         } catch let e as LXDError where e.code == .operationFailed {
@@ -58,7 +74,43 @@ extension LXDClient {
         guard let code = op.metadata?["return"]?.intValue else {
             throw LXDError(code: .invalidResponse, message: "exec operation has no return code")
         }
+        // The shell that captures the output reports what LXD would have: a command it cannot start.
+        if inside, code == 127 || code == 126 {
+            throw Self.execFailure(LXDError(code: .operationFailed, message: code == 127 ? "Command not found" : "Command not executable"),
+                                   command: command)
+        }
         return ExecResult(exitCode: code, stdout: stdout, stderr: stderr)
+    }
+
+    /// Two fresh names in the instance's `/tmp` (on its own disk, within its quota).
+    static func execOutputFiles() -> (stdout: String, stderr: String) {
+        let token = (0..<16).map { _ in let b = UInt8.random(in: 0...255); return (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
+        return ("/tmp/.iotgw-exec-\(token).out", "/tmp/.iotgw-exec-\(token).err")
+    }
+
+    /// `command` run by a shell that sends its output to the two files (readable by their owner only)
+    /// and then becomes the command, so that its exit code and signals are the command's own.
+    static func capturing(_ command: [String], stdout: String, stderr: String) -> [String] {
+        ["/bin/sh", "-c", #"o=$1 e=$2; shift 2; umask 077; exec "$@" >"$o" 2>"$e""#, "sh", stdout, stderr] + command
+    }
+
+    /// Reads the captured output back and deletes the files, whatever the reading did.
+    func readExecOutput(_ instance: String, _ files: (stdout: String, stderr: String), limit: Int) async throws -> (String, String) {
+        func read(_ path: String) async throws -> String {
+            do {
+                return String(buffer: try await pull(instance, path: path, maxBytes: limit).content)
+            } catch let e as LXDError where e.code == .notFound {
+                return ""  // the shell never got to make it (no /tmp, or it could not start)
+            }
+        }
+        let result: Result<(String, String), any Error>
+        do { result = .success((try await read(files.stdout), try await read(files.stderr))) } catch { result = .failure(error) }
+        for path in [files.stdout, files.stderr] {
+            do { try await deleteFile(instance, path: path) } catch {
+                logger.debug("exec output not deleted", metadata: ["lxd.path": "\(path)", "lxd.error": "\(error)"])
+            }
+        }
+        return try result.get()
     }
 
     /// Maps LXD 5.0's failed exec operations to their codes; LXD's text is kept.
