@@ -98,6 +98,28 @@ final class FakeFleetLink: FleetLink, Sendable {
         }
     }
 
+    /// A broker pushing plan after plan (each signed, each newer): the gateway checks at most one a
+    /// second, the newest waiting in between, and the newest lands. (The store holds the approved v1 and
+    /// what was checked: about one plan a second and the first.)
+    @Test func aBrokerPushingPlanAfterPlanGetsOneCheckedASecondAndTheNewestLands() async throws {
+        try await Self.withChannel { rig, link, _ in
+            link.input.yield(.connected)
+            try await rig.plug("acme", serial: "ACME-1")
+            try await rig.provisioned("acme", "ACME-1")
+            let start = ContinuousClock.now
+            for v in 2...41 {
+                let p = Rig.plan(vendor: "acme", version: v, serials: ["ACME-1"])
+                link.input.yield(.message(topic: FleetTopics.plan(Rig.gateway.id),
+                                          payload: try WireJSON.encoder().encode(try PlanSigner(privateKey: rig.keys["acme"]!).sign(p))))
+            }
+            try await until("the newest pushed plan recorded") { try await rig.store.heldPlan("acme").version == 41 }
+            let seconds = start.duration(to: .now).components.seconds
+            let checked = try await rig.store.plans().filter { $0.vendor == "acme" }.map(\.version)
+            #expect(checked.count <= Int(seconds) + 3, "\(checked.count) of 40 pushes checked in \(seconds) s: \(checked)")
+            #expect(checked.last == 41)
+        }
+    }
+
     @Test func statusIsSignedCoversOnlyTheVendorsOwnSliceAndFollowsChanges() async throws {
         try await Self.withChannel { rig, link, _ in
             link.input.yield(.connected)

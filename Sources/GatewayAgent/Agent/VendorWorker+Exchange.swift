@@ -114,10 +114,13 @@ extension VendorWorker {
         kickExchange()
     }
 
-    /// Takes the newest pushed plan, if any. Ignored until the vendor has an approved plan here (a first
-    /// plan comes only as the answer to a device announcement).
+    /// Takes the newest pushed plan, if any, at most one per ``VendorWorker/pushInterval``. Ignored until
+    /// the vendor has an approved plan here (a first plan comes only as the answer to a device announcement).
     func takePushedPlan() async throws {
         guard let body = pushedPlan else { return }
+        let t = ContinuousClock.now
+        if let last = pushTakenAt, last.duration(to: t) < Self.pushInterval { return }
+        pushTakenAt = t
         pushedPlan = nil
         guard try await store.vendorState(vendor.id)?.approvedPlanID != nil else { return }
         try await consider(body, held: try await store.heldPlan(vendor.id), via: "push")

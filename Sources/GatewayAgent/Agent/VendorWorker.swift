@@ -123,6 +123,12 @@ public actor VendorWorker {
     var fleetConnected = false
     /// The newest plan the vendor's broker pushed, waiting for the exchange lane.
     var pushedPlan: Data?
+    /// When the exchange lane last took a pushed plan (see ``pushInterval``).
+    var pushTakenAt: ContinuousClock.Instant?
+    /// At most one pushed plan is checked in this time: the broker is the vendor's, and each check (a
+    /// signature, up to 256 KiB of JSON, a warning when refused, a write when new) is the owner's
+    /// processor, log and disk. Pushes in between replace the one waiting; the next tick takes it.
+    static let pushInterval: Duration = .seconds(1)
     /// The approved plan last decoded, by its plan id (see ``approvedPlan(of:)``).
     var approved: (id: Int64, plan: ProvisioningPlan)?
     /// The vendor asked (`redeliver` command) for the current plan's apps to be delivered again.

@@ -37,8 +37,8 @@ public actor FleetChannel {
     /// The owner's budget for this vendor's commands: the broker is the vendor's, and a flood of commands,
     /// signed or not, must not take the gateway's processor, its log or its uplink from the owner and the
     /// other vendors. Over it, a command is dropped unread; one line a minute says how many were.
-    /// (Pushed plans need none: only the newest is kept, the exchange lane reads it when it can, and the
-    /// store keeps of a vendor's plans only the approved one and the newest `GatewayStore.keptPlans`.)
+    /// (Pushed plans have their own: only the newest waits, the exchange lane checks at most one a second,
+    /// and the store keeps of a vendor's plans only the approved one and the newest `GatewayStore.keptPlans`.)
     var commandBudget: TokenBucket
     var overBudget = 0
     var overBudgetToldAt: Date?
