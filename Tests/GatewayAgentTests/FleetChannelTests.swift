@@ -117,6 +117,7 @@ final class FakeFleetLink: FleetLink, Sendable {
             let checked = try await rig.store.plans().filter { $0.vendor == "acme" }.map(\.version)
             #expect(checked.count <= Int(seconds) + 3, "\(checked.count) of 40 pushes checked in \(seconds) s: \(checked)")
             #expect(checked.last == 41)
+            print("pushes: 40 plans pushed at once, \(checked.count - 1) checked in \(start.duration(to: .now)): versions \(checked)")
         }
     }
 
