@@ -226,6 +226,10 @@ import Testing
             #expect(try await lxd.exec(name, ["sh", "-c", "echo x; exit 4"], captureOutput: false) == ExecResult(exitCode: 4, stdout: "", stderr: ""))
             let ok = try await lxd.exec(name, ["id", "-u"], user: 0)
             #expect(ok.succeeded && ok.stdout == "0\n")
+            // The command runs as LXD would run it: same umask, same exit code; the files are its owner's only.
+            let umask = try await lxd.exec(name, ["sh", "-c", "umask"], outputOnHost: true).stdout
+            #expect(try await lxd.exec(name, ["sh", "-c", "umask"]).stdout == umask && umask == "0022\n", "umask \(umask)")
+            #expect(try await lxd.exec(name, ["sh", "-c", "stat -c %a /tmp/.iotgw-exec-*.out"]).stdout == "600\n")
             // Captured inside the instance, and the files deleted after reading.
             #expect(try await lxd.exec(name, ["sh", "-c", "ls -a /tmp | grep -c iotgw-exec"]).stdout == "2\n", "this command's own two")
             #expect(try await lxd.exec(name, ["sh", "-c", "ls -a /tmp | grep -c iotgw-exec"]).stdout == "2\n", "the last command's are gone")

@@ -88,10 +88,11 @@ extension LXDClient {
         return ("/tmp/.iotgw-exec-\(token).out", "/tmp/.iotgw-exec-\(token).err")
     }
 
-    /// `command` run by a shell that sends its output to the two files (readable by their owner only)
-    /// and then becomes the command, so that its exit code and signals are the command's own.
+    /// `command` run by a shell that sends its output to the two files (made readable by their owner
+    /// only, in a subshell, so that the command keeps the umask it would have had) and then becomes the
+    /// command, so that its exit code and signals are the command's own.
     static func capturing(_ command: [String], stdout: String, stderr: String) -> [String] {
-        ["/bin/sh", "-c", #"o=$1 e=$2; shift 2; umask 077; exec "$@" >"$o" 2>"$e""#, "sh", stdout, stderr] + command
+        ["/bin/sh", "-c", #"o=$1 e=$2; shift 2; (umask 077; : >"$o"; : >"$e"); exec "$@" >"$o" 2>"$e""#, "sh", stdout, stderr] + command
     }
 
     /// Reads the captured output back and deletes the files, whatever the reading did.
