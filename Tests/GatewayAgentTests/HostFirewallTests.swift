@@ -44,13 +44,14 @@ import Testing
         return path
     }
 
-    /// The kernel enforcing the table, in two network namespaces of the test's own: a "gateway" with the
-    /// bridge, its address and a DNS-port listener, and a "vendor" on the bridge. A vendor flooding the
-    /// gateway's DNS port gets through only the burst and the rate; a vendor opening connections without
-    /// end gets only its limit, and the next one once it has closed some.
+    /// The kernel enforcing the table, in network namespaces of the test's own: a "gateway" with the
+    /// bridge, its address and a DNS-port listener, and two vendors on the bridge. A vendor flooding the
+    /// gateway's DNS port gets through only the burst and the rate, and the other vendor's datagrams,
+    /// sent at the same time, all arrive; a vendor opening connections without end gets only its limit,
+    /// and the other vendor still gets its own.
     @Test func aVendorCanNeitherFloodTheGatewayNorFillItsConnectionTable() async throws {
         let id = UInt32.random(in: 0..<0xffff)
-        let gw = "iotgw-fwg-\(id)", vendor = "iotgw-fwv-\(id)", python = "/usr/bin/python3"
+        let gw = "iotgw-fwg-\(id)", vendors = ["iotgw-fwa-\(id)", "iotgw-fwb-\(id)"], python = "/usr/bin/python3"
         #expect(FileManager.default.isExecutableFile(atPath: python), "python3 (Debian's, which ansible-core brings) drives the traffic")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("iotgw-fw-\(id)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -60,31 +61,36 @@ import Testing
             guard r.status == 0 else { throw GatewayError(.network, "ip \(args): \(r.stderr)") }
         }
         defer {
-            for ns in [gw, vendor] { _ = try? Process.run(URL(fileURLWithPath: "/sbin/ip"), arguments: ["netns", "del", ns]).waitUntilExit() }
+            for ns in [gw] + vendors { _ = try? Process.run(URL(fileURLWithPath: "/sbin/ip"), arguments: ["netns", "del", ns]).waitUntilExit() }
         }
-        for step in ["netns add \(gw)", "netns add \(vendor)", "-n \(gw) link add iotgwbr0 type bridge",
-                     "-n \(gw) link add vb type veth peer name eth0 netns \(vendor)", "-n \(gw) link set vb master iotgwbr0",
-                     "-n \(gw) addr add 10.77.0.1/24 dev iotgwbr0", "-n \(gw) link set iotgwbr0 up", "-n \(gw) link set vb up",
-                     "-n \(vendor) addr add 10.77.0.2/24 dev eth0", "-n \(vendor) link set eth0 up"] {
+        for step in ["netns add \(gw)", "-n \(gw) link add iotgwbr0 type bridge", "-n \(gw) addr add 10.77.0.1/24 dev iotgwbr0",
+                     "-n \(gw) link set iotgwbr0 up"] {
             try await ip(step)
+        }
+        for (i, ns) in vendors.enumerated() {
+            for step in ["netns add \(ns)", "-n \(gw) link add vb\(i) type veth peer name eth0 netns \(ns)", "-n \(gw) link set vb\(i) master iotgwbr0",
+                         "-n \(gw) link set vb\(i) up", "-n \(ns) addr add 10.77.0.\(i + 2)/24 dev eth0", "-n \(ns) link set eth0 up"] {
+                try await ip(step)
+            }
         }
         let nft = try Self.nft(in: gw, at: dir.appendingPathComponent("nft").path)
 
-        // The gateway's DNS port: takes TCP connections and holds them, counts UDP datagrams into a file.
+        // The gateway's DNS port: takes TCP connections and holds them; counts UDP datagrams by sender into
+        // a file, once nothing has come for 0.1 s.
         let counted = dir.appendingPathComponent("udp").path
         try """
         import socket, select
         t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("10.77.0.1", 53)); t.listen(1024)
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
         u.bind(("10.77.0.1", 53))
-        held, got, written = [], 0, -1
+        held, got, written = [], {}, None
         while True:
             ready = select.select([t, u], [], [], 0.1)[0]
             for s in ready:
                 if s is t: held.append(t.accept()[0])
-                else: u.recv(64); got += 1
+                else: sender = u.recvfrom(64)[1][0]; got[sender] = got.get(sender, 0) + 1
             if not ready and got != written:
-                open("\(counted)", "w").write(str(got)); written = got
+                open("\(counted)", "w").write("".join(f"{a} {n}\\n" for a, n in got.items())); written = dict(got)
         """.write(toFile: dir.appendingPathComponent("dns.py").path, atomically: true, encoding: .utf8)
         let dns = Process()
         dns.executableURL = URL(fileURLWithPath: "/sbin/ip")
@@ -96,29 +102,38 @@ import Testing
         defer { kill(dns.processIdentifier, SIGKILL); dns.waitUntilExit() }
         try await Task.sleep(for: .milliseconds(500))
         try #require(dns.isRunning, "the listener in the gateway's namespace runs")
-        func inVendor(_ script: String) async throws -> String {
-            let r = try await Subprocess.run("/sbin/ip", ["netns", "exec", vendor, python, "-c", script])
-            guard r.status == 0 else { throw GatewayError(.network, "python in the vendor's namespace: \(r.stderr)") }
+        @Sendable func inVendor(_ v: Int, _ script: String) async throws -> String {
+            let r = try await Subprocess.run("/sbin/ip", ["netns", "exec", vendors[v], python, "-c", script])
+            guard r.status == 0 else { throw GatewayError(.network, "python in vendor \(v)'s namespace: \(r.stderr)") }
             return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-
-        /// Sends `count` datagrams to the DNS port over `seconds`, from one socket; returns how many arrived.
-        func flood(_ count: Int, seconds: Double) async throws -> Int {
-            func arrived() -> Int { Int((try? String(contentsOfFile: counted, encoding: .utf8)) ?? "") ?? 0 }
+        /// Datagrams counted so far, by vendor.
+        func arrived() -> [Int] {
+            let lines = ((try? String(contentsOfFile: counted, encoding: .utf8)) ?? "").split(separator: "\n").map { $0.split(separator: " ") }
+            return vendors.indices.map { v in lines.first { $0.first == "10.77.0.\(v + 2)" }.flatMap { Int($0[1]) } ?? 0 }
+        }
+        /// Each vendor sends its `count` datagrams over `seconds` at the same time; returns how many of each arrived.
+        func flood(_ counts: [Int], seconds: [Double]) async throws -> [Int] {
             let before = arrived()
-            _ = try await inVendor("""
-            import socket, time
-            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); start = time.time()
-            for i in range(\(count)):
-                u.sendto(b"x", ("10.77.0.1", 53)); time.sleep(max(0, start + \(seconds) * (i + 1) / \(count) - time.time()))
-            """)
-            // Settled: the listener writes its count once nothing has come for 0.1 s.
-            var last = -1
+            try await withThrowingTaskGroup(of: String.self) { group in
+                for v in vendors.indices where counts[v] > 0 {
+                    group.addTask {
+                        try await inVendor(v, """
+                        import socket, time
+                        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); start = time.time()
+                        for i in range(\(counts[v])):
+                            u.sendto(b"x", ("10.77.0.1", 53)); time.sleep(max(0, start + \(seconds[v]) * (i + 1) / \(counts[v]) - time.time()))
+                        """)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            var last: [Int] = []
             for _ in 0..<20 where arrived() != last {
                 last = arrived()
                 try await Task.sleep(for: .milliseconds(300))
             }
-            return arrived() - before
+            return zip(arrived(), before).map { $0 - $1 }
         }
         let connect = """
         import socket, select, time, sys
@@ -131,24 +146,31 @@ import Testing
                 pending.discard(s); made += s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
         print(made)
         """
-        func open(_ count: Int) async throws -> Int { Int(try await inVendor(connect.replacingOccurrences(of: "int(sys.argv[1])", with: "\(count)"))) ?? -1 }
+        func open(_ v: Int, _ count: Int) async throws -> Int {
+            Int(try await inVendor(v, connect.replacingOccurrences(of: "int(sys.argv[1])", with: "\(count)"))) ?? -1
+        }
 
-        // Controls, before the table: everything gets through.
-        let freeDatagrams = try await flood(1000, seconds: 0.5)
-        let freeConnections = try await open(150)
-        #expect(freeDatagrams >= 990 && freeConnections == 150, "without the table \(freeDatagrams) of 1000 datagrams, \(freeConnections) of 150 connections")
+        // Control, before the table: everything gets through.
+        let free = try await flood([1000, 0], seconds: [0.5, 0])[0]
+        let freeConnections = try await open(0, 150)
+        #expect(free >= 990 && freeConnections == 150, "without the table \(free) of 1000 datagrams, \(freeConnections) of 150 connections")
 
         try await HostFirewall(bridge: "iotgwbr0", bandwidthMbit: 20, connections: 100, nft: nft).apply()
-        // 4,000 datagrams in 2 s: the burst (400) and 200 a second get through, about 800.
-        let datagrams = try await flood(4000, seconds: 2)
-        #expect((700...900).contains(datagrams), "\(datagrams) of 4000 datagrams reached the gateway's DNS port")
-        // 150 connections at once, held: 100 are made (the datagrams' flow is one of them, so 99 or 100).
-        let made = try await open(150)
-        #expect((99...100).contains(made), "\(made) of 150 connections made with a limit of 100")
-        print("host firewall: without the table \(freeDatagrams) of 1000 datagrams in 0.5 s and \(freeConnections) of 150 connections; "
-              + "with it \(datagrams) of 4000 datagrams in 2 s and \(made) of 150 connections (limit 100)")
+        // Vendor a: 4,000 datagrams in 2 s, of which the burst (400) and 200 a second get through, about 800.
+        // Vendor b, meanwhile: 150 in 1 s, all within its own bucket.
+        let got = try await flood([4000, 150], seconds: [2, 1])
+        #expect((700...900).contains(got[0]), "\(got[0]) of vendor a's 4000 datagrams reached the gateway's DNS port")
+        #expect(got[1] == 150, "\(got[1]) of vendor b's 150 datagrams arrived")
+        // Vendor a: 150 connections at once, held: 100 are made (its datagrams' flow is one, so 99 or 100).
+        // Vendor b: 50, all made.
+        let made = [try await open(0, 150), try await open(1, 50)]
+        #expect((99...100).contains(made[0]), "\(made[0]) of vendor a's 150 connections made with a limit of 100")
+        #expect(made[1] == 50, "\(made[1]) of vendor b's 50 connections made")
+        print("host firewall: without the table \(free) of 1000 datagrams in 0.5 s and \(freeConnections) of 150 connections; with it "
+              + "vendor a \(got[0]) of 4000 datagrams in 2 s while vendor b \(got[1]) of 150, and \(made[0]) of 150 connections (limit 100) "
+              + "while vendor b \(made[1]) of 50")
         let r = try await Subprocess.run(nft, ["list", "chain", "inet", HostFirewall.table, "prerouting"])
-        let rule = r.stdout.split(separator: "\n").first { $0.contains("ip saddr ct count over 100") } ?? ""
+        let rule = r.stdout.split(separator: "\n").first { $0.contains("ether saddr ct count over 100") } ?? ""
         #expect(rule.contains("holds at most 100 connections") && !rule.contains("counter packets 0 "), "the limit's counter counted: \(r.stdout)")
     }
 

@@ -17,7 +17,7 @@ import Synchronization
 /// Packets over the rate are dropped, which TCP answers by slowing down. LXD's own NIC limits would
 /// need the kernel's tc police action for a container's upload, which not every gateway kernel has.
 ///
-/// Two more things all tenants share are held per container address: the kernel's connection-tracking
+/// Two more things all tenants share are held per container (by its MAC): the kernel's connection-tracking
 /// table (one vendor opening flows without end would fill it, and then nobody's new connection, the
 /// owner's included, gets through), at most `connections` at once; and the gateway's own services a
 /// container may reach (DHCP, DNS, ICMP), at most `hostPacketsPerSecond` packets a second, so that one
@@ -63,14 +63,14 @@ public final class HostFirewall: NetworkGuard {
         table inet \(Self.table)
         delete table inet \(Self.table)
         table inet \(Self.table) {
-        \(perAddressSets)\(connectionChain)\tchain forward {
+        \(perContainerSets)\(connectionChain)\tchain forward {
         \t\ttype filter hook forward priority filter; policy accept;
         \t\tiifname "\(bridge)" oifname "\(bridge)" counter drop comment "iotgw: no vendor reaches another through the host"
         \(bandwidthRules)\t}
         \tchain input {
         \t\ttype filter hook input priority filter; policy accept;
         \t\tiifname != "\(bridge)" accept
-        \(hostRateRules)\t\tct state established,related accept
+        \(hostRateRule)\t\tct state established,related accept
         \t\tudp dport 67 accept comment "iotgw: DHCP"
         \t\tmeta l4proto { tcp, udp } th dport 53 accept comment "iotgw: DNS"
         \t\tmeta l4proto icmp accept
@@ -89,15 +89,18 @@ public final class HostFirewall: NetworkGuard {
 
     static let families = [(set: "ip4", type: "ipv4_addr", match: "ip"), (set: "ip6", type: "ipv6_addr", match: "ip6")]
 
-    /// Dynamic sets keyed by container address, so that each address met gets a bucket or a connection
-    /// count of its own: one per direction through the uplink, one for the host's services, and one for
-    /// connections (with no timeout: an address leaves it with its last connection).
-    var perAddressSets: String {
-        let buckets = (bandwidthMbit > 0 ? ["up", "down"] : []) + ["host"]
-        return Self.families.flatMap { f in
-            buckets.map { "\tset \($0)-\(f.set) { type \(f.type); size 4096; flags dynamic, timeout; timeout 10m; }\n" }
-                + (connections > 0 ? ["\tset conns-\(f.set) { type \(f.type); size 4096; flags dynamic; }\n"] : [])
-        }.joined()
+    /// Dynamic sets, so that each container met gets a bucket or a connection count of its own. The
+    /// uplink's are keyed by address (a download is known by its destination address only); the host's
+    /// and the connections' by the container's MAC, which LXD's MAC filtering pins to one NIC: a DHCP
+    /// request comes from 0.0.0.0, which every container shares. The connections' set has no timeout: a
+    /// container leaves it with its last connection.
+    var perContainerSets: String {
+        let uplink = bandwidthMbit > 0
+            ? Self.families.flatMap { f in
+                ["up", "down"].map { "\tset \($0)-\(f.set) { type \(f.type); size 4096; flags dynamic, timeout; timeout 10m; }\n" }
+            } : []
+        return (uplink + ["\tset host { type ether_addr; size 4096; flags dynamic, timeout; timeout 10m; }\n"]
+                + (connections > 0 ? ["\tset conns { type ether_addr; size 4096; flags dynamic; }\n"] : [])).joined()
     }
 
     /// Counted where every new flow from a container passes, whether it goes out or to the host: after
@@ -105,19 +108,16 @@ public final class HostFirewall: NetworkGuard {
     var connectionChain: String {
         guard connections > 0 else { return "" }
         return "\tchain prerouting {\n\t\ttype filter hook prerouting priority filter; policy accept;\n"
-            + Self.families.map { f in
-                "\t\tiifname \"\(bridge)\" ct state new add @conns-\(f.set) { \(f.match) saddr ct count over \(connections) } counter drop comment \"\(connectionComment)\"\n"
-            }.joined() + "\t}\n"
+            + "\t\tiifname \"\(bridge)\" ct state new add @conns { ether saddr ct count over \(connections) } counter drop comment \"\(connectionComment)\"\n"
+            + "\t}\n"
     }
 
     /// Names the limit, as `capComment` names the rate.
     var connectionComment: String { "iotgw: each vendor holds at most \(connections) connections" }
 
-    var hostRateRules: String {
+    var hostRateRule: String {
         let limit = "limit rate over \(Self.hostPacketsPerSecond)/second burst \(2 * Self.hostPacketsPerSecond) packets"
-        return Self.families.map { f in
-            "\t\tct direction original update @host-\(f.set) { \(f.match) saddr \(limit) } counter drop comment \"iotgw: each vendor's packets to the gateway are rate-limited\"\n"
-        }.joined()
+        return "\t\tct direction original update @host { ether saddr \(limit) } counter drop comment \"iotgw: each vendor's packets to the gateway are rate-limited\"\n"
     }
 
     /// Names the rate, so that a table made for another rate is not taken as in place (nft prints a
