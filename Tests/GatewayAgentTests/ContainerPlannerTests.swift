@@ -40,6 +40,7 @@ import Testing
         // The NIC is the instance's own, filtered and port-isolated: a profile cannot weaken it.
         #expect(post.devices["eth0"]?["security.mac_filtering"] == "true")
         #expect(post.devices["eth0"]?["security.ipv4_filtering"] == "true")
+        #expect(post.devices["eth0"]?["security.ipv6_filtering"] == "true")
         #expect(post.devices["eth0"]?["security.port_isolation"] == "true")
         #expect(post.profiles == ["default", "iotgw-vendor"])
     }

@@ -213,10 +213,11 @@ public enum ContainerPlanner {
     }
 
     /// The NIC every vendor container with network gets: on the owner's NAT bridge, unable to use
-    /// another MAC or IP than LXD gave it, and isolated from every other vendor's port on the bridge.
+    /// another MAC or IP than LXD gave it (IPv6 too, should the owner give the bridge IPv6), and isolated
+    /// from every other vendor's port on the bridge.
     public static func nic(network: String) -> Device {
-        Device(["type": "nic", "network": network, "name": "eth0",
-                "security.mac_filtering": "true", "security.ipv4_filtering": "true", "security.port_isolation": "true"])
+        Device(["type": "nic", "network": network, "name": "eth0", "security.mac_filtering": "true", "security.ipv4_filtering": "true",
+                "security.ipv6_filtering": "true", "security.port_isolation": "true"])
     }
 
     /// Root disk and NIC, set on the instance itself (so a profile cannot weaken them). The root disk
