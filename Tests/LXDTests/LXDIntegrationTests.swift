@@ -211,7 +211,7 @@ import Testing
                 if onHost {
                     #expect(target.contains("exec_") && target.hasSuffix(".stdout (deleted)\n"), "LXD's recording hands it the host's file: \(target)")
                 } else {
-                    #expect(target.hasPrefix("/tmp/.iotgw-exec-"), "it holds a file in the instance's /tmp: \(target)")
+                    #expect(target.hasPrefix("/var/tmp/.iotgw-exec-"), "it holds a file in the instance's /var/tmp: \(target)")
                 }
             }
             let logs = (try? FileManager.default.contentsOfDirectory(atPath: "/var/log/lxd/\(name)")) ?? []
@@ -229,10 +229,10 @@ import Testing
             // The command runs as LXD would run it: same umask, same exit code; the files are its owner's only.
             let umask = try await lxd.exec(name, ["sh", "-c", "umask"], outputOnHost: true).stdout
             #expect(try await lxd.exec(name, ["sh", "-c", "umask"]).stdout == umask && umask == "0022\n", "umask \(umask)")
-            #expect(try await lxd.exec(name, ["sh", "-c", "stat -c %a /tmp/.iotgw-exec-*.out"]).stdout == "600\n")
+            #expect(try await lxd.exec(name, ["sh", "-c", "stat -c %a /var/tmp/.iotgw-exec-*.out"]).stdout == "600\n")
             // Captured inside the instance, and the files deleted after reading.
-            #expect(try await lxd.exec(name, ["sh", "-c", "ls -a /tmp | grep -c iotgw-exec"]).stdout == "2\n", "this command's own two")
-            #expect(try await lxd.exec(name, ["sh", "-c", "ls -a /tmp | grep -c iotgw-exec"]).stdout == "2\n", "the last command's are gone")
+            #expect(try await lxd.exec(name, ["sh", "-c", "ls -a /var/tmp | grep -c iotgw-exec"]).stdout == "2\n", "this command's own two")
+            #expect(try await lxd.exec(name, ["sh", "-c", "ls -a /var/tmp | grep -c iotgw-exec"]).stdout == "2\n", "the last command's are gone")
             // LXD's own recording, asked for: the same result, and the logs on the host deleted after reading.
             #expect(try await lxd.exec(name, ["sh", "-c", "echo out; echo err >&2; exit 3"], outputOnHost: true)
                     == ExecResult(exitCode: 3, stdout: "out\n", stderr: "err\n"))

@@ -35,7 +35,7 @@ extension LXDClient {
     /// `.commandNotExecutable`.
     ///
     /// The output is written to two files inside the instance and read back (at most
-    /// `maxOutputBytes` each), then deleted; the instance needs `/bin/sh` and a writable `/tmp`. It is
+    /// `maxOutputBytes` each), then deleted; the instance needs `/bin/sh` and a writable `/var/tmp`. It is
     /// never written where LXD's `record-output` puts it: that hands the command an open file in LXD's
     /// log directory on the host's disk, outside any quota of the instance, which a process the command
     /// leaves behind (or any root process in the instance, through `/proc/PID/fd/1`) can go on
@@ -82,10 +82,12 @@ extension LXDClient {
         return ExecResult(exitCode: code, stdout: stdout, stderr: stderr)
     }
 
-    /// Two fresh names in the instance's `/tmp` (on its own disk, within its quota).
+    /// Two fresh names in the instance's `/var/tmp` (on its own disk, within its quota). Not `/tmp`:
+    /// Debian's systemd empties it early in every boot (`D /tmp` in `tmpfiles.d/tmp.conf`), so a command
+    /// run just after a restart lost its output when the wipe came after the shell had made its files.
     static func execOutputFiles() -> (stdout: String, stderr: String) {
         let token = (0..<16).map { _ in let b = UInt8.random(in: 0...255); return (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
-        return ("/tmp/.iotgw-exec-\(token).out", "/tmp/.iotgw-exec-\(token).err")
+        return ("/var/tmp/.iotgw-exec-\(token).out", "/var/tmp/.iotgw-exec-\(token).err")
     }
 
     /// `command` run by a shell that sends its output to the two files (made readable by their owner
@@ -101,7 +103,7 @@ extension LXDClient {
             do {
                 return String(buffer: try await pull(instance, path: path, maxBytes: limit).content)
             } catch let e as LXDError where e.code == .notFound {
-                return ""  // the shell never got to make it (no /tmp, or it could not start)
+                return ""  // the shell never got to make it (no /var/tmp, or it could not start)
             }
         }
         let result: Result<(String, String), any Error>
