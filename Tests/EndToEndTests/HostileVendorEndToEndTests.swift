@@ -453,12 +453,6 @@ extension EndToEndTests {
         }
         let mib16 = 16 << 20
         let send = "dd if=/dev/zero bs=65536 count=256"
-        func timed(_ body: () async throws -> Void) async rethrows -> Double {
-            let start = ContinuousClock.now
-            try await body()
-            let d = start.duration(to: .now).components
-            return Double(d.seconds) + Double(d.attoseconds) / 1e18
-        }
         /// Until the namespace has counted all 16 MiB into `file` (the sender is done long before: its
         /// last megabytes wait in socket buffers).
         func counted(_ file: String) async throws {
@@ -508,20 +502,14 @@ extension EndToEndTests {
         #expect(root["limits.max"] == "50MB", "the root disk carries the owner's rate: \(root)")
         let pool = "/var/lib/lxd/storage-pools/default/iotgw-e2e-io-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: pool) }
-        func seconds(_ body: () async throws -> Void) async rethrows -> Double {
-            let start = ContinuousClock.now
-            try await body()
-            let d = start.duration(to: .now).components
-            return Double(d.seconds) + Double(d.attoseconds) / 1e18
-        }
         let write = { (f: String) in "dd if=/dev/zero of=\(f) bs=1M count=64 oflag=direct" }, read = { (f: String) in "dd if=\(f) of=/dev/null bs=1M iflag=direct" }
-        let host = try await seconds {
+        let host = try await timed {
             for c in [write, read] {
                 let r = try run("/bin/sh", ["-c", c(pool)])
                 #expect(r.status == 0, "\(c(pool)): \(r.stderr)")
             }
         }
-        let capped = try await seconds {
+        let capped = try await timed {
             for c in [write, read] {
                 let r = try await lxd.exec(container, ["sh", "-c", c("/iotgw-io") + " 2>&1"])
                 #expect(r.exitCode == 0, "\(c("/iotgw-io")) in the container: \(r.stdout)")
@@ -533,6 +521,14 @@ extension EndToEndTests {
         #expect(host < capped / 2, "the pool itself is fast: \(host) s")
         print("disk: 64 MiB written and read back with O_DIRECT, host \(String(format: "%.2f", host)) s, vendor's container "
               + "\(String(format: "%.2f", capped)) s (\(String(format: "%.0f", Double(128 << 20) / capped / 1e6)) MB/s; cap 50 MB/s each way)")
+    }
+
+    /// Seconds `body` took.
+    static func timed(_ body: () async throws -> Void) async rethrows -> Double {
+        let start = ContinuousClock.now
+        try await body()
+        let d = start.duration(to: .now).components
+        return Double(d.seconds) + Double(d.attoseconds) / 1e18
     }
 
     static func containerMAC(_ i: Instance) -> String? { i.config["volatile.eth0.hwaddr"]?.lowercased() }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 
 /// What a command run with `exec` produced.
@@ -51,8 +52,7 @@ extension LXDClient {
                      captureOutput: Bool = true, outputOnHost: Bool = false) async throws -> ExecResult {
         try LXDName.validateInstance(instance)
         guard !command.isEmpty else { throw LXDError(code: .invalidArgument, message: "exec needs a command") }
-        let inside = captureOutput && !outputOnHost
-        let files = inside ? Self.execOutputFiles() : nil
+        let files = captureOutput && !outputOnHost ? Self.execOutputFiles() : nil
         var body = InstanceExecPost(command: files.map { Self.capturing(command, stdout: $0.stdout, stderr: $0.stderr) } ?? command,
                                     environment: environment, user: user, group: group, cwd: cwd)
         body.recordOutput = captureOutput && outputOnHost
@@ -75,7 +75,7 @@ extension LXDClient {
             throw LXDError(code: .invalidResponse, message: "exec operation has no return code")
         }
         // The shell that captures the output reports what LXD would have: a command it cannot start.
-        if inside, code == 127 || code == 126 {
+        if files != nil, code == 127 || code == 126 {
             throw Self.execFailure(LXDError(code: .operationFailed, message: code == 127 ? "Command not found" : "Command not executable"),
                                    command: command)
         }
@@ -86,7 +86,7 @@ extension LXDClient {
     /// Debian's systemd empties it early in every boot (`D /tmp` in `tmpfiles.d/tmp.conf`), so a command
     /// run just after a restart lost its output when the wipe came after the shell had made its files.
     static func execOutputFiles() -> (stdout: String, stderr: String) {
-        let token = (0..<16).map { _ in let b = UInt8.random(in: 0...255); return (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
+        let token = UUID().uuidString.lowercased()
         return ("/var/tmp/.iotgw-exec-\(token).out", "/var/tmp/.iotgw-exec-\(token).err")
     }
 
