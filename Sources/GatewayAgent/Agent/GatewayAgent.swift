@@ -91,6 +91,7 @@ public final class GatewayAgent: Service, Sendable {
                 group.addTask { [self] in await instances.follow { self.instanceChanged($0) } }
             }
             for channel in makeChannels() { group.addTask { await channel.run() } }
+            group.addTask { [self] in await IdleMemory.watch(quietSeconds: config.memory.idleTrimSeconds, logger: logger) }
             group.addTask { [self] in
                 // Retries (vendor unreachable, LXD down, deliveries backing off) and plan syncs are driven by a tick.
                 var nextOrphanSweep = now()

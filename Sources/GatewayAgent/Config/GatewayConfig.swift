@@ -28,6 +28,23 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
     public var images: Images
     /// Free space the gateway never uses up (see `DiskGuard`).
     public var disk: Disk
+    /// The daemon's own memory (see `IdleMemory`).
+    public var memory: Memory = Memory()
+
+    /// Once the daemon has been quiet (under 1 % of a processor) for `idleTrimSeconds`, it gives the kernel
+    /// back the code pages and free heap it holds without using them; 0 keeps them.
+    public struct Memory: Sendable, Codable, Equatable {
+        public var idleTrimSeconds: Double
+
+        public init(idleTrimSeconds: Double = 5) { self.idleTrimSeconds = idleTrimSeconds }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            idleTrimSeconds = try c.decodeIfPresent(Double.self, forKey: .idleTrimSeconds) ?? Memory().idleTrimSeconds
+        }
+
+        enum CodingKeys: String, CodingKey { case idleTrimSeconds }
+    }
 
     /// Before a download, a container creation or an app delivery, the step's need plus `reserveMiB`
     /// must be free, or the step is deferred.
@@ -454,7 +471,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case stateDirectory, controlSocket, subsystems, lxd, caps, vendors, retrySeconds, maxRetrySeconds, planSyncSeconds, delivery
-        case deviceDirectory, orphans, images, disk
+        case deviceDirectory, orphans, images, disk, memory
     }
 
     /// LXD passes only nodes under `/dev` into containers.
@@ -498,6 +515,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         orphans = try c.decodeIfPresent(Orphans.self, forKey: .orphans) ?? Orphans()
         images = try c.decodeIfPresent(Images.self, forKey: .images) ?? Images()
         disk = try c.decodeIfPresent(Disk.self, forKey: .disk) ?? Disk()
+        memory = try c.decodeIfPresent(Memory.self, forKey: .memory) ?? Memory()
     }
 
     public static let defaultControlSocket = "/run/iot-gateway/control.sock"
@@ -558,6 +576,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
             throw ConfigError("lxd.vendorDiskMBps must be between 0 (no limit) and 100000")
         }
         guard (0...1 << 24).contains(disk.reserveMiB) else { throw ConfigError("disk.reserveMiB must be between 0 and 16777216") }
+        guard memory.idleTrimSeconds == 0 || (1...86_400).contains(memory.idleTrimSeconds) else {
+            throw ConfigError("memory.idleTrimSeconds must be 0 (never) or between 1 and 86400")
+        }
         guard caps.cpus >= 1, caps.memoryMiB >= 16, caps.diskMiB >= 64, caps.processes >= 8 else {
             throw ConfigError("caps are below the minimum a container needs")
         }
