@@ -18,7 +18,7 @@ import Glibc
 /// Measured with `scripts/bench-provision` (December 4, kernel 6.18): 42.5 MiB before a trim, 27.3 MiB
 /// steady after it. The idle ticks' code comes back, and more: since 6.16 the kernel reads around faults
 /// in code whatever `MADV_RANDOM` says (25 MB read from the disk per trim). The first event after a trim
-/// pays for its code too: an unplug and replug took 0.16 to 0.19 s instead of 0.04 s.
+/// pays for its code too: an unplug and replug took 0.11 to 0.19 s instead of 0.04 s.
 public enum IdleMemory {
     /// What a trim did: resident memory before and after, in KiB (from `/proc/self/status`).
     public struct Outcome: Sendable, Equatable {
@@ -27,7 +27,8 @@ public enum IdleMemory {
     }
 
     /// Reclaims the clean file pages of this process's file mappings (``fileRegions(_:)``) and the heap's
-    /// free pages. Returns nil where the kernel does not support it (the daemon then just keeps its pages).
+    /// free pages. Returns nil when /proc cannot be read. A kernel without `MADV_PAGEOUT` (before 5.4)
+    /// refuses it, and the daemon just keeps its pages.
     @discardableResult
     public static func trim() -> Outcome? {
         #if os(Linux)
