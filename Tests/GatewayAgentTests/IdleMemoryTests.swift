@@ -74,7 +74,27 @@ import Glibc
 
 @Suite struct IdleMemoryPolicyTests {
     /// 5 s quiet sampled every second: 1 % of a processor is 50 ms over the window.
-    static func policy() -> IdleMemory.Policy { IdleMemory.Policy(quietSeconds: 5, sampleSeconds: 1) }
+    static func policy(minimumIntervalSeconds: Double = 0) -> IdleMemory.Policy {
+        IdleMemory.Policy(quietSeconds: 5, sampleSeconds: 1, minimumIntervalSeconds: minimumIntervalSeconds)
+    }
+
+    /// A vendor waking the daemon with a burst every 15 s, each leaving 9 MiB resident: one trim per 5 minutes.
+    @Test func burstsOfWorkGetOneTrimEveryFiveMinutesAtMost() {
+        var p = Self.policy(minimumIntervalSeconds: 300)
+        var cpu = 0.0
+        var trims: [Int] = []
+        var rss = 40_000
+        for second in 0..<900 {
+            if second % 15 == 0 { cpu += 0.2; rss += 9_000 } else { cpu += 0.001 }
+            if p.observe(processorSeconds: cpu, residentKiB: rss) {
+                trims.append(second)
+                p.trimmed(processorSeconds: cpu)
+                rss = 20_000
+            }
+        }
+        #expect(trims.count == 3, "trims at \(trims)")
+        #expect(zip(trims, trims.dropFirst()).allSatisfy { $1 - $0 >= 300 }, "trims at \(trims)")
+    }
 
     @Test func theFirstQuietSpellTrimsAndAnIdleDaemonIsNotTrimmedAgain() {
         var p = Self.policy()

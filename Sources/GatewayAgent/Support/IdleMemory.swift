@@ -128,23 +128,31 @@ public enum IdleMemory {
     /// that resident size is the floor, and a later quiet spell trims again only when the daemon holds
     /// `slackKiB` more than it (work happened and left code resident), so an idle daemon is trimmed once,
     /// not every few seconds (each trim makes the kernel read the idle ticks' code back from the disk).
+    /// Trims are at least `minimumIntervalSeconds` apart (default 5 minutes): a vendor whose plans and
+    /// pushes wake the daemon in short bursts cannot make it read 25 MB from the owner's disk every few
+    /// seconds.
     public struct Policy: Sendable {
         let samples: Int
         let busySeconds: Double
         let slackKiB: Int
+        let minimumIntervalSamples: Int
+        var samplesSinceTrim: Int?
         var window: [Double] = []
         /// The resident size one quiet spell after the last trim; nil before the first trim, or while it settles.
         var floorKiB: Int?
         var settling = false
 
-        public init(quietSeconds: Double, sampleSeconds: Double, busyShare: Double = 0.01, slackKiB: Int = 2048) {
+        public init(quietSeconds: Double, sampleSeconds: Double, busyShare: Double = 0.01, slackKiB: Int = 2048,
+                    minimumIntervalSeconds: Double = 300) {
             samples = max(1, Int((quietSeconds / sampleSeconds).rounded(.up)))
+            minimumIntervalSamples = Int((minimumIntervalSeconds / sampleSeconds).rounded(.up))
             busySeconds = busyShare * quietSeconds
             self.slackKiB = slackKiB
         }
 
         /// One sample; true when a trim is due now.
         public mutating func observe(processorSeconds: Double, residentKiB: Int) -> Bool {
+            samplesSinceTrim = samplesSinceTrim.map { $0 + 1 }
             window.append(processorSeconds)
             if window.count > samples + 1 { window.removeFirst(window.count - samples - 1) }
             guard window.count == samples + 1, window[samples] - window[0] <= busySeconds else { return false }
@@ -154,13 +162,14 @@ public enum IdleMemory {
                 return false
             }
             guard let floorKiB else { return true }
-            return residentKiB > floorKiB + slackKiB
+            return residentKiB > floorKiB + slackKiB && (samplesSinceTrim ?? .max) >= minimumIntervalSamples
         }
 
         /// A trim was made: the quiet spell starts again, and the floor is measured at its end.
         public mutating func trimmed(processorSeconds: Double) {
             window = [processorSeconds]
             settling = true
+            samplesSinceTrim = 0
         }
     }
 }
