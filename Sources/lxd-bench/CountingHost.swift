@@ -118,16 +118,7 @@ struct MemorySample: Sendable {
     var anonymousKiB: Int
 
     static func now() -> MemorySample {
-        MemorySample(rssKiB: field("VmRSS:", in: "/proc/self/status") ?? 0,
-                     anonymousKiB: field("Anonymous:", in: "/proc/self/smaps_rollup") ?? 0)
-    }
-
-    /// The number after `key` on its line (`Key:   1234 kB`).
-    static func field(_ key: String, in path: String) -> Int? {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix(key) {
-            return line.dropFirst(key.count).split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) }
-        }
-        return nil
+        MemorySample(rssKiB: IdleMemory.residentKiB() ?? 0,
+                     anonymousKiB: IdleMemory.procField("Anonymous:", in: "/proc/self/smaps_rollup") ?? 0)
     }
 }

@@ -76,10 +76,15 @@ public enum IdleMemory {
     }
 
     /// This process's resident memory (VmRSS), in KiB.
-    public static func residentKiB() -> Int? {
-        guard let status = readProcFile("/proc/self/status"),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return nil }
-        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    public static func residentKiB() -> Int? { procField("VmRSS:", in: "/proc/self/status") }
+
+    /// The number after `key` on its line of a /proc file (`Key:   1234 kB`).
+    public static func procField(_ key: String, in path: String) -> Int? {
+        guard let text = readProcFile(path) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(key) {
+            return line.dropFirst(key.count).split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) }
+        }
+        return nil
     }
 
     /// The whole text of a file under /proc. Foundation's `String(contentsOfFile:)` trusts the size `stat`
@@ -136,7 +141,7 @@ public enum IdleMemory {
         let busySeconds: Double
         let slackKiB: Int
         let minimumIntervalSamples: Int
-        var samplesSinceTrim: Int?
+        var samplesSinceTrim = 0
         var window: [Double] = []
         /// The resident size one quiet spell after the last trim; nil before the first trim, or while it settles.
         var floorKiB: Int?
@@ -152,7 +157,7 @@ public enum IdleMemory {
 
         /// One sample; true when a trim is due now.
         public mutating func observe(processorSeconds: Double, residentKiB: Int) -> Bool {
-            samplesSinceTrim = samplesSinceTrim.map { $0 + 1 }
+            samplesSinceTrim += 1
             window.append(processorSeconds)
             if window.count > samples + 1 { window.removeFirst(window.count - samples - 1) }
             guard window.count == samples + 1, window[samples] - window[0] <= busySeconds else { return false }
@@ -162,7 +167,7 @@ public enum IdleMemory {
                 return false
             }
             guard let floorKiB else { return true }
-            return residentKiB > floorKiB + slackKiB && (samplesSinceTrim ?? .max) >= minimumIntervalSamples
+            return residentKiB > floorKiB + slackKiB && samplesSinceTrim >= minimumIntervalSamples
         }
 
         /// A trim was made: the quiet spell starts again, and the floor is measured at its end.
