@@ -212,14 +212,17 @@ struct ReconcileBenchmark: Sendable {
         }
 
         progress("signing, checking, recording and approving plan v1 of \(vendors) vendors")
-        for (vendor, key) in keys {
+        for (i, (vendor, key)) in keys.enumerated() {
+            // One device granted and never plugged: a plan granting nothing is a withdrawal, which makes no container.
+            let grant = DeviceGrant(serial: "BENCH\(i)", vendorID: String(format: "%04x", 0xb000 + i), productID: "0001",
+                                    kind: .unixChar, path: "/dev/ttyBENCH0")
             let plan = ProvisioningPlan(vendor: vendor, gatewayID: identity.id, version: 1, issuedAt: Date(),
                                         expiresAt: Date().addingTimeInterval(86_400),
                                         container: ContainerSpec(name: ProvisioningPlan.containerName(forVendor: vendor),
                                                                  image: ImageRef(alias: image, fingerprint: fingerprint),
                                                                  limits: ResourceLimits(cpus: 1, memoryMiB: 64, diskMiB: 256, processes: 64),
                                                                  network: .none),
-                                        devices: [], apps: [])
+                                        devices: [grant], apps: [])
             let body = try WireJSON.encoder().encode(try PlanSigner(privateKey: key).sign(plan))
             let (checked, payload) = try PlanValidator(vendor: vendor, vendorKey: key.publicKey, gatewayID: identity.id)
                 .validate(rawBody: body, held: try await store.heldPlan(vendor), now: Date())
