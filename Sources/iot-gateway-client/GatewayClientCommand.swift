@@ -34,6 +34,7 @@ struct GatewayClientCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
 
         func run() async throws {
+            IdleMemory.limitArenas()
             let config = try options.load()
             LoggingSystem.bootstrap { label in
                 var h = StreamLogHandler.standardError(label: label)

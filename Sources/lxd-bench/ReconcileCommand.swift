@@ -57,6 +57,8 @@ struct ReconcileCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // As iot-gateway-client does at start: the memory figure is the daemon's.
+        IdleMemory.limitArenas()
         let status = await benchmark()
         if status != 0 { throw ExitCode(status) }
     }

@@ -70,6 +70,12 @@ import Glibc
         }
         return nil
     }
+
+    @Test func theHeapIsHeldToTwoArenasUnlessTheOwnerSetMallocArenaMax() {
+        // glibc's mallopt answers 1 when it took the setting; the owner's MALLOC_ARENA_MAX is left in force.
+        #expect(IdleMemory.limitArenas(environment: [:]))
+        #expect(!IdleMemory.limitArenas(environment: ["MALLOC_ARENA_MAX": "4"]))
+    }
 }
 
 @Suite struct IdleMemoryPolicyTests {
