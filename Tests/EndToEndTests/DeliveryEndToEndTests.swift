@@ -4,6 +4,7 @@ import GatewayAgent
 import InSpec
 import Logging
 import LXD
+import Synchronization
 import Testing
 
 /// App delivery in a real Debian container: a real Ansible converge, validation by the InSpec
@@ -63,9 +64,17 @@ import Testing
 
             // A broken update: the converge "succeeds" but the service does not run; enforced validation
             // fails the control and the container goes back to the snapshot taken before.
+            // It is the third: the oldest snapshot goes before it takes its own, so a vendor never pins more than
+            // keepSnapshots of them (each can hold the container's whole disk cap on the pool).
+            let heldWhileConverging = Mutex<Int?>(nil)
             let broken = try await delivery.deliver(c, provisioner: AnsibleProvisioner(playbookDirectory: Self.playbook,
                                                                                          extraVars: ["app_version": "0.0.0-broken"]),
-                                                    validator: validator, profiles: [Self.profile])
+                                                    validator: validator, profiles: [Self.profile], journal: { phase in
+                guard phase == .converging else { return }
+                let held = try await lxd.snapshots(c).filter { $0.name.hasPrefix(AppDelivery.snapshotPrefix) }.count
+                heldWhileConverging.withLock { $0 = held }
+            })
+            #expect(heldWhileConverging.withLock { $0 } == 2)
             #expect(broken.result == .rolledBack)
             #expect(broken.failingControls == ["sensor-agent-04"])
             #expect(broken.restoredSnapshot == broken.snapshot)

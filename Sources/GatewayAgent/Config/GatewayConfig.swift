@@ -125,7 +125,9 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
         public var denyList: [String]
         /// In `production`, validation runs only when the converge changed something.
         public var environment: String
-        /// The gateway's snapshots kept per container.
+        /// The gateway's snapshots kept per container, the one a delivery takes included. A vendor can pin
+        /// `keepSnapshots + 1` times its disk cap on the pool (each snapshot is capped apart), so it is 1 unless
+        /// the owner sized the pool for more.
         public var keepSnapshots: Int
         /// Run in the container when it has no chef-client (e.g. installing the vendor's package).
         public var chefInstallCommand: [String]?
@@ -139,7 +141,7 @@ public struct GatewayConfig: Sendable, Codable, Equatable {
 
         public static let standard = Delivery(inspecDirectory: "/usr/share/iot-gateway/inspec", validationMode: "enforced",
                                               abortOnFailure: false, allowList: [], denyList: [], environment: "production",
-                                              keepSnapshots: 3, chefInstallCommand: nil)
+                                              keepSnapshots: 1, chefInstallCommand: nil)
 
         public init(inspecDirectory: String, validationMode: String, abortOnFailure: Bool, allowList: [String], denyList: [String],
                     environment: String, keepSnapshots: Int, chefInstallCommand: [String]?, profiles: [String: String] = [:],

@@ -66,8 +66,10 @@ public typealias DeliveryJournal = @Sendable (DeliveryTransaction.Phase) async t
 public struct AppDelivery: Sendable {
     let lxd: LXDClient
     let logger: Logger
-    /// Snapshots of the gateway's own kept per container (older ones are deleted).
-    public var keepSnapshots = 3
+    /// Snapshots of the gateway's own kept per container (older ones are deleted), counting the one a
+    /// delivery takes: each can pin up to the container's whole disk cap on the pool (btrfs caps a snapshot
+    /// apart from its container), so a vendor pins at most `keepSnapshots + 1` times its `diskMiB`.
+    public var keepSnapshots = 1
     /// `production` validates only when the converge changed something.
     public var environment = "production"
     public static let snapshotPrefix = "iotgw-"
@@ -90,7 +92,13 @@ public struct AppDelivery: Sendable {
         let snapshot = snapshot ?? Self.snapshotName(at: now)
         var timer = PhaseTimer()
         try await journal(.snapshotting)
-        try await timer.time("snapshot") { try await lock.withLock { try await lxd.createSnapshot(container, name: snapshot) } }
+        try await timer.time("snapshot") {
+            try await lock.withLock {
+                // Room for the new one first: a delivery never holds more than keepSnapshots of them.
+                try await prune(container, keeping: snapshot, room: 1)
+                try await lxd.createSnapshot(container, name: snapshot)
+            }
+        }
         try await journal(.converging)
         var report = DeliveryReport(result: .applied, provisioner: provisioner.name, converge: nil, validation: [:], failingControls: [],
                                     controls: nil, snapshot: snapshot, restoredSnapshot: nil, message: "")
@@ -199,9 +207,9 @@ public struct AppDelivery: Sendable {
         }
     }
 
-    /// Keeps the newest `keepSnapshots` of the gateway's snapshots (and `keeping`, if given).
-    func prune(_ container: String, keeping: String? = nil) async throws {
+    /// Keeps the newest `keepSnapshots - room` of the gateway's snapshots (and `keeping`, if given).
+    func prune(_ container: String, keeping: String? = nil, room: Int = 0) async throws {
         let mine = try await lxd.snapshots(container).filter { $0.name.hasPrefix(Self.snapshotPrefix) && $0.name != keeping }
-        for s in mine.dropLast(keepSnapshots) { try await lxd.deleteSnapshot(container, name: s.name) }
+        for s in mine.dropLast(max(keepSnapshots - room, 0)) { try await lxd.deleteSnapshot(container, name: s.name) }
     }
 }
