@@ -67,6 +67,13 @@ public struct LXDError: Error, Sendable, Equatable, CustomStringConvertible {
         code == .unreachable || code == .operationLost || (code == .serverError && status == 503)
     }
 
+    /// LXD refused because another operation on the same instance runs ("Instance is busy running a
+    /// \"create\" operation", as an operation's failure or as a 400): nothing was done, and the call can
+    /// be made again once that operation ends. LXD 5.0 words it so for starts, stops, restores and the like.
+    public var isInstanceBusy: Bool {
+        (code == .operationFailed || code == .badRequest) && message.contains("is busy running a")
+    }
+
     public var description: String {
         status == 0 ? "LXD \(code): \(message)" : "LXD \(code) (\(status)): \(message)"
     }

@@ -36,6 +36,8 @@ final class FakeHost: ContainerHost, Sendable {
         var maxAllocating = 0
         /// Creations held, by instance name, after their id map is picked (a large image being copied and shifted).
         var createGates: [String: Gate] = [:]
+        /// Starts refused, by instance name, as LXD refuses them while another operation (a create) runs.
+        var busyStarts: [String: Int] = [:]
     }
     let state = Mutex(State())
 
@@ -136,6 +138,11 @@ final class FakeHost: ContainerHost, Sendable {
     func setState(_ name: String, _ action: InstanceStatePut.Action, timeout: Int, force: Bool) async throws {
         try write(name) { s in
             guard var i = s.instances[name] else { throw Self.notFound(name) }
+            if let busy = s.busyStarts[name], busy > 0 {
+                s.busyStarts[name] = busy - 1
+                throw LXDError(code: .operationFailed, status: 400,
+                               message: "Failed to create instance update operation: Instance is busy running a \"create\" operation")
+            }
             switch action {
             case .start, .restart:
                 i.statusCode = 103

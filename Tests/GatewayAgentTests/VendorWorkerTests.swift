@@ -23,6 +23,21 @@ import Testing
         }
     }
 
+    @Test func aContainerBusyWithAnotherOperationIsWaitedOutNotFailed() async throws {
+        // As after a kill during a create: the restarted daemon finds the container, and LXD refuses its start
+        // while the killed one's create still runs.
+        let rig = try Rig(policy: .auto)
+        rig.host.state.withLock { $0.busyStarts["iotgw-acme"] = 3 }
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1")
+            try await rig.provisioned("acme", "ACME-1")
+            #expect(rig.host.instanceNow("iotgw-acme")?.isRunning == true)
+            #expect(rig.host.state.withLock { $0.busyStarts["iotgw-acme"] } == 0, "refused three times, then started")
+            #expect(try await rig.store.vendorState("acme")?.reconcileAttempts == 0, "no failure recorded")
+            #expect(!rig.vendors.reported("acme").contains { $0.outcome == .failed })
+        }
+    }
+
     @Test func anUnplugRemovesTheNodeAtOnceAndAReusedKernelNameNeverReachesTheOldContainer() async throws {
         let rig = try Rig(policy: .auto)
         try await rig.running {

@@ -80,7 +80,23 @@ public struct ContainerExecutor: Sendable {
         Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
     }
 
+    /// How long a step waits out another operation on its container (LXD's "Instance is busy"): a create
+    /// the daemon began before it was killed, still copying a large image, or the owner's own `lxc` command.
+    static let busyPatience: Duration = .seconds(120)
+
     func perform(_ step: ProvisionStep, vendor: String, container: String) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + Self.busyPatience
+        while true {
+            do { return try await performOnce(step, vendor: vendor, container: container) } catch let e as LXDError
+                where e.isInstanceBusy && clock.now < deadline {
+                logger.info("container busy with another operation: waiting", metadata: ["lxd.instance": "\(container)", "iotgw.step": "\(step)"])
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    func performOnce(_ step: ProvisionStep, vendor: String, container: String) async throws {
         switch step {
         case .verifyImage(let alias, let fingerprint):
             try await host.verifyImage(alias: alias, fingerprint: fingerprint)
