@@ -19,7 +19,7 @@ final class FleetRecorder: Sendable {
 
     /// A request answered (whatever its status), with its latency.
     func answered(_ route: Route, latency: Duration) {
-        let ms = Double(latency.components.seconds) * 1000 + Double(latency.components.attoseconds) / 1e15
+        let ms = latency / .milliseconds(1)
         counts.withLock { $0.latencies[route, default: []].append(ms) }
     }
 
@@ -31,7 +31,7 @@ final class FleetRecorder: Sendable {
     func update(_ body: (inout Counts) -> Void) { counts.withLock { body(&$0) } }
 
     func summary(gateways: Int, elapsed: Duration) -> FleetSummary {
-        let seconds = max(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, 1e-9)
+        let seconds = max(elapsed / .seconds(1), 1e-9)
         return counts.withLock { c in
             var routes: [String: FleetSummary.RouteFigures] = [:]
             var all: [Double] = []

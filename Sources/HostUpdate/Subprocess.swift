@@ -115,7 +115,7 @@ enum Subprocess {
         }
 
         let timedOut = Flag()
-        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        let seconds = timeout / .seconds(1)
         let killer = DispatchWorkItem {
             timedOut.set()
             kill(pid, SIGKILL)

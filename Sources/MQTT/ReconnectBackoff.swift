@@ -18,6 +18,6 @@ struct ReconnectBackoff: Sendable, Equatable {
 
 extension Duration {
     var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) * 1e-18
+        self / .seconds(1)
     }
 }

@@ -97,7 +97,7 @@ struct Benchmark: Sendable {
     }
 
     static func milliseconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+        d / .milliseconds(1)
     }
 
     /// Force-deletes every `t-bench-*` instance. Retries: an instance whose create or stop was

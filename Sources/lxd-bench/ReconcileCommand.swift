@@ -307,6 +307,6 @@ struct ReconcileBenchmark: Sendable {
     }
 
     static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        d / .seconds(1)
     }
 }

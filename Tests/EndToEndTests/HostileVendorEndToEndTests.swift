@@ -527,8 +527,7 @@ extension EndToEndTests {
     static func timed(_ body: () async throws -> Void) async rethrows -> Double {
         let start = ContinuousClock.now
         try await body()
-        let d = start.duration(to: .now).components
-        return Double(d.seconds) + Double(d.attoseconds) / 1e18
+        return start.duration(to: .now) / .seconds(1)
     }
 
     static func containerMAC(_ i: Instance) -> String? { i.config["volatile.eth0.hwaddr"]?.lowercased() }

@@ -103,7 +103,7 @@ extension VendorWorker {
         }
         if !notes.isEmpty { report.message += "; " + notes.joined(separator: "; ") }
         report.startedAt = bundleStarted
-        let bundleSeconds = Double(bundleTook.components.seconds) + Double(bundleTook.components.attoseconds) / 1e18
+        let bundleSeconds = bundleTook / .seconds(1)
         report.phases = [DeliveryPhase(name: "bundle", seconds: bundleSeconds)] + (report.phases ?? [])
         let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
         try await store.finishDelivery(vendor.id, version: plan.version, reportJSON: json)

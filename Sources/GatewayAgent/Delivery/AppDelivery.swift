@@ -54,7 +54,7 @@ struct PhaseTimer {
 
     private mutating func record(_ name: String, since start: ContinuousClock.Instant) {
         let d = clock.now - start
-        phases.append(DeliveryPhase(name: name, seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18))
+        phases.append(DeliveryPhase(name: name, seconds: d / .seconds(1)))
     }
 }
 
