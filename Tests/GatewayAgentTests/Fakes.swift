@@ -38,6 +38,8 @@ final class FakeHost: ContainerHost, Sendable {
         var createGates: [String: Gate] = [:]
         /// Starts refused, by instance name, as LXD refuses them while another operation (a create) runs.
         var busyStarts: [String: Int] = [:]
+        /// Host id bases LXD picks for the next creations, in order (`volatile.idmap.next`, 65,536 ids); none: no map.
+        var idmapBases: [Int64] = []
     }
     let state = Mutex(State())
 
@@ -108,8 +110,16 @@ final class FakeHost: ContainerHost, Sendable {
         if let gate { await gate.wait() }
         try write(spec.name) { s in
             guard s.instances[spec.name] == nil else { throw LXDError(code: .conflict, status: 409, message: "already exists") }
+            var spec = spec
+            if !s.idmapBases.isEmpty { spec.config["volatile.idmap.next"] = Self.idmap(base: s.idmapBases.removeFirst()) }
             s.instances[spec.name] = try Self.makeInstance(spec)
         }
+    }
+
+    /// An isolated map as LXD 5.0 records it: 65,536 uids and gids from `base`.
+    static func idmap(base: Int64) -> String {
+        "[{\"Isuid\":true,\"Isgid\":false,\"Hostid\":\(base),\"Nsid\":0,\"Maprange\":65536},"
+            + "{\"Isuid\":false,\"Isgid\":true,\"Hostid\":\(base),\"Nsid\":0,\"Maprange\":65536}]"
     }
 
     static func makeInstance(_ spec: InstancesPost) throws -> Instance {

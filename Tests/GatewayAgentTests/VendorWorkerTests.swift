@@ -38,6 +38,34 @@ import Testing
         }
     }
 
+    @Test func aNewContainerGivenHostIdsAnotherContainerHoldsIsDeletedBeforeItRunsAndMadeAgain() async throws {
+        // The owner's own isolated container, made with lxc at the same moment, got the map LXD then gave acme too.
+        let rig = try Rig(policy: .auto)
+        var owners = try FakeHost.makeInstance(InstancesPost(name: "owners-box", source: .image(alias: "iotgw-busybox"),
+                                                             config: ["security.idmap.isolated": "true"]))
+        owners.config["volatile.idmap.next"] = FakeHost.idmap(base: 1_065_536)
+        owners.expandedConfig = owners.config
+        rig.host.byHand("owners-box") { $0 = owners }
+        rig.host.state.withLock { $0.idmapBases = [1_065_536, 1_131_072] }
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1")
+            try await rig.provisioned("acme", "ACME-1")
+            let acme = try #require(rig.host.instanceNow("iotgw-acme"))
+            #expect(acme.config["volatile.idmap.next"] == FakeHost.idmap(base: 1_131_072), "made again with a map of its own")
+            #expect(acme.isRunning)
+            #expect(!acme.sharesHostIDs(with: owners))
+            try await until("the failure reported") {
+                rig.vendors.reported("acme").contains { $0.outcome == .failed && ($0.error ?? "").contains("owners-box") }
+            }
+        }
+        // Not isolated: LXD maps it onto the host's whole range, of which it uses the first 65,536 ids.
+        var plain = owners
+        plain.config = ["volatile.idmap.next": "[{\"Isuid\":true,\"Isgid\":true,\"Hostid\":1000000,\"Nsid\":0,\"Maprange\":1000000000}]"]
+        plain.expandedConfig = plain.config
+        #expect(plain.hostIDRanges.map(\.ids) == [1_000_000..<1_065_536, 1_000_000..<1_065_536])
+        #expect(!plain.sharesHostIDs(with: owners))
+    }
+
     @Test func anUnplugRemovesTheNodeAtOnceAndAReusedKernelNameNeverReachesTheOldContainer() async throws {
         let rig = try Rig(policy: .auto)
         try await rig.running {

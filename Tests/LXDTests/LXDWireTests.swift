@@ -21,6 +21,20 @@ import Testing
         #expect(i.put.profiles == i.profiles)
     }
 
+    @Test func readsTheHostIdsOfTheIdMapLXDRecorded() throws {
+        let i = try Fixture.metadata("instance", as: Instance.self)
+        // Isolated: 65,536 uids and as many gids from 1,065,536, as LXD recorded them.
+        #expect(i.hostIDRanges.map(\.uid) == [true, false])
+        #expect(i.hostIDRanges.map(\.ids) == [1_065_536..<1_131_072, 1_065_536..<1_131_072])
+        var next = i
+        next.config["volatile.idmap.next"] = next.config["volatile.idmap.next"]?.replacingOccurrences(of: "1065536", with: "1131072")
+        #expect(!i.sharesHostIDs(with: next))
+        #expect(i.sharesHostIDs(with: i))
+        var unreadable = i
+        unreadable.config["volatile.idmap.next"] = "not json"
+        #expect(unreadable.hostIDRanges.isEmpty)
+    }
+
     @Test func decodesStateAndPicksGlobalIPv4() throws {
         let st = try Fixture.metadata("instance-state", as: InstanceState.self)
         #expect(st.statusCode == 103)

@@ -77,7 +77,23 @@ public struct ContainerExecutor: Sendable {
     }
 
     static func milliseconds(_ d: Duration) -> Int {
-        Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
+        Int(d / .milliseconds(1))
+    }
+
+    /// A vendor's new container must run as host ids no other container holds, whatever LXD chose: LXD 5.0
+    /// can give two isolated containers created at the same moment the same map, and the gateway keeps its
+    /// own creations apart but not another client's (the owner's `lxc`). Checked against every instance LXD
+    /// has, in every project, once the create is over: a container sharing ids is deleted before it ever ran,
+    /// and the pass fails, so the next attempt creates it again with a map LXD picks afresh.
+    func ensureOwnHostIDs(_ name: String) async throws {
+        let all = try await host.listInstances(userFilter: [:])
+        for mine in all where mine.name == name {
+            let sharing = all.filter { $0.name != name && $0.sharesHostIDs(with: mine) }.map(\.name).sorted()
+            guard !sharing.isEmpty else { continue }
+            try await host.deleteInstance(name)
+            throw GatewayError(.sharedIdmap, "LXD gave \(name) host ids that \(sharing.joined(separator: ", ")) also run as; "
+                               + "deleted before it ran, created again at the next attempt")
+        }
     }
 
     /// How long a step waits out another operation on its container (LXD's "Instance is busy"): a create
@@ -114,6 +130,7 @@ public struct ContainerExecutor: Sendable {
                 try await creations.withLock(releasingEarly: { [host] release in
                     try await host.createInstance(s.post, timeout: nil, idmapAllocated: release)
                 })
+                try await ensureOwnHostIDs(s.post.name)
             } catch let e as LXDError where e.code == .conflict {
                 // A create that finished while we were down: the next observation sees it.
                 logger.info("container already exists", metadata: ["lxd.instance": "\(container)"])

@@ -48,6 +48,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         public static let imageDownload = Code("imageDownload")
         /// A step would leave less free space than the owner's reserve: deferred.
         public static let diskSpace = Code("diskSpace")
+        /// LXD gave a new vendor container host ids another container holds: it was deleted before it ran.
+        public static let sharedIdmap = Code("sharedIdmap")
     }
 
     public var code: Code
