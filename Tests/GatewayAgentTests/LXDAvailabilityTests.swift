@@ -42,6 +42,24 @@ struct LXDAvailabilityTests {
         #expect(!a.isDown && a.describe() == nil)
     }
 
+    @Test func whileLXDsEventsAreFollowedItIsProbedOnlyWhenAskedOrAfterTheQuietInterval() {
+        let a = LXDAvailability(backoff: Backoff(first: 1, max: 8))
+        #expect(a.probeDue(at: t0, eventsLive: true), "never answered yet")
+        #expect(a.probeSucceeded(pid: 10, at: t0) == .steady)
+        #expect(a.probeDue(at: t0.addingTimeInterval(2)), "no events followed: every tick")
+        #expect(!a.probeDue(at: t0.addingTimeInterval(2), eventsLive: true))
+        #expect(a.probeDue(at: t0.addingTimeInterval(LXDAvailability.quietProbeSeconds), eventsLive: true), "every minute in case")
+        // The stream was followed again (it ended: LXD may have restarted): the next tick asks.
+        a.requestProbe()
+        #expect(a.probeDue(at: t0.addingTimeInterval(2), eventsLive: true))
+        #expect(a.probeSucceeded(pid: 11, at: t0.addingTimeInterval(2)) == .back(downFor: nil))
+        #expect(!a.probeDue(at: t0.addingTimeInterval(3), eventsLive: true), "answered: quiet again")
+        // Down: the backoff decides, stream or not.
+        #expect(a.markDown("connection refused", at: t0.addingTimeInterval(3)))
+        #expect(!a.probeDue(at: t0.addingTimeInterval(3.5), eventsLive: true))
+        #expect(a.probeDue(at: t0.addingTimeInterval(4), eventsLive: true))
+    }
+
     @Test func aNewPidIsARestartEvenIfNoOutageWasSeen() {
         let a = LXDAvailability(backoff: Backoff(first: 1, max: 8))
         #expect(a.probeSucceeded(pid: 10, at: t0) == .steady)

@@ -163,6 +163,8 @@ public final class GatewayAgent: Service, Sendable {
     /// deleted, its config edited) is repaired at once rather than at the next plug.
     func instanceChanged(_ container: String?) {
         guard let container else {
+            // Also when LXD's events are followed again after the stream ended: LXD may have restarted.
+            lxd.requestProbe()
             for w in workers.values { w.kickReconcile() }
             return
         }
@@ -197,7 +199,7 @@ public final class GatewayAgent: Service, Sendable {
     /// does not follow node changes while it is down) and finishes the work the outage left waiting.
     func watchLXD() async {
         let at = now()
-        guard lxd.probeDue(at: at) else { return }
+        guard lxd.probeDue(at: at, eventsLive: environment.instances?.isLive ?? false) else { return }
         let pid: Int
         do {
             guard let p = try await host.server().environment?.serverPID else {

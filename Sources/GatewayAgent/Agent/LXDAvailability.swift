@@ -20,6 +20,9 @@ public final class LXDAvailability: Sendable {
         var nextProbe: Date?
         /// LXD's process id when it last answered: a new one means it restarted, even unseen.
         var pid: Int?
+        /// When it last answered a probe, and whether one is wanted before the quiet interval is over.
+        var answeredAt: Date?
+        var probeRequested = false
     }
 
     /// What a successful probe found.
@@ -54,11 +57,25 @@ public final class LXDAvailability: Sendable {
         }
     }
 
-    /// Whether the agent should probe LXD now: always while it is up (a cheap `GET /1.0`, to notice a new
-    /// pid), and while it is down when the backoff says so, never in a busy loop.
-    public func probeDue(at now: Date) -> Bool {
-        state.withLock { s in s.downSince == nil || (s.nextProbe ?? .distantPast) <= now }
+    /// How often LXD is probed while its events stream is followed and nothing asked for a probe.
+    public static let quietProbeSeconds: TimeInterval = 60
+
+    /// Whether the agent should probe LXD now (a `GET /1.0`, to notice a new pid). While LXD is down: when
+    /// the backoff says so, never in a busy loop. While it is up: at every tick, unless LXD's events stream
+    /// is followed (`eventsLive`): LXD ending or restarting ends that stream, which asks for a probe
+    /// (``requestProbe()``) as it is followed again, so a probe at every tick would find nothing more; then
+    /// only when asked, and every ``quietProbeSeconds`` in case. An idle daemon then runs no HTTP exchange
+    /// with LXD every tick, whose code its idle trim would otherwise read back from the disk.
+    public func probeDue(at now: Date, eventsLive: Bool = false) -> Bool {
+        state.withLock { s in
+            if s.downSince != nil { return (s.nextProbe ?? .distantPast) <= now }
+            guard eventsLive, !s.probeRequested, let answered = s.answeredAt else { return true }
+            return now.timeIntervalSince(answered) >= Self.quietProbeSeconds || now < answered
+        }
     }
+
+    /// LXD may have restarted unseen (its events stream was followed again): probe at the next tick.
+    public func requestProbe() { state.withLock { $0.probeRequested = true } }
 
     /// A probe failed: LXD is down (since now if it was not yet), next probe later.
     public func probeFailed(_ reason: String, at now: Date) {
@@ -78,7 +95,7 @@ public final class LXDAvailability: Sendable {
         state.withLock { s in
             let downFor = s.downSince.map { now.timeIntervalSince($0) }
             let restarted = s.downSince != nil || (s.pid != nil && s.pid != pid)
-            s = State(pid: pid)
+            s = State(pid: pid, answeredAt: now)
             return restarted ? .back(downFor: downFor) : .steady
         }
     }
