@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GatewayProtocol
+import Logging
 import LXD
 import Testing
 @testable import GatewayAgent
@@ -58,6 +59,13 @@ import Testing
                 rig.vendors.reported("acme").contains { $0.outcome == .failed && ($0.error ?? "").contains("owners-box") }
             }
         }
+        // A crash between the create and its check: the first start checks, and the container goes, never started.
+        let executor = ContainerExecutor(host: rig.host, registry: rig.registry, store: rig.store, logger: Logger(label: "test"))
+        rig.host.state.withLock { $0.idmapBases = [1_065_536] }
+        try await rig.host.createInstance(InstancesPost(name: "iotgw-late", source: .image(alias: "iotgw-busybox"),
+                                                        config: ["security.idmap.isolated": "true"]), timeout: nil)
+        await #expect(throws: GatewayError.self) { try await executor.run([.start], vendor: "late", container: "iotgw-late") }
+        #expect(rig.host.instanceNow("iotgw-late") == nil, "deleted, never started")
         // Not isolated: LXD maps it onto the host's whole range, of which it uses the first 65,536 ids.
         var plain = owners
         plain.config = ["volatile.idmap.next": "[{\"Isuid\":true,\"Isgid\":true,\"Hostid\":1000000,\"Nsid\":0,\"Maprange\":1000000000}]"]

@@ -103,10 +103,14 @@ public struct ContainerExecutor: Sendable {
     func perform(_ step: ProvisionStep, vendor: String, container: String) async throws {
         let clock = ContinuousClock()
         let deadline = clock.now + Self.busyPatience
+        var waited = false
         while true {
             do { return try await performOnce(step, vendor: vendor, container: container) } catch let e as LXDError
                 where e.isInstanceBusy && clock.now < deadline {
-                logger.info("container busy with another operation: waiting", metadata: ["lxd.instance": "\(container)", "iotgw.step": "\(step)"])
+                if !waited {
+                    waited = true
+                    logger.info("container busy with another operation: waiting", metadata: ["lxd.instance": "\(container)", "iotgw.step": "\(step)"])
+                }
                 try await Task.sleep(for: .milliseconds(200))
             }
         }
@@ -140,6 +144,13 @@ public struct ContainerExecutor: Sendable {
         case .setDevice(let name, let device), .attach(let name, let device):
             try await host.addDevice(container, name: name, device)
         case .start:
+            // A container that never ran (LXD has recorded neither the map it runs with nor a power state) may
+            // come from a create whose check a crash cut short: checked before its first start, and deleted rather
+            // than started if it shares host ids. One that ran is never deleted here: it may hold the vendor's data.
+            let config = try await host.instance(container).instance.config
+            if config["volatile.idmap.current"] == nil, config["volatile.last_state.power"] == nil {
+                try await ensureOwnHostIDs(container)
+            }
             do {
                 try await host.setState(container, .start, timeout: 30, force: false)
             } catch let e as LXDError where e.code == .badRequest {

@@ -52,8 +52,8 @@ public enum IdleMemory {
 
     /// Holds the heap to ``arenas`` arenas. glibc gives a thread that finds the arenas busy one of its own,
     /// up to eight per processor, and each keeps the free pages its fragments pin: over 10,000 reconcile
-    /// cycles of 50 vendors (`scripts/bench-reconcile`) the heap grew by 4.1 MB in steps as threads met new
-    /// arenas, against 1.5 MB with one arena and still growing at the end without the limit. The daemon's
+    /// cycles of 50 vendors (`scripts/bench-reconcile`) the process grew by 4.1 MB without a limit, in steps
+    /// as threads met new arenas and still growing at the end, against 1.8 MB with two and 1.5 MB with one. The daemon's
     /// few threads (Swift's cooperative pool, NIO's event loop) do little at once, so contention costs
     /// little. Call it first thing, before threads start. Returns false where it was not applied.
     @discardableResult
