@@ -10,14 +10,6 @@ public struct IdmapEntry: Sendable, Decodable, Equatable {
     public var nsID: Int64
     public var range: Int64
 
-    public init(isUID: Bool, isGID: Bool, hostID: Int64, nsID: Int64, range: Int64) {
-        self.isUID = isUID
-        self.isGID = isGID
-        self.hostID = hostID
-        self.nsID = nsID
-        self.range = range
-    }
-
     enum CodingKeys: String, CodingKey {
         case isUID = "Isuid", isGID = "Isgid", hostID = "Hostid", nsID = "Nsid", range = "Maprange"
     }
