@@ -74,6 +74,15 @@ public struct LXDError: Error, Sendable, Equatable, CustomStringConvertible {
         (code == .operationFailed || code == .badRequest) && message.contains("is busy running a")
     }
 
+    /// LXD's per-instance file server (`forkfile`) dropped the connection mid-request ("read unix
+    /// @->/proc/self/fd/N/forkfile.sock: read: connection reset by peer", a 500): an LXD fault seen now and
+    /// then on a healthy instance (canonical/lxd#10448), not an answer about the file. A whole-file read
+    /// or overwrite can simply be made again.
+    public var isFileServerReset: Bool {
+        code == .serverError && message.contains("forkfile.sock")
+            && (message.contains("connection reset by peer") || message.contains("broken pipe") || message.hasSuffix("EOF"))
+    }
+
     public var description: String {
         status == 0 ? "LXD \(code): \(message)" : "LXD \(code) (\(status)): \(message)"
     }

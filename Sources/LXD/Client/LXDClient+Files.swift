@@ -50,6 +50,19 @@ extension LXDClient {
         return h
     }
 
+    /// Runs a whole-file read or overwrite again, up to twice, when LXD's file server dropped it
+    /// (``LXDError/isFileServerReset``). Not an append or a delete, which LXD may have done before the reset.
+    func againIfFileServerReset<T>(_ body: () async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            do { return try await body() } catch let e as LXDError where e.isFileServerReset && attempt < 2 {
+                attempt += 1
+                logger.debug("lxd file server reset: trying again", metadata: ["lxd.error": "\(e.message)"])
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
     static func validatePath(_ path: String) throws {
         guard path.hasPrefix("/"), !path.contains("\0") else {
             throw LXDError(code: .invalidArgument, message: "instance path must be absolute: \(path)")
@@ -65,7 +78,9 @@ extension LXDClient {
         let req = makeRequest(.POST, filesURI(instance, path),
                               headers: Self.fileHeaders(attributes, type: "file", write: append ? "append" : "overwrite"),
                               body: .bytes(content))
-        try check(try await exchange(req))
+        // An append is not made twice: LXD may have written it before the reset.
+        if append { return try check(try await exchange(req)) }
+        try await againIfFileServerReset { try check(try await exchange(req)) }
     }
 
     /// Convenience for text and small blobs.
@@ -124,8 +139,11 @@ extension LXDClient {
     public func pull(_ instance: String, path: String, maxBytes: Int = 64 * 1024 * 1024) async throws -> PulledFile {
         try LXDName.validateInstance(instance)
         try Self.validatePath(path)
-        let raw = try await exchange(makeRequest(.GET, filesURI(instance, path)), limit: maxBytes)
-        try check(raw)
+        let raw = try await againIfFileServerReset {
+            let raw = try await exchange(makeRequest(.GET, filesURI(instance, path)), limit: maxBytes)
+            try check(raw)
+            return raw
+        }
         let h = raw.headers
         let attrs = FileAttributes(uid: Int(h.first(name: "X-LXD-uid") ?? "") ?? -1,
                                    gid: Int(h.first(name: "X-LXD-gid") ?? "") ?? -1,
