@@ -59,7 +59,7 @@ import Testing
                 rig.vendors.reported("acme").contains { $0.outcome == .failed && ($0.error ?? "").contains("owners-box") }
             }
         }
-        // A crash between the create and its check: the first start checks, and the container goes, never started.
+        // A create a crash left unstarted: its first start checks, and the container goes, never started.
         let executor = ContainerExecutor(host: rig.host, registry: rig.registry, store: rig.store, logger: Logger(label: "test"))
         rig.host.state.withLock { $0.idmapBases = [1_065_536] }
         try await rig.host.createInstance(InstancesPost(name: "iotgw-late", source: .image(alias: "iotgw-busybox"),

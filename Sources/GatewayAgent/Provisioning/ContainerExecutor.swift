@@ -83,8 +83,9 @@ public struct ContainerExecutor: Sendable {
     /// A vendor's new container must run as host ids no other container holds, whatever LXD chose: LXD 5.0
     /// can give two isolated containers created at the same moment the same map, and the gateway keeps its
     /// own creations apart but not another client's (the owner's `lxc`). Checked against every instance LXD
-    /// has, in every project, once the create is over: a container sharing ids is deleted before it ever ran,
-    /// and the pass fails, so the next attempt creates it again with a map LXD picks afresh.
+    /// has, in every project, before a container's first start (every create is followed by one, and so is a
+    /// create a crash left unstarted): a container sharing ids is deleted before it ever ran, and the pass
+    /// fails, so the next attempt creates it again with a map LXD picks afresh.
     func ensureOwnHostIDs(_ name: String) async throws {
         let all = try await host.listInstances(userFilter: [:])
         for mine in all where mine.name == name {
@@ -134,7 +135,6 @@ public struct ContainerExecutor: Sendable {
                 try await creations.withLock(releasingEarly: { [host] release in
                     try await host.createInstance(s.post, timeout: nil, idmapAllocated: release)
                 })
-                try await ensureOwnHostIDs(s.post.name)
             } catch let e as LXDError where e.code == .conflict {
                 // A create that finished while we were down: the next observation sees it.
                 logger.info("container already exists", metadata: ["lxd.instance": "\(container)"])
@@ -144,9 +144,9 @@ public struct ContainerExecutor: Sendable {
         case .setDevice(let name, let device), .attach(let name, let device):
             try await host.addDevice(container, name: name, device)
         case .start:
-            // A container that never ran (LXD has recorded neither the map it runs with nor a power state) may
-            // come from a create whose check a crash cut short: checked before its first start, and deleted rather
-            // than started if it shares host ids. One that ran is never deleted here: it may hold the vendor's data.
+            // A container that never ran (LXD has recorded neither the map it runs with nor a power state): its
+            // host ids are checked, and it is deleted rather than started if it shares them. One that ran is never
+            // deleted here: it may hold the vendor's data.
             let config = try await host.instance(container).instance.config
             if config["volatile.idmap.current"] == nil, config["volatile.last_state.power"] == nil {
                 try await ensureOwnHostIDs(container)
