@@ -461,10 +461,16 @@ final class Rig {
 
     static func usbID(_ vendor: String) -> (String, String) { vendor == "acme" ? ("0403", "6001") : ("10c4", "ea60") }
 
+    /// One issue time for every plan a fake vendor signs in this process: a vendor answers the same version
+    /// with the very same bytes (the real iot-daemon keeps its signed plan), and the gateway refuses a version
+    /// reused with other content. With `Date()` here, two asks a second apart got different bytes for version 1
+    /// (CI on 6257549 failed whileLXDIsDown... on exactly that).
+    static let issuedAt = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+
     static func plan(vendor: String, version: Int = 1, serials: [String], apps: Bool = false, path: String = "/dev/ttyUSB0",
                      kind: DeviceGrant.Kind = .unixChar) -> ProvisioningPlan {
         let (vid, pid) = usbID(vendor)
-        return ProvisioningPlan(vendor: vendor, gatewayID: gateway.id, version: version, issuedAt: Date(), expiresAt: Date().addingTimeInterval(3600),
+        return ProvisioningPlan(vendor: vendor, gatewayID: gateway.id, version: version, issuedAt: issuedAt, expiresAt: issuedAt.addingTimeInterval(86_400),
                                 container: ContainerSpec(name: "iotgw-\(vendor)",
                                                          image: ImageRef(alias: "iotgw-busybox", fingerprint: String(repeating: "a", count: 64)),
                                                          limits: ResourceLimits(cpus: 1, memoryMiB: 128, diskMiB: 512, processes: 100), network: .nat),
