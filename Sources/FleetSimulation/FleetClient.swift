@@ -8,7 +8,7 @@ import Synchronization
 
 /// The routes a simulated gateway uses.
 public enum Route: String, Sendable, Codable, CaseIterable {
-    case announce, plan, bootstrap, report, health
+    case announce, plan, bootstrap, report, health, session
 
     public var path: String { "/v1/\(rawValue)" }
 }
@@ -86,6 +86,26 @@ public struct FleetClient: Sendable {
         let audience = RequestSignature.Audience(vendor: vendor, host: endpoint.host)
         let headers = try RequestSignature.headers(gatewayID: gateway.id, key: gateway.key, method: "POST", path: route.path,
                                                    audience: audience, body: body, nonce: nonce)
+        return SignedPost(url: endpoint.baseURL + route.path, headers: headers, body: ByteBuffer(data: body))
+    }
+
+    /// Opens a session for `gateway` (`RequestSession`: a signed handshake) and keeps it in `sessions` under
+    /// the gateway's id; it is valid at every replica with the vendor's signing key.
+    public func openSession(as gateway: GatewayIdentity, to endpoint: VendorEndpoint, in sessions: SessionBook) async throws -> Exchange {
+        let (key, offer) = SessionBook.makeOffer()
+        let exchange = try await post(.session, body: try WireJSON.encoder().encode(offer), as: gateway, to: endpoint)
+        guard exchange.status == 200 else { return exchange }
+        try sessions.open(try WireJSON.decoder().decode(RequestSession.Grant.self, from: exchange.body), with: key, as: gateway.id)
+        return exchange
+    }
+
+    /// A `POST` of `body` to `route` in `gateway`'s session held in `sessions` (its next sequence number);
+    /// nil when none is held.
+    public func inSession(_ route: Route, body: Data, as gateway: GatewayIdentity, to endpoint: VendorEndpoint,
+                          in sessions: SessionBook) -> SignedPost? {
+        guard let headers = sessions.headers(gateway.id, gatewayID: gateway.id, vendor: vendor, method: "POST", path: route.path, body: body) else {
+            return nil
+        }
         return SignedPost(url: endpoint.baseURL + route.path, headers: headers, body: ByteBuffer(data: body))
     }
 

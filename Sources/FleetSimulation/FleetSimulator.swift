@@ -98,7 +98,7 @@ public struct FleetRunResult: Sendable {
 
 /// Which route `load` hammers.
 public enum LoadRoute: String, Sendable, CaseIterable {
-    /// Signed `POST /v1/plan`, a fresh nonce each.
+    /// `POST /v1/plan` as gateways poll: in a session each (`RequestSession`), opened before the clock starts.
     case plan
     /// `GET /v1/health`.
     case hello
@@ -133,6 +133,7 @@ public struct FleetSimulator: Sendable {
     /// plan and delivers each new version, until `options.stop`.
     public func run(_ options: FleetRunOptions) async throws -> FleetRunResult {
         let recorder = FleetRecorder()
+        let sessions = SessionBook()
         let limiter = Limiter(options.concurrency)
         let key = try Curve25519.Signing.PublicKey(rawRepresentation: vendorKey)
         let clock = ContinuousClock()
@@ -144,7 +145,8 @@ public struct FleetSimulator: Sendable {
                 let run = GatewayRun(gateway: gateway, identity: identity, endpoint: endpoint(forGateway: index), vendor: state.vendor,
                                      plans: PlanValidator(vendor: state.vendor, vendorKey: key, gatewayID: gateway.id),
                                      bundles: BundleValidator(vendor: state.vendor, vendorKey: key, gatewayID: gateway.id),
-                                     client: client, limiter: limiter, recorder: recorder, options: options, deadline: deadline)
+                                     client: client, sessions: sessions, limiter: limiter, recorder: recorder, options: options,
+                                     deadline: deadline)
                 group.addTask { await run.run() }
             }
             var traces: [GatewayTrace] = []
@@ -160,6 +162,7 @@ public struct FleetSimulator: Sendable {
     /// plan route every gateway used announces its device first (not counted), so that it has a plan.
     public func load(route: LoadRoute, requests: Int, concurrency: Int) async throws -> FleetSummary {
         let identities = try state.gateways.map { try $0.identity() }
+        let sessions = SessionBook()
         let used = min(identities.count, requests)
         if route == .plan {
             let warmUp = FleetRecorder()
@@ -169,19 +172,26 @@ public struct FleetSimulator: Sendable {
                                                      to: endpoint(forGateway: i))
                 if exchange.status != 200 { warmUp.error(.announce, exchange.errorCode) }
             }
+            try await forEach(0..<used, concurrency: concurrency) { i in
+                let exchange = try await client.openSession(as: identities[i], to: endpoint(forGateway: i), in: sessions)
+                if exchange.status != 200 { warmUp.error(.session, exchange.errorCode) }
+            }
             let errors = warmUp.counts.withLock { $0.errors }
-            guard errors.isEmpty else { throw FleetError(.badState, "announcing the load's gateways failed: \(errors)") }
+            guard errors.isEmpty else { throw FleetError(.badState, "announcing the load's gateways or opening their sessions failed: \(errors)") }
         }
         // What each simulated gateway does on its own processor is kept out of the measured window, which
-        // measures the vendor's server: every plan request is signed (a fresh nonce each) before the clock
-        // starts, and every answer is verified after it stops, with all the checks a gateway makes. On a real
+        // measures the vendor's server: every plan request's MAC is made (its sequence number each) before the
+        // clock starts, and every answer is verified after it stops, with all the checks a gateway makes. On a real
         // fleet that work runs on a thousand gateways, not on the server's cores as it would here.
         let key = try Curve25519.Signing.PublicKey(rawRepresentation: vendorKey)
         let validators = identities.prefix(used).map { PlanValidator(vendor: state.vendor, vendorKey: key, gatewayID: $0.id) }
         let bodies = try identities.prefix(used).map { try WireJSON.encoder().encode(PlanRequest(gatewayID: $0.id, currentPlanVersion: 0)) }
         let signed: [SignedPost] = route == .plan ? try (0..<requests).map { i in
             let g = i % used
-            return try client.signed(.plan, body: bodies[g], as: identities[g], to: endpoint(forGateway: g))
+            guard let post = client.inSession(.plan, body: bodies[g], as: identities[g], to: endpoint(forGateway: g), in: sessions) else {
+                throw FleetError(.badState, "gateway \(identities[g].id) holds no session")
+            }
+            return post
         } : []
         let answers = Answers(count: route == .plan ? requests : 0)
         let recorder = FleetRecorder()
@@ -268,6 +278,8 @@ struct GatewayRun: Sendable {
     let plans: PlanValidator
     let bundles: BundleValidator
     let client: FleetClient
+    /// Plans are polled in a session, as a gateway does (`RequestSession`); everything else is signed.
+    let sessions: SessionBook
     let limiter: Limiter
     let recorder: FleetRecorder
     let options: FleetRunOptions
@@ -315,12 +327,31 @@ struct GatewayRun: Sendable {
         return deadline.map { clock.now < $0 } ?? true
     }
 
-    /// A signed request within the run's concurrency bound; nil (and counted) unless answered 2xx.
+    /// A request within the run's concurrency bound, a plan poll in the gateway's session (opened first when
+    /// it holds none, dropped when refused), anything else signed; nil (and counted) unless answered 2xx.
     func call(_ route: Route, _ body: Data) async -> Data? {
+        if route == .plan, !sessions.holds(identity.id) {
+            await limiter.acquire()
+            let opened: Result<Exchange, any Error>
+            do { opened = .success(try await client.openSession(as: identity, to: endpoint, in: sessions)) } catch { opened = .failure(error) }
+            limiter.release()
+            switch opened {
+            case .failure(let error): recorder.error(.session, FleetSimulator.kind(of: error))
+            case .success(let exchange) where exchange.status != 200: recorder.error(.session, exchange.errorCode)
+            case .success(let exchange): recorder.answered(.session, latency: exchange.latency)
+            }
+        }
         await limiter.acquire()
         let result: Result<Exchange, any Error>
-        do { result = .success(try await client.post(route, body: body, as: identity, to: endpoint)) } catch { result = .failure(error) }
+        do {
+            if route == .plan, let post = client.inSession(.plan, body: body, as: identity, to: endpoint, in: sessions) {
+                result = .success(try await client.post(post))
+            } else {
+                result = .success(try await client.post(route, body: body, as: identity, to: endpoint))
+            }
+        } catch { result = .failure(error) }
         limiter.release()
+        if route == .plan, case .success(let exchange) = result, exchange.status == 401 { sessions.drop(identity.id) }
         switch result {
         case .failure(let error):
             recorder.error(route, FleetSimulator.kind(of: error))

@@ -88,8 +88,11 @@ struct StoreTests {
             var n = 0
             func claimed(_ gateway: String? = nil) async throws -> PlanGeneration {
                 n += 1
-                return try #require(try await h.store.claimNonceReadingGeneration(gatewayID: gateway ?? h.gateway.id, nonce: "n-\(n)",
-                                                                                   expiresAt: Harness.now.addingTimeInterval(600), now: Harness.now))
+                let claim = try #require(try await h.store.claimNonceReadingGeneration(gatewayID: gateway ?? h.gateway.id, nonce: "n-\(n)",
+                                                                                        expiresAt: Harness.now.addingTimeInterval(600), now: Harness.now))
+                // A session's poll reads the same generation without claiming anything.
+                #expect(try await h.store.generation(gatewayID: gateway ?? h.gateway.id) == claim)
+                return claim
             }
             func announce(_ gateway: String, _ serial: String, version: Int = 1) async throws {
                 _ = try await h.store.recordAnnouncement(gatewayID: gateway, serial: serial, at: Harness.now) { inputs in
@@ -132,6 +135,8 @@ struct StoreTests {
             let revoked = try #require(try await h.store.claimNonceReadingGeneration(gatewayID: h.gateway.id, nonce: "n-revoked",
                                                                                      expiresAt: Harness.now.addingTimeInterval(600), now: Harness.now))
             #expect(revoked.gateway > before.generation, "a revocation: a copy of the row made before it is read again")
+            #expect(try await h.store.generation(gatewayID: h.gateway.id) == revoked)
+            #expect(try await h.store.generation(gatewayID: "gw-0000000000000000") == nil)
         }
     }
 

@@ -21,6 +21,9 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let wrongAudience = Code("wrongAudience")
         /// 401: the request's nonce was already used by this gateway (a replay).
         public static let replayedRequest = Code("replayedRequest")
+        /// 401: a session request's ticket expired or its MAC does not verify (the gateway's key changed, or
+        /// the ticket is not this vendor's): the gateway opens a new session (`RequestSession`).
+        public static let badSession = Code("badSession")
         /// 400: the signed gateway id differs from the one in the body.
         public static let gatewayMismatch = Code("gatewayMismatch")
         /// 400: the report names another vendor.

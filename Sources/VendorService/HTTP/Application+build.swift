@@ -56,6 +56,8 @@ public func buildApplication(configuration: VendorConfiguration, service: Provis
 ///   node's Chef client key: `Cache-Control: no-store`), 409 `noPlan` or `planVersionMismatch`, 503
 ///   `chefUnavailable`
 /// - `POST /v1/report` (signed, `ProvisioningReport`, ≤ 16 KiB) → 204
+/// - `POST /v1/session` (signed, `RequestSession.Offer`) → 200 `RequestSession.Grant`: `/v1/plan` then also
+///   takes the session's MAC in place of a signature (401 `badSession`, `replayedRequest`)
 ///
 /// Signed: `RequestSignature` v2, checked by ``ProvisioningService/authenticate(_:method:path:requestHost:body:logger:)``
 /// before the body is parsed (401 `badSignature`, `wrongAudience`, `replayedRequest`; 403 `unknownGateway`).
@@ -74,6 +76,7 @@ func buildRouter(service: ProvisioningService) -> Router<BasicRequestContext> {
     router.get("/v1/health") { _, _ in try routes.health() }
     router.post("/v1/announce") { request, context in try await routes.announce(request, context: context) }
     router.post("/v1/plan") { request, context in try await routes.plan(request, context: context) }
+    router.post("/v1/session") { request, context in try await routes.session(request, context: context) }
     router.post("/v1/bootstrap") { request, context in try await routes.bootstrap(request, context: context) }
     router.post("/v1/report") { request, context in try await routes.report(request, context: context) }
     return router
@@ -108,11 +111,19 @@ struct VendorRoutes: Sendable {
     }
 
     func plan(_ request: Request, context: some RequestContext) async throws -> Response {
-        let (gateway, body, generation) = try await authenticated(request, context: context)
+        let (gateway, body, generation) = try await authenticated(request, context: context, session: true)
         let planRequest = try Self.decode(PlanRequest.self, from: body)
         // The stored signed plan's JSON as it is: the bytes `json(_:)` would write again.
         let json = try await service.currentPlanJSON(planRequest, from: gateway, generation: generation, logger: context.logger)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
+    }
+
+    func session(_ request: Request, context: some RequestContext) async throws -> Response {
+        let (gateway, body, _) = try await authenticated(request, context: context)
+        let offer = try Self.decode(RequestSession.Offer.self, from: body)
+        var response = try Self.json(try service.openSession(offer, for: gateway, logger: context.logger))
+        response.headers[.cacheControl] = "no-store"
+        return response
     }
 
     func bootstrap(_ request: Request, context: some RequestContext) async throws -> Response {
@@ -130,8 +141,10 @@ struct VendorRoutes: Sendable {
         return Response(status: .noContent)
     }
 
-    /// Reads the body (size-limited) and checks the request's signature before anything parses it.
-    private func authenticated(_ request: Request, context: some RequestContext) async throws -> (EnrolledGateway, Data, PlanGeneration) {
+    /// Reads the body (size-limited) and checks the request's signature before anything parses it; with
+    /// `session`, a request carrying a session ticket is checked by its session MAC instead (`RequestSession`).
+    private func authenticated(_ request: Request, context: some RequestContext,
+                               session: Bool = false) async throws -> (EnrolledGateway, Data, PlanGeneration) {
         let buffer: ByteBuffer
         do { buffer = try await request.body.collect(upTo: Self.maxBodyBytes) } catch let error as any HTTPResponseError
             where error.status == .contentTooLarge
@@ -139,6 +152,21 @@ struct VendorRoutes: Sendable {
             throw APIError(.tooLarge, status: .contentTooLarge, "request body is over \(Self.maxBodyBytes) bytes")
         }
         let body = Data(buffer.readableBytesView)
+        if let ticket = Self.header(RequestSession.ticketHeader, in: request) {
+            guard session else {
+                throw APIError.badSignature("\(request.uri.path) takes signed requests only, not a session's (\(RequestSession.ticketHeader))")
+            }
+            let received = SessionReceived(
+                gatewayID: Self.header(RequestSignature.gatewayHeader, in: request),
+                vendor: Self.header(RequestSignature.vendorHeader, in: request),
+                ticket: ticket,
+                sequence: Self.header(RequestSession.sequenceHeader, in: request),
+                mac: Self.header(RequestSession.macHeader, in: request)
+            )
+            let (gateway, generation) = try await service.authenticateSession(received, method: request.method.rawValue, path: request.uri.path,
+                                                                              body: body, logger: context.logger)
+            return (gateway, body, generation)
+        }
         let received = RequestSignature.Received(
             gatewayID: Self.header(RequestSignature.gatewayHeader, in: request),
             vendor: Self.header(RequestSignature.vendorHeader, in: request),

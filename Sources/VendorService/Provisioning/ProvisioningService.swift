@@ -24,6 +24,10 @@ public struct ProvisioningService: Sendable {
     let unchangedPlans = UnchangedPlans()
     /// The gateway rows signed requests were last checked against, with their generation.
     let knownGateways = BoundedCache<GatewayRecord>()
+    /// What session keys are derived from (`RequestSession`): the same on every replica with this signing key.
+    let sessionSecret: Data
+    /// The sequence numbers this replica has seen per session ticket.
+    let sessionWindows = SessionWindows()
 
     /// - Parameter now: the wall clock; tests pass a fixed one.
     /// - Parameter metrics: where counts go; a fresh registry by default (each service its own, no global state).
@@ -35,6 +39,7 @@ public struct ProvisioningService: Sendable {
         publicHosts = configuration.publicHosts.map(Set.init)
         self.store = store
         self.signer = signer
+        sessionSecret = signer.sessionSecret
         self.provisioner = provisioner
         self.now = now
         self.metrics = metrics

@@ -336,6 +336,16 @@ public struct PostgresVendorStore: VendorStore {
         return nil
     }
 
+    public func generation(gatewayID: String) async throws -> PlanGeneration? {
+        let rows = try await client.query("""
+            SELECT g.generation, (SELECT n FROM catalog_generation) FROM gateways g WHERE g.id = \(gatewayID)
+            """, logger: logger)
+        for try await (gateway, catalog) in rows.decode((Int64, Int64).self) {
+            return PlanGeneration(gateway: gateway, catalog: catalog)
+        }
+        return nil
+    }
+
     public func gateway(id: String) async throws -> EnrolledGateway? {
         // Every signed request looks its gateway up: one statement, no BEGIN/COMMIT around it (a single SELECT
         // sees one snapshot anyway), a third of the round trips.

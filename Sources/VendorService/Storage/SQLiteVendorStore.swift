@@ -262,6 +262,14 @@ public struct SQLiteVendorStore: VendorStore {
         }
     }
 
+    public func generation(gatewayID: String) async throws -> PlanGeneration? {
+        try await pool.read { db in
+            guard let gateway = try Int64.fetchOne(db, sql: "SELECT generation FROM \(EnrolledGateway.databaseTableName) WHERE id = ?",
+                                                   arguments: [gatewayID]) else { return nil }
+            return PlanGeneration(gateway: gateway, catalog: try Self.catalogGeneration(db))
+        }
+    }
+
     static func catalogGeneration(_ db: Database) throws -> Int64 {
         try Int64.fetchOne(db, sql: "SELECT n FROM catalog_generation") ?? 0
     }

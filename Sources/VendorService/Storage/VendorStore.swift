@@ -43,6 +43,11 @@ public protocol VendorStore: Sendable {
         issue: @Sendable (_ inputs: PlanInputs) throws -> (plan: StoredPlan, issued: Issued)
     ) async throws -> Issued?
 
+    /// The gateway's ``PlanGeneration`` now, read without writing anything (a plan poll made in a session,
+    /// which claims no nonce); nil when no such gateway was ever enrolled. A revoked gateway's row is still
+    /// read: revoking raises its generation, so the caller reads the row again and finds it revoked.
+    func generation(gatewayID: String) async throws -> PlanGeneration?
+
     /// What the gateway's plan would be composed from now, with the generation, read in one snapshot
     /// without locking anything (the fast path of a poll: most find their plan unchanged and write nothing).
     func planInputs(gatewayID: String) async throws -> PlanInputs
