@@ -74,7 +74,7 @@ public struct VendorClient: VendorAPI {
                 throw ProtocolError(.malformed, "session grant is not JSON of the expected shape")
             }
             try sessions.open(grant, with: key, as: name)
-        } catch let error as VendorError where error.refusalCode == "notFound" || error.refusalCode == "methodNotAllowed" {
+        } catch let error as VendorError where ["notFound", "methodNotAllowed", "http404", "http405"].contains(error.refusalCode) {
             sessions.unsupported(name, until: Date().addingTimeInterval(600))
             logger.info("vendor daemon has no sessions: plan polls are signed", metadata: ["iotgw.vendor": "\(vendor.id)"])
             return nil
