@@ -140,6 +140,33 @@ struct StoreTests {
         }
     }
 
+    /// Session polls read generations together (``Grouped``): each still gets its own gateway's, read after it asked.
+    @Test(arguments: Backend.allCases) func generationsReadTogetherAnswerEachGatewayItsOwn(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
+            let others = (0..<3).map { _ in GatewayIdentity(key: Curve25519.Signing.PrivateKey()) }
+            for other in others {
+                try await h.store.enrollGateway(EnrolledGateway(id: other.id, publicKey: other.publicKey, enrolledAt: Harness.now))
+            }
+            try await h.store.setWithdrawn(gatewayID: others[1].id, at: Harness.now)
+            let ids = [h.gateway.id, "gw-0000000000000000"] + others.map(\.id)
+            var expected: [String: PlanGeneration?] = [:]
+            for id in ids where id != "gw-0000000000000000" {
+                expected[id] = try await h.store.claimNonceReadingGeneration(gatewayID: id, nonce: "n-\(id)",
+                                                                             expiresAt: Harness.now.addingTimeInterval(600), now: Harness.now)
+            }
+            let answers = try await withThrowingTaskGroup(of: (String, PlanGeneration?).self) { group in
+                for i in 0..<200 {
+                    let id = ids[i % ids.count]
+                    group.addTask { (id, try await h.store.generation(gatewayID: id)) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.count == 200)
+            for (id, generation) in answers { #expect(generation == expected[id] ?? nil, "\(id)") }
+            #expect(Set(answers.compactMap { $0.1?.gateway }).count > 1, "the withdrawn gateway's generation differs")
+        }
+    }
+
     @Test(arguments: Backend.allCases) func aNonceIsClaimedOnceUntilItExpires(_ backend: Backend) async throws {
         try await StoreHarness.with(backend) { h in
             let t = Harness.now, until = Harness.now.addingTimeInterval(600)

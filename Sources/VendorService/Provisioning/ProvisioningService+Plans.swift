@@ -28,13 +28,14 @@ extension ProvisioningService {
         guard request.gatewayID == gateway.id else {
             throw APIError(.gatewayMismatch, status: .badRequest, "request is signed by \(gateway.id) but asks for \(request.gatewayID)'s plan")
         }
-        var logger = logger
-        logger[metadataKey: "gateway.id"] = "\(gateway.id)"
+        // The common case first, without a logger of its own (setting its metadata cost more than the lookup).
         if let generation, let known = unchangedPlans.entry(for: generation, gatewayID: gateway.id), let stored = known.inputs.previous,
            composer.answersAgain(known.plan, gatewayVersion: request.currentPlanVersion, now: now()) {
-            answeredUnchanged(known.plan, omitted: known.omitted, logger: logger)
+            answeredUnchanged(known.plan, omitted: known.omitted, gatewayID: gateway.id, logger: logger)
             return stored.signedJSON
         }
+        var logger = logger
+        logger[metadataKey: "gateway.id"] = "\(gateway.id)"
         // Most polls find their plan unchanged: composed from a snapshot, without locking the gateway's row
         // or writing anything, the stored plan is answered as is. A poll that reads the very inputs an
         // earlier one found unchanged does not even compose (`UnchangedPlans`). Only a changed plan takes the
@@ -43,13 +44,13 @@ extension ProvisioningService {
         if let stored = snapshot.previous {
             if let known = unchangedPlans.entry(for: snapshot, gatewayID: gateway.id),
                composer.answersAgain(known.plan, gatewayVersion: request.currentPlanVersion, now: now()) {
-                answeredUnchanged(known.plan, omitted: known.omitted, logger: logger)
+                answeredUnchanged(known.plan, omitted: known.omitted, gatewayID: gateway.id, logger: logger)
                 return stored.signedJSON
             }
             let issue = issuer(gatewayID: gateway.id, gatewayVersion: request.currentPlanVersion)
             if case let (plan, (composed, _)) = try issue(snapshot), plan == stored {
                 unchangedPlans.remember(.init(inputs: snapshot, plan: composed.plan, omitted: composed.omitted), gatewayID: gateway.id)
-                answeredUnchanged(composed.plan, omitted: composed.omitted, logger: logger)
+                answeredUnchanged(composed.plan, omitted: composed.omitted, gatewayID: gateway.id, logger: logger)
                 return stored.signedJSON
             }
         }
@@ -62,12 +63,12 @@ extension ProvisioningService {
     }
 
     /// ``issued(_:logger:)`` for a plan answered again as stored: nothing for the provisioner to follow.
-    private func answeredUnchanged(_ plan: ProvisioningPlan, omitted: [String], logger: Logger) {
+    private func answeredUnchanged(_ plan: ProvisioningPlan, omitted: [String], gatewayID: String, logger: Logger) {
         if !omitted.isEmpty {
-            logger.warning("devices left out of plan", metadata: ["device.omitted": "\(omitted.joined(separator: ","))"])
+            logger.warning("devices left out of plan", metadata: ["gateway.id": "\(gatewayID)", "device.omitted": "\(omitted.joined(separator: ","))"])
         }
         logger.debug("plan issued", metadata: [
-            "plan.version": "\(plan.version)", "plan.new": "false", "plan.devices": "\(plan.devices.count)", "plan.apps": "\(plan.apps.count)",
+            "gateway.id": "\(gatewayID)", "plan.version": "\(plan.version)", "plan.new": "false", "plan.devices": "\(plan.devices.count)", "plan.apps": "\(plan.apps.count)",
         ])
     }
 

@@ -55,10 +55,12 @@ extension ProvisioningService {
             throw APIError(.wrongAudience, status: .unauthorized, "request is addressed to vendor \(Fields.quote(audience)), this daemon serves \(vendor)")
         }
         let now = now()
-        guard let parsed = RequestSession.parseTicket(ticket), let sequence = UInt64(sequenceText) else {
+        // A ticket this replica checked before: its expiry and key are kept with its window.
+        let known = sessionWindows.known(ticket: ticket, gatewayID: gatewayID)
+        guard let expiresAt = known?.expiresAt ?? RequestSession.parseTicket(ticket)?.expiresAt, let sequence = UInt64(sequenceText) else {
             throw APIError(.badSession, status: .unauthorized, "session ticket or sequence number is malformed: open a new session")
         }
-        guard parsed.expiresAt > now else {
+        guard expiresAt > now else {
             throw APIError(.badSession, status: .unauthorized, "session ticket expired: open a new session")
         }
         func read() async throws -> GatewayRecord {
@@ -70,25 +72,31 @@ extension ProvisioningService {
             knownGateways.set(record, for: gatewayID)
             return record
         }
-        func verifies(_ record: GatewayRecord) -> Bool {
-            let key = RequestSession.sessionKey(secret: sessionSecret, ticket: ticket, vendor: vendor, gatewayID: gatewayID,
-                                                gatewayKey: record.gateway.publicKey)
-            return RequestSession.isValid(mac: mac, key: key, method: method, path: path, vendor: vendor, gatewayID: gatewayID,
-                                          ticket: ticket, sequence: sequence, body: body)
+        /// The session key for the gateway's key in `record`, if the request's MAC verifies with it.
+        func verifiedKey(_ record: GatewayRecord) -> Data? {
+            let key = known.flatMap { $0.gatewayKey == record.gateway.publicKey ? $0.key : nil }
+                ?? RequestSession.sessionKey(secret: sessionSecret, ticket: ticket, vendor: vendor, gatewayID: gatewayID,
+                                             gatewayKey: record.gateway.publicKey).withUnsafeBytes { Data($0) }
+            return RequestSession.isValid(mac: mac, key: SymmetricKey(data: key), method: method, path: path, vendor: vendor,
+                                          gatewayID: gatewayID, ticket: ticket, sequence: sequence, body: body) ? key : nil
         }
         let refused = APIError(.badSession, status: .unauthorized, "session request does not verify for gateway "
             + "\(Fields.quote(gatewayID))'s enrolled key at vendor \(vendor): open a new session")
         var record: GatewayRecord
-        if let known = knownGateways.value(for: gatewayID), verifies(known) {
-            record = known
+        let key: Data
+        if let cached = knownGateways.value(for: gatewayID), let k = verifiedKey(cached) {
+            record = cached
+            key = k
         } else {
             record = try await read()
-            guard verifies(record) else {
+            guard let k = verifiedKey(record) else {
                 logger.notice("session request refused", metadata: ["gateway.id": "\(gatewayID)"])
                 throw refused
             }
+            key = k
         }
-        guard sessionWindows.accept(sequence, ticket: ticket, gatewayID: gatewayID, expiresAt: parsed.expiresAt, now: now) else {
+        guard sessionWindows.accept(sequence, ticket: ticket, gatewayID: gatewayID,
+                                    session: .init(expiresAt: expiresAt, key: key, gatewayKey: record.gateway.publicKey), now: now) else {
             logger.notice("session request replayed", metadata: ["gateway.id": "\(gatewayID)", "session.sequence": "\(sequence)"])
             throw APIError(.replayedRequest, status: .unauthorized, "session sequence number \(sequence) was already used or is too old")
         }
@@ -105,31 +113,48 @@ extension ProvisioningService {
     }
 }
 
-/// Each session ticket's ``ReplayWindow`` on this replica, for at most `capacity` tickets: expired ones go
-/// first, then (a replica serving more live sessions than that) the one expiring soonest, which can then be
-/// replayed to this replica as it can to any other (see `RequestSession`).
+/// Each session ticket's ``ReplayWindow`` on this replica, with its expiry and its session key (derived once), for
+/// at most `capacity` tickets: expired ones go first, then (a replica serving more live sessions than that)
+/// the one expiring soonest, which can then be replayed to this replica as it can to any other (see
+/// `RequestSession`).
 final class SessionWindows: Sendable {
-    private struct Entry {
-        var window: ReplayWindow
+    /// What a ticket stands for once its first request verified.
+    struct Session: Sendable {
         var expiresAt: Date
+        /// The session key, for the gateway key below.
+        var key: Data
+        var gatewayKey: String
+    }
+    private struct Entry {
+        var session: Session
+        var window = ReplayWindow()
     }
     private let entries = Mutex<[String: Entry]>([:])
     let capacity: Int
 
     init(capacity: Int = 100_000) { self.capacity = max(1, capacity) }
 
-    func accept(_ sequence: UInt64, ticket: String, gatewayID: String, expiresAt: Date, now: Date) -> Bool {
-        let key = gatewayID + " " + ticket
+    static func name(_ ticket: String, _ gatewayID: String) -> String { gatewayID + " " + ticket }
+
+    /// The session a ticket stood for when a request of it last verified here.
+    func known(ticket: String, gatewayID: String) -> Session? {
+        entries.withLock { $0[Self.name(ticket, gatewayID)]?.session }
+    }
+
+    /// Records `sequence` for the ticket (a verified request's); false when seen or too old.
+    func accept(_ sequence: UInt64, ticket: String, gatewayID: String, session: Session, now: Date) -> Bool {
+        let name = Self.name(ticket, gatewayID)
         return entries.withLock { entries in
-            if entries[key] == nil, entries.count >= capacity {
-                entries = entries.filter { $0.value.expiresAt > now }
-                if entries.count >= capacity, let soonest = entries.min(by: { $0.value.expiresAt < $1.value.expiresAt })?.key {
+            if entries[name] == nil, entries.count >= capacity {
+                entries = entries.filter { $0.value.session.expiresAt > now }
+                if entries.count >= capacity, let soonest = entries.min(by: { $0.value.session.expiresAt < $1.value.session.expiresAt })?.key {
                     entries[soonest] = nil
                 }
             }
-            var entry = entries[key] ?? Entry(window: ReplayWindow(), expiresAt: expiresAt)
+            var entry = entries[name] ?? Entry(session: session)
             guard entry.window.accept(sequence) else { return false }
-            entries[key] = entry
+            entry.session = session
+            entries[name] = entry
             return true
         }
     }

@@ -20,6 +20,8 @@ public struct PostgresVendorStore: VendorStore {
     let logger: Logger
     /// Nonce claims, committed in groups (see ``claimNonceReadingGeneration(gatewayID:nonce:expiresAt:now:)``).
     let nonces: NonceClaims<PlanGeneration?>
+    /// Generation reads of session polls, made together (see ``generation(gatewayID:)``).
+    let generations: Grouped<String, PlanGeneration?>
 
     /// Builds the pool from a configuration's `postgres` section; connects nothing yet.
     /// - Throws: ``ConfigurationError`` for a bad section or an unreadable password file.
@@ -42,6 +44,7 @@ public struct PostgresVendorStore: VendorStore {
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.client = client
         nonces = NonceClaims(replayed: nil) { claims in try await Self.commitNonces(claims, client: client, logger: logger) }
+        generations = Grouped { ids in try await Self.generations(ids, client: client, logger: logger) }
         var probe = PostgresConnection.Configuration(host: endpoint.host, port: endpoint.port, username: endpoint.user, password: password,
                                                      database: endpoint.database, tls: .disable)
         probe.options.connectTimeout = .seconds(10)
@@ -336,14 +339,21 @@ public struct PostgresVendorStore: VendorStore {
         return nil
     }
 
+    /// Polls arriving while a read runs are read together in the next one, one statement (``Grouped``).
     public func generation(gatewayID: String) async throws -> PlanGeneration? {
+        try await generations.call(gatewayID)
+    }
+
+    static func generations(_ gatewayIDs: [String], client: PostgresClient, logger: Logger) async throws -> [PlanGeneration?] {
+        let unique = Array(Set(gatewayIDs))
         let rows = try await client.query("""
-            SELECT g.generation, (SELECT n FROM catalog_generation) FROM gateways g WHERE g.id = \(gatewayID)
+            SELECT g.id, g.generation, (SELECT n FROM catalog_generation) FROM gateways g WHERE g.id = ANY(\(unique)::text[])
             """, logger: logger)
-        for try await (gateway, catalog) in rows.decode((Int64, Int64).self) {
-            return PlanGeneration(gateway: gateway, catalog: catalog)
+        var found: [String: PlanGeneration] = [:]
+        for try await (id, gateway, catalog) in rows.decode((String, Int64, Int64).self) {
+            found[id] = PlanGeneration(gateway: gateway, catalog: catalog)
         }
-        return nil
+        return gatewayIDs.map { found[$0] }
     }
 
     public func gateway(id: String) async throws -> EnrolledGateway? {

@@ -7,6 +7,8 @@ public struct SQLiteVendorStore: VendorStore {
     let pool: DatabasePool
     /// Nonce claims, committed in groups (see ``claimNonceReadingGeneration(gatewayID:nonce:expiresAt:now:)``).
     let nonces: NonceClaims<PlanGeneration?>
+    /// Generation reads of session polls, made together (see ``generation(gatewayID:)``).
+    let generations: Grouped<String, PlanGeneration?>
 
     /// Opens the database at `path` and applies pending migrations.
     /// - Parameter create: create the file (and its folder) when missing; otherwise a missing file throws
@@ -35,6 +37,7 @@ public struct SQLiteVendorStore: VendorStore {
             try Self.migrator.migrate(pool)
             self.pool = pool
             nonces = NonceClaims(replayed: nil) { claims in try await Self.commitNonces(claims, pool: pool) }
+            generations = Grouped { ids in try await pool.read { db in try Self.generations(db, gatewayIDs: ids) } }
         } catch {
             if created { try? FileManager.default.removeItem(atPath: path) }
             throw error
@@ -262,12 +265,23 @@ public struct SQLiteVendorStore: VendorStore {
         }
     }
 
+    /// Polls arriving while a read runs are read together in the next one (``Grouped``): a read each, with
+    /// its hop to a reader's queue and back, cost a poll more than the rest of its work.
     public func generation(gatewayID: String) async throws -> PlanGeneration? {
-        try await pool.read { db in
-            guard let gateway = try Int64.fetchOne(db, sql: "SELECT generation FROM \(EnrolledGateway.databaseTableName) WHERE id = ?",
-                                                   arguments: [gatewayID]) else { return nil }
-            return PlanGeneration(gateway: gateway, catalog: try Self.catalogGeneration(db))
+        try await generations.call(gatewayID)
+    }
+
+    static func generations(_ db: Database, gatewayIDs: [String]) throws -> [PlanGeneration?] {
+        let unique = Array(Set(gatewayIDs))
+        var found: [String: Int64] = [:]
+        for chunk in stride(from: 0, to: unique.count, by: 500).map({ unique[$0..<min($0 + 500, unique.count)] }) {
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT id, generation FROM \(EnrolledGateway.databaseTableName) WHERE id IN (\(chunk.map { _ in "?" }.joined(separator: ",")))
+                """, arguments: StatementArguments(Array(chunk)))
+            for row in rows { found[row["id"]] = row["generation"] }
         }
+        let catalog = try catalogGeneration(db)
+        return gatewayIDs.map { id in found[id].map { PlanGeneration(gateway: $0, catalog: catalog) } }
     }
 
     static func catalogGeneration(_ db: Database) throws -> Int64 {
