@@ -33,7 +33,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("ramp-seconds"), help: "Gateways start spread over this many seconds (default: --poll-seconds).")
     var rampSeconds: Double?
 
-    @Option(name: .customLong("failure-rate"), help: "Probability (0-1) that a delivery is reported failed or rolled-back.")
+    @Option(name: .customLong("failure-rate"), help: "Share (0-1) of the gateways, spread evenly over the fleet, whose deliveries are reported failed or rolled-back.")
     var failureRate = 0.0
 
     @Option(name: .customLong("fail-app"), help: "NAME@VERSION: only plans carrying this release fail.")

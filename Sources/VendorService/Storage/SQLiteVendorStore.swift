@@ -275,12 +275,14 @@ public struct SQLiteVendorStore: VendorStore {
         let unique = Array(Set(gatewayIDs))
         var found: [String: Int64] = [:]
         for chunk in stride(from: 0, to: unique.count, by: 500).map({ unique[$0..<min($0 + 500, unique.count)] }) {
-            let rows = try Row.fetchAll(db, sql: """
+            // Cached per batch size: a poll's read was compiling its statement again each time.
+            let statement = try db.cachedStatement(sql: """
                 SELECT id, generation FROM \(EnrolledGateway.databaseTableName) WHERE id IN (\(chunk.map { _ in "?" }.joined(separator: ",")))
-                """, arguments: StatementArguments(Array(chunk)))
+                """)
+            let rows = try Row.fetchAll(statement, arguments: StatementArguments(Array(chunk)))
             for row in rows { found[row["id"]] = row["generation"] }
         }
-        let catalog = try catalogGeneration(db)
+        let catalog = try Int64.fetchOne(try db.cachedStatement(sql: "SELECT n FROM catalog_generation")) ?? 0
         return gatewayIDs.map { id in found[id].map { PlanGeneration(gateway: $0, catalog: catalog) } }
     }
 
