@@ -63,15 +63,7 @@ extension ProvisioningService {
         guard expiresAt > now else {
             throw APIError(.badSession, status: .unauthorized, "session ticket expired: open a new session")
         }
-        func read() async throws -> GatewayRecord {
-            guard Fields.gatewayID.isValid(gatewayID), let record = try await store.gatewayRecord(id: gatewayID) else {
-                knownGateways.remove(gatewayID)
-                logger.notice("request from unknown gateway", metadata: ["gateway.id": .untrusted(gatewayID)])
-                throw APIError.unknownGateway("gateway \(Fields.quote(gatewayID)) is not enrolled with vendor \(vendor)")
-            }
-            knownGateways.set(record, for: gatewayID)
-            return record
-        }
+        func read() async throws -> GatewayRecord { try await readGateway(gatewayID, logger: logger) }
         /// The session key for the gateway's key in `record`, if the request's MAC verifies with it.
         func verifiedKey(_ record: GatewayRecord) -> Data? {
             let key = known.flatMap { $0.gatewayKey == record.gateway.publicKey ? $0.key : nil }

@@ -84,15 +84,7 @@ public struct ProvisioningService: Sendable {
         }
         let hosts = acceptedHosts(requestHost: requestHost)
         let now = now()
-        func read() async throws -> GatewayRecord {
-            guard Fields.gatewayID.isValid(gatewayID), let record = try await store.gatewayRecord(id: gatewayID) else {
-                knownGateways.remove(gatewayID)
-                logger.notice("request from unknown gateway", metadata: ["gateway.id": .untrusted(gatewayID)])
-                throw APIError.unknownGateway("gateway \(Fields.quote(gatewayID)) is not enrolled with vendor \(vendor)")
-            }
-            knownGateways.set(record, for: gatewayID)
-            return record
-        }
+        func read() async throws -> GatewayRecord { try await readGateway(gatewayID, logger: logger) }
         func verify(_ record: GatewayRecord) throws {
             try verifySignature(received, of: record.gateway, method: method, path: path, hosts: hosts, body: body, now: now, logger: logger)
         }
@@ -119,6 +111,18 @@ public struct ProvisioningService: Sendable {
             if record.gateway.publicKey != checked.gateway.publicKey { try verify(record) }
         }
         return (record.gateway, generation)
+    }
+
+    /// The store's row of an enrolled, unrevoked gateway, kept in ``knownGateways`` (403 `unknownGateway` otherwise,
+    /// and the kept copy is dropped).
+    func readGateway(_ gatewayID: String, logger: Logger) async throws -> GatewayRecord {
+        guard Fields.gatewayID.isValid(gatewayID), let record = try await store.gatewayRecord(id: gatewayID) else {
+            knownGateways.remove(gatewayID)
+            logger.notice("request from unknown gateway", metadata: ["gateway.id": .untrusted(gatewayID)])
+            throw APIError.unknownGateway("gateway \(Fields.quote(gatewayID)) is not enrolled with vendor \(vendor)")
+        }
+        knownGateways.set(record, for: gatewayID)
+        return record
     }
 
     /// Checks the request's signature with `gateway`'s key; refusals are logged and thrown as ``APIError``s.
