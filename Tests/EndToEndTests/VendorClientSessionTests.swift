@@ -27,11 +27,14 @@ struct VendorClientSessionTests {
         let secret = RequestSession.secret(signingKey: Curve25519.Signing.PrivateKey())
         let gateway: GatewayIdentity
         let sessions: Bool
+        /// Grants that do not open (a sealed key under no agreement the gateway made).
+        let garbageGrants: Bool
         let seen = Mutex(Seen())
 
-        init(gateway: GatewayIdentity, sessions: Bool) {
+        init(gateway: GatewayIdentity, sessions: Bool, garbageGrants: Bool) {
             self.gateway = gateway
             self.sessions = sessions
+            self.garbageGrants = garbageGrants
         }
 
         func header(_ name: String, _ request: Request) -> String? {
@@ -44,7 +47,8 @@ struct VendorClientSessionTests {
                 router.post(RouterPath(RequestSession.path)) { [self] request, _ -> Response in
                     let body = Data(buffer: try await request.body.collect(upTo: 4096))
                     #expect(header(RequestSignature.signatureHeader, request) != nil, "the handshake is signed")
-                    let offer = try WireJSON.decoder().decode(RequestSession.Offer.self, from: body)
+                    var offer = try WireJSON.decoder().decode(RequestSession.Offer.self, from: body)
+                    if garbageGrants { offer = SessionBook.makeOffer().offer }
                     let ticket = RequestSession.makeTicket(now: Date())
                     let key = RequestSession.sessionKey(secret: secret, ticket: ticket, vendor: "acme", gatewayID: gateway.id,
                                                         gatewayKey: gateway.publicKey)
@@ -86,9 +90,9 @@ struct VendorClientSessionTests {
     }
 
     /// Runs `body` with a client of `gateway` and a stand-in daemon listening.
-    func with(sessions: Bool, _ body: (VendorClient, GatewayConfig.VendorEntry, Daemon) async throws -> Void) async throws {
+    func with(sessions: Bool, garbageGrants: Bool = false, _ body: (VendorClient, GatewayConfig.VendorEntry, Daemon) async throws -> Void) async throws {
         let gateway = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
-        let daemon = Daemon(gateway: gateway, sessions: sessions)
+        let daemon = Daemon(gateway: gateway, sessions: sessions, garbageGrants: garbageGrants)
         let http = HTTPClient(configuration: VendorClient.httpConfiguration)
         let vendor = GatewayConfig.VendorEntry(id: "acme", match: [],
                                                daemonURL: "http://127.0.0.1:\(daemon.port)", publicKey: Keys.encode(Curve25519.Signing.PrivateKey().publicKey),
@@ -130,6 +134,15 @@ struct VendorClientSessionTests {
             for _ in 0..<3 { _ = try await client.currentPlan(request, from: vendor) }
             #expect(daemon.seen.withLock { $0.signedPolls } == 3)
             #expect(daemon.seen.withLock { $0.sessionPolls }.isEmpty)
+        }
+    }
+
+    @Test func aGrantThatDoesNotOpenIsNotAskedForAgainAtEveryPoll() async throws {
+        try await with(sessions: true, garbageGrants: true) { client, vendor, daemon in
+            let request = PlanRequest(gatewayID: daemon.gateway.id, currentPlanVersion: 0)
+            for _ in 0..<3 { _ = try await client.currentPlan(request, from: vendor) }
+            #expect(daemon.seen.withLock { $0.handshakes } == 1)
+            #expect(daemon.seen.withLock { $0.signedPolls } == 3)
         }
     }
 }

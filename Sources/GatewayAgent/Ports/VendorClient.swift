@@ -58,7 +58,8 @@ public struct VendorClient: VendorAPI {
     static func sessionName(_ vendor: GatewayConfig.VendorEntry) -> String { vendor.id + " " + vendor.daemonURL }
 
     /// A poll's session headers, opening a session first when none is held; nil when the vendor's daemon has
-    /// no sessions (asked again in ten minutes) or refused the handshake (the signed poll then says why).
+    /// no sessions or refused the handshake or answered a grant that does not open (each asked again in ten
+    /// minutes; the signed poll says why meanwhile).
     func sessionHeaders(vendor: GatewayConfig.VendorEntry, path: String, body: Data) async throws -> [(String, String)]? {
         let name = Self.sessionName(vendor)
         func held() -> [(String, String)]? {
@@ -79,9 +80,12 @@ public struct VendorClient: VendorAPI {
             logger.info("vendor daemon has no sessions: plan polls are signed", metadata: ["iotgw.vendor": "\(vendor.id)"])
             return nil
         } catch let error as VendorError where !error.isRetryable {
+            // Asked again in ten minutes, not at every poll: a vendor cannot make each poll two requests and a log line.
+            sessions.unsupported(name, until: Date().addingTimeInterval(600))
             logger.notice("vendor refused a session", metadata: ["iotgw.vendor": "\(vendor.id)", "iotgw.error": "\(error)"])
             return nil
         } catch let error as ProtocolError {
+            sessions.unsupported(name, until: Date().addingTimeInterval(600))
             logger.warning("vendor's session grant refused", metadata: ["iotgw.vendor": "\(vendor.id)", "iotgw.error": "\(error)"])
             return nil
         }
