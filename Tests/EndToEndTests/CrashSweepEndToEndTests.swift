@@ -39,7 +39,9 @@ final class CrashSweep {
         guard let daemon = gateway.daemon, !daemon.isRunning else { return }
         let status = daemon.process.terminationStatus
         guard let point = queue.first, status == CrashPoint.exitStatus, daemon.output.contains("crash point \(point) reached") else {
-            throw HarnessError("gateway daemon exited with status \(status) outside a crash point:\n\(daemon.output.suffix(3000))")
+            // A crash report's head (what crashed, the crashing thread) first: its tail is only registers and images.
+            let report = daemon.output.range(of: "*** Program crashed").map { String(daemon.output[$0.lowerBound...].prefix(6000)) + "\n...\n" } ?? ""
+            throw HarnessError("gateway daemon exited with status \(status) outside a crash point:\n\(report)\(daemon.output.suffix(3000))")
         }
         queue.removeFirst()
         try await start()

@@ -14,9 +14,6 @@ public struct VendorClient: VendorAPI {
     let identity: GatewayIdentity
     let logger: Logger
     public var timeout: TimeAmount = .seconds(10)
-    /// Plan polls are made in a session (`RequestSession`): one signed handshake, then a MAC per poll, which
-    /// costs the vendor far less than checking a signature. Everything else stays signed.
-    let sessions = SessionBook()
 
     /// The HTTP client configuration vendor traffic needs: no redirects, bounded connects.
     public static var httpConfiguration: HTTPClient.Configuration {
@@ -38,58 +35,8 @@ public struct VendorClient: VendorAPI {
                        limit: PlanValidator.maxPlanBytes + 1)
     }
 
-    /// In a session when the vendor's daemon has them: a refused session (expired, or the gateway's key
-    /// changed) is dropped and the poll made again in a new one; a daemon without sessions is polled signed.
     public func currentPlan(_ request: PlanRequest, from vendor: GatewayConfig.VendorEntry) async throws -> Data {
-        let body = try WireJSON.encoder().encode(request)
-        let limit = PlanValidator.maxPlanBytes + 1
-        for attempt in 1...2 {
-            guard let headers = try await sessionHeaders(vendor: vendor, path: "/v1/plan", body: body) else { break }
-            do {
-                return try await post("/v1/plan", body: body, vendor: vendor, limit: limit, authentication: headers)
-            } catch let error as VendorError where error.refusalCode == "badSession" || error.refusalCode == "replayedRequest" {
-                sessions.drop(Self.sessionName(vendor))
-                if attempt == 2 { throw error }
-            }
-        }
-        return try await post("/v1/plan", body: body, vendor: vendor, limit: limit)
-    }
-
-    static func sessionName(_ vendor: GatewayConfig.VendorEntry) -> String { vendor.id + " " + vendor.daemonURL }
-
-    /// A poll's session headers, opening a session first when none is held; nil when the vendor's daemon has
-    /// no sessions or refused the handshake or answered a grant that does not open (each asked again in ten
-    /// minutes; the signed poll says why meanwhile).
-    func sessionHeaders(vendor: GatewayConfig.VendorEntry, path: String, body: Data) async throws -> [(String, String)]? {
-        let name = Self.sessionName(vendor)
-        func held() -> [(String, String)]? {
-            sessions.headers(name, gatewayID: identity.id, vendor: vendor.id, method: "POST", path: path, body: body)
-        }
-        if let headers = held() { return headers }
-        guard sessions.mayOpen(name) else { return nil }
-        let (key, offer) = SessionBook.makeOffer()
-        do {
-            let answer = try await post(RequestSession.path, body: try WireJSON.encoder().encode(offer), vendor: vendor, limit: 4096)
-            let grant: RequestSession.Grant
-            do { grant = try WireJSON.decoder().decode(RequestSession.Grant.self, from: answer) } catch {
-                throw ProtocolError(.malformed, "session grant is not JSON of the expected shape")
-            }
-            try sessions.open(grant, with: key, as: name)
-        } catch let error as VendorError where ["notFound", "methodNotAllowed", "http404", "http405"].contains(error.refusalCode) {
-            sessions.unsupported(name, until: Date().addingTimeInterval(600))
-            logger.info("vendor daemon has no sessions: plan polls are signed", metadata: ["iotgw.vendor": "\(vendor.id)"])
-            return nil
-        } catch let error as VendorError where !error.isRetryable {
-            // Asked again in ten minutes, not at every poll: a vendor cannot make each poll two requests and a log line.
-            sessions.unsupported(name, until: Date().addingTimeInterval(600))
-            logger.notice("vendor refused a session", metadata: ["iotgw.vendor": "\(vendor.id)", "iotgw.error": "\(error)"])
-            return nil
-        } catch let error as ProtocolError {
-            sessions.unsupported(name, until: Date().addingTimeInterval(600))
-            logger.warning("vendor's session grant refused", metadata: ["iotgw.vendor": "\(vendor.id)", "iotgw.error": "\(error)"])
-            return nil
-        }
-        return held()
+        try await post("/v1/plan", body: try WireJSON.encoder().encode(request), vendor: vendor, limit: PlanValidator.maxPlanBytes + 1)
     }
 
     public func bootstrap(_ request: BootstrapRequest, from vendor: GatewayConfig.VendorEntry) async throws -> Data {
@@ -101,9 +48,7 @@ public struct VendorClient: VendorAPI {
         _ = try await post("/v1/report", body: try WireJSON.encoder().encode(report), vendor: vendor, limit: 64 * 1024)
     }
 
-    /// - Parameter authentication: a session's headers; nil: the request is signed.
-    func post(_ path: String, body: Data, vendor: GatewayConfig.VendorEntry, limit: Int,
-              authentication: [(String, String)]? = nil) async throws -> Data {
+    func post(_ path: String, body: Data, vendor: GatewayConfig.VendorEntry, limit: Int) async throws -> Data {
         guard let url = URL(string: vendor.daemonURL), let scheme = url.scheme, let host = url.host else {
             throw VendorError(kind: .refused(code: "badURL"), message: "vendor \(vendor.id)'s daemonURL is not a URL")
         }
@@ -116,8 +61,8 @@ public struct VendorClient: VendorAPI {
         req.method = .POST
         req.headers.add(name: "Content-Type", value: "application/json")
         let audience = RequestSignature.Audience(vendor: vendor.id, host: host)
-        for (k, v) in try authentication ?? RequestSignature.headers(gatewayID: identity.id, key: identity.key, method: "POST", path: path,
-                                                                     audience: audience, body: body) {
+        for (k, v) in try RequestSignature.headers(gatewayID: identity.id, key: identity.key, method: "POST", path: path, audience: audience,
+                                                   body: body) {
             req.headers.add(name: k, value: v)
         }
         req.body = .bytes(ByteBuffer(data: body))
