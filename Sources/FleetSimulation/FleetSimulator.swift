@@ -428,14 +428,14 @@ struct GatewayRun: Sendable {
         trace.reports.append(.init(planVersion: plan.version, outcome: outcome.rawValue))
     }
 
-    /// `delivered`, or for the gateways ``FleetRunOptions/failureRate`` picks (only for plans carrying `failApp`
-    /// when it is set) `failed` or `rolled-back`, half and half.
     /// Whether gateway `index` (in the fleet's order) is one of the `rate` share that fail: one wherever the
     /// running count of failures, `index × rate`, reaches a whole number.
     static func fails(index: Int, rate: Double) -> Bool {
         (Double(index + 1) * rate).rounded(.down) > (Double(index) * rate).rounded(.down)
     }
 
+    /// `delivered`, or for the gateways ``FleetRunOptions/failureRate`` picks (only for plans carrying `failApp`
+    /// when it is set) `failed` or `rolled-back`, half and half.
     func outcome(for plan: ProvisioningPlan) -> ProvisioningReport.Outcome {
         if let failApp = options.failApp, !plan.apps.contains(where: { $0.name == failApp.name && $0.version == failApp.version }) {
             return .delivered

@@ -203,11 +203,7 @@ public final class SessionBook: Sendable {
         var expiresAt: Date
         var next: UInt64
     }
-    private struct State {
-        var held: [String: Held] = [:]
-        var unsupportedUntil: [String: Date] = [:]
-    }
-    private let state = Mutex(State())
+    private let state = Mutex([String: Held]())
     /// A session is renewed this long before its ticket expires, so no request is sent on one about to lapse.
     public static let renewal: TimeInterval = 60
 
@@ -226,7 +222,7 @@ public final class SessionBook: Sendable {
             throw ProtocolError(.malformed, "session ticket is malformed")
         }
         state.withLock {
-            $0.held[name] = Held(ticket: grant.ticket, key: sessionKey.withUnsafeBytes { Data($0) }, expiresAt: expiresAt, next: 1)
+            $0[name] = Held(ticket: grant.ticket, key: sessionKey.withUnsafeBytes { Data($0) }, expiresAt: expiresAt, next: 1)
         }
     }
 
@@ -235,8 +231,8 @@ public final class SessionBook: Sendable {
     public func headers(_ name: String, gatewayID: String, vendor: String, method: String, path: String, body: some DataProtocol,
                         now: Date = Date()) -> [(String, String)]? {
         let taken = state.withLock { s -> (ticket: String, key: Data, sequence: UInt64)? in
-            guard var held = s.held[name], held.expiresAt.timeIntervalSince(now) > Self.renewal else { return nil }
-            defer { held.next += 1; s.held[name] = held }
+            guard var held = s[name], held.expiresAt.timeIntervalSince(now) > Self.renewal else { return nil }
+            defer { held.next += 1; s[name] = held }
             return (held.ticket, held.key, held.next)
         }
         guard let taken else { return nil }
@@ -246,18 +242,9 @@ public final class SessionBook: Sendable {
 
     /// Whether a session is held under `name` that does not expire within ``renewal``.
     public func holds(_ name: String, now: Date = Date()) -> Bool {
-        state.withLock { $0.held[name].map { $0.expiresAt.timeIntervalSince(now) > Self.renewal } ?? false }
+        state.withLock { $0[name].map { $0.expiresAt.timeIntervalSince(now) > Self.renewal } ?? false }
     }
 
     /// Forgets the session held under `name` (the receiver refused it).
-    public func drop(_ name: String) { _ = state.withLock { $0.held.removeValue(forKey: name) } }
-
-    /// Whether a handshake with `name` is worth trying: not when it answered, before `now`, that it has no
-    /// sessions (an older vendor daemon).
-    public func mayOpen(_ name: String, now: Date = Date()) -> Bool {
-        state.withLock { ($0.unsupportedUntil[name] ?? .distantPast) <= now }
-    }
-
-    /// Records that `name` has no sessions; asked again after `until`.
-    public func unsupported(_ name: String, until: Date) { state.withLock { $0.unsupportedUntil[name] = until } }
+    public func drop(_ name: String) { _ = state.withLock { $0.removeValue(forKey: name) } }
 }

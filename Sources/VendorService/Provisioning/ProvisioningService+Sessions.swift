@@ -150,6 +150,4 @@ final class SessionWindows: Sendable {
             return true
         }
     }
-
-    var count: Int { entries.withLock { $0.count } }
 }

@@ -282,12 +282,13 @@ public struct SQLiteVendorStore: VendorStore {
             let rows = try Row.fetchAll(statement, arguments: StatementArguments(Array(chunk)))
             for row in rows { found[row["id"]] = row["generation"] }
         }
-        let catalog = try Int64.fetchOne(try db.cachedStatement(sql: "SELECT n FROM catalog_generation")) ?? 0
+        let catalog = try catalogGeneration(db)
         return gatewayIDs.map { id in found[id].map { PlanGeneration(gateway: $0, catalog: catalog) } }
     }
 
+    /// From a cached statement: every poll and nonce claim reads it.
     static func catalogGeneration(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db, sql: "SELECT n FROM catalog_generation") ?? 0
+        try Int64.fetchOne(try db.cachedStatement(sql: "SELECT n FROM catalog_generation")) ?? 0
     }
 
     /// An enrolled gateway that was not revoked.
