@@ -37,7 +37,8 @@ public final class UdevMonitor: Sendable {
     /// Whether this monitor's reader thread has ended (and released the libudev handles); for tests.
     let readerState = ReaderState()
 
-    /// How long the reader thread blocks in `poll()` before it re-checks for termination.
+    /// How long the reader thread blocks in `poll()` before it re-checks for termination, when it has no
+    /// stop pipe to wake it (see `StopFlag`).
     static let pollTimeoutMilliseconds: Int32 = 100
 
     /// Creates the netlink monitor and starts receiving (events queue from now on).
@@ -90,10 +91,41 @@ final class ReaderState: Sendable {
     var hasExited: Bool { exited.load(ordering: .acquiring) }
 }
 
-/// Set once by the stream's termination handler, read by the reader thread.
+/// Set once by the stream's termination handler, read by the reader thread. Setting it also writes a
+/// byte to a pipe the reader polls with the monitor's socket, so the reader sleeps in `poll()` until an
+/// event or the stop, rather than waking ten times a second to look at the flag (an idle gateway's
+/// wakeups, and code it kept resident). Without a pipe (none could be made) the reader looks every
+/// ``UdevMonitor/pollTimeoutMilliseconds``.
 private final class StopFlag: Sendable {
     private let flag = Atomic<Bool>(false)
-    func set() { flag.store(true, ordering: .releasing) }
+    /// The pipe's read end (polled by the reader) and write end; -1 when there is none.
+    let wakeRead: Int32
+    private let wakeWrite: Int32
+
+    init() {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else {
+            (wakeRead, wakeWrite) = (-1, -1)
+            return
+        }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        (wakeRead, wakeWrite) = (fds[0], fds[1])
+    }
+
+    deinit {
+        if wakeRead >= 0 { close(wakeRead) }
+        if wakeWrite >= 0 { close(wakeWrite) }
+    }
+
+    func set() {
+        flag.store(true, ordering: .releasing)
+        var byte: UInt8 = 1
+        if wakeWrite >= 0 { _ = write(wakeWrite, &byte, 1) }
+    }
+
     var isSet: Bool { flag.load(ordering: .acquiring) }
 }
 
@@ -143,16 +175,19 @@ private final class MonitorHandle: @unchecked Sendable {
     /// The receive loop; runs on the dedicated reader thread only.
     func run(until stop: StopFlag, yieldingTo continuation: AsyncThrowingStream<UdevDevice, any Error>.Continuation, logger: Logger) {
         let fd = udev_monitor_get_fd(monitor)
+        // The stop pipe's read end is polled too (its byte ends the loop); fd -1 is ignored by poll().
+        let timeout = stop.wakeRead >= 0 ? -1 : UdevMonitor.pollTimeoutMilliseconds
         while !stop.isSet {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, UdevMonitor.pollTimeoutMilliseconds)
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stop.wakeRead, events: Int16(POLLIN), revents: 0)]
+            let ready = poll(&fds, 2, timeout)
+            let pfd = fds[0]
             if ready < 0 {
                 let e = Glibc.errno
                 if e == EINTR { continue }
                 continuation.finish(throwing: UdevError(code: .receiveFailed, errno: e, message: "poll on the udev monitor socket failed"))
                 return
             }
-            if ready == 0 { continue }
+            if ready == 0 || pfd.revents == 0 { continue }
             if pfd.revents & Int16(POLLNVAL) != 0 {
                 continuation.finish(throwing: UdevError(code: .receiveFailed, errno: EBADF, message: "udev monitor socket is closed"))
                 return

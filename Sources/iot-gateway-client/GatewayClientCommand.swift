@@ -54,7 +54,7 @@ struct GatewayClientCommand: AsyncParsableCommand {
                 throw ValidationError(e.message)
             }
             let watcher = DeviceWatcher(agent: agent, logger: logger)
-            let control = try ControlServer.buildApplication(agent: agent, logger: logger)
+            let control = try ControlServer.build(agent: agent, logger: logger)
             logger.notice("starting", metadata: ["iotgw.gateway": "\(agent.identity.id)", "iotgw.control": "\(config.controlSocket)"])
             let group = ServiceGroup(configuration: .init(services: [.init(service: agent), .init(service: watcher), .init(service: control)],
                                                           gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

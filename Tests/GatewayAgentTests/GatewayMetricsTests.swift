@@ -32,7 +32,7 @@ import Testing
     static func servingControl<T>(_ rig: Rig, _ body: (ControlClient) async throws -> T) async throws -> T {
         var logger = Logger(label: "control-test")
         logger.logLevel = .warning
-        let app = try ControlServer.buildApplication(agent: rig.agent, logger: logger)
+        let app = try ControlServer.build(agent: rig.agent, logger: logger)
         let services = ServiceGroup(services: [app], logger: logger)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await services.run() }

@@ -47,6 +47,42 @@ import Testing
         await #expect(throws: GatewayError.self) { try await s.recordPlan(vendor: "acme", version: 3, signedJSON: Data(), payloadSHA256: "a3") }
     }
 
+    /// The idle tick's reads come from memory until a write: every kind of write is seen by the next read,
+    /// a write that throws too, and an unchanged store answers without SQLite.
+    @Test func cachedReadsSeeEveryWriteThatReturned() async throws {
+        let s = try store()
+        #expect(try await s.devices().isEmpty)
+        #expect(try await s.vendorState("acme") == nil)
+        #expect(try await s.rebuildTransaction("acme") == nil)
+        #expect(try await s.deliveryTransaction("acme") == nil)
+        try await s.saveDeliveryTransaction(DeliveryTransaction(vendor: "acme", planVersion: 1, snapshot: "iotgw-1", phase: .converging,
+                                                                startedAt: Date(), updatedAt: Date()))
+        #expect(try await s.deliveryTransaction("acme")?.phase == .converging)
+        try await s.dropDeliveryTransaction("acme")
+        #expect(try await s.deliveryTransaction("acme") == nil)
+        try await s.save(DeviceRecord(syspath: "/sys/x", subsystem: "tty", devnode: "/dev/ttyUSB0", vendorID: "0403", productID: "6001",
+                                      serial: "SN1", manufacturer: nil, product: nil, busPath: nil, vendor: "acme", present: true,
+                                      state: .announcing, lastError: nil, attempts: 0, nextAttemptAt: nil, updatedAt: Date()))
+        #expect(try await s.devices().map(\.state) == [.announcing])
+        try await s.setDeviceState("/sys/x", .awaitingApproval)
+        #expect(try await s.devices().map(\.state) == [.awaitingApproval])
+        let rec = try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("{}".utf8), payloadSHA256: "h1")
+        #expect(try await s.vendorState("acme")?.lastVersion == 1)
+        #expect(try await s.vendorState("acme")?.approvedPlanID == nil)
+        try await s.decide(planID: rec.id!, approve: true, by: "owner")
+        #expect(try await s.vendorState("acme")?.approvedPlanID == rec.id)
+        try await s.setReconcileRetry("acme", attempts: 3, next: nil)
+        #expect(try await s.vendorState("acme")?.reconcileAttempts == 3)
+        // A write that throws may have changed nothing, or something: what follows reads again either way.
+        await #expect(throws: GatewayError.self) { try await s.decide(planID: rec.id!, approve: false, by: "owner") }
+        #expect(try await s.vendorState("acme")?.approvedPlanID == rec.id)
+        // Unchanged: answered from memory even with the table gone underneath (nothing else writes the store).
+        try await s.db.writeWithoutTransaction { try $0.execute(sql: "DELETE FROM vendor_state") }
+        #expect(try await s.vendorState("acme")?.approvedPlanID == rec.id)
+        try await s.setSynced("acme", at: Date())
+        #expect(try await s.vendorState("acme") == nil, "read again after the store's own write")
+    }
+
     /// The owner's denial lands while a lane marks the same device awaiting from a state it read before:
     /// the write that names the states it expects changes nothing once the device left them.
     @Test func aStateChangeFromExpectedStatesLeavesADeviceThatMovedOnAlone() async throws {
@@ -103,5 +139,19 @@ import Testing
         }
         #expect(try await s.heldPlan("acme") == PlanHeld(version: 2, payloadSHA256: "h2"))
         #expect(try await s.vendorState("acme")?.lastVersion == 2)
+    }
+}
+
+@Suite struct ControlDateTests {
+    /// The control socket's `Date` header, formatted without calendar or ICU code, is RFC 9110's IMF-fixdate of now.
+    @Test func theControlSocketsDateIsAnIMFFixdateOfNow() throws {
+        let text = HTTPDate.now()
+        #expect(text.wholeMatch(of: /[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT/) != nil, "\(text)")
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        let parsed = try #require(f.date(from: text))
+        #expect(abs(parsed.timeIntervalSinceNow) < 5)
     }
 }

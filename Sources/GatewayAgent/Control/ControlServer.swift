@@ -1,10 +1,13 @@
 import Foundation
 import GatewayProtocol
 import Hummingbird
+import HummingbirdCore
 import Logging
 import LXD
 import NIOCore
 import NIOFoundationCompat
+import NIOPosix
+import ServiceLifecycle
 
 /// Builds the owner's control API served on the control socket.
 public enum ControlServer {
@@ -16,7 +19,8 @@ public enum ControlServer {
         guard chmod(dir, 0o700) == 0 else { throw ConfigError("cannot restrict \(dir) to root (errno \(errno))") }
     }
 
-    public static func buildApplication(agent: GatewayAgent, logger: Logger) throws -> some ApplicationProtocol {
+    /// The control API as a service: the owner's requests on the control socket until graceful shutdown.
+    public static func build(agent: GatewayAgent, logger: Logger) throws -> any Service {
         try prepareSocketDirectory(agent.config.controlSocket)
         let views = ControlViews(agent: agent)
         let router = Router()
@@ -78,9 +82,7 @@ public enum ControlServer {
                 return error(.conflict, "stillConfigured", e.message)
             }
         }
-        return Application(router: router, configuration: .init(address: .unixDomainSocket(path: agent.config.controlSocket),
-                                                                serverName: "iot-gateway-client"),
-                           logger: logger)
+        return try ControlService(responder: router.buildResponder(), socketPath: agent.config.controlSocket, logger: logger).server()
     }
 
     static func json(_ value: some Encodable) throws -> Response {
@@ -91,6 +93,46 @@ public enum ControlServer {
     static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
         let data = (try? ControlAPI.encoder().encode(ErrorBody(code: code, message: message))) ?? Data()
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+}
+
+/// Serves a router on the control socket as Hummingbird's `Application` does, without what an idle
+/// gateway cannot afford: `Application` also runs a task that formats the date every second for the
+/// `Date` header, which woke the idle daemon each second and kept its calendar and time-zone code (and
+/// ICU's) resident after every idle trim. The owner's few requests format their date when they come.
+struct ControlService<Responder: HTTPResponder>: Sendable where Responder.Context == BasicRequestContext {
+    let responder: Responder
+    let socketPath: String
+    let logger: Logger
+
+    func server() throws -> any Service {
+        let responder = responder, logger = logger
+        return try HTTPServerBuilder.http1().buildServer(
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "iot-gateway-client"),
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
+        ) { request, writer, channel in
+            let context = BasicRequestContext(source: .init(channel: channel, logger: logger))
+            var response: Response
+            // The router answers its own errors (HTTPResponseError: 404, 405, a bad parameter); anything else is a 500.
+            do { response = try await responder.respond(to: request, context: context) } catch {
+                logger.debug("control request failed", metadata: ["iotgw.error": "\(error.safeDescription)"])
+                response = Response(status: .internalServerError)
+            }
+            response.headers[.date] = HTTPDate.now()
+            response.headers[.server] = "iot-gateway-client"
+            try await writer.write(response: response.head, body: response.body)
+        }
+    }
+}
+
+/// An HTTP date (RFC 9110's IMF-fixdate), formatted by the C library: no calendar or ICU code.
+enum HTTPDate {
+    static func now() -> String {
+        var t = time(nil), parts = tm()
+        gmtime_r(&t, &parts)
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = buffer.withUnsafeMutableBufferPointer { strftime($0.baseAddress, $0.count, "%a, %d %b %Y %H:%M:%S GMT", &parts) }
+        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

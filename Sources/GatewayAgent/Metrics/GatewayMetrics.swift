@@ -1,5 +1,6 @@
 import GatewayProtocol
 import Prometheus
+import Synchronization
 
 /// The gateway's own Prometheus metrics, for the owner (`GET /v1/metrics` on the control socket,
 /// `iot-gateway metrics`). The registry belongs to the agent's environment: no process-global state.
@@ -27,6 +28,11 @@ public final class GatewayMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     /// The vendor ids that may appear as labels: the owner's configuration.
     let vendors: Set<String>
+    /// Each series' handle once made: the registry's make (name and help checked, labels sorted, a lookup
+    /// under its lock) ran at every lane pass, twice, and kept that code resident in an idle gateway.
+    /// Bounded by the labels' bounded values.
+    private let counters = Mutex<[String: Counter]>([:])
+    private let gauges = Mutex<[String: Gauge]>([:])
 
     /// - Parameter vendors: the configured vendor ids; any other id is labelled `other`.
     public init(vendors: some Sequence<String>, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -137,10 +143,25 @@ public final class GatewayMetrics: Sendable {
     }
 
     private func counter(_ name: String, _ help: String, _ labels: [(String, String)]) -> Counter {
-        registry.makeCounter(descriptor: .init(metricName: name, unitName: "total", helpText: help), labels: labels)
+        Self.handle(counters, Self.series(name, labels)) {
+            registry.makeCounter(descriptor: .init(metricName: name, unitName: "total", helpText: help), labels: labels)
+        }
     }
 
     private func gauge(_ name: String, _ help: String, _ labels: [(String, String)]) -> Gauge {
-        registry.makeGauge(descriptor: .init(metricName: name, unitName: "", helpText: help), labels: labels)
+        Self.handle(gauges, Self.series(name, labels)) {
+            registry.makeGauge(descriptor: .init(metricName: name, unitName: "", helpText: help), labels: labels)
+        }
+    }
+
+    private static func series(_ name: String, _ labels: [(String, String)]) -> String {
+        labels.reduce(into: name) { $0 += "\u{0}" + $1.0 + "\u{0}" + $1.1 }
+    }
+
+    private static func handle<Handle: Sendable>(_ handles: borrowing Mutex<[String: Handle]>, _ key: String, make: () -> Handle) -> Handle {
+        if let made = handles.withLock({ $0[key] }) { return made }
+        let made = make()
+        handles.withLock { $0[key] = made }
+        return made
     }
 }

@@ -1,11 +1,17 @@
 import Foundation
 import GatewayProtocol
 import GRDB
+import Synchronization
 
 /// The gateway's durable state in SQLite (WAL, synchronous=FULL so a state transition that
 /// returned is on disk). Migrations are registered by name and never edited once shipped.
+///
+/// The daemon is the store's only writer (the owner's CLI goes through its control socket), so the
+/// reads its idle tick makes every `retrySeconds` for every vendor (vendor state, devices, rebuild, delivery) are
+/// answered from memory until the next write: see ``ReadCache``.
 public struct GatewayStore: Sendable {
     public let db: DatabasePool
+    let cache = ReadCache()
 
     public init(path: String) throws {
         var config = Configuration()
@@ -131,6 +137,12 @@ public struct GatewayStore: Sendable {
         return m
     }
 
+    /// Every write of the store goes through here: whatever it changed, reads cached before it are read again.
+    func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        defer { cache.invalidate() }
+        return try await db.write(updates)
+    }
+
     // MARK: - Devices
 
     public func device(_ syspath: String) async throws -> DeviceRecord? {
@@ -138,11 +150,11 @@ public struct GatewayStore: Sendable {
     }
 
     public func devices() async throws -> [DeviceRecord] {
-        try await db.read { try DeviceRecord.order(Column("syspath")).fetchAll($0) }
+        try await cache.read("devices", from: db) { try DeviceRecord.order(Column("syspath")).fetchAll($0) }
     }
 
     public func save(_ device: DeviceRecord) async throws {
-        try await db.write { try device.save($0) }
+        try await write { try device.save($0) }
     }
 
     /// Changes a device's state (and error) in one transaction.
@@ -152,7 +164,7 @@ public struct GatewayStore: Sendable {
     @discardableResult
     public func setDeviceState(_ syspath: String, _ state: DeviceRecord.State, error: String? = nil,
                                nextAttemptAt: Date? = nil, attempts: Int? = nil, from: Set<DeviceRecord.State>? = nil) async throws -> DeviceRecord? {
-        try await db.write { db in
+        try await write { db in
             guard var d = try DeviceRecord.fetchOne(db, key: syspath), from?.contains(d.state) ?? true else { return nil }
             d.state = state
             d.lastError = error
@@ -166,7 +178,7 @@ public struct GatewayStore: Sendable {
 
     /// Marks every device absent except `present` (after enumerating at start-up).
     public func markOnlyPresent(_ present: Set<String>) async throws -> [DeviceRecord] {
-        try await db.write { db in
+        try await write { db in
             var gone: [DeviceRecord] = []
             for var d in try DeviceRecord.filter(Column("present") == true).fetchAll(db) where !present.contains(d.syspath) {
                 d.present = false
@@ -194,7 +206,7 @@ public struct GatewayStore: Sendable {
     }
 
     public func vendorState(_ vendor: String) async throws -> VendorStateRecord? {
-        try await db.read { try VendorStateRecord.fetchOne($0, key: vendor) }
+        try await cache.read("vendor:" + vendor, from: db) { try VendorStateRecord.fetchOne($0, key: vendor) }
     }
 
     public func vendorStates() async throws -> [VendorStateRecord] {
@@ -217,7 +229,7 @@ public struct GatewayStore: Sendable {
     /// Records a validated plan. Idempotent for the same bytes. Older pending plans of the vendor are
     /// superseded; `lastVersion` moves forward. Returns the stored record.
     public func recordPlan(vendor: String, version: Int, signedJSON: Data, payloadSHA256: String) async throws -> PlanRecord {
-        let record = try await db.write { db in
+        let record = try await write { db in
             if let existing = try PlanRecord.filter(Column("vendor") == vendor && Column("payloadSHA256") == payloadSHA256).fetchOne(db) {
                 return existing
             }
@@ -254,7 +266,7 @@ public struct GatewayStore: Sendable {
     /// `digest` (the payload digest of what the owner was shown) is not the plan's.
     @discardableResult
     public func decide(planID: Int64, approve: Bool, by: String, digest: String? = nil) async throws -> PlanRecord {
-        let decided = try await db.write { db in
+        let decided = try await write { db in
             guard var p = try PlanRecord.fetchOne(db, key: planID) else { throw GatewayError(.notFound, "no approval \(planID)") }
             guard p.decision == .pending else { throw GatewayError(.notPending, "approval \(planID) is already \(p.decision.rawValue)") }
             if let digest, digest != p.payloadSHA256 {
@@ -276,7 +288,7 @@ public struct GatewayStore: Sendable {
     }
 
     public func setVendorResult(_ vendor: String, appliedVersion: Int?, container: String?, error: String?) async throws {
-        try await db.write { db in
+        try await write { db in
             guard var s = try VendorStateRecord.fetchOne(db, key: vendor) else { return }
             if let appliedVersion { s.appliedVersion = appliedVersion }
             if let container { s.container = container }
@@ -288,7 +300,7 @@ public struct GatewayStore: Sendable {
     }
 
     public func setDelivery(_ vendor: String, version: Int, reportJSON: String) async throws {
-        try await db.write { db in
+        try await write { db in
             guard var s = try VendorStateRecord.fetchOne(db, key: vendor) else { return }
             s.deliveredVersion = version
             s.lastDelivery = reportJSON
@@ -299,7 +311,7 @@ public struct GatewayStore: Sendable {
 
     /// Records why the vendor's last plan or answer was refused (nil clears it).
     public func setRejection(_ vendor: String, _ message: String?, at: Date) async throws {
-        try await db.write { db in
+        try await write { db in
             try Self.ensureVendor(db, vendor)
             // Only when it changes: clearing a rejection that is not there writes nothing (no fsync on every accepted plan).
             try db.execute(sql: "UPDATE vendor_state SET rejection = ?, rejectedAt = ? WHERE vendor = ? AND (rejection IS NOT ? OR rejectedAt IS NOT ?)",
@@ -309,7 +321,7 @@ public struct GatewayStore: Sendable {
 
     /// Counts a failed reconcile and schedules the next try; `nil` resets after a success.
     public func setReconcileRetry(_ vendor: String, attempts: Int, next: Date?) async throws {
-        try await db.write { db in
+        try await write { db in
             try db.execute(sql: "UPDATE vendor_state SET reconcileAttempts = ?, nextReconcileAt = ? WHERE vendor = ?",
                            arguments: [attempts, next, vendor])
         }
@@ -317,7 +329,7 @@ public struct GatewayStore: Sendable {
 
     /// Counts a failed delivery attempt and schedules the next one.
     public func setDeliveryRetry(_ vendor: String, attempts: Int, next: Date?) async throws {
-        try await db.write { db in
+        try await write { db in
             try db.execute(sql: "UPDATE vendor_state SET deliveryAttempts = ?, nextDeliveryAt = ? WHERE vendor = ?",
                            arguments: [attempts, next, vendor])
         }
@@ -333,19 +345,19 @@ public struct GatewayStore: Sendable {
     // MARK: - Delivery transactions
 
     public func deliveryTransaction(_ vendor: String) async throws -> DeliveryTransaction? {
-        try await db.read { try DeliveryTransaction.fetchOne($0, key: vendor) }
+        try await cache.read("delivery:" + vendor, from: db) { try DeliveryTransaction.fetchOne($0, key: vendor) }
     }
 
     /// Writes (or moves on) the vendor's delivery transaction; durable before the call returns.
     public func saveDeliveryTransaction(_ txn: DeliveryTransaction) async throws {
-        try await db.write { db in try txn.save(db) }
+        try await write { db in try txn.save(db) }
         CrashPoint.reached("delivery:\(txn.phase.rawValue)")
     }
 
     /// Ends a delivery: records its report as the vendor's last delivery and drops the transaction,
     /// in one transaction.
     public func finishDelivery(_ vendor: String, version: Int, reportJSON: String) async throws {
-        try await db.write { db in
+        try await write { db in
             try db.execute(sql: """
                 UPDATE vendor_state SET deliveredVersion = ?, lastDelivery = ?, deliveryAttempts = 0, nextDeliveryAt = NULL, updatedAt = ?
                 WHERE vendor = ?
@@ -358,19 +370,19 @@ public struct GatewayStore: Sendable {
     // MARK: - Rebuild transactions
 
     public func rebuildTransaction(_ vendor: String) async throws -> RebuildTransaction? {
-        try await db.read { try RebuildTransaction.fetchOne($0, key: vendor) }
+        try await cache.read("rebuild:" + vendor, from: db) { try RebuildTransaction.fetchOne($0, key: vendor) }
     }
 
     /// Writes (or moves on) the vendor's rebuild; durable before the call returns.
     public func saveRebuildTransaction(_ txn: RebuildTransaction) async throws {
-        try await db.write { db in try txn.save(db) }
+        try await write { db in try txn.save(db) }
         CrashPoint.reached("rebuild:\(txn.phase.rawValue)")
     }
 
     /// Ends a switched rebuild in one transaction: the plan is applied, its apps delivered (in the new
     /// container, before the switch), and the rebuild row is gone.
     public func finishRebuild(_ vendor: String, version: Int, container: String, reportJSON: String?) async throws {
-        try await db.write { db in
+        try await write { db in
             try db.execute(sql: """
                 UPDATE vendor_state SET appliedVersion = ?, container = ?, lastError = NULL, reconcileAttempts = 0, nextReconcileAt = NULL,
                   deliveryAttempts = 0, nextDeliveryAt = NULL, updatedAt = ? WHERE vendor = ?
@@ -385,15 +397,15 @@ public struct GatewayStore: Sendable {
     }
 
     public func dropRebuildTransaction(_ vendor: String) async throws {
-        _ = try await db.write { db in try RebuildTransaction.deleteOne(db, key: vendor) }
+        _ = try await write { db in try RebuildTransaction.deleteOne(db, key: vendor) }
     }
 
     public func dropDeliveryTransaction(_ vendor: String) async throws {
-        _ = try await db.write { db in try DeliveryTransaction.deleteOne(db, key: vendor) }
+        _ = try await write { db in try DeliveryTransaction.deleteOne(db, key: vendor) }
     }
 
     public func setSynced(_ vendor: String, at: Date) async throws {
-        try await db.write { db in
+        try await write { db in
             try db.execute(sql: "UPDATE vendor_state SET lastSyncAt = ? WHERE vendor = ?", arguments: [at, vendor])
         }
     }
@@ -401,7 +413,7 @@ public struct GatewayStore: Sendable {
     // MARK: - Journal
 
     public func journal(vendor: String, step: String, status: String, detail: String? = nil) async throws {
-        try await db.write { db in
+        try await write { db in
             var j = JournalRecord(id: nil, at: Date(), vendor: vendor, step: step, status: status, detail: detail)
             try j.insert(db)
         }
@@ -411,7 +423,7 @@ public struct GatewayStore: Sendable {
     /// owner's recent history). - Returns: rows deleted.
     @discardableResult
     public func pruneJournal(before: Date) async throws -> Int {
-        try await db.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM journal WHERE at < ?", arguments: [before])
             return db.changesCount
         }
@@ -420,7 +432,7 @@ public struct GatewayStore: Sendable {
     // MARK: - Downloaded images
 
     public func recordDownloadedImage(_ fingerprint: String, vendor: String, at: Date) async throws {
-        try await db.write { db in
+        try await write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO downloaded_images (fingerprint, vendor, importedAt) VALUES (?, ?, ?)",
                            arguments: [fingerprint, vendor, at])
         }
@@ -442,7 +454,7 @@ public struct GatewayStore: Sendable {
     }
 
     public func forgetDownloadedImage(_ fingerprint: String) async throws {
-        try await db.write { db in try db.execute(sql: "DELETE FROM downloaded_images WHERE fingerprint = ?", arguments: [fingerprint]) }
+        try await write { db in try db.execute(sql: "DELETE FROM downloaded_images WHERE fingerprint = ?", arguments: [fingerprint]) }
     }
 
     public func journal(vendor: String, limit: Int = 50) async throws -> [JournalRecord] {
@@ -454,7 +466,7 @@ public struct GatewayStore: Sendable {
     /// Claims a command id for good (until it expires): false when it was seen before, a replay.
     /// Expired ids are dropped first; a command past its expiry is refused before it gets here.
     public func claimCommand(id: String, vendor: String, expiresAt: Date, now: Date) async throws -> Bool {
-        try await db.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM fleet_commands WHERE expiresAt <= ?", arguments: [now])
             try db.execute(sql: "INSERT OR IGNORE INTO fleet_commands (id, vendor, expiresAt) VALUES (?, ?, ?)",
                            arguments: [id, vendor, expiresAt])
@@ -470,5 +482,30 @@ public struct GatewayStore: Sendable {
             let approved = try state?.approvedPlanID.flatMap { try Int.fetchOne(db, sql: "SELECT version FROM plans WHERE id = ?", arguments: [$0]) }
             return (state.map(\.lastVersion).flatMap { $0 > 0 ? $0 : nil }, pending, approved)
         }
+    }
+}
+
+/// Answers of the store's frequent reads, each kept with the count of writes it was read after. A
+/// write counts once it returned (or threw), so a cached answer is one no finished write changed since:
+/// a read racing a write is kept under the count from before it began and is read again next time.
+final class ReadCache: Sendable {
+    private let writes = Atomic<UInt64>(0)
+    private let answers = Mutex<[String: (writes: UInt64, value: any Sendable)]>([:])
+    /// Keys are a few per configured vendor; more than this (an owner's queries about vendors not
+    /// configured, say) empties the cache rather than growing it.
+    static let limit = 256
+
+    func invalidate() { writes.add(1, ordering: .releasing) }
+
+    func read<T: Sendable>(_ key: String, from db: DatabasePool, _ fetch: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        let before = writes.load(ordering: .acquiring)
+        if let hit = answers.withLock({ $0[key] }), hit.writes == before, let value = hit.value as? T { return value }
+        let value = try await db.read(fetch)
+        answers.withLock { answers in
+            if let kept = answers[key], kept.writes > before { return }
+            if answers.count >= Self.limit, answers[key] == nil { answers.removeAll() }
+            answers[key] = (before, value)
+        }
+        return value
     }
 }
