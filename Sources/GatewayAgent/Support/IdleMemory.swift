@@ -15,10 +15,12 @@ import Glibc
 /// libc, stay), not to read ahead around later faults where it honours that (`MADV_RANDOM`), and returns
 /// the heap's free pages (`malloc_trim`). Nothing is written anywhere: the pages are clean file pages.
 ///
-/// Measured with `scripts/bench-provision` (December 4, kernel 6.18): 42.5 MiB before a trim, 27.3 MiB
-/// steady after it. The idle ticks' code comes back, and more: since 6.16 the kernel reads around faults
-/// in code whatever `MADV_RANDOM` says (25 MB read from the disk per trim). The first event after a trim
-/// pays for its code too: an unplug and replug took 0.11 to 0.19 s instead of 0.04 s.
+/// Measured with `scripts/bench-provision` (December 5, kernel 6.18): 42.5 MiB before a trim, 13.8 to 15.2
+/// MiB right after it, 18.5 to 19.8 MiB steady once what the idle daemon still runs (its tick, timers, LXD's
+/// websocket pings) has come back: since 6.16 the kernel reads around faults in code whatever `MADV_RANDOM`
+/// says. So the less code idling touches, the more a trim keeps (the store's ``ReadCache``, the control
+/// socket without a date timer). The first event after a trim pays for its code too: an unplug and replug
+/// took 0.09 to 0.18 s instead of 0.03 to 0.07 s.
 public enum IdleMemory {
     /// What a trim did: resident memory before and after, in KiB (from `/proc/self/status`).
     public struct Outcome: Sendable, Equatable {
