@@ -72,6 +72,7 @@ public final class UdevMonitor: Sendable {
         let state = readerState
         state.started.store(true, ordering: .releasing)
         let thread = Thread {
+            cudev_name_this_thread("udev-monitor")
             if let handle = handoff.withLock({ h -> MonitorHandle? in defer { h = nil }; return h }) {
                 handle.run(until: stop, yieldingTo: continuation, logger: logger)
             }
