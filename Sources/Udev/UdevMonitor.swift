@@ -178,8 +178,9 @@ private final class MonitorHandle: @unchecked Sendable {
         let fd = udev_monitor_get_fd(monitor)
         // The stop pipe's read end is polled too (its byte ends the loop); fd -1 is ignored by poll().
         let timeout = stop.wakeRead >= 0 ? -1 : UdevMonitor.pollTimeoutMilliseconds
+        // poll() sets each entry's revents afresh on every call.
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stop.wakeRead, events: Int16(POLLIN), revents: 0)]
         while !stop.isSet {
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stop.wakeRead, events: Int16(POLLIN), revents: 0)]
             let ready = poll(&fds, 2, timeout)
             let pfd = fds[0]
             if ready < 0 {

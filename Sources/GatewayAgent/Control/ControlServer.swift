@@ -82,32 +82,15 @@ public enum ControlServer {
                 return error(.conflict, "stillConfigured", e.message)
             }
         }
-        return try ControlService(responder: router.buildResponder(), socketPath: agent.config.controlSocket, logger: logger).server()
+        return try serve(router.buildResponder(), on: agent.config.controlSocket, logger: logger)
     }
 
-    static func json(_ value: some Encodable) throws -> Response {
-        let data = try ControlAPI.encoder().encode(value)
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
-    }
-
-    static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
-        let data = (try? ControlAPI.encoder().encode(ErrorBody(code: code, message: message))) ?? Data()
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
-    }
-}
-
-/// Serves a router on the control socket as Hummingbird's `Application` does, without what an idle
-/// gateway cannot afford: `Application` also runs a task that formats the date every second for the
-/// `Date` header, which woke the idle daemon each second and kept its calendar and time-zone code (and
-/// ICU's) resident after every idle trim. The owner's few requests format their date when they come.
-struct ControlService<Responder: HTTPResponder>: Sendable where Responder.Context == BasicRequestContext {
-    let responder: Responder
-    let socketPath: String
-    let logger: Logger
-
-    func server() throws -> any Service {
-        let responder = responder, logger = logger
-        return try HTTPServerBuilder.http1().buildServer(
+    /// Serves `responder` on the control socket as Hummingbird's `Application` does, without what an idle
+    /// gateway cannot afford: `Application` also runs a task that formats the date every second for the
+    /// `Date` header, which woke the idle daemon each second and kept its calendar and time-zone code (and
+    /// ICU's) resident after every idle trim. The owner's few requests format their date when they come.
+    static func serve(_ responder: some HTTPResponder<BasicRequestContext>, on socketPath: String, logger: Logger) throws -> any Service {
+        try HTTPServerBuilder.http1().buildServer(
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "iot-gateway-client"),
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
         ) { request, writer, channel in
@@ -122,6 +105,16 @@ struct ControlService<Responder: HTTPResponder>: Sendable where Responder.Contex
             response.headers[.server] = "iot-gateway-client"
             try await writer.write(response: response.head, body: response.body)
         }
+    }
+
+    static func json(_ value: some Encodable) throws -> Response {
+        let data = try ControlAPI.encoder().encode(value)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
+        let data = (try? ControlAPI.encoder().encode(ErrorBody(code: code, message: message))) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
     }
 }
 
