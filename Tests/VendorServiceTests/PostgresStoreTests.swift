@@ -143,6 +143,64 @@ struct PostgresStoreTests {
         }
     }
 
+    /// A replica answers session polls' generation reads from a copy that PostgreSQL's notices keep true:
+    /// another replica's writes reach it by notice (a device registered raises the catalog's count, a
+    /// revocation the gateway's), its own writes at once, and with its listener cut it reads the store until
+    /// the listener is back.
+    @Test func aReplicasGenerationCopyFollowsEveryWriteAnywhere() async throws {
+        let settings = TestPostgres.freshSettings()
+        try await TestPostgres.withFreshStore(settings: settings) { first in
+            try await withReplica(of: settings) { second in
+                let cache = first.generationCache
+                func waitFor(_ what: String, _ condition: () -> Bool) async throws -> Duration {
+                    let clock = ContinuousClock(), start = clock.now
+                    while !condition() {
+                        guard clock.now - start < .seconds(10) else { throw TestPostgres.Unavailable(description: "no \(what) in 10 s") }
+                        try await Task.sleep(for: .milliseconds(1))
+                    }
+                    return clock.now - start
+                }
+                let gateway = GatewayIdentity(key: Curve25519.Signing.PrivateKey())
+                try await first.enrollGateway(EnrolledGateway(id: gateway.id, publicKey: gateway.publicKey, enrolledAt: Harness.now))
+                _ = try await waitFor("listener", { cache.isLive })
+                let start = try #require(try await first.generation(gatewayID: gateway.id))
+                #expect(cache.cached(gateway.id) == start, "kept while nothing changes")
+                #expect(try await first.generation(gatewayID: "gw-0000000000000000") == nil)
+
+                // Another replica registers a device: the catalog's count rises, by notice.
+                try await second.registerDevice(RegisteredDevice(serial: "FT1", vendorID: "0403", productID: "6001", model: "thermo-v1",
+                                                                 registeredAt: Harness.now))
+                let catalogNotice = try await waitFor("catalog notice", { cache.cached(gateway.id) == nil })
+                let registered = try #require(try await first.generation(gatewayID: gateway.id))
+                #expect(registered.catalog > start.catalog && registered.gateway == start.gateway)
+                // Another replica revokes the gateway: its own count rises, by notice.
+                try await second.revokeGateway(id: gateway.id, at: Harness.now)
+                let gatewayNotice = try await waitFor("gateway notice", { cache.cached(gateway.id) == nil })
+                let revoked = try #require(try await first.generation(gatewayID: gateway.id))
+                #expect(revoked.gateway > registered.gateway)
+                print("generation notices reached the other replica after \(catalogNotice) (catalog), \(gatewayNotice) (gateway)")
+
+                // This replica's own write: forgotten as it commits, before any notice.
+                #expect(cache.cached(gateway.id) == revoked)
+                try await first.registerDevice(RegisteredDevice(serial: "FT2", vendorID: "0403", productID: "6001", model: "thermo-v1",
+                                                                registeredAt: Harness.now))
+                #expect(cache.cached(gateway.id) == nil)
+                #expect(try await first.generation(gatewayID: gateway.id)?.catalog ?? 0 > revoked.catalog)
+
+                // The listener cut: nothing is answered from the copy until it listens again.
+                try await second.write { db in
+                    try await db.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = \(PostgresVendorStore.listenerName(settings.schemaName))",
+                                       logger: second.logger)
+                }
+                _ = try await waitFor("listener lost", { !cache.isLive })
+                #expect(cache.count == 0 && cache.cached(gateway.id) == nil)
+                _ = try await waitFor("listener back", { cache.isLive })
+                let again = try #require(try await first.generation(gatewayID: gateway.id))
+                #expect(cache.cached(gateway.id) == again)
+            }
+        }
+    }
+
     @Test func thePostgresSectionIsParsedAndChecked() throws {
         var settings = VendorConfiguration.PostgresSettings(url: "postgres://iotd:p%40ss@db.example:6543/vendors", schema: "acme")
         #expect(try settings.endpoint == .init(host: "db.example", port: 6543, user: "iotd", password: "p@ss", database: "vendors"))

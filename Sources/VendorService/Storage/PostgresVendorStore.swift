@@ -22,6 +22,10 @@ public struct PostgresVendorStore: VendorStore {
     let nonces: NonceClaims<PlanGeneration?>
     /// Generation reads of session polls, made together (see ``generation(gatewayID:)``).
     let generations: Grouped<String, PlanGeneration?>
+    /// The counts those reads found, kept true by the triggers' notices while ``run()`` listens for them.
+    let generationCache = GenerationCache()
+    /// How often the listening connection must answer a `SELECT 1` (and how long it may take) to stay live.
+    var heartbeat: Duration = .seconds(5)
 
     /// Builds the pool from a configuration's `postgres` section; connects nothing yet.
     /// - Throws: ``ConfigurationError`` for a bad section or an unreadable password file.
@@ -53,9 +57,13 @@ public struct PostgresVendorStore: VendorStore {
         self.logger = logger
     }
 
-    /// Runs the connection pool until the task is cancelled.
+    /// Runs the connection pool, and the connection that listens for generation notices, until the task is
+    /// cancelled.
     public func run() async {
-        await client.run()
+        await withDiscardingTaskGroup { group in
+            group.addTask { await client.run() }
+            group.addTask { await listenForGenerationNotices() }
+        }
     }
 
     /// Runs the pool, applies pending migrations, calls `body` with the store, then stops the pool.
@@ -200,7 +208,30 @@ public struct PostgresVendorStore: VendorStore {
         } + ["devices", "app_releases"].map { table in
             "CREATE TRIGGER \(table)_generation AFTER INSERT OR UPDATE OR DELETE ON \(table) FOR EACH STATEMENT EXECUTE FUNCTION bump_catalog_generation()"
         }),
+        // Every change of those counts is announced to the replicas (``GenerationCache``), on commit: the
+        // gateway's id, or '' for the catalog's.
+        ("v8-generation-notices", [
+            """
+            CREATE FUNCTION notify_generation() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+            BEGIN
+                PERFORM pg_notify(\(generationChannel), CASE WHEN TG_TABLE_NAME = 'gateways' THEN OLD.id::text ELSE '' END);
+                RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE TRIGGER gateways_generation_notice AFTER UPDATE ON gateways FOR EACH ROW
+                WHEN (OLD.generation IS DISTINCT FROM NEW.generation) EXECUTE FUNCTION notify_generation()
+            """,
+            "CREATE TRIGGER gateways_deleted_notice AFTER DELETE ON gateways FOR EACH ROW EXECUTE FUNCTION notify_generation()",
+            "CREATE TRIGGER catalog_generation_notice AFTER UPDATE ON catalog_generation FOR EACH ROW EXECUTE FUNCTION notify_generation()",
+        ]),
     ]
+
+    /// The notice channel of the schema a statement runs in, as an SQL expression (49 characters whatever the
+    /// schema's name: a channel name may have 63).
+    static let generationChannel = "'iotgw_generation_' || md5(current_schema())"
+    static let listenerSilent = StoreError.Code("listenerSilent")
+    static func listenerName(_ schema: String) -> String { String("iot-daemon generation notices \(schema)".prefix(63)) }
 
     /// Applies the migrations not yet recorded, in one transaction under an advisory lock, so replicas
     /// starting together apply each once.
@@ -253,6 +284,8 @@ public struct PostgresVendorStore: VendorStore {
 
     private func transaction<T: Sendable>(_ begin: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         let logger = self.logger
+        // What this replica writes is read again by its next poll, without waiting for the notice.
+        defer { if begin == "BEGIN" { generationCache.invalidateAll() } }
         return try await client.withConnection { db in
             try await db.query(PostgresQuery(unsafeSQL: begin), logger: logger)
             let result: T
@@ -339,9 +372,66 @@ public struct PostgresVendorStore: VendorStore {
         return nil
     }
 
-    /// Polls arriving while a read runs are read together in the next one, one statement (``Grouped``).
+    /// From the replica's copy while it is live (``GenerationCache``); otherwise read, polls arriving while a
+    /// read runs being read together in the next one, one statement (``Grouped``).
     public func generation(gatewayID: String) async throws -> PlanGeneration? {
-        try await generations.call(gatewayID)
+        if let cached = generationCache.cached(gatewayID) { return cached }
+        let epoch = generationCache.epoch()
+        let read = try await generations.call(gatewayID)
+        if let epoch, let read { generationCache.keep(read, for: gatewayID, readAt: epoch) }
+        return read
+    }
+
+    /// Keeps ``generationCache`` live: one connection outside the pool `LISTEN`s on the schema's
+    /// ``generationChannel`` and answers a `SELECT 1` every ``heartbeat``; a connection that fails or stops
+    /// answering is closed, the copy emptied, and another connected a second later. Returns when cancelled.
+    func listenForGenerationNotices() async {
+        var configuration = probe
+        // Named, so that an operator sees it in `pg_stat_activity` (and a test can cut it).
+        configuration.options.additionalStartupParameters = [("search_path", schema), ("application_name", Self.listenerName(schema))]
+        let (cache, logger, heartbeat) = (generationCache, logger, heartbeat)
+        while !Task.isCancelled {
+            var connection: PostgresConnection?
+            do {
+                let db = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+                connection = db
+                var channel = ""
+                for try await name in try await db.query(PostgresQuery(unsafeSQL: "SELECT \(Self.generationChannel)"), logger: logger)
+                    .decode(String.self) { channel = name }
+                try await withThrowingTaskGroup(of: Void.self) { [channel] group in
+                    group.addTask {
+                        try await db.listen(on: channel) { notices in
+                            cache.setLive(true)
+                            for try await notice in notices { cache.notice(notice.payload) }
+                        }
+                    }
+                    group.addTask {
+                        while true {
+                            try await Task.sleep(for: heartbeat)
+                            try await withThrowingTaskGroup(of: Void.self) { probe in
+                                probe.addTask { _ = try await db.query("SELECT 1", logger: logger).collect() }
+                                probe.addTask {
+                                    // Closing fails the query and the listen, so that nothing waits on a silent server.
+                                    try await Task.sleep(for: heartbeat)
+                                    try? await db.close()
+                                    throw StoreError(Self.listenerSilent, "the postgres listener did not answer within \(heartbeat)")
+                                }
+                                defer { probe.cancelAll() }
+                                try await probe.next()
+                            }
+                        }
+                    }
+                    defer { group.cancelAll() }
+                    try await group.next()
+                }
+            } catch where !Task.isCancelled {
+                logger.notice("postgres generation notices lost: polls read the store until they are back",
+                              metadata: ["error": "\(String(reflecting: error))"])
+            } catch {}
+            cache.setLive(false)
+            try? await connection?.close()
+            try? await Task.sleep(for: .seconds(1))
+        }
     }
 
     static func generations(_ gatewayIDs: [String], client: PostgresClient, logger: Logger) async throws -> [PlanGeneration?] {
