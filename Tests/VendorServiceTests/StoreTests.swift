@@ -167,6 +167,29 @@ struct StoreTests {
         }
     }
 
+    /// On SQLite a poll's generation comes from memory only while the database's `data_version` says nothing
+    /// was committed since it was read: a write by another connection (another process, the CLI) is seen by
+    /// the very next read, as is this store's own.
+    @Test func sqliteGenerationsAreRememberedOnlyUntilAnyoneCommits() async throws {
+        try await StoreHarness.with(.sqlite) { h in
+            let store = try #require(h.store as? SQLiteVendorStore)
+            let cli = try SQLiteVendorStore(path: h.configuration.database, create: false)
+            let first = try #require(try await store.generation(gatewayID: h.gateway.id))
+            #expect(store.generationCache.cached(h.gateway.id) == first, "remembered while nothing is committed")
+            #expect(try await store.generation(gatewayID: h.gateway.id) == first)
+
+            try await cli.registerDevice(RegisteredDevice(serial: "G1", vendorID: "0403", productID: "6001", model: "thermo-v1",
+                                                          registeredAt: Harness.now))
+            let registered = try #require(try await store.generation(gatewayID: h.gateway.id))
+            #expect(registered.catalog > first.catalog, "another connection's commit is seen by the next read")
+            try await cli.revokeGateway(id: h.gateway.id, at: Harness.now)
+            let revoked = try #require(try await store.generation(gatewayID: h.gateway.id))
+            #expect(revoked.gateway > registered.gateway)
+            try await store.addAppRelease(AppRelease(app: "meter", version: "1.0.0", runList: ["recipe[meter]"], publishedAt: Harness.now))
+            #expect(try await store.generation(gatewayID: h.gateway.id)?.catalog ?? 0 > revoked.catalog, "and the store's own")
+        }
+    }
+
     @Test(arguments: Backend.allCases) func aNonceIsClaimedOnceUntilItExpires(_ backend: Backend) async throws {
         try await StoreHarness.with(backend) { h in
             let t = Harness.now, until = Harness.now.addingTimeInterval(600)

@@ -1,11 +1,13 @@
 import Synchronization
 
-/// A replica's copy of the ``PlanGeneration`` counts its session polls read, kept true by PostgreSQL's
-/// notifications: the generation triggers notify every change of a gateway's count or the catalog's on one
-/// channel per schema (``PostgresVendorStore/generationChannel``), and ``PostgresVendorStore`` listens on it.
+/// A replica's copy of the ``PlanGeneration`` counts its session polls read.
 ///
-/// Used only while that listener is live (`LISTEN` acknowledged, the connection answering its heartbeat):
-/// going live or losing it empties the copy. A read's answer is kept only when no notice arrived while it ran
+/// On PostgreSQL it is kept true by notifications: the generation triggers notify every change of a
+/// gateway's count or the catalog's on one channel per schema (``PostgresVendorStore/generationChannel``),
+/// and ``PostgresVendorStore`` listens on it. It is used only while that listener is live (`LISTEN`
+/// acknowledged, the connection answering its heartbeat): going live or losing it empties the copy.
+/// On SQLite every poll asks the database whether anything was committed since (``follow(version:)``).
+/// A read's answer is kept only when no notice arrived while it ran
 /// (the epoch it started under is still current), so a notice that overtakes a slower read is not undone by it.
 /// What the copy costs: a change committed by another replica or the CLI is seen once its notice arrives,
 /// not by a poll answered in between (the notice follows the commit by about a millisecond on loopback).
@@ -16,6 +18,7 @@ final class GenerationCache: Sendable {
         var epoch: UInt64 = 0
         var catalog: Int64?
         var gateways: [String: Int64] = [:]
+        var version: Int64?
 
         mutating func reset(live: Bool? = nil) {
             epoch &+= 1
@@ -61,6 +64,15 @@ final class GenerationCache: Sendable {
 
     /// This replica wrote: whatever it wrote is read again.
     func invalidateAll() { state.withLock { $0.reset() } }
+
+    /// The database's change counter as read after a poll arrived: another value than the copy's empties it.
+    func follow(version: Int64) {
+        state.withLock { state in
+            guard !state.live || state.version != version else { return }
+            state.reset(live: true)
+            state.version = version
+        }
+    }
 
     /// The listener went live (its `LISTEN` acknowledged) or was lost.
     func setLive(_ live: Bool) { state.withLock { $0.reset(live: live) } }

@@ -9,6 +9,11 @@ public struct SQLiteVendorStore: VendorStore {
     let nonces: NonceClaims<PlanGeneration?>
     /// Generation reads of session polls, made together (see ``generation(gatewayID:)``).
     let generations: Grouped<String, PlanGeneration?>
+    /// The counts those reads found, kept while ``changes`` says nothing was committed since.
+    let generationCache = GenerationCache()
+    /// A read-only connection of its own, asked `PRAGMA data_version`: it changes whenever another
+    /// connection (this process's writer, the CLI, another process) commits.
+    let changes: DatabaseQueue
 
     /// Opens the database at `path` and applies pending migrations.
     /// - Parameter create: create the file (and its folder) when missing; otherwise a missing file throws
@@ -38,6 +43,9 @@ public struct SQLiteVendorStore: VendorStore {
             self.pool = pool
             nonces = NonceClaims(replayed: nil) { claims in try await Self.commitNonces(claims, pool: pool) }
             generations = Grouped { ids in try await pool.read { db in try Self.generations(db, gatewayIDs: ids) } }
+            var readOnly = configuration
+            readOnly.readonly = true
+            changes = try DatabaseQueue(path: path, configuration: readOnly)
         } catch {
             if created { try? FileManager.default.removeItem(atPath: path) }
             throw error
@@ -267,8 +275,22 @@ public struct SQLiteVendorStore: VendorStore {
 
     /// Polls arriving while a read runs are read together in the next one (``Grouped``): a read each, with
     /// its hop to a reader's queue and back, cost a poll more than the rest of its work.
+    /// Answered from ``generationCache`` when nothing was committed since its counts were read: the
+    /// database's `data_version` is asked first, after the poll arrived, so a change written by anyone before
+    /// it is read (a few microseconds on this connection's own thread, against a read's hop to a reader queue).
     public func generation(gatewayID: String) async throws -> PlanGeneration? {
-        try await generations.call(gatewayID)
+        let version = try dataVersion()
+        generationCache.follow(version: version)
+        if let cached = generationCache.cached(gatewayID) { return cached }
+        let epoch = generationCache.epoch()
+        let read = try await generations.call(gatewayID)
+        // Kept only if nothing was committed while it was read.
+        if let epoch, let read, try dataVersion() == version { generationCache.keep(read, for: gatewayID, readAt: epoch) }
+        return read
+    }
+
+    func dataVersion() throws -> Int64 {
+        try changes.inDatabase { db in try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0 }
     }
 
     static func generations(_ db: Database, gatewayIDs: [String]) throws -> [PlanGeneration?] {
