@@ -2,16 +2,16 @@ import Synchronization
 
 /// A replica's copy of the ``PlanGeneration`` counts its session polls read.
 ///
-/// On PostgreSQL it is kept true by notifications: the generation triggers notify every change of a
-/// gateway's count or the catalog's on one channel per schema (``PostgresVendorStore/generationChannel``),
-/// and ``PostgresVendorStore`` listens on it. It is used only while that listener is live (`LISTEN`
-/// acknowledged, the connection answering its heartbeat): going live or losing it empties the copy.
-/// On SQLite every poll asks the database whether anything was committed since (``follow(version:)``).
-/// A read's answer is kept only when no notice arrived while it ran
-/// (the epoch it started under is still current), so a notice that overtakes a slower read is not undone by it.
-/// What the copy costs: a change committed by another replica or the CLI is seen once its notice arrives,
-/// not by a poll answered in between (the notice follows the commit by about a millisecond on loopback).
-/// This replica's own writes empty the copy as they commit (``invalidateAll()``).
+/// - **PostgreSQL:** kept true by notifications. The generation triggers notify every change of a gateway's
+///   count or the catalog's on one channel per schema (``PostgresVendorStore/generationChannel``), and
+///   ``PostgresVendorStore`` listens on it. The copy is used only while that listener is live (`LISTEN`
+///   acknowledged, the connection answering its heartbeat); going live or losing it empties the copy. A
+///   change committed by another replica or the CLI is seen once its notice arrives, not by a poll answered
+///   in between. This replica's own writes empty the copy as they commit (``invalidateAll()``).
+/// - **SQLite:** every poll first asks the database whether anyone committed since (``follow(version:)``).
+///
+/// Either way a read's answer is kept only when nothing was invalidated while it ran (the epoch it started
+/// under is still current), so a notice that overtakes a slower read is not undone by it.
 final class GenerationCache: Sendable {
     private struct State {
         var live = false

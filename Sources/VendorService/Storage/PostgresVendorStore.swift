@@ -24,8 +24,6 @@ public struct PostgresVendorStore: VendorStore {
     let generations: Grouped<String, PlanGeneration?>
     /// The counts those reads found, kept true by the triggers' notices while ``run()`` listens for them.
     let generationCache = GenerationCache()
-    /// How often the listening connection must answer a `SELECT 1` (and how long it may take) to stay live.
-    var heartbeat: Duration = .seconds(5)
 
     /// Builds the pool from a configuration's `postgres` section; connects nothing yet.
     /// - Throws: ``ConfigurationError`` for a bad section or an unreadable password file.
@@ -231,6 +229,8 @@ public struct PostgresVendorStore: VendorStore {
     /// schema's name: a channel name may have 63).
     static let generationChannel = "'iotgw_generation_' || md5(current_schema())"
     static let listenerSilent = StoreError.Code("listenerSilent")
+    /// How often the listening connection must answer a `SELECT 1` (and how long it may take) to stay live.
+    static let heartbeat: Duration = .seconds(5)
     static func listenerName(_ schema: String) -> String { String("iot-daemon generation notices \(schema)".prefix(63)) }
 
     /// Applies the migrations not yet recorded, in one transaction under an advisory lock, so replicas
@@ -389,7 +389,7 @@ public struct PostgresVendorStore: VendorStore {
         var configuration = probe
         // Named, so that an operator sees it in `pg_stat_activity` (and a test can cut it).
         configuration.options.additionalStartupParameters = [("search_path", schema), ("application_name", Self.listenerName(schema))]
-        let (cache, logger, heartbeat) = (generationCache, logger, heartbeat)
+        let (cache, logger, heartbeat) = (generationCache, logger, Self.heartbeat)
         while !Task.isCancelled {
             var connection: PostgresConnection?
             do {
