@@ -384,12 +384,16 @@ public struct PostgresVendorStore: VendorStore {
 
     /// Keeps ``generationCache`` live: one connection outside the pool `LISTEN`s on the schema's
     /// ``generationChannel`` and answers a `SELECT 1` every ``heartbeat``; a connection that fails or stops
-    /// answering is closed, the copy emptied, and another connected a second later. Returns when cancelled.
+    /// answering is closed, the copy emptied, and another connected a second later (backing off to 30 s while
+    /// none goes live). Returns when cancelled.
     func listenForGenerationNotices() async {
         var configuration = probe
         // Named, so that an operator sees it in `pg_stat_activity` (and a test can cut it).
         configuration.options.additionalStartupParameters = [("search_path", schema), ("application_name", Self.listenerName(schema))]
         let (cache, logger, heartbeat) = (generationCache, logger, Self.heartbeat)
+        // After a listener that never went live the next try waits twice as long, up to 30 s: a server that is
+        // down is not asked (nor logged about) every second.
+        var retry: Duration = .seconds(1)
         while !Task.isCancelled {
             var connection: PostgresConnection?
             do {
@@ -428,9 +432,10 @@ public struct PostgresVendorStore: VendorStore {
                 logger.notice("postgres generation notices lost: polls read the store until they are back",
                               metadata: ["error": "\(String(reflecting: error))"])
             } catch {}
+            retry = cache.isLive ? .seconds(1) : min(retry * 2, .seconds(30))
             cache.setLive(false)
             try? await connection?.close()
-            try? await Task.sleep(for: .seconds(1))
+            try? await Task.sleep(for: retry)
         }
     }
 
