@@ -274,7 +274,9 @@ public struct PostgresVendorStore: VendorStore {
     /// Runs `body` in a read-write transaction on one pooled connection: committed when it returns,
     /// rolled back when it throws (its error is rethrown as is, so a ``StoreError`` stays matchable).
     func write<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        try await transaction("BEGIN", body)
+        // What this replica writes is read again by its next poll, without waiting for the notice.
+        defer { generationCache.invalidateAll() }
+        return try await transaction("BEGIN", body)
     }
 
     /// A read-only transaction on one snapshot (several queries see the same state, as a SQLite read does).
@@ -284,8 +286,6 @@ public struct PostgresVendorStore: VendorStore {
 
     private func transaction<T: Sendable>(_ begin: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         let logger = self.logger
-        // What this replica writes is read again by its next poll, without waiting for the notice.
-        defer { if begin == "BEGIN" { generationCache.invalidateAll() } }
         return try await client.withConnection { db in
             try await db.query(PostgresQuery(unsafeSQL: begin), logger: logger)
             let result: T
