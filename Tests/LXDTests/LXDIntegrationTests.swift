@@ -160,6 +160,35 @@ import Testing
         }
     }
 
+    /// scripts/setup starts LXD with `LXD_EXEC_PATH` at packaging/lxd-exec: each container's `[lxc monitor]`
+    /// (its init's parent) is then that small program, not a copy of LXD's Go runtime (11 MB private
+    /// each, most of a vendor container's host memory). A container started through it still restarts.
+    @Test func aContainersMonitorIsLxdExecAndKeepsUnderOneMegabyte() async throws {
+        try await TestLXD.withInstance("monitor") { lxd, name in
+            let daemon = try #require(try await lxd.server().environment?.serverPID)
+            let environ = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(daemon)/environ")), as: UTF8.self)
+            let execPath = try #require(environ.split(separator: "\0").first { $0.hasPrefix("LXD_EXEC_PATH=") }?
+                .dropFirst("LXD_EXEC_PATH=".count),
+                "LXD (pid \(daemon)) runs without LXD_EXEC_PATH: start it with scripts/setup")
+            for round in 0..<2 {
+                let initPID = try await lxd.state(name).pid
+                let status = try String(contentsOfFile: "/proc/\(initPID)/status", encoding: .utf8)
+                let ppid = try #require(status.split(separator: "\n").first { $0.hasPrefix("PPid:") }?
+                    .split(separator: "\t").last.flatMap { Int($0) })
+                let monitor = "/proc/\(ppid)"
+                let cmdline = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "\(monitor)/cmdline")), as: UTF8.self)
+                #expect(cmdline.hasPrefix("[lxc monitor]") && cmdline.contains(name), "round \(round): \(cmdline)")
+                #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "\(monitor)/exe") == String(execPath))
+                let rollup = try String(contentsOfFile: "\(monitor)/smaps_rollup", encoding: .utf8)
+                let privateKB = rollup.split(separator: "\n").filter { $0.hasPrefix("Private_") }
+                    .compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } }
+                    .reduce(0, +)
+                #expect(privateKB > 0 && privateKB < 1024, "round \(round): monitor keeps \(privateKB) kB private")
+                if round == 0 { try await lxd.restart(name, timeout: 5, force: true) }
+            }
+        }
+    }
+
     @Test func failuresAUserHits() async throws {
         let lxd = try TestLXD.client()
         // Invalid name: rejected before any request.
