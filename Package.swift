@@ -130,7 +130,7 @@ let package = Package(
         .target(
             name: "FleetSimulation",
             dependencies: [
-                "GatewayProtocol",
+                "GatewayProtocol", "MQTT",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),

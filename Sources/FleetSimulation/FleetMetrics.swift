@@ -13,6 +13,7 @@ final class FleetRecorder: Sendable {
         var bootstrapsVerified = 0
         var bootstrapsSuperseded = 0
         var reports: [String: Int] = [:]
+        var fleet = FleetSummary.ChannelFigures()
     }
 
     let counts = Mutex(Counts())
@@ -24,13 +25,16 @@ final class FleetRecorder: Sendable {
     }
 
     /// An error, by kind: `route: code`.
-    func error(_ route: Route, _ code: String) {
-        counts.withLock { $0.errors["\(route.rawValue): \(code)", default: 0] += 1 }
+    func error(_ route: Route, _ code: String) { error(route.rawValue, code) }
+
+    /// An error off the HTTP routes (`mqtt.connect`, `mqtt.status`, ...): `what: code`.
+    func error(_ what: String, _ code: String) {
+        counts.withLock { $0.errors["\(what): \(code)", default: 0] += 1 }
     }
 
     func update(_ body: (inout Counts) -> Void) { counts.withLock { body(&$0) } }
 
-    func summary(gateways: Int, elapsed: Duration) -> FleetSummary {
+    func summary(gateways: Int, elapsed: Duration, fleetChannel: Bool = false) -> FleetSummary {
         let seconds = max(elapsed / .seconds(1), 1e-9)
         return counts.withLock { c in
             var routes: [String: FleetSummary.RouteFigures] = [:]
@@ -44,7 +48,7 @@ final class FleetRecorder: Sendable {
                 p50ms: FleetSummary.percentile(all, 0.50), p99ms: FleetSummary.percentile(all, 0.99), routes: routes,
                 errors: c.errors, errorCount: c.errors.values.reduce(0, +), plansVerified: c.plansVerified, newVersions: c.newVersions,
                 versionRegressions: c.versionRegressions, bootstrapsVerified: c.bootstrapsVerified,
-                bootstrapsSuperseded: c.bootstrapsSuperseded, reports: c.reports
+                bootstrapsSuperseded: c.bootstrapsSuperseded, reports: c.reports, fleet: fleetChannel ? c.fleet : nil
             )
         }
     }
@@ -90,6 +94,23 @@ public struct FleetSummary: Sendable, Codable, Equatable {
     public var bootstrapsSuperseded: Int
     /// Reports accepted, by outcome.
     public var reports: [String: Int]
+    /// What the gateways did on the fleet channel (MQTT), when they used it.
+    public var fleet: ChannelFigures?
+
+    public struct ChannelFigures: Sendable, Codable, Equatable {
+        /// Gateways that connected to the broker (at least once).
+        public var connected = 0
+        /// Connections made again after one ended.
+        public var reconnects = 0
+        /// Plans that arrived on the plan topic and verified (also counted in ``FleetSummary/plansVerified``).
+        public var plansPushed = 0
+        /// Of those, plans newer than the one held: delivered because they were pushed, before any poll.
+        public var newVersionsPushed = 0
+        /// Pushed plans older than one the gateway already polled (the retained message not yet replaced): ignored.
+        public var stalePushes = 0
+        /// Signed statuses the broker acknowledged.
+        public var statusesPublished = 0
+    }
 
     /// Nearest-rank percentile of `samples` (0 when empty).
     static func percentile(_ samples: [Double], _ p: Double) -> Double {
@@ -111,6 +132,10 @@ public struct FleetSummary: Sendable, Codable, Equatable {
         }
         lines.append("plans verified: \(plansVerified)  new versions: \(newVersions)  version regressions: \(versionRegressions)")
         lines.append("bootstraps verified: \(bootstrapsVerified)  superseded: \(bootstrapsSuperseded)")
+        if let c = fleet {
+            lines.append("fleet channel: \(c.connected) connected (\(c.reconnects) reconnects)  plans pushed: \(c.plansPushed) "
+                + "(\(c.newVersionsPushed) new, \(c.stalePushes) stale)  statuses published: \(c.statusesPublished)")
+        }
         lines.append("reports: " + (reports.isEmpty ? "none" : reports.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
         lines.append("errors: \(errorCount)" + (errors.isEmpty ? "" : " (" + errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
             .joined(separator: ", ") + ")"))

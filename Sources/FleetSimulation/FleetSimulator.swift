@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import GatewayProtocol
 import Logging
+import MQTT
 import NIOCore
 import Synchronization
 
@@ -60,15 +61,20 @@ public struct FleetRunOptions: Sendable {
     public var failApp: AppRelease?
     /// Requests in flight at once, over all gateways.
     public var concurrency: Int
+    /// When set, every gateway also keeps a fleet channel to the vendor's broker, as a gateway with `fleet` in its
+    /// configuration does: plans pushed there are verified and delivered at once (the polls go on at `pollInterval`,
+    /// which a gateway lengthens to its `fleet.pollSeconds` while connected), and it publishes signed statuses.
+    public var broker: FleetBroker?
 
     public init(stop: Stop, pollInterval: Duration, ramp: Duration? = nil, failureRate: Double = 0, failApp: AppRelease? = nil,
-                concurrency: Int = 64) {
+                concurrency: Int = 64, broker: FleetBroker? = nil) {
         self.stop = stop
         self.pollInterval = pollInterval
         self.ramp = ramp ?? pollInterval
         self.failureRate = failureRate
         self.failApp = failApp
         self.concurrency = concurrency
+        self.broker = broker
     }
 }
 
@@ -79,6 +85,8 @@ public struct GatewayTrace: Sendable, Codable, Equatable {
         public var payloadSHA256: String
         /// `name@version` of every app the plan carries.
         public var apps: [String]
+        /// How it came: `announce`, `poll` or `push` (the fleet channel).
+        public var via: String?
     }
 
     public struct ReportSent: Sendable, Codable, Equatable {
@@ -142,21 +150,26 @@ public struct FleetSimulator: Sendable {
         let clock = ContinuousClock()
         let start = clock.now
         let deadline: ContinuousClock.Instant? = if case .duration(let d) = options.stop { start + d } else { nil }
+        if let broker = options.broker { try FileManager.default.createDirectory(atPath: broker.keyDirectory, withIntermediateDirectories: true) }
         let traces = try await withThrowingTaskGroup(of: GatewayTrace.self) { group in
             for (index, gateway) in state.gateways.enumerated() {
                 let identity = try gateway.identity()
+                let channel = try options.broker.map {
+                    try SimulatedFleetChannel(identity: identity, vendor: state.vendor, broker: $0, recorder: recorder, logger: logger)
+                }
                 let run = GatewayRun(index: index, gateway: gateway, identity: identity, endpoint: endpoint(forGateway: index), vendor: state.vendor,
                                      plans: PlanValidator(vendor: state.vendor, vendorKey: key, gatewayID: gateway.id),
                                      bundles: BundleValidator(vendor: state.vendor, vendorKey: key, gatewayID: gateway.id),
                                      client: client, sessions: sessions, limiter: limiter, recorder: recorder, options: options,
-                                     deadline: deadline)
+                                     deadline: deadline, channel: channel)
                 group.addTask { await run.run() }
             }
             var traces: [GatewayTrace] = []
             for try await trace in group { traces.append(trace) }
             return traces.sorted { $0.gatewayID < $1.gatewayID }
         }
-        return FleetRunResult(summary: recorder.summary(gateways: state.gateways.count, elapsed: clock.now - start), traces: traces)
+        return FleetRunResult(summary: recorder.summary(gateways: state.gateways.count, elapsed: clock.now - start, fleetChannel: options.broker != nil),
+                              traces: traces)
     }
 
     // MARK: load
@@ -252,6 +265,7 @@ public struct FleetSimulator: Sendable {
     /// A transport failure's kind, for the error table.
     static func kind(of error: any Error) -> String {
         if let e = error as? HTTPClientError { return "transport." + String(describing: e).replacingOccurrences(of: "HTTPClientError.", with: "") }
+        if let e = error as? MQTTError { return "mqtt.\(e.code)" }
         if error is NIOTooManyBytesError { return "tooLarge" }
         return "transport." + String(describing: type(of: error))
     }
@@ -289,13 +303,33 @@ struct GatewayRun: Sendable {
     let recorder: FleetRecorder
     let options: FleetRunOptions
     let deadline: ContinuousClock.Instant?
+    /// The gateway's fleet channel, when the run uses the broker.
+    let channel: SimulatedFleetChannel?
 
     func run() async -> GatewayTrace {
         var trace = GatewayTrace(gatewayID: gateway.id, url: endpoint.baseURL)
         var held = PlanHeld.none
+        if await !sleep(options.ramp * Double.random(in: 0..<1)) { return trace }
+        guard let channel else {
+            await cycle(trace: &trace, held: &held)
+            return trace
+        }
+        let following: Task<Void, Never>
+        do { following = try channel.start() } catch {
+            recorder.error("mqtt.connect", FleetSimulator.kind(of: error))
+            return trace
+        }
+        await cycle(trace: &trace, held: &held)
+        await channel.stop()
+        await following.value
+        return trace
+    }
+
+    /// Announces, then polls every `pollInterval` until the run's end; with a fleet channel, a plan pushed in
+    /// between is verified and delivered at once.
+    func cycle(trace: inout GatewayTrace, held: inout PlanHeld) async {
         var announced = false
         var polls = 0
-        if await !sleep(options.ramp * Double.random(in: 0..<1)) { return trace }
         while true {
             // Until the announcement went through, the gateway announces again instead of polling.
             let route: Route = announced ? .plan : .announce
@@ -307,15 +341,34 @@ struct GatewayRun: Sendable {
             }
             if let body, let answer = await call(route, body) {
                 announced = true
-                if let plan = verify(answer, held: &held, trace: &trace) {
+                if let plan = verify(answer, via: route == .plan ? "poll" : "announce", held: &held, trace: &trace) {
                     await deliver(plan, trace: &trace)
                 }
             }
             if announced { polls += 1 }
             if case .rounds(let rounds) = options.stop, polls > rounds { break }
-            if await !sleep(options.pollInterval * Double.random(in: 0.8...1.2)) { break }
+            if await !waitForPoll(options.pollInterval * Double.random(in: 0.8...1.2), held: &held, trace: &trace) { break }
         }
-        return trace
+    }
+
+    /// Waits until the next poll is due, taking the plans pushed meanwhile; false when the run is over.
+    func waitForPoll(_ interval: Duration, held: inout PlanHeld, trace: inout GatewayTrace) async -> Bool {
+        guard let channel else { return await sleep(interval) }
+        let clock = ContinuousClock()
+        let due = clock.now + interval
+        while true {
+            if let pushed = channel.takePushed(), let plan = verify(pushed, via: "push", held: &held, trace: &trace) {
+                await deliver(plan, trace: &trace)
+            }
+            let left = due - clock.now
+            if left <= .zero { return await sleep(.zero) }
+            // At most a second at a time, so that the run's end (deadline or signal) is seen.
+            let step = min(left, deadline.map { $0 - clock.now } ?? left, .seconds(1))
+            if step <= .zero { return false }
+            await channel.waitForPush(upTo: step)
+            if Task.isCancelled { return false }
+            if case .signal(let signal) = options.stop, signal.isStopped { return false }
+        }
     }
 
     /// Waits `duration`, cut short at the deadline; false when the run is over.
@@ -377,9 +430,15 @@ struct GatewayRun: Sendable {
     }
 
     /// The plan if it verifies and is newer than the one held (which it then becomes).
-    func verify(_ answer: Data, held: inout PlanHeld, trace: inout GatewayTrace) -> ProvisioningPlan? {
+    func verify(_ answer: Data, via: String, held: inout PlanHeld, trace: inout GatewayTrace) -> ProvisioningPlan? {
         let verified: (plan: ProvisioningPlan, payload: Data)
         do { verified = try plans.validate(rawBody: answer, held: held, now: Date()) } catch let error as ProtocolError {
+            if via == "push", error.code == .versionRollback {
+                // The retained plan on the broker lags the store by up to the vendor's check interval: a gateway that
+                // polled the newer one meanwhile refuses it, as the gateway does, and that is no fault of the vendor.
+                recorder.update { $0.fleet.stalePushes += 1 }
+                return nil
+            }
             if error.code == .versionRollback || error.code == .versionReuse {
                 recorder.update { $0.versionRegressions += 1 }
             }
@@ -394,8 +453,13 @@ struct GatewayRun: Sendable {
         recorder.update {
             $0.plansVerified += 1
             if isNew { $0.newVersions += 1 }
+            if via == "push" {
+                $0.fleet.plansPushed += 1
+                if isNew { $0.fleet.newVersionsPushed += 1 }
+            }
         }
-        trace.plans.append(.init(version: verified.plan.version, payloadSHA256: sha, apps: verified.plan.apps.map { "\($0.name)@\($0.version)" }))
+        trace.plans.append(.init(version: verified.plan.version, payloadSHA256: sha, apps: verified.plan.apps.map { "\($0.name)@\($0.version)" },
+                                 via: via))
         held = PlanHeld(version: verified.plan.version, payloadSHA256: sha)
         return isNew ? verified.plan : nil
     }
@@ -426,6 +490,12 @@ struct GatewayRun: Sendable {
         guard let reportBody = try? WireJSON.encoder().encode(report), await call(.report, reportBody) != nil else { return }
         recorder.update { $0.reports[outcome.rawValue, default: 0] += 1 }
         trace.reports.append(.init(planVersion: plan.version, outcome: outcome.rawValue))
+        await channel?.update {
+            $0.received = plan.version
+            if outcome == .delivered { $0.delivered = plan.version }
+            let result = switch outcome { case .delivered: "applied"; case .rolledBack: "rolledBack"; default: "failed" }
+            $0.lastDelivery = .init(planVersion: plan.version, result: result, failingControls: [], at: Date())
+        }
     }
 
     /// Whether gateway `index` (in the fleet's order) is one of the `rate` share that fail: one wherever the

@@ -257,4 +257,26 @@ public struct GatewayIdentity: Sendable {
 
     /// The private key as stored on disk (base64 of 32 bytes).
     public var privateKeyBase64: String { rawKey.base64EncodedString() }
+
+    /// The private key as PKCS#8 PEM (RFC 8410: a fixed 16-byte prefix and the 32-byte seed), which
+    /// OpenSSL reads for TLS on the fleet channel.
+    public var pkcs8PEM: String {
+        let der = Data([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]) + rawKey
+        return "-----BEGIN PRIVATE KEY-----\n" + der.base64EncodedString() + "\n-----END PRIVATE KEY-----\n"
+    }
+
+    /// Writes ``pkcs8PEM`` to `path`, mode 0600 from its creation, replacing any file there by rename.
+    public func writePKCS8PEM(to path: String) throws {
+        let tmp = path + ".tmp"
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw ProtocolError(.invalidField, "cannot create \(tmp) (errno \(errno))") }
+        let bytes = Array(pkcs8PEM.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw ProtocolError(.invalidField, "cannot write \(path) (errno \(errno))")
+        }
+    }
 }

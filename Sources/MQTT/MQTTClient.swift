@@ -53,6 +53,9 @@ public final class MQTTClient: Sendable {
     /// The object libmosquitto's user data points to; tests check that it is released.
     var connectionObject: AnyObject { connection }
 
+    /// Why the last connection attempt failed or the last connection ended (nil once connected again).
+    public var lastFailure: MQTTError? { connection.lastFailure }
+
     /// How many messages were dropped for being over ``MQTTConfiguration/maxPayloadBytes``.
     public var droppedOversize: Int { connection.oversize.withLock { $0.count } }
 

@@ -54,6 +54,16 @@ struct EnrollCommand: AsyncParsableCommand {
                 try await store.enrollGateway(EnrolledGateway(id: gateway.id, publicKey: gateway.publicKey, enrolledAt: now))
             }
         }
+        // Broker certificates for the gateways' own keys, as `iot-daemon enroll-gateway` issues them (kept when present).
+        if let fleet = configuration.fleet, fleet.issueCommand != nil, let directory = fleet.certificateDirectory {
+            var issued = 0
+            for gateway in state.gateways
+            where !FileManager.default.fileExists(atPath: (directory as NSString).appendingPathComponent("\(gateway.id).crt")) {
+                _ = try GatewayCertificates.issue(gatewayID: gateway.id, publicKey: gateway.publicKey, settings: fleet)
+                issued += 1
+            }
+            printError("broker certificates: \(issued) issued, \(state.gateways.count - issued) kept (\(directory))")
+        }
         printError("enrolled \(state.gateways.count) gateways with vendor \(state.vendor), one \(model.name) device each (state \(stateOptions.state))")
     }
 }

@@ -45,6 +45,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Also write every gateway's plans and reports, in order, to this JSON file.")
     var traces: String?
 
+    @Flag(name: .long, help: "Every gateway also keeps a fleet channel to the broker in --config's fleet settings (certificates from enroll).")
+    var mqtt = false
+
     func validate() throws {
         guard duration == nil || rounds == nil else { throw ValidationError("give --duration or --rounds, not both") }
         if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
@@ -53,19 +56,30 @@ struct RunCommand: AsyncParsableCommand {
         guard (0...1).contains(failureRate) else { throw ValidationError("--failure-rate must be between 0 and 1") }
         if let failApp { _ = try FleetRunOptions.AppRelease(parsing: failApp) }
         if let gateways, gateways < 1 { throw ValidationError("--gateways must be positive") }
+        if mqtt, config == nil { throw ValidationError("--mqtt needs --config (its fleet settings name the broker)") }
     }
 
     func run() async throws {
         var state = try stateOptions.load()
         if let gateways { state.gateways = Array(state.gateways.prefix(gateways)) }
         var key = vendorKey
-        if key == nil, let config {
-            key = Keys.encode(try SigningKeyFile.load(path: try VendorConfiguration.load(from: config).signingKey).publicKey)
+        let configuration = try config.map { try VendorConfiguration.load(from: $0) }
+        if key == nil, let configuration {
+            key = Keys.encode(try SigningKeyFile.load(path: configuration.signingKey).publicKey)
+        }
+        var broker: FleetBroker?
+        if mqtt {
+            guard let fleet = configuration?.fleet, let directory = fleet.certificateDirectory else {
+                throw ValidationError("--mqtt: \(config ?? "") has no fleet section with a certificateDirectory")
+            }
+            broker = FleetBroker(host: fleet.host, port: fleet.port, caFile: fleet.caCertificate, certificateDirectory: directory,
+                                 keyDirectory: (stateOptions.state as NSString).appendingPathComponent("tls"))
         }
         let options = FleetRunOptions(
             stop: duration.map { .duration(.milliseconds(Int64($0 * 1000))) } ?? .rounds(rounds ?? 1),
             pollInterval: .milliseconds(Int64(pollSeconds * 1000)), ramp: rampSeconds.map { .milliseconds(Int64($0 * 1000)) },
-            failureRate: failureRate, failApp: try failApp.map(FleetRunOptions.AppRelease.init(parsing:)), concurrency: traffic.concurrency
+            failureRate: failureRate, failApp: try failApp.map(FleetRunOptions.AppRelease.init(parsing:)), concurrency: traffic.concurrency,
+            broker: broker
         )
         let result = try await traffic.withClient(vendor: state.vendor) { client in
             try await FleetSimulator(state: state, client: client, endpoints: try traffic.endpoints(), vendorKey: key, logger: logger)

@@ -23,15 +23,17 @@ struct ReplicasEndToEndTests {
 
     /// Writes one configuration per replica on one fresh schema, initializes it, runs `body`, stops the
     /// daemons and drops the schema.
-    func withReplicas(_ count: Int, _ body: ([Replica], URL) async throws -> Void) async throws {
+    func withReplicas(_ count: Int, root: URL? = nil, extraYAML: String = "", _ body: ([Replica], URL) async throws -> Void) async throws {
         guard FileManager.default.isReadableFile(atPath: Self.passwordFile), FileManager.default.isExecutableFile(atPath: Self.psql) else {
             Issue.record("PostgreSQL is not set up (\(Self.passwordFile), \(Self.psql)): run scripts/start-postgres")
             throw HarnessError("no PostgreSQL")
         }
         let schema = "e2e_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iotgw-replicas-\(schema)")
+        // A root given by the caller is the caller's to remove (it may hold a running broker).
+        let ownRoot = root == nil
+        let root = root ?? FileManager.default.temporaryDirectory.appendingPathComponent("iotgw-replicas-\(schema)")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: root) }
+        defer { if ownRoot { try? FileManager.default.removeItem(at: root) } }
         let replicas = (0..<count).map { i in Replica(config: root.appendingPathComponent("replica\(i).yaml").path, port: freePort()) }
         for replica in replicas {
             // The same signing key file and schema: only the listening port differs.
@@ -48,6 +50,7 @@ struct ReplicasEndToEndTests {
                 apps:
                   - {name: sensor-agent, version: 1.0.0, runList: ["recipe[sensor_agent]"]}
                 postgres: {url: "\(Self.postgresURL)", passwordFile: \(Self.passwordFile), schema: \(schema), maxConnections: 8}
+                \(extraYAML)
                 """.write(toFile: replica.config, atomically: true, encoding: .utf8)
         }
         let daemon = try Bin.path("iot-daemon")
@@ -170,6 +173,91 @@ struct ReplicasEndToEndTests {
             // Every new version a gateway received was bootstrapped and reported, unless the bootstrap found it superseded.
             #expect(sent.count + summary.bootstrapsSuperseded == summary.newVersions)
             #expect(summary.newVersions >= 50 * 2)
+        }
+    }
+
+    /// The fleet channel at the scale of this suite: two replicas on one schema and one real broker (TLS, certificate
+    /// identities, ACL). Simulated gateways poll once a minute, so every release published through either replica
+    /// reaches them only by push: each verifies it, bootstraps, reports once, and its signed status, kept by
+    /// whichever replica took it, says what it delivered; a clean stop leaves them all offline.
+    @Test func twentyGatewaysOnTheFleetChannelOfTwoReplicasGetEveryReleaseByPushAndTheirStatusesAreKept() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iotgw-replicas-mqtt-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: root) }
+        let broker = try Broker(root: root, name: "fleet")
+        try broker.start()
+        defer { try? broker.stop() }
+        try await withReplicas(2, root: root, extraYAML: broker.vendorYAML) { replicas, root in
+            let fleetsim = try Bin.path("iotgw-fleetsim")
+            let daemon = try Bin.path("iot-daemon")
+            let stateDir = root.appendingPathComponent("fleet").path
+            let r = try run(fleetsim, ["enroll", "--config", replicas[0].config, "--gateways", "20", "--state", stateDir])
+            #expect(r.status == 0, "enroll: \(r.stderr)")
+            #expect(r.stderr.contains("broker certificates: 20 issued"), "\(r.stderr)")
+            let state = try #require(try FleetState.load(from: stateDir))
+
+            var logger = Logger(label: "replicas-mqtt-e2e")
+            logger.logLevel = .warning
+            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: FleetClient.httpConfiguration(concurrency: 8))
+            let client = FleetClient(http: http, vendor: state.vendor, timeout: .seconds(20), logger: logger)
+            let fleetBroker = FleetBroker(host: "127.0.0.1", port: broker.port, caFile: broker.caFile,
+                                          certificateDirectory: broker.dir.appendingPathComponent("issued").path,
+                                          keyDirectory: root.appendingPathComponent("fleet/tls").path)
+            struct Listed: Decodable {
+                struct Status: Decodable { struct Plan: Decodable { var delivered: Int? }; var online: Bool; var plan: Plan }
+                var id: String
+                var planVersion: Int?
+                var online: Bool?
+                var status: Status?
+            }
+            func listed() throws -> [Listed] { try decodeJSON([Listed].self, try run(daemon, ["gateways", "--config", replicas[1].config, "--json"]).stdout) }
+            let result: FleetRunResult
+            do {
+                let simulator = try FleetSimulator(state: state, client: client, endpoints: try replicas.map { try VendorEndpoint(url: $0.url) },
+                                                   logger: logger)
+                let stop = FleetRunOptions.StopSignal()
+                async let running = simulator.run(FleetRunOptions(stop: .signal(stop), pollInterval: .seconds(60), ramp: .seconds(1),
+                                                                  concurrency: 8, broker: fleetBroker))
+                // Every gateway announced (plan v1) and is online with a status saying so.
+                _ = try await eventually("20 gateways online, v1 delivered", timeout: .seconds(30)) {
+                    let gateways = try listed()
+                    return gateways.count == 20 && gateways.allSatisfy { $0.online == true && $0.status?.plan.delivered == 1 } ? true : nil
+                }
+                for (i, version) in ["1.1.0", "1.2.0"].enumerated() {
+                    let r = try run(daemon, ["publish-app", "--config", replicas[i].config, "--app", "sensor-agent", "--version", version])
+                    #expect(r.status == 0, "publish-app \(version): \(r.stderr)")
+                    _ = try await eventually("every gateway delivered \(version) by push", timeout: .seconds(30)) {
+                        try listed().allSatisfy { $0.planVersion == i + 2 && $0.status?.plan.delivered == i + 2 } ? true : nil
+                    }
+                }
+                stop.stop()
+                result = try await running
+            } catch {
+                try await http.shutdown()
+                throw error
+            }
+            try await http.shutdown()
+
+            let summary = result.summary
+            #expect(summary.errorCount == 0, "errors: \(summary.errors)")
+            #expect(summary.versionRegressions == 0)
+            let fleet = try #require(summary.fleet)
+            #expect(fleet.connected == 20 && fleet.reconnects == 0)
+            #expect(fleet.newVersionsPushed == 40, "two releases, by push alone: \(fleet)")
+            #expect(fleet.statusesPublished >= 20 * 3, "one at connect and one per delivery: \(fleet)")
+            #expect(summary.routes["plan"] == nil, "no gateway polled in this window")
+            for trace in result.traces {
+                #expect(trace.plans.map(\.via) .suffix(2) == ["push", "push"], "\(trace.gatewayID): \(trace.plans)")
+                #expect(trace.plans.last?.apps == ["sensor-agent@1.2.0"])
+                #expect(trace.reports.map(\.planVersion) == [1, 2, 3], "\(trace.gatewayID) reported \(trace.reports)")
+            }
+            // Each report once, whichever replica took it; every gateway said "offline" when it stopped.
+            struct Stored: Decodable, Hashable { var gatewayID: String; var planVersion: Int }
+            let stored = try decodeJSON([Stored].self, try run(daemon, ["reports", "--config", replicas[0].config, "--json"]).stdout)
+            #expect(stored.count == 60 && Set(stored).count == 60)
+            _ = try await eventually("every gateway offline", timeout: .seconds(10)) {
+                try listed().allSatisfy { $0.online == false } ? true : nil
+            }
         }
     }
 }

@@ -58,21 +58,7 @@ public struct MQTTFleetLink: FleetLink {
     /// it, rewritten at each start, never sent anywhere).
     public static func writeKeyFile(identity: GatewayIdentity, stateDirectory: String) throws -> String {
         let path = (stateDirectory as NSString).appendingPathComponent("fleet-tls.key")
-        // PKCS#8 for Ed25519 (RFC 8410): a fixed 16-byte prefix and the 32-byte seed.
-        let der = Data([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20])
-            + identity.key.rawRepresentation
-        let pem = "-----BEGIN PRIVATE KEY-----\n" + der.base64EncodedString() + "\n-----END PRIVATE KEY-----\n"
-        let tmp = path + ".tmp"
-        unlink(tmp)
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else { throw GatewayError(.identity, "cannot create \(tmp) (errno \(errno))") }
-        let bytes = Array(pem.utf8)
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        guard written == bytes.count, rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw GatewayError(.identity, "cannot write \(path) (errno \(errno))")
-        }
+        do { try identity.writePKCS8PEM(to: path) } catch let e as ProtocolError { throw GatewayError(.identity, e.message) }
         return path
     }
 }
