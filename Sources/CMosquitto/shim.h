@@ -1,4 +1,5 @@
 #include <mosquitto.h>
+#include <sys/eventfd.h>  // MosquittoConnection wakes its poll(2) with one
 
 #include <fcntl.h>
 #include <openssl/err.h>

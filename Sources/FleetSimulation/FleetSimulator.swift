@@ -379,9 +379,12 @@ struct GatewayRun: Sendable {
             if clock.now >= deadline { return false }
             until = min(until, deadline)
         }
-        try? await Task.sleep(until: until, clock: clock)
-        if Task.isCancelled { return false }
-        if case .signal(let signal) = options.stop, signal.isStopped { return false }
+        repeat {
+            // At most a second at a time, so that a stop signal is seen within one.
+            try? await Task.sleep(until: min(until, clock.now + .seconds(1)), clock: clock)
+            if Task.isCancelled { return false }
+            if case .signal(let signal) = options.stop, signal.isStopped { return false }
+        } while clock.now < until
         return deadline.map { clock.now < $0 } ?? true
     }
 

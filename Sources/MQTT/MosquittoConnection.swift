@@ -11,8 +11,8 @@ import Synchronization
 /// `@unchecked Sendable` because of the raw `mosquitto *` handle. It is safe to share because:
 /// - the handle runs in libmosquitto's threaded mode (`mosquitto_threaded_set`), in which
 ///   `mosquitto_publish`, `_subscribe`, `_unsubscribe` and `_disconnect` may be called from any
-///   thread while one thread runs `mosquitto_loop`; only the network thread calls
-///   `mosquitto_connect_async` and `mosquitto_loop`;
+///   thread while one thread drives the network (`loopOnce`: `mosquitto_loop_read`, `_write`,
+///   `_misc`); only the network thread calls `mosquitto_connect_async` and those;
 /// - API calls touch the handle only while holding `state` and only while the phase is not
 ///   `.finished`; the handle is destroyed exactly once, after the phase became `.finished` (by the
 ///   network thread when it ends, or by `requestStop` if the thread never started), so no call can
@@ -84,6 +84,9 @@ final class MosquittoConnection: @unchecked Sendable {
     let oversize = Mutex<(count: Int, toldAt: ContinuousClock.Instant?)>((0, nil))
     /// Wakes the network thread from its backoff sleep when `stop()` is called.
     private let wake = DispatchSemaphore(value: 0)
+    /// Wakes the network thread's poll(2) when another thread queued a packet (publish, subscribe,
+    /// unsubscribe, disconnect): what libmosquitto's own socket pair does for `mosquitto_loop`.
+    private let wakeFD: Int32
     /// Counts the TLS records read for one packet against ``MQTTConfiguration/packetLimit`` (see
     /// `iotgw_rx_meter` in CMosquitto's shim.h), with the TLS context of ours that feeds it; nil without
     /// TLS or without ``MQTTConfiguration/maxPayloadBytes``.
@@ -95,7 +98,10 @@ final class MosquittoConnection: @unchecked Sendable {
     init(configuration: MQTTConfiguration, logger: Logger, events: AsyncStream<MQTTEvent>.Continuation) throws {
         var logger = logger
         logger[metadataKey: "mqtt.client_id"] = "\(configuration.clientID)"
+        let wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard wakeFD >= 0 else { throw MQTTError(code: .library, message: "eventfd failed: \(String(cString: strerror(errno)))") }
         guard let handle = mosquitto_new(configuration.clientID, configuration.cleanSession, nil) else {
+            close(wakeFD)
             throw MQTTError(code: .library, message: "mosquitto_new failed: \(String(cString: strerror(errno)))")
         }
         var metering: (meter: UnsafeMutablePointer<iotgw_rx_meter>, context: OpaquePointer)?
@@ -106,10 +112,12 @@ final class MosquittoConnection: @unchecked Sendable {
             }
         } catch {
             mosquitto_destroy(handle)
+            close(wakeFD)
             if let metering { SSL_CTX_free(metering.context); free(metering.meter) }
             throw error
         }
         self.handle = handle
+        self.wakeFD = wakeFD
         self.metering = metering
         self.receivedLinePrefix = "Client \(configuration.clientID) received "
         self.configuration = configuration
@@ -223,6 +231,7 @@ final class MosquittoConnection: @unchecked Sendable {
             let rc = mosquitto_subscribe(handle, &mid, filter, qos.rawValue)
             if rc == MOSQ_ERR_SUCCESS.code {
                 state.subscribeIDs[mid] = filter
+                poke()
             } else if rc != MOSQ_ERR_NO_CONN.code {  // offline after all: sent on the next connect
                 state.subscriptions[filter] = nil
                 state.subackWaiters[filter] = nil
@@ -250,6 +259,7 @@ final class MosquittoConnection: @unchecked Sendable {
             let orphans = state.subackWaiters.removeValue(forKey: filter) ?? []
             if state.connected {
                 let rc = mosquitto_unsubscribe(handle, nil, filter)
+                if rc == MOSQ_ERR_SUCCESS.code { poke() }
                 if rc != MOSQ_ERR_SUCCESS.code && rc != MOSQ_ERR_NO_CONN.code {
                     throw MQTTError(code: .library, message: "cannot unsubscribe from \(filter.debugDescription): \(String(cString: mosquitto_strerror(rc)))")
                 }
@@ -279,6 +289,7 @@ final class MosquittoConnection: @unchecked Sendable {
                 mosquitto_publish(handle, &mid, message.topic, Int32(bytes.count), bytes.baseAddress, message.qos.rawValue, message.retain)
             }
             guard rc == MOSQ_ERR_SUCCESS.code else { throw Self.publishError(rc, topic: message.topic) }
+            poke()
             // Registered under the same lock as the call: on_publish for this mid waits for the lock.
             state.publishWaiters[mid] = (promise, message.qos)
             return mid
@@ -328,6 +339,7 @@ final class MosquittoConnection: @unchecked Sendable {
                 orphans = state.takeAllWaiters()
                 // Queues a DISCONNECT (so no will) and wakes the loop; NO_CONN when offline.
                 _ = mosquitto_disconnect(handle)
+                poke()
                 return .signal
             case .stopping:
                 return .signal
@@ -363,6 +375,7 @@ final class MosquittoConnection: @unchecked Sendable {
 
     private func destroyHandle() {
         mosquitto_destroy(handle)
+        close(wakeFD)
         if let metering {  // the context first: it points to the meter
             SSL_CTX_free(metering.context)
             free(metering.meter)
@@ -465,7 +478,7 @@ final class MosquittoConnection: @unchecked Sendable {
         var stopSeen: ContinuousClock.Instant?
         var hangups = 0
         while true {
-            let rc = mosquitto_loop(handle, Self.loopTimeoutMilliseconds, 1)
+            let rc = loopOnce(timeoutMilliseconds: Self.loopTimeoutMilliseconds)
             let err = errno
             guard rc == MOSQ_ERR_SUCCESS.code else { return (rc, err, false) }
             let (phase, connected) = state.withLock { ($0.phase, $0.connected) }
@@ -489,6 +502,44 @@ final class MosquittoConnection: @unchecked Sendable {
                 if hangups >= 3 { return (MOSQ_ERR_TLS_HANDSHAKE.code, ECONNRESET, false) }
             }
         }
+    }
+
+    /// Makes a poll(2) in `loopOnce` return now.
+    private func poke() { _ = eventfd_write(wakeFD, 1) }
+
+    /// One pass of what `mosquitto_loop` does, with poll(2) where it uses select(2): libmosquitto 2.0's
+    /// `mosquitto_loop` returns MOSQ_ERR_INVAL for a socket (or its internal socket pair) numbered
+    /// FD_SETSIZE (1024) or above, so in a process with many files open (a vendor daemon serving a
+    /// fleet, a fleet simulator with a thousand gateways) it could never connect. Through the calls
+    /// libmosquitto documents for an outside loop: readable (or hung up) → `mosquitto_loop_read`, which
+    /// also carries the TLS handshake on; writable while `mosquitto_want_write`, or poked because
+    /// another thread queued a packet → `mosquitto_loop_write`; then `mosquitto_loop_misc` (keepalive).
+    private func loopOnce(timeoutMilliseconds: Int32) -> Int32 {
+        let socket = mosquitto_socket(handle)
+        guard socket >= 0 else { return MOSQ_ERR_NO_CONN.code }
+        var fds = [
+            pollfd(fd: socket, events: Int16(POLLIN) | (mosquitto_want_write(handle) ? Int16(POLLOUT) : 0), revents: 0),
+            pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
+        let ready = poll(&fds, 2, timeoutMilliseconds)
+        if ready < 0 { return errno == EINTR ? MOSQ_ERR_SUCCESS.code : MOSQ_ERR_ERRNO.code }
+        var write = fds[0].revents & Int16(POLLOUT) != 0
+        if fds[1].revents & Int16(POLLIN) != 0 {
+            var value: eventfd_t = 0
+            _ = eventfd_read(wakeFD, &value)
+            write = true
+        }
+        // During the TLS handshake the socket may be polled for writing only (OpenSSL wants to write):
+        // mosquitto_loop then continues the handshake, which here mosquitto_loop_read does (its first step).
+        if fds[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 || fds[0].revents & Int16(POLLOUT) != 0 {
+            let rc = mosquitto_loop_read(handle, 1)
+            if rc != MOSQ_ERR_SUCCESS.code || mosquitto_socket(handle) < 0 { return rc }
+        }
+        if write {
+            let rc = mosquitto_loop_write(handle, 1)
+            if rc != MOSQ_ERR_SUCCESS.code || mosquitto_socket(handle) < 0 { return rc }
+        }
+        return mosquitto_loop_misc(handle)
     }
 
     /// Closes the books on one attempt: the event, the waiters, the log line. Returns whether the

@@ -21,7 +21,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The vendor daemon's configuration, to read the plan-signing key from.")
     var config: String?
 
-    @Option(name: .long, help: "Run for this many seconds.")
+    @Option(name: .long, help: "Run for this many seconds, or until SIGTERM or SIGINT (each gateway finishes the exchange it is in; the summary is printed).")
     var duration: Double?
 
     @Option(name: .long, help: "Poll the plan this many times per gateway after announcing (default 1 without --duration).")
@@ -76,7 +76,7 @@ struct RunCommand: AsyncParsableCommand {
                                  keyDirectory: (stateOptions.state as NSString).appendingPathComponent("tls"))
         }
         let options = FleetRunOptions(
-            stop: duration.map { .duration(.milliseconds(Int64($0 * 1000))) } ?? .rounds(rounds ?? 1),
+            stop: duration.map { .signal(Self.stopSignal(after: .milliseconds(Int64($0 * 1000)))) } ?? .rounds(rounds ?? 1),
             pollInterval: .milliseconds(Int64(pollSeconds * 1000)), ramp: rampSeconds.map { .milliseconds(Int64($0 * 1000)) },
             failureRate: failureRate, failApp: try failApp.map(FleetRunOptions.AppRelease.init(parsing:)), concurrency: traffic.concurrency,
             broker: broker
@@ -91,5 +91,22 @@ struct RunCommand: AsyncParsableCommand {
         }
         try traffic.print(result.summary)
         if result.summary.errorCount > 0 || result.summary.versionRegressions > 0 { throw ExitCode.failure }
+    }
+
+    /// Given after `duration`, or at the first SIGTERM or SIGINT (a benchmark ends a run once what it waits for happened).
+    static func stopSignal(after duration: Duration) -> FleetRunOptions.StopSignal {
+        let signal = FleetRunOptions.StopSignal()
+        for number in [SIGTERM, SIGINT] {
+            Foundation.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { signal.stop() }
+            source.resume()
+            _ = Unmanaged.passRetained(source as AnyObject)  // kept for the process's life
+        }
+        Task {
+            try? await Task.sleep(for: duration)
+            signal.stop()
+        }
+        return signal
     }
 }

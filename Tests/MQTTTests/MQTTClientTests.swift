@@ -37,6 +37,45 @@ struct MQTTClientTests {
         }
     }
 
+    /// libmosquitto's own `mosquitto_loop` selects, and refuses a socket numbered 1024 or above; the client polls
+    /// instead, so a process with many files open (a vendor daemon serving a fleet, a fleet simulator) still connects,
+    /// publishes (woken by its eventfd, not after a poll timeout) and receives.
+    @Test func aClientWhoseSocketIsNumberedAbove1024ConnectsPublishesAndReceives() async throws {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        if limit.rlim_cur < 4096 {
+            limit.rlim_cur = min(4096, limit.rlim_max)
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        try #require(limit.rlim_cur >= 2048, "RLIMIT_NOFILE allows \(limit.rlim_cur) files")
+        let filler = (0..<1100).map { _ in open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        defer { for fd in filler where fd >= 0 { close(fd) } }
+        #expect(filler.allSatisfy { $0 >= 0 })
+        try await withBroker { broker in
+            let gateway = try await broker.issueGateway()
+            try await withClient(broker.vendorConfiguration()) { vendor, vendorLog in
+                try await withClient(broker.configuration(for: gateway)) { client, log in
+                    try await vendor.subscribe("iotgw/v1/+/status", qos: .atLeastOnce, timeout: .seconds(10))
+                    try await client.subscribe(gateway.planTopic, qos: .atLeastOnce, timeout: .seconds(10))
+                    let sockets = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap { Int32($0) }.filter { fd in
+                        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)"))?.hasPrefix("socket:") == true
+                    }
+                    #expect(sockets.contains { $0 >= 1024 }, "the clients' sockets are above FD_SETSIZE: \(sockets.sorted().suffix(6))")
+                    try await vendor.publish(.text(gateway.planTopic, "plan-1"), timeout: .seconds(10))
+                    let (_, plan) = try await log.message(on: gateway.planTopic)
+                    #expect(plan.text == "plan-1")
+                    let clock = ContinuousClock()
+                    let started = clock.now
+                    try await client.publish(.text(gateway.statusTopic, "running"), timeout: .seconds(10))
+                    let (_, status) = try await vendorLog.message(on: gateway.statusTopic)
+                    #expect(status.text == "running")
+                    // Woken by the eventfd: a publish waits for no poll timeout (250 ms) on either side.
+                    #expect(clock.now - started < .milliseconds(200), "publish to delivery took \(clock.now - started)")
+                }
+            }
+        }
+    }
+
     @Test func retainedMessageReachesALaterSubscriber() async throws {
         try await withBroker { broker in
             let gateway = try await broker.issueGateway()
