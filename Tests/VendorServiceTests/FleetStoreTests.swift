@@ -26,6 +26,22 @@ struct FleetStoreTests {
         }
     }
 
+    /// What the fleet channel saves in one transaction: each status as if alone, in order per gateway, an
+    /// unknown gateway's named (nil) without failing the others.
+    @Test(arguments: Backend.allCases) func aBatchOfStatusesIsSavedAsIfOneByOne(_ backend: Backend) async throws {
+        try await StoreHarness.with(backend) { h in
+            var stranger = status(h, session: 10, sequence: 1)
+            stranger.gatewayID = "gw-00000000000000ff"
+            let batch = [status(h, session: 10, sequence: 1, delivered: 1), stranger, status(h, session: 10, sequence: 3, delivered: 3),
+                         status(h, session: 10, sequence: 2, delivered: 2), status(h, online: false, session: 10, sequence: 0)]
+            let kept = try await h.store.saveStatuses(batch.map { ReceivedStatus($0, receivedAt: Harness.now) })
+            #expect(kept == [true, nil, true, false, true])
+            let stored = try #require(try await h.store.gateways().first)
+            #expect(stored.online == false && stored.status?.plan.delivered == 3, "the newest kept, then marked offline by the will")
+            await #expect(throws: StoreError.self) { try await h.store.saveStatus(stranger, receivedAt: Harness.now) }
+        }
+    }
+
     @Test(arguments: Backend.allCases) func aRevokedGatewayIsNoLongerFoundAndListedAsRevoked(_ backend: Backend) async throws {
         try await StoreHarness.with(backend) { h in
             #expect(try await h.store.gateway(id: h.gateway.id) != nil)

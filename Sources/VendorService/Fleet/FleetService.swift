@@ -3,6 +3,7 @@ import GatewayProtocol
 import Logging
 import MQTT
 import ServiceLifecycle
+import Synchronization
 
 /// The vendor's side of the fleet channel, run by `iot-daemon serve` beside the HTTP API:
 /// - publishes every gateway's current signed plan, retained, whenever it changes (registration,
@@ -38,7 +39,9 @@ public struct FleetService: Service {
         try client.start()
         logger.info("fleet channel started", metadata: ["mqtt.broker": "\(settings.host):\(settings.port)"])
         let published = PublishedPlans()
+        let statuses = StatusQueue()
         await withTaskGroup(of: Void.self) { group in
+            group.addTask { await writeStatuses(statuses) }
             group.addTask {
                 for await event in client.events {
                     switch event {
@@ -48,7 +51,7 @@ public struct FleetService: Service {
                     case .disconnected(let reason):
                         logger.warning("fleet broker disconnected", metadata: ["mqtt.reason": "\(reason)"])
                     case .message(let m):
-                        await receive(m)
+                        await receive(m, statuses: statuses)
                     }
                 }
             }
@@ -80,7 +83,32 @@ public struct FleetService: Service {
         }
     }
 
-    func receive(_ m: MQTTMessage) async {
+    /// Saves the verified statuses as they come, in one transaction for all that arrived while the last
+    /// one ran: a thousand gateways reconnecting at once took 15 s to absorb one transaction at a time.
+    func writeStatuses(_ queue: StatusQueue) async {
+        while let batch = await queue.next() {
+            let dropped = queue.takeDropped()
+            if dropped > 0 {
+                logger.warning("statuses dropped: more were waiting than the queue keeps", metadata: ["status.dropped": "\(dropped)", "status.limit": "\(queue.limit)"])
+            }
+            do {
+                let kept = try await store.saveStatuses(batch)
+                for (received, kept) in zip(batch, kept) {
+                    if let kept {
+                        logger.debug("status", metadata: ["gateway.id": "\(received.status.gatewayID)", "status.online": "\(received.status.online)",
+                                                          "status.kept": "\(kept)"])
+                    } else {
+                        logger.warning("fleet message refused", metadata: ["gateway.id": "\(received.status.gatewayID)", "mqtt.topic": "status",
+                                                                           "error.message": "gateway is not enrolled"])
+                    }
+                }
+            } catch {
+                logger.warning("statuses not saved", metadata: ["status.count": "\(batch.count)", "error.message": "\(error)"])
+            }
+        }
+    }
+
+    func receive(_ m: MQTTMessage, statuses: StatusQueue) async {
         guard let (gatewayID, leaf) = FleetTopics.parse(m.topic) else { return }
         do {
             // The key the gateway enrolled with; a revoked or unknown gateway's messages are dropped.
@@ -92,8 +120,7 @@ public struct FleetService: Service {
             case "status":
                 let status = try SignedDocument.open(m.payload, as: GatewayStatus.self, domain: Envelope.statusDomain, key: key, what: "status")
                 try status.validate(gatewayID: gatewayID, vendor: vendor)
-                let kept = try await store.saveStatus(status, receivedAt: Date())
-                logger.debug("status", metadata: ["gateway.id": "\(gatewayID)", "status.online": "\(status.online)", "status.kept": "\(kept)"])
+                statuses.add(ReceivedStatus(status, receivedAt: Date()))
             case "results":
                 let r = try SignedDocument.open(m.payload, as: CommandResult.self, domain: Envelope.resultDomain, key: key, what: "command result")
                 guard r.gatewayID == gatewayID, r.vendor == vendor else { throw ProtocolError(.wrongGateway, "result names another gateway or vendor") }
@@ -107,6 +134,67 @@ public struct FleetService: Service {
             logger.warning("fleet message refused", metadata: ["gateway.id": "\(gatewayID)", "mqtt.topic": "\(leaf)", "error.message": "\(error)"])
         }
     }
+}
+
+/// Verified statuses waiting to be saved, in arrival order. At most `limit` wait: beyond that the oldest are
+/// dropped (counted in a warning), since a gateway publishes its status again on every change and every
+/// `statusSeconds`.
+final class StatusQueue: Sendable {
+    private struct State {
+        var items: [ReceivedStatus] = []
+        var dropped = 0
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
+    let limit: Int
+    let batch: Int
+
+    init(limit: Int = 100_000, batch: Int = 1_000) {
+        self.limit = limit
+        self.batch = batch
+    }
+
+    func add(_ status: ReceivedStatus) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.items.append(status)
+            if s.items.count > limit {
+                s.dropped += s.items.count - limit
+                s.items.removeFirst(s.items.count - limit)
+            }
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// The waiting statuses (at most `batch`), once there is one; nil when the task is cancelled.
+    func next() async -> [ReceivedStatus]? {
+        while !Task.isCancelled {
+            let taken = state.withLock { s -> [ReceivedStatus] in
+                let n = min(batch, s.items.count)
+                defer { s.items.removeFirst(n) }
+                return Array(s.items.prefix(n))
+            }
+            if !taken.isEmpty { return taken }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    // Cancellation is checked under the lock onCancel takes: one of the two resumes.
+                    let now = state.withLock { s -> Bool in
+                        if !s.items.isEmpty || Task.isCancelled { return true }
+                        s.waiter = c
+                        return false
+                    }
+                    if now { c.resume() }
+                }
+            } onCancel: {
+                state.withLock { s in defer { s.waiter = nil }; return s.waiter }?.resume()
+            }
+        }
+        return nil
+    }
+
+    /// How many were dropped over the limit since the last call.
+    func takeDropped() -> Int { state.withLock { s in defer { s.dropped = 0 }; return s.dropped } }
 }
 
 /// Which plan version of each gateway this process put on the broker.

@@ -491,30 +491,36 @@ public struct PostgresVendorStore: VendorStore {
 
     // MARK: Fleet channel
 
-    public func saveStatus(_ status: GatewayStatus, receivedAt: Date) async throws -> Bool {
-        let json = String(decoding: try WireJSON.encoder().encode(status), as: UTF8.self)
+    public func saveStatuses(_ statuses: [ReceivedStatus]) async throws -> [Bool?] {
+        let json = try statuses.map { String(decoding: try WireJSON.encoder().encode($0.status), as: UTF8.self) }
         return try await write { db in
-            // Locking the gateway serializes statuses of one gateway across replicas.
-            guard try await Self.lockGateway(db, id: status.gatewayID, logger: logger) else {
-                throw StoreError(.notFound, "gateway \(status.gatewayID) is not enrolled")
-            }
-            let current = try await Self.statuses(db, gatewayID: status.gatewayID, logger: logger).first
-            let decoded = current.flatMap { try? WireJSON.decoder().decode(GatewayStatus.self, from: Data($0.status.utf8)) }
-            guard status.supersedes(decoded) else { return false }
-            if !status.online, current != nil {
-                // The will says only "gone": the last status stays, marked offline.
+            var kept = [Bool?](repeating: nil, count: statuses.count)
+            for i in ReceivedStatus.lockOrder(statuses) {
+                let (status, receivedAt) = (statuses[i].status, statuses[i].receivedAt)
+                // Locking the gateway serializes statuses of one gateway across replicas.
+                guard try await Self.lockGateway(db, id: status.gatewayID, logger: logger) else { continue }
+                let current = try await Self.statuses(db, gatewayID: status.gatewayID, logger: logger).first
+                let decoded = current.flatMap { try? WireJSON.decoder().decode(GatewayStatus.self, from: Data($0.status.utf8)) }
+                guard status.supersedes(decoded) else {
+                    kept[i] = false
+                    continue
+                }
+                kept[i] = true
+                if !status.online, current != nil {
+                    // The will says only "gone": the last status stays, marked offline.
+                    try await db.query("""
+                        UPDATE gateway_status SET online = false, last_seen_at = \(receivedAt) WHERE gateway_id = \(status.gatewayID)
+                        """, logger: logger)
+                    continue
+                }
                 try await db.query("""
-                    UPDATE gateway_status SET online = false, last_seen_at = \(receivedAt) WHERE gateway_id = \(status.gatewayID)
+                    INSERT INTO gateway_status (gateway_id, online, session, sequence, status, last_seen_at)
+                    VALUES (\(status.gatewayID), \(status.online), \(status.session), \(status.sequence), \(json[i]), \(receivedAt))
+                    ON CONFLICT (gateway_id) DO UPDATE SET online = EXCLUDED.online, session = EXCLUDED.session,
+                        sequence = EXCLUDED.sequence, status = EXCLUDED.status, last_seen_at = EXCLUDED.last_seen_at
                     """, logger: logger)
-                return true
             }
-            try await db.query("""
-                INSERT INTO gateway_status (gateway_id, online, session, sequence, status, last_seen_at)
-                VALUES (\(status.gatewayID), \(status.online), \(status.session), \(status.sequence), \(json), \(receivedAt))
-                ON CONFLICT (gateway_id) DO UPDATE SET online = EXCLUDED.online, session = EXCLUDED.session,
-                    sequence = EXCLUDED.sequence, status = EXCLUDED.status, last_seen_at = EXCLUDED.last_seen_at
-                """, logger: logger)
-            return true
+            return kept
         }
     }
 

@@ -339,25 +339,31 @@ public struct SQLiteVendorStore: VendorStore {
         }
     }
 
-    public func saveStatus(_ status: GatewayStatus, receivedAt: Date) async throws -> Bool {
-        let json = String(decoding: try WireJSON.encoder().encode(status), as: UTF8.self)
+    public func saveStatuses(_ statuses: [ReceivedStatus]) async throws -> [Bool?] {
+        let json = try statuses.map { String(decoding: try WireJSON.encoder().encode($0.status), as: UTF8.self) }
         return try await pool.write { db in
-            guard try EnrolledGateway.exists(db, key: status.gatewayID) else {
-                throw StoreError(.notFound, "gateway \(status.gatewayID) is not enrolled")
+            var kept = [Bool?](repeating: nil, count: statuses.count)
+            for i in ReceivedStatus.lockOrder(statuses) {
+                let (status, receivedAt) = (statuses[i].status, statuses[i].receivedAt)
+                guard try EnrolledGateway.exists(db, key: status.gatewayID) else { continue }
+                let current = try GatewayStatusRecord.fetchOne(db, key: status.gatewayID)
+                let decoded = current.flatMap { try? WireJSON.decoder().decode(GatewayStatus.self, from: Data($0.status.utf8)) }
+                guard status.supersedes(decoded) else {
+                    kept[i] = false
+                    continue
+                }
+                kept[i] = true
+                if !status.online, var current {
+                    // The will says only "gone": the last status stays, marked offline.
+                    current.online = false
+                    current.lastSeenAt = receivedAt
+                    try current.update(db)
+                    continue
+                }
+                try GatewayStatusRecord(gatewayID: status.gatewayID, online: status.online, session: status.session, sequence: status.sequence,
+                                        status: json[i], lastSeenAt: receivedAt).save(db)
             }
-            let current = try GatewayStatusRecord.fetchOne(db, key: status.gatewayID)
-            let decoded = current.flatMap { try? WireJSON.decoder().decode(GatewayStatus.self, from: Data($0.status.utf8)) }
-            guard status.supersedes(decoded) else { return false }
-            if !status.online, var current {
-                // The will says only "gone": the last status stays, marked offline.
-                current.online = false
-                current.lastSeenAt = receivedAt
-                try current.update(db)
-                return true
-            }
-            try GatewayStatusRecord(gatewayID: status.gatewayID, online: status.online, session: status.session, sequence: status.sequence,
-                                    status: json, lastSeenAt: receivedAt).save(db)
-            return true
+            return kept
         }
     }
 

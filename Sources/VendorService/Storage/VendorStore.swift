@@ -84,9 +84,10 @@ public protocol VendorStore: Sendable {
 
     // Fleet channel
 
-    /// Keeps a verified status of an enrolled gateway when it supersedes the stored one (see
-    /// `GatewayStatus.supersedes`); a will only marks the gateway offline. Returns whether it was kept.
-    @discardableResult func saveStatus(_ status: GatewayStatus, receivedAt: Date) async throws -> Bool
+    /// Keeps verified statuses in one transaction, each as ``saveStatus(_:receivedAt:)`` would, in
+    /// the order given for each gateway (gateways are locked in id order, so replicas saving the same
+    /// statuses never deadlock). Per status: whether it was kept, nil when its gateway is not enrolled.
+    func saveStatuses(_ statuses: [ReceivedStatus]) async throws -> [Bool?]
     func statuses() async throws -> [GatewayStatusRecord]
     /// Stores a verified command result.
     func addCommandResult(_ result: StoredCommandResult) async throws
@@ -146,7 +147,32 @@ public protocol VendorStore: Sendable {
     func completeRollout(id: Int64, stage: Int, promote: Bool, message: String, at: Date) async throws -> Bool
 }
 
+/// A verified status and when it arrived.
+public struct ReceivedStatus: Sendable {
+    public var status: GatewayStatus
+    public var receivedAt: Date
+
+    public init(_ status: GatewayStatus, receivedAt: Date) {
+        self.status = status
+        self.receivedAt = receivedAt
+    }
+
+    /// `statuses` by gateway id, each gateway's in the order given (the index breaks ties).
+    static func lockOrder(_ statuses: [ReceivedStatus]) -> [Int] {
+        statuses.indices.sorted { (statuses[$0].status.gatewayID, $0) < (statuses[$1].status.gatewayID, $1) }
+    }
+}
+
 extension VendorStore {
+    /// Keeps a verified status of an enrolled gateway when it supersedes the stored one (see
+    /// `GatewayStatus.supersedes`); a will only marks the gateway offline. Returns whether it was kept.
+    @discardableResult public func saveStatus(_ status: GatewayStatus, receivedAt: Date) async throws -> Bool {
+        guard let kept = try await saveStatuses([ReceivedStatus(status, receivedAt: receivedAt)]).first, let kept else {
+            throw StoreError(.notFound, "gateway \(status.gatewayID) is not enrolled")
+        }
+        return kept
+    }
+
     /// ``claimNonceReadingGeneration(gatewayID:nonce:expiresAt:now:)``: whether the nonce was fresh.
     public func claimNonce(gatewayID: String, nonce: String, expiresAt: Date, now: Date) async throws -> Bool {
         try await claimNonceReadingGeneration(gatewayID: gatewayID, nonce: nonce, expiresAt: expiresAt, now: now) != nil
