@@ -81,6 +81,20 @@ struct ReplicasEndToEndTests {
         for (i, d) in daemons.enumerated() { #expect(d.isRunning, "replica \(i) still serves: \(d.output.suffix(2000))") }
     }
 
+    /// Runs `body` with a fleet client (and its logger) over one HTTP client, shut down afterwards whatever happens.
+    func withFleetClient<T: Sendable>(vendor: String, concurrency: Int,
+                                      _ body: (FleetClient, Logger) async throws -> T) async throws -> T {
+        var logger = Logger(label: "replicas-e2e")
+        logger.logLevel = .warning
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: FleetClient.httpConfiguration(concurrency: concurrency))
+        let result: Result<T, any Error>
+        do { result = .success(try await body(FleetClient(http: http, vendor: vendor, timeout: .seconds(20), logger: logger), logger)) } catch {
+            result = .failure(error)
+        }
+        try await http.shutdown()
+        return try result.get()
+    }
+
     func dropSchema(_ schema: String) {
         let password = (try? String(contentsOfFile: Self.passwordFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         _ = try? run(Self.psql, [Self.postgresURL, "-X", "-q", "-c", "DROP SCHEMA IF EXISTS \(schema) CASCADE"], env: ["PGPASSWORD": password])
@@ -103,12 +117,7 @@ struct ReplicasEndToEndTests {
             #expect(state.gateways.count == 50)
             #expect(Set(listed.map(\.id)) == Set(state.gateways.map(\.id)))
 
-            var logger = Logger(label: "replicas-e2e")
-            logger.logLevel = .warning
-            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: FleetClient.httpConfiguration(concurrency: 16))
-            let client = FleetClient(http: http, vendor: state.vendor, timeout: .seconds(20), logger: logger)
-            let result: FleetRunResult
-            do {
+            let result = try await withFleetClient(vendor: state.vendor, concurrency: 16) { client, logger in
                 let simulator = try FleetSimulator(state: state, client: client, endpoints: try replicas.map { try VendorEndpoint(url: $0.url) },
                                                    logger: logger)
                 // Polling every 0.3 s from both sides while releases are published through each replica's configuration, until
@@ -123,7 +132,7 @@ struct ReplicasEndToEndTests {
                 }
                 try await Task.sleep(for: .seconds(5))
                 stop.stop()
-                result = try await running
+                let result = try await running
 
                 // A nonce used at replica A is refused at replica B (and at A again).
                 let gateway = try state.gateways[0].identity()
@@ -135,11 +144,8 @@ struct ReplicasEndToEndTests {
                     let replayed = try await client.post(.plan, body: body, as: gateway, to: try VendorEndpoint(url: replica.url), nonce: nonce)
                     #expect(replayed.status == 401 && replayed.errorCode == "replayedRequest", "replay at \(replica.url): \(replayed.status)")
                 }
-            } catch {
-                try await http.shutdown()
-                throw error
+                return result
             }
-            try await http.shutdown()
 
             let summary = result.summary
             #expect(summary.errorCount == 0, "errors: \(summary.errors)")
@@ -196,10 +202,6 @@ struct ReplicasEndToEndTests {
             #expect(r.stderr.contains("broker certificates: 20 issued"), "\(r.stderr)")
             let state = try #require(try FleetState.load(from: stateDir))
 
-            var logger = Logger(label: "replicas-mqtt-e2e")
-            logger.logLevel = .warning
-            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: FleetClient.httpConfiguration(concurrency: 8))
-            let client = FleetClient(http: http, vendor: state.vendor, timeout: .seconds(20), logger: logger)
             let fleetBroker = FleetBroker(host: "127.0.0.1", port: broker.port, caFile: broker.caFile,
                                           certificateDirectory: broker.dir.appendingPathComponent("issued").path,
                                           keyDirectory: root.appendingPathComponent("fleet/tls").path)
@@ -211,8 +213,7 @@ struct ReplicasEndToEndTests {
                 var status: Status?
             }
             func listed() throws -> [Listed] { try decodeJSON([Listed].self, try run(daemon, ["gateways", "--config", replicas[1].config, "--json"]).stdout) }
-            let result: FleetRunResult
-            do {
+            let result = try await withFleetClient(vendor: state.vendor, concurrency: 8) { client, logger in
                 let simulator = try FleetSimulator(state: state, client: client, endpoints: try replicas.map { try VendorEndpoint(url: $0.url) },
                                                    logger: logger)
                 let stop = FleetRunOptions.StopSignal()
@@ -231,12 +232,8 @@ struct ReplicasEndToEndTests {
                     }
                 }
                 stop.stop()
-                result = try await running
-            } catch {
-                try await http.shutdown()
-                throw error
+                return try await running
             }
-            try await http.shutdown()
 
             let summary = result.summary
             #expect(summary.errorCount == 0, "errors: \(summary.errors)")
