@@ -314,14 +314,15 @@ struct GatewayRun: Sendable {
             await cycle(trace: &trace, held: &held)
             return trace
         }
-        let following: Task<Void, Never>
-        do { following = try channel.start() } catch {
+        do { try channel.start() } catch {
             recorder.error("mqtt.connect", FleetSimulator.kind(of: error))
             return trace
         }
-        await cycle(trace: &trace, held: &held)
-        await channel.stop()
-        await following.value
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await channel.follow() }
+            await cycle(trace: &trace, held: &held)
+            await channel.stop()  // ends the events, and with them `follow`
+        }
         return trace
     }
 

@@ -92,33 +92,34 @@ final class SimulatedFleetChannel: Sendable {
     static let connectGrace: TimeInterval = 10
     private let startedAt = Mutex<Date?>(nil)
 
-    /// Subscribes, connects (in the background, reconnecting with backoff) and follows the connection until it stops.
-    func start() throws -> Task<Void, Never> {
+    /// Subscribes and starts connecting (on the client's own thread, reconnecting with backoff).
+    func start() throws {
         startedAt.withLock { $0 = Date() }
         try client.subscribe(FleetTopics.plan(gatewayID), qos: .atLeastOnce)
         try client.start()
-        let events = client.events
-        return Task { [self] in
-            for await event in events {
-                switch event {
-                case .connected:
-                    let first = state.withLock { s in
-                        defer { s.connected = true; s.everConnected = true }
-                        return !s.everConnected
-                    }
-                    recorder.update { if first { $0.fleet.connected += 1 } else { $0.fleet.reconnects += 1 } }
-                    await publishStatus()
-                case .disconnected:
-                    state.withLock { $0.connected = false }
-                case .message(let m):
-                    guard m.topic == FleetTopics.plan(gatewayID) else { continue }
-                    let waiter = state.withLock { s in
-                        s.pushed = Data(m.payload)
-                        defer { s.waiter = nil }
-                        return s.waiter
-                    }
-                    waiter?.resume()
+    }
+
+    /// Follows the connection's events until ``stop()`` ends them.
+    func follow() async {
+        for await event in client.events {
+            switch event {
+            case .connected:
+                let first = state.withLock { s in
+                    defer { s.connected = true; s.everConnected = true }
+                    return !s.everConnected
                 }
+                recorder.update { if first { $0.fleet.connected += 1 } else { $0.fleet.reconnects += 1 } }
+                await publishStatus()
+            case .disconnected:
+                state.withLock { $0.connected = false }
+            case .message(let m):
+                guard m.topic == FleetTopics.plan(gatewayID) else { continue }
+                let waiter = state.withLock { s in
+                    s.pushed = Data(m.payload)
+                    defer { s.waiter = nil }
+                    return s.waiter
+                }
+                waiter?.resume()
             }
         }
     }

@@ -75,15 +75,34 @@ struct RunCommand: AsyncParsableCommand {
             broker = FleetBroker(host: fleet.host, port: fleet.port, caFile: fleet.caCertificate, certificateDirectory: directory,
                                  keyDirectory: (stateOptions.state as NSString).appendingPathComponent("tls"))
         }
+        // With --duration: stopped when it is up, or at the first SIGTERM or SIGINT (a benchmark ends a run once what
+        // it waits for happened).
+        let signal = duration.map { _ in Self.stopOnSignals() }
         let options = FleetRunOptions(
-            stop: duration.map { .signal(Self.stopSignal(after: .milliseconds(Int64($0 * 1000)))) } ?? .rounds(rounds ?? 1),
+            stop: signal.map { .signal($0) } ?? .rounds(rounds ?? 1),
             pollInterval: .milliseconds(Int64(pollSeconds * 1000)), ramp: rampSeconds.map { .milliseconds(Int64($0 * 1000)) },
             failureRate: failureRate, failApp: try failApp.map(FleetRunOptions.AppRelease.init(parsing:)), concurrency: traffic.concurrency,
             broker: broker
         )
         let result = try await traffic.withClient(vendor: state.vendor) { client in
-            try await FleetSimulator(state: state, client: client, endpoints: try traffic.endpoints(), vendorKey: key, logger: logger)
-                .run(options)
+            let simulator = try FleetSimulator(state: state, client: client, endpoints: try traffic.endpoints(), vendorKey: key, logger: logger)
+            return try await withThrowingTaskGroup(of: FleetRunResult?.self) { group in
+                if let signal, let duration {
+                    group.addTask {
+                        try? await Task.sleep(for: .milliseconds(Int64(duration * 1000)))
+                        signal.stop()
+                        return nil
+                    }
+                }
+                group.addTask { try await simulator.run(options) }
+                while let next = try await group.next() {
+                    if let result = next {
+                        group.cancelAll()
+                        return result
+                    }
+                }
+                throw ExitCode.failure  // unreachable: the simulator's task always answers
+            }
         }
         if let traces {
             let encoder = WireJSON.encoder()
@@ -93,8 +112,8 @@ struct RunCommand: AsyncParsableCommand {
         if result.summary.errorCount > 0 || result.summary.versionRegressions > 0 { throw ExitCode.failure }
     }
 
-    /// Given after `duration`, or at the first SIGTERM or SIGINT (a benchmark ends a run once what it waits for happened).
-    static func stopSignal(after duration: Duration) -> FleetRunOptions.StopSignal {
+    /// A stop signal given at the first SIGTERM or SIGINT.
+    static func stopOnSignals() -> FleetRunOptions.StopSignal {
         let signal = FleetRunOptions.StopSignal()
         for number in [SIGTERM, SIGINT] {
             Foundation.signal(number, SIG_IGN)
@@ -102,10 +121,6 @@ struct RunCommand: AsyncParsableCommand {
             source.setEventHandler { signal.stop() }
             source.resume()
             _ = Unmanaged.passRetained(source as AnyObject)  // kept for the process's life
-        }
-        Task {
-            try? await Task.sleep(for: duration)
-            signal.stop()
         }
         return signal
     }
