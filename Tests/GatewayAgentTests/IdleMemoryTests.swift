@@ -56,6 +56,25 @@ import Glibc
         #expect(again <= after + 64, "one page read after the trim: \(again) KiB resident (\(after) before)")
     }
 
+    /// The sampler's resident size comes from statm without any `String`: it must agree with VmRSS, and a
+    /// malformed text gives nil, never a number from the wrong field.
+    @Test func residentSizeFromStatmAgreesWithVmRSS() throws {
+        let statm = try #require(IdleMemory.residentKiB())
+        let status = try #require(IdleMemory.procField("VmRSS:", in: "/proc/self/status"))
+        // Two reads a moment apart of a live process (the test runner allocates meanwhile).
+        #expect(abs(statm - status) <= max(1024, status / 20), "statm \(statm) KiB, status \(status) KiB")
+        func second(_ text: String) -> Int? {
+            Array(text.utf8).withUnsafeBufferPointer { IdleMemory.secondNumber($0) }
+        }
+        #expect(second("8123 4567 890 12 0 345 0\n") == 4567)
+        #expect(second("8123 4567") == 4567)
+        #expect(second("8123") == nil)
+        #expect(second("") == nil)
+        #expect(second("8123  4567 1\n") == nil)
+        #expect(second("x 4567 1\n") == nil)
+        #expect(second("1 99999999999999999999 1\n") == nil)
+    }
+
     /// The resident KiB of this process's mapping that starts at `address`.
     static func residentKiB(of address: UnsafeMutableRawPointer) throws -> Int? {
         let start = String(UInt(bitPattern: address), radix: 16)

@@ -60,6 +60,25 @@ struct LXDAvailabilityTests {
         #expect(a.probeDue(at: t0.addingTimeInterval(4), eventsLive: true))
     }
 
+    /// The quiet probe passes without HTTP only while the same process serves LXD's socket, and never
+    /// stands in for a probe that was asked for or one while LXD is down.
+    @Test func theQuietProbeIsTheSocketsListenerUnchanged() {
+        let a = LXDAvailability(backoff: Backoff(first: 1, max: 8))
+        #expect(!a.quietCheck(listener: 10, at: t0), "never answered a full probe")
+        #expect(a.probeSucceeded(pid: 10, listener: 10, at: t0) == .steady)
+        let quiet = t0.addingTimeInterval(LXDAvailability.quietProbeSeconds)
+        #expect(a.probeDue(at: quiet, eventsLive: true))
+        #expect(a.quietCheck(listener: 10, at: quiet))
+        #expect(!a.probeDue(at: quiet.addingTimeInterval(1), eventsLive: true), "the quiet check counts as an answer")
+        #expect(!a.quietCheck(listener: 12, at: quiet), "another process serves the socket: a full probe")
+        #expect(!a.quietCheck(listener: nil, at: quiet), "the socket did not answer: a full probe")
+        a.requestProbe()
+        #expect(!a.quietCheck(listener: 10, at: quiet), "asked for: a full probe")
+        #expect(a.probeSucceeded(pid: 10, listener: 10, at: quiet) == .steady)
+        #expect(a.markDown("connection refused", at: quiet))
+        #expect(!a.quietCheck(listener: 10, at: quiet), "down: only a full probe brings it back")
+    }
+
     @Test func aNewPidIsARestartEvenIfNoOutageWasSeen() {
         let a = LXDAvailability(backoff: Backoff(first: 1, max: 8))
         #expect(a.probeSucceeded(pid: 10, at: t0) == .steady)

@@ -23,6 +23,8 @@ public final class LXDAvailability: Sendable {
         /// When it last answered a probe, and whether one is wanted before the quiet interval is over.
         var answeredAt: Date?
         var probeRequested = false
+        /// The pid serving LXD's socket (`SO_PEERCRED`) when it last answered a probe, if known.
+        var listenerPID: Int?
     }
 
     /// What a successful probe found.
@@ -90,13 +92,26 @@ public final class LXDAvailability: Sendable {
         }
     }
 
-    /// A probe succeeded, LXD runs as `pid`.
-    public func probeSucceeded(pid: Int, at now: Date) -> Seen {
+    /// A probe succeeded, LXD runs as `pid`; `listener` is the pid serving its socket (see ``quietCheck(listener:at:)``).
+    public func probeSucceeded(pid: Int, listener: Int? = nil, at now: Date) -> Seen {
         state.withLock { s in
             let downFor = s.downSince.map { now.timeIntervalSince($0) }
             let restarted = s.downSince != nil || (s.pid != nil && s.pid != pid)
-            s = State(pid: pid, answeredAt: now)
+            s = State(pid: pid, answeredAt: now, listenerPID: listener)
             return restarted ? .back(downFor: downFor) : .steady
+        }
+    }
+
+    /// The quiet probe (LXD up, its events followed, nothing asked for a probe) without an HTTP exchange:
+    /// true, and the probe counts as answered, when LXD's socket is still served by the process that served
+    /// it at the last full probe (`listener`: the peer pid of a fresh `connect(2)`, nil when that failed).
+    /// False means a full probe (`GET /1.0`) is wanted. Under systemd's socket activation the listener is
+    /// systemd itself and never changes; a restart still ends the events stream, which asks for a full probe.
+    public func quietCheck(listener: Int?, at now: Date) -> Bool {
+        state.withLock { s in
+            guard s.downSince == nil, !s.probeRequested, s.answeredAt != nil, let listener, s.listenerPID == listener else { return false }
+            s.answeredAt = now
+            return true
         }
     }
 

@@ -26,20 +26,56 @@ public enum LXDSocket {
     /// when LXD is down (AsyncHTTPClient's pool would otherwise retry until the request deadline).
     /// Returns nil when it does, else the errno.
     public static func probe(_ path: String) -> Int32? {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return errno }
+        switch connect(path) {
+        case .success(let fd):
+            close(fd)
+            return nil
+        case .failure(let e):
+            return e.rawValue
+        }
+    }
+
+    /// The pid of the process that serves the socket at `path` (its peer credentials, `SO_PEERCRED`), or
+    /// nil when it cannot be reached.
+    public static func listenerPID(_ path: String) -> Int? {
+        guard case .success(let fd) = connect(path) else { return nil }
         defer { close(fd) }
+        // `struct ucred { pid_t pid; uid_t uid; gid_t gid; }`: Glibc's module hides it behind _GNU_SOURCE.
+        var cred: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
+        var length = socklen_t(MemoryLayout.size(ofValue: cred))
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) == 0, length == 12, cred.pid > 0 else { return nil }
+        return Int(cred.pid)
+    }
+
+    /// A connected, close-on-exec stream socket to `path`, or the errno of what failed.
+    static func connect(_ path: String) -> Result<Int32, Errno> {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return .failure(Errno(errno)) }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return ENAMETOOLONG }
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            return .failure(Errno(ENAMETOOLONG))
+        }
         withUnsafeMutableBytes(of: &addr.sun_path) { buf in
             for (i, b) in bytes.enumerated() { buf[i] = b }
         }
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        return rc == 0 ? nil : errno
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            return .failure(Errno(e))
+        }
+        return .success(fd)
+    }
+
+    /// An errno, as a failure.
+    struct Errno: Error {
+        var rawValue: Int32
+        init(_ rawValue: Int32) { self.rawValue = rawValue }
     }
 
     /// Whether `path` exists and is a unix socket.
