@@ -42,13 +42,13 @@ struct LXDAvailabilityTests {
         #expect(!a.isDown && a.describe() == nil)
     }
 
-    @Test func whileLXDsEventsAreFollowedItIsProbedOnlyWhenAskedOrAfterTheQuietInterval() {
+    @Test func whileLXDsEventsAreFollowedItIsProbedOnlyWhenAsked() {
         let a = LXDAvailability(backoff: Backoff(first: 1, max: 8))
         #expect(a.probeDue(at: t0, eventsLive: true), "never answered yet")
         #expect(a.probeSucceeded(pid: 10, at: t0) == .steady)
         #expect(a.probeDue(at: t0.addingTimeInterval(2)), "no events followed: every tick")
         #expect(!a.probeDue(at: t0.addingTimeInterval(2), eventsLive: true))
-        #expect(a.probeDue(at: t0.addingTimeInterval(LXDAvailability.quietProbeSeconds), eventsLive: true), "every minute in case")
+        #expect(!a.probeDue(at: t0.addingTimeInterval(3600), eventsLive: true), "no probe in case: the stream ends when LXD does")
         // The stream was followed again (it ended: LXD may have restarted): the next tick asks.
         a.requestProbe()
         #expect(a.probeDue(at: t0.addingTimeInterval(2), eventsLive: true))
@@ -58,25 +58,6 @@ struct LXDAvailabilityTests {
         #expect(a.markDown("connection refused", at: t0.addingTimeInterval(3)))
         #expect(!a.probeDue(at: t0.addingTimeInterval(3.5), eventsLive: true))
         #expect(a.probeDue(at: t0.addingTimeInterval(4), eventsLive: true))
-    }
-
-    /// The quiet probe passes without HTTP only while the same process serves LXD's socket, and never
-    /// stands in for a probe that was asked for or one while LXD is down.
-    @Test func theQuietProbeIsTheSocketsListenerUnchanged() {
-        let a = LXDAvailability(backoff: Backoff(first: 1, max: 8))
-        #expect(!a.quietCheck(listener: 10, at: t0), "never answered a full probe")
-        #expect(a.probeSucceeded(pid: 10, listener: 10, at: t0) == .steady)
-        let quiet = t0.addingTimeInterval(LXDAvailability.quietProbeSeconds)
-        #expect(a.probeDue(at: quiet, eventsLive: true))
-        #expect(a.quietCheck(listener: 10, at: quiet))
-        #expect(!a.probeDue(at: quiet.addingTimeInterval(1), eventsLive: true), "the quiet check counts as an answer")
-        #expect(!a.quietCheck(listener: 12, at: quiet), "another process serves the socket: a full probe")
-        #expect(!a.quietCheck(listener: nil, at: quiet), "the socket did not answer: a full probe")
-        a.requestProbe()
-        #expect(!a.quietCheck(listener: 10, at: quiet), "asked for: a full probe")
-        #expect(a.probeSucceeded(pid: 10, listener: 10, at: quiet) == .steady)
-        #expect(a.markDown("connection refused", at: quiet))
-        #expect(!a.quietCheck(listener: 10, at: quiet), "down: only a full probe brings it back")
     }
 
     @Test func aNewPidIsARestartEvenIfNoOutageWasSeen() {

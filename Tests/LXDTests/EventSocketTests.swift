@@ -91,6 +91,36 @@ import Glibc
         #expect(throws: ScriptedServer.Closed.self) { try server.result() }
     }
 
+    /// A server that pinged and then fell silent is not trusted to be alive: the stream ends with `.timeout`.
+    /// One that never pinged may stay silent.
+    @Test func silenceAfterAPingEndsTheStream() async throws {
+        let server = try ScriptedServer { conn in
+            try conn.upgrade()
+            conn.send(ScriptedServer.frame(opcode: 0x9, Array("keepalive".utf8)))
+            return [try conn.readClientFrame(), try conn.readClientFrame()]  // the pong, then the client leaves
+        }
+        let started = ContinuousClock.now
+        await #expect {
+            try await (try LXDClient(socketPath: server.path, logger: Logger(label: "t"))).withEvents([.lifecycle], silenceLimitSeconds: 1) { events in
+                for try await _ in events {}
+            }
+        } throws: { ($0 as? LXDError)?.code == .timeout }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(throws: ScriptedServer.Closed.self) { try server.result() }
+
+        let quiet = try ScriptedServer { conn in
+            try conn.upgrade()
+            Thread.sleep(forTimeInterval: 2)
+            conn.send(ScriptedServer.frame(opcode: 0x1, Array(Self.event.utf8)))
+            return []
+        }
+        let action = try await (try LXDClient(socketPath: quiet.path, logger: Logger(label: "t"))).withEvents([.lifecycle], silenceLimitSeconds: 1) { events in
+            var it = events.makeAsyncIterator()
+            return try await it.next()?.action
+        }
+        #expect(action == "instance-started")
+    }
+
     @Test func anUnreachableSocketIsUnreachable() async throws {
         await #expect { try await (try LXDClient(socketPath: "/nonexistent/iotgw.socket", logger: Logger(label: "t"))).withEvents([.lifecycle]) { _ in } }
             throws: { ($0 as? LXDError)?.code == .unreachable }

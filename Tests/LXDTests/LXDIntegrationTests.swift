@@ -6,14 +6,6 @@ import Testing
 
 /// Every call against the real LXD daemon, asserting on LXD's state afterwards.
 @Suite(.serialized) struct LXDInstanceTests {
-    /// The quiet probe's pid: the process serving the socket, which is LXD where LXD made it (as here).
-    @Test func theSocketsListenerIsLXD() async throws {
-        let lxd = try TestLXD.client()
-        let pid = try #require(try await lxd.server().environment?.serverPID)
-        #expect(lxd.listenerPID() == pid)
-        #expect(LXDSocket.listenerPID("/nonexistent/lxd.socket") == nil)
-    }
-
     @Test func serverInfoAndExtensions() async throws {
         let lxd = try TestLXD.client()
         let info = try await lxd.requireExtensions()

@@ -199,11 +199,7 @@ public final class GatewayAgent: Service, Sendable {
     /// does not follow node changes while it is down) and finishes the work the outage left waiting.
     func watchLXD() async {
         let at = now()
-        let eventsLive = environment.instances?.isLive ?? false
-        guard lxd.probeDue(at: at, eventsLive: eventsLive) else { return }
-        // While LXD's events are followed, the quiet probe is a `connect(2)` and its peer's pid: an idle daemon
-        // runs no HTTP exchange with LXD (whose code its idle trim would read back, 6 MB) just in case.
-        if eventsLive, lxd.quietCheck(listener: host.listenerPID(), at: at) { return }
+        guard lxd.probeDue(at: at, eventsLive: environment.instances?.isLive ?? false) else { return }
         let pid: Int
         do {
             guard let p = try await host.server().environment?.serverPID else {
@@ -216,7 +212,7 @@ public final class GatewayAgent: Service, Sendable {
             if !wasDown { logger.warning("LXD is down: waiting for it", metadata: ["iotgw.error": "\(error.safeDescription)"]) }
             return
         }
-        guard case .back(let downFor) = lxd.probeSucceeded(pid: pid, listener: host.listenerPID(), at: now()) else { return }
+        guard case .back(let downFor) = lxd.probeSucceeded(pid: pid, at: now()) else { return }
         logger.notice("LXD is back: resuming work and passing devices in afresh",
                       metadata: ["lxd.pid": "\(pid)", "iotgw.downSeconds": "\(downFor.map { String(format: "%.1f", $0) } ?? "-")"])
         for w in workers.values { await w.lxdRestarted() }

@@ -23,8 +23,6 @@ public final class LXDAvailability: Sendable {
         /// When it last answered a probe, and whether one is wanted before the quiet interval is over.
         var answeredAt: Date?
         var probeRequested = false
-        /// The pid serving LXD's socket (`SO_PEERCRED`) when it last answered a probe, if known.
-        var listenerPID: Int?
     }
 
     /// What a successful probe found.
@@ -59,20 +57,17 @@ public final class LXDAvailability: Sendable {
         }
     }
 
-    /// How often LXD is probed while its events stream is followed and nothing asked for a probe.
-    public static let quietProbeSeconds: TimeInterval = 60
-
     /// Whether the agent should probe LXD now (a `GET /1.0`, to notice a new pid). While LXD is down: when
     /// the backoff says so, never in a busy loop. While it is up: at every tick, unless LXD's events stream
-    /// is followed (`eventsLive`): LXD ending or restarting ends that stream, which asks for a probe
-    /// (``requestProbe()``) as it is followed again, so a probe at every tick would find nothing more; then
-    /// only when asked, and every ``quietProbeSeconds`` in case. An idle daemon then runs no HTTP exchange
-    /// with LXD every tick, whose code its idle trim would otherwise read back from the disk.
+    /// is followed (`eventsLive`); then only when asked (``requestProbe()``). LXD ending or restarting ends
+    /// that stream (its process's connections close), and so does LXD falling silent after pinging it
+    /// (``LXD/LXDClient/withEvents(_:_:)``); following it again asks for a probe. An idle daemon then runs no
+    /// HTTP exchange with LXD at all, whose code its idle trim would otherwise read back (6 MB every minute
+    /// with the probe "in case" this replaced).
     public func probeDue(at now: Date, eventsLive: Bool = false) -> Bool {
         state.withLock { s in
             if s.downSince != nil { return (s.nextProbe ?? .distantPast) <= now }
-            guard eventsLive, !s.probeRequested, let answered = s.answeredAt else { return true }
-            return now.timeIntervalSince(answered) >= Self.quietProbeSeconds || now < answered
+            return !eventsLive || s.probeRequested || s.answeredAt == nil
         }
     }
 
@@ -92,26 +87,13 @@ public final class LXDAvailability: Sendable {
         }
     }
 
-    /// A probe succeeded, LXD runs as `pid`; `listener` is the pid serving its socket (see ``quietCheck(listener:at:)``).
-    public func probeSucceeded(pid: Int, listener: Int? = nil, at now: Date) -> Seen {
+    /// A probe succeeded, LXD runs as `pid`.
+    public func probeSucceeded(pid: Int, at now: Date) -> Seen {
         state.withLock { s in
             let downFor = s.downSince.map { now.timeIntervalSince($0) }
             let restarted = s.downSince != nil || (s.pid != nil && s.pid != pid)
-            s = State(pid: pid, answeredAt: now, listenerPID: listener)
+            s = State(pid: pid, answeredAt: now)
             return restarted ? .back(downFor: downFor) : .steady
-        }
-    }
-
-    /// The quiet probe (LXD up, its events followed, nothing asked for a probe) without an HTTP exchange:
-    /// true, and the probe counts as answered, when LXD's socket is still served by the process that served
-    /// it at the last full probe (`listener`: the peer pid of a fresh `connect(2)`, nil when that failed).
-    /// False means a full probe (`GET /1.0`) is wanted. Under systemd's socket activation the listener is
-    /// systemd itself and never changes; a restart still ends the events stream, which asks for a full probe.
-    public func quietCheck(listener: Int?, at now: Date) -> Bool {
-        state.withLock { s in
-            guard s.downSince == nil, !s.probeRequested, s.answeredAt != nil, let listener, s.listenerPID == listener else { return false }
-            s.answeredAt = now
-            return true
         }
     }
 

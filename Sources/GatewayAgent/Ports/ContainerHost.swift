@@ -20,9 +20,6 @@ public protocol ContainerHost: Sendable {
     func snapshots(_ instance: String) async throws -> [InstanceSnapshot]
     func deleteSnapshot(_ instance: String, name: String) async throws
     func server() async throws -> Server
-    /// The pid of the process serving LXD's socket, from a fresh connection's peer credentials; nil where
-    /// not known (the default).
-    func listenerPID() -> Int?
     /// Instances whose `user.*` config matches every filter entry (keys without the `user.` prefix).
     func listInstances(userFilter: [String: String]) async throws -> [Instance]
     /// Deletes a stopped instance with its snapshots.
@@ -38,8 +35,6 @@ extension LXDClient: ContainerHost {
 }
 
 extension ContainerHost {
-    public func listenerPID() -> Int? { nil }
-
     public func createInstance(_ spec: InstancesPost, timeout: Duration?, idmapAllocated: @escaping @Sendable () async -> Void) async throws {
         try await createInstance(spec, timeout: timeout)
         await idmapAllocated()

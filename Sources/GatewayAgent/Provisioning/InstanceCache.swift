@@ -236,7 +236,6 @@ public final class InstanceCache: ContainerHost, Service {
     public func storagePool(_ name: String) async throws -> StoragePool { try await host.storagePool(name) }
     public func snapshots(_ instance: String) async throws -> [InstanceSnapshot] { try await host.snapshots(instance) }
     public func server() async throws -> Server { try await host.server() }
-    public func listenerPID() -> Int? { host.listenerPID() }
     public func listInstances(userFilter: [String: String]) async throws -> [Instance] { try await host.listInstances(userFilter: userFilter) }
 
     // MARK: - Writes: the copy goes once the call is over, whatever its outcome

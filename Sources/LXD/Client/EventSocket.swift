@@ -23,6 +23,9 @@ final class EventSocket: Sendable {
     let uri: String
     /// The largest message accepted (an event is a few KiB; NIO's decoder had the same limit).
     static let maxMessageBytes = 1 << 22
+    /// Once LXD has pinged (LXD 5.0 pings every 10 s), this long without a frame ends the stream as an error:
+    /// the gateway follows LXD's events again and probes LXD, rather than trust a stream that went quiet.
+    let silenceLimitSeconds: Int
 
     private struct State {
         var fd: Int32 = -1
@@ -30,9 +33,10 @@ final class EventSocket: Sendable {
     }
     private let state = Mutex(State())
 
-    init(path: String, uri: String) {
+    init(path: String, uri: String, silenceLimitSeconds: Int = 60) {
         self.path = path
         self.uri = uri
+        self.silenceLimitSeconds = silenceLimitSeconds
     }
 
     /// Connects, upgrades, then resumes `upgraded` (or throws into it) and yields every event into `events`
@@ -123,6 +127,7 @@ final class EventSocket: Sendable {
                 return
             case 0x9:
                 try Self.writeFrame(reader.fd, opcode: 0xA, payload: frame.payload)
+                if !reader.watched { reader.watch(silenceSeconds: silenceLimitSeconds) }
                 continue
             case 0xA:
                 continue
@@ -171,7 +176,16 @@ struct FrameReader {
     private var buffer: [UInt8] = []
     private var start = 0
 
+    /// Whether a silence limit is set (``watch(silenceSeconds:)``).
+    private(set) var watched = false
+
     init(fd: Int32) { self.fd = fd }
+
+    /// From now on a read that waits `silenceSeconds` for a byte fails (`SO_RCVTIMEO`).
+    mutating func watch(silenceSeconds: Int) {
+        var limit = timeval(tv_sec: silenceSeconds, tv_usec: 0)
+        watched = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size)) == 0
+    }
 
     struct Frame {
         var fin: Bool
@@ -252,6 +266,9 @@ struct FrameReader {
             let failure = errno
             if n < 0 && failure == EINTR { continue }
             buffer.removeLast((64 << 10) - max(n, 0))
+            if n < 0 && (failure == EAGAIN || failure == EWOULDBLOCK) && watched {
+                throw LXDError(code: .timeout, message: "events websocket: LXD pinged, then sent nothing for longer than it pings")
+            }
             if n < 0 {
                 throw LXDError(code: .unreachable, message: "events websocket: read: \(String(cString: strerror(failure)))")
             }

@@ -18,18 +18,20 @@ public struct LXDEventStream: AsyncSequence, Sendable {
 
 extension LXDClient {
     /// Subscribes to LXD's event websocket over the unix socket and runs `body` with the stream.
-    /// The connection closes when `body` returns or throws.
+    /// The connection closes when `body` returns or throws. Once LXD has pinged the stream, a silence of
+    /// `silenceLimitSeconds` ends it with a `.timeout` error.
     ///
     /// ```swift
     /// try await lxd.withEvents([.lifecycle]) { events in
     ///     for try await e in events where e.action == "instance-started" { ... }
     /// }
     /// ```
-    public func withEvents<R: Sendable>(_ types: [EventType], _ body: (LXDEventStream) async throws -> R) async throws -> R {
+    public func withEvents<R: Sendable>(_ types: [EventType], silenceLimitSeconds: Int = 60,
+                                        _ body: (LXDEventStream) async throws -> R) async throws -> R {
         var query = [("type", types.map(\.rawValue).joined(separator: ","))]
         // Instances in projects of their own (projectRouting): their events too.
         if projectRouting != nil && project == nil { query.append(("all-projects", "true")) }
-        let socket = EventSocket(path: socketPath, uri: uri("/1.0/events", query))
+        let socket = EventSocket(path: socketPath, uri: uri("/1.0/events", query), silenceLimitSeconds: silenceLimitSeconds)
         let (events, sink) = AsyncThrowingStream<Event, any Error>.makeStream()
         sink.onTermination = { _ in socket.close() }
         defer { socket.close() }

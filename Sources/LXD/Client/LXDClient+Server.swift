@@ -4,10 +4,6 @@ extension LXDClient {
         try await sync(.GET, "/1.0", as: Server.self).0
     }
 
-    /// The pid of the process serving LXD's socket (see ``LXDSocket/listenerPID(_:)``): LXD itself, or
-    /// systemd when the socket is activated by it. No HTTP exchange.
-    public func listenerPID() -> Int? { LXDSocket.listenerPID(socketPath) }
-
     /// Extensions this client relies on (all present in LXD 5.0.2).
     public static let requiredExtensions = [
         "instances", "container_exec_recording", "file_delete", "file_append", "directory_manipulation",

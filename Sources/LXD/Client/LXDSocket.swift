@@ -35,18 +35,6 @@ public enum LXDSocket {
         }
     }
 
-    /// The pid of the process that serves the socket at `path` (its peer credentials, `SO_PEERCRED`), or
-    /// nil when it cannot be reached.
-    public static func listenerPID(_ path: String) -> Int? {
-        guard case .success(let fd) = connect(path) else { return nil }
-        defer { close(fd) }
-        // `struct ucred { pid_t pid; uid_t uid; gid_t gid; }`: Glibc's module hides it behind _GNU_SOURCE.
-        var cred: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
-        var length = socklen_t(MemoryLayout.size(ofValue: cred))
-        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) == 0, length == 12, cred.pid > 0 else { return nil }
-        return Int(cred.pid)
-    }
-
     /// A connected, close-on-exec stream socket to `path`, or the errno of what failed.
     static func connect(_ path: String) -> Result<Int32, Errno> {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
