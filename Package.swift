@@ -80,8 +80,10 @@ let package = Package(
             ]
         ),
         // Adapter: MQTT through libmosquitto (TLS, QoS 1, retained, last will, reconnect). Only MQTT
-        // imports CMosquitto; it links OpenSSL too, to count the TLS records a broker sends.
-        .systemLibrary(name: "CMosquitto", providers: [.apt(["libmosquitto-dev", "libssl-dev"])]),
+        // imports CMosquitto; it calls OpenSSL too, to count the TLS records a broker sends. Both are
+        // loaded when a client is first made, not linked (CMosquitto/loader.c): headers from Debian's
+        // libmosquitto-dev and libssl-dev, libmosquitto1 at run time.
+        .target(name: "CMosquitto"),
         .target(name: "MQTT", dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")]),
 
         // Adapter: InSpec's JSON reporter output and verdicts.

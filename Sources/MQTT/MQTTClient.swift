@@ -172,12 +172,20 @@ public final class MQTTClient: Sendable {
     }
 }
 
-/// libmosquitto's process-wide initialisation, done once (never undone: other clients may live
-/// until the process ends).
-private let libmosquittoInitResult: Int32 = mosquitto_lib_init()
-
-private func libmosquittoInitialised() throws {
-    guard libmosquittoInitResult == MOSQ_ERR_SUCCESS.code else {
-        throw MQTTError(code: .library, message: "mosquitto_lib_init failed: \(String(cString: mosquitto_strerror(libmosquittoInitResult)))")
+/// libmosquitto (with OpenSSL) loaded into the process and initialised, once (never undone: other clients
+/// may live until the process ends). Loaded here, when MQTT is first used, not linked: see
+/// `iotgw_mosquitto_load`.
+private let libmosquittoReady: Result<Void, MQTTError> = {
+    var reason = [CChar](repeating: 0, count: 256)
+    guard iotgw_mosquitto_load(&reason, reason.count) == 0 else {
+        return .failure(MQTTError(code: .library, message: "cannot load libmosquitto.so.1 (Debian: libmosquitto1): \(String(cString: reason))"))
     }
-}
+    let rc = mosquitto_lib_init()
+    guard rc == MOSQ_ERR_SUCCESS.code else {
+        return .failure(MQTTError(code: .library, message: "mosquitto_lib_init failed: \(String(cString: mosquitto_strerror(rc)))"))
+    }
+    return .success(())
+}()
+
+/// Throws unless libmosquitto is loaded and initialised; call before any `mosquitto_` or OpenSSL function.
+func libmosquittoInitialised() throws { try libmosquittoReady.get() }

@@ -1,6 +1,13 @@
 #include <mosquitto.h>
 #include <sys/eventfd.h>  // MosquittoConnection wakes its poll(2) with one
 
+/// Loads libmosquitto (and with it OpenSSL) into the process, once; every mosquitto and OpenSSL function
+/// this module calls goes through it (loader.c). Returns 0, or -1 with dlopen's reason in `error`.
+///
+/// Not linked at start: libcrypto's relocated tables alone are 1.2 MiB the dynamic loader writes into
+/// every process that links it, resident for good; a gateway whose vendors have no broker never pays it.
+int iotgw_mosquitto_load(char *error, size_t size);
+
 #include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -10,6 +17,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+// Declared by <unistd.h> only under _GNU_SOURCE, which this header must not define (the system headers
+// it includes are shared with the Swift overlay's modules, which are built without it).
+extern int dup3(int oldfd, int newfd, int flags);
 
 // A bound on what a broker can make this client read for one MQTT packet.
 //
