@@ -24,6 +24,35 @@ import Testing
         }
     }
 
+    /// An idle gateway's tick wakes no lane (their passes' code stays out of an idle daemon's memory), yet
+    /// every retry still comes: a failed delivery's, and the plan sync when due.
+    @Test func anIdleTickWakesNoLaneButEveryRetryComes() async throws {
+        let clock = OrphanSweeperTests.Clock()
+        clock.value.withLock { $0 = Date() }  // the plans the fake vendors sign are valid for a day from now
+        let rig = try Rig(policy: .auto, apps: true, now: { clock.now }, tickInterval: .milliseconds(20))
+        // The first delivery fails (deferred for want of disk space): only the tick brings its retry.
+        rig.delivery.failNext.withLock { $0["acme"] = GatewayError(.diskSpace, "full, for now") }
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1")
+            try await rig.provisioned("acme", "ACME-1")
+            try await until("the failed delivery retried and done") {
+                clock.advance(1)
+                return try await rig.store.vendorState("acme")?.deliveredVersion == 1
+            }
+            #expect(rig.delivery.phases.withLock { $0.filter { $0 == "acme converging v1" }.count } == 2)
+            let worker = try #require(rig.agent.worker("acme"))
+            try await Task.sleep(for: .milliseconds(200))
+            let settled = worker.passes.withLock { $0 }
+            try await Task.sleep(for: .milliseconds(400))  // 20 ticks
+            #expect(worker.passes.withLock { $0 } == settled, "idle: no lane ran")
+
+            // The plan sync comes due: the exchange lane asks the vendor.
+            let asked = rig.vendors.calls.withLock { $0.filter { $0 == "plan acme" }.count }
+            clock.advance(rig.config.planSyncSeconds + 1)
+            try await until("the plan synced") { rig.vendors.calls.withLock { $0.filter { $0 == "plan acme" }.count } > asked }
+        }
+    }
+
     @Test func aContainerBusyWithAnotherOperationIsWaitedOutNotFailed() async throws {
         // As after a kill during a create: the restarted daemon finds the container, and LXD refuses its start
         // while the killed one's create still runs.

@@ -4,18 +4,32 @@ import GatewayProtocol
 // The exchange lane: everything that waits on the vendor's daemon.
 extension VendorWorker {
     func exchangePass() async throws {
+        // Until this pass ends well, the next tick looks again.
+        exchangeNextLook = nil
         // A pushed plan needs no vendor round trip: it never waits behind an unreachable daemon.
         try await takePushedPlan()
         for r in takeOutbox() { await send(r) }
         let t = now
         var asked = Set<String>()
-        for d in try await store.devices() where d.vendor == vendor.id && d.present && d.state == .announcing
-            && StoredTime.isDue(d.nextAttemptAt, at: t) {
+        var announced = false
+        var nextAnnouncement: Date?
+        for d in try await store.devices() where d.vendor == vendor.id && d.present && d.state == .announcing {
+            guard StoredTime.isDue(d.nextAttemptAt, at: t) else {
+                nextAnnouncement = [nextAnnouncement, d.nextAttemptAt].compactMap { $0 }.min()
+                continue
+            }
             // One announcement per physical device (its usb and tty nodes share the serial).
             guard let serial = d.serial, asked.insert(serial).inserted else { continue }
+            announced = true
             try await announce(d)
         }
         try await syncIfDue()
+        // When the tick must look again (``exchangeLookDue(at:)``): the next announcement retry or plan sync.
+        // After announcing, at once (an announcement that failed scheduled its retry); with no approved plan
+        // yet, at every tick (as before: nothing here knows when one comes).
+        if !announced, let nextSync {
+            exchangeNextLook = [nextAnnouncement, nextSync].compactMap { $0 }.min()
+        }
     }
 
     func send(_ r: ProvisioningReport) async {
@@ -86,12 +100,17 @@ extension VendorWorker {
     /// behind NAT, so updates are pulled. While the vendor's broker pushes plans, polling is only the
     /// fallback, at the fleet channel's longer `pollSeconds`.
     func syncIfDue() async throws {
+        nextSync = nil
         guard let state = try await store.vendorState(vendor.id), state.approvedPlanID != nil else { return }
         let t = now
         let interval = fleetConnected ? (vendor.fleet?.pollSeconds ?? env.config.planSyncSeconds) : env.config.planSyncSeconds
-        if !syncRequested, let last = state.lastSyncAt, t.timeIntervalSince(last) < interval { return }
+        if !syncRequested, let last = state.lastSyncAt, t.timeIntervalSince(last) < interval {
+            nextSync = last.addingTimeInterval(interval)
+            return
+        }
         syncRequested = false
         try await store.setSynced(vendor.id, at: t)
+        nextSync = t.addingTimeInterval(interval)
         let held = try await store.heldPlan(vendor.id)
         let body: Data
         do {

@@ -8,6 +8,8 @@ extension VendorWorker {
     /// The vendor's broker connection came up or went down.
     public func fleetConnection(_ up: Bool) {
         fleetConnected = up
+        // Polling goes back to (or leaves) the shorter interval: the next tick computes when.
+        exchangeNextLook = nil
     }
 
     /// The status's stable part (no metrics, no times): what is compared to decide whether to publish.

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import GatewayProtocol
 import Logging
 import LXD
@@ -121,6 +122,15 @@ public actor VendorWorker {
     var refreshDevices = false
     /// The vendor's broker is connected: plans are pushed, so polling slows down to `fleet.pollSeconds`.
     var fleetConnected = false
+    /// When the exchange lane has something due again (an announcement's retry, the next plan sync), as its
+    /// last pass found; nil: at the next tick. See ``tick()``.
+    var exchangeNextLook: Date?
+    /// When the next plan sync is due, as the last ``syncIfDue()`` found (nil: no approved plan).
+    var nextSync: Date?
+    /// Lanes whose last pass failed: the next tick wakes them again (see ``tick()``).
+    nonisolated let failedPasses = Mutex(Set<GatewayMetrics.Lane>())
+    /// Passes each lane has run (what an idle gateway must not add to).
+    nonisolated let passes = Mutex([GatewayMetrics.Lane: Int]())
     /// The newest plan the vendor's broker pushed, waiting for the exchange lane.
     var pushedPlan: Data?
     /// When the exchange lane last took a pushed plan (see ``pushInterval``).
@@ -167,7 +177,12 @@ public actor VendorWorker {
             // Containers may still be on their way to their projects: the agent wakes this lane once they are there.
             if name != .exchange && !env.containersPlaced.isSet { continue }
             env.metrics.lane(vendor: vendor.id, name, busy: true)
-            do { try await pass(self) } catch {
+            passes.withLock { $0[name, default: 0] += 1 }
+            do {
+                try await pass(self)
+                _ = failedPasses.withLock { $0.remove(name) }
+            } catch {
+                _ = failedPasses.withLock { $0.insert(name) }
                 logger.warning("lane pass failed", metadata: ["iotgw.lane": "\(name.rawValue)", "iotgw.error": "\(error.safeDescription)"])
             }
             env.metrics.lane(vendor: vendor.id, name, busy: false)
@@ -185,11 +200,21 @@ public actor VendorWorker {
     public nonisolated func kickExchange() { exchangeWake.yield() }
     public nonisolated func kickDelivery() { deliveryWake.yield() }
 
-    /// Periodic: wakes each lane that has something due (retries, plan sync). Never waits.
+    /// Periodic: wakes each lane that has something due (retries, plan sync, a pass that failed). Never waits.
+    ///
+    /// A lane with nothing due is not woken: every other reason to run one wakes it where it arises (a plug,
+    /// a plan, a reconcile done, LXD back, the owner's decision, the vendor's command). So an idle gateway's
+    /// tick runs no lane at all, and the code of their passes stays out of the memory an idle trim gave back
+    /// (1.5 MB, woken every 2 s before).
     public func tick() async {
-        kickExchange()
+        let t = now
+        let failed = failedPasses.withLock { f in defer { f.removeAll() }; return f }
+        if failed.contains(.exchange) || syncRequested || pushedPlan != nil || !outbox.isEmpty || exchangeLookDue(at: t) {
+            kickExchange()
+        }
         // While LXD is away nothing of the container can be done; the agent wakes the lanes when it is back.
         guard !env.lxdAvailability.isDown else { return }
+        if failed.contains(.delivery) { kickDelivery() }
         guard let s = try? await store.vendorState(vendor.id), s.approvedPlanID != nil else { return }
         // A failed reconcile is retried when due (a failed delivery backs off in its own lane).
         if s.reconcileAttempts > 0, StoredTime.isDue(s.nextReconcileAt, at: now) { kickReconcile() }
@@ -198,7 +223,17 @@ public actor VendorWorker {
            StoredTime.isDue(r.nextAttemptAt, at: now) {
             kickReconcile()
         }
-        if StoredTime.isDue(s.nextDeliveryAt, at: now) { kickDelivery() }
+        // A failed delivery's retry (a first delivery is woken by the reconcile that applied its plan).
+        if s.deliveryAttempts > 0, StoredTime.isDue(s.nextDeliveryAt, at: now) { kickDelivery() }
+    }
+
+    /// Whether the exchange lane has something due at `t` (see ``exchangeNextLook``). Never later than the
+    /// longest sync interval from now, whatever the clock did meanwhile.
+    func exchangeLookDue(at t: Date) -> Bool {
+        guard let next = exchangeNextLook else { return true }
+        let longest = max(env.config.planSyncSeconds, vendor.fleet?.pollSeconds ?? 0)
+        // (A second of slack: stored times are rounded to the millisecond, so one just set can lie beyond it.)
+        return StoredTime.isDue(next, at: t) || next.timeIntervalSince(t) > longest + 1
     }
 
     // MARK: - Devices (called by the agent; quick, never waits on a lane)
