@@ -45,11 +45,13 @@ struct GatewayClientCommand: AsyncParsableCommand {
             logger.logLevel = options.logLevel
             // Vendors get their own client: no redirects, and a vendor's slow server never holds LXD's connections.
             let vendorHTTP = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: VendorClient.httpConfiguration)
+            let lxdHTTP = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: VendorClient.lxdHTTPConfiguration)
             let agent: GatewayAgent
             do {
-                agent = try GatewayAgent.make(config: config, lxdHTTP: .shared, vendorHTTP: vendorHTTP, logger: logger)
+                agent = try GatewayAgent.make(config: config, lxdHTTP: lxdHTTP, vendorHTTP: vendorHTTP, logger: logger)
             } catch let e as GatewayError {
                 try? await vendorHTTP.shutdown()
+                try? await lxdHTTP.shutdown()
                 logger.critical("cannot start", metadata: ["iotgw.error": "\(e.message)"])
                 throw ValidationError(e.message)
             }
@@ -60,9 +62,11 @@ struct GatewayClientCommand: AsyncParsableCommand {
                                                           gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             do { try await group.run() } catch {
                 try? await vendorHTTP.shutdown()
+                try? await lxdHTTP.shutdown()
                 throw error
             }
             try await vendorHTTP.shutdown()
+            try await lxdHTTP.shutdown()
         }
     }
 
