@@ -205,7 +205,7 @@ public actor VendorWorker {
     /// A lane with nothing due is not woken: every other reason to run one wakes it where it arises (a plug,
     /// a plan, a reconcile done, LXD back, the owner's decision, the vendor's command). So an idle gateway's
     /// tick runs no lane at all, and the code of their passes stays out of the memory an idle trim gave back
-    /// (1.5 MB, woken every 2 s before).
+    /// (37 page faults after a trim, about 1.5 MB, when they were woken every 2 s).
     public func tick() async {
         let t = now
         let failed = failedPasses.withLock { f in defer { f.removeAll() }; return f }

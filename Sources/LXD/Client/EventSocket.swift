@@ -12,7 +12,7 @@ import Glibc
 /// Why not NIO, as the rest of the client: LXD pings every events listener (`keepalive`). An idle gateway
 /// hears nothing else, and through NIO's pipeline (event loop, byte-to-message decoder, async channel,
 /// writer for the pong) each ping ran code nothing else at idle runs: 58 of the 98 page faults that
-/// brought the idle daemon back from 12.0 to 18.5 MiB after a memory trim (`perf record -e page-faults`,
+/// brought the idle daemon back from 11.7 to 18.1 MiB after a memory trim (`perf record -e page-faults`,
 /// `scripts/bench-provision`). Here a ping is one `read(2)` and one `write(2)` on this thread.
 ///
 /// Events go to an unbounded stream: LXD's lifecycle events are few, and a dropped one would leave a copy
