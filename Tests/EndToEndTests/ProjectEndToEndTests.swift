@@ -6,6 +6,25 @@ import Testing
 import UmockdevTesting
 
 extension EndToEndTests {
+    /// A project without profiles of its own (`features.profiles` false) sees the default project's under
+    /// its name: removing it must delete the project only, never the owner's profiles through it.
+    @Test func removingAProjectWithoutProfilesOfItsOwnLeavesTheDefaultProfilesAlone() async throws {
+        let lxd = try E2E.lxd()
+        let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let project = "t-noprof-\(tag)", marker = "t-keep-\(tag)"
+        try await lxd.createProfile(marker, ProfilePut(description: "must survive"))
+        try await lxd.createProject(project, description: "test", config: ["features.profiles": "false", "features.images": "false"])
+        #expect(try await lxd.inProject(project).listProfiles().contains { $0.name == marker }, "LXD shows the default's profiles in it")
+        let root = try E2E.tempRoot()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let gateway = try GatewayFixture(vendors: [], root: root, projects: true)
+        try await VendorProjects(lxd: lxd, config: try GatewayConfig.load(path: gateway.configPath), logger: .init(label: "t")).remove(container: project)
+        await #expect(throws: LXDError.self, "the project is gone") { try await lxd.project(project) }
+        #expect(try await lxd.profile(marker).profile.description == "must survive")
+        #expect(try await lxd.listProfiles().contains { $0.name == "iotgw-vendor" })
+        try await lxd.deleteProfile(marker)
+    }
+
     /// `lxd.projects: true`: the vendor's container lives in a restricted project of its own, and LXD
     /// itself refuses, through its API as that project, everything the gateway would never do: a
     /// privileged or nested container, raw config, a host disk, a block or proxy device, a second

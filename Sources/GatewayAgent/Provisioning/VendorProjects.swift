@@ -77,10 +77,17 @@ public struct VendorProjects: Sendable {
 
     /// Deletes the (empty) project of a deleted container with its profiles. A project still holding an
     /// instance is left to LXD's refusal.
+    ///
+    /// Only a project with profiles of its own (`features.profiles`, as ``ensure(container:)`` makes them)
+    /// has its profiles deleted: in any other, LXD lists and deletes the default project's profiles under
+    /// the project's name, the owner's `iotgw-vendor` among them (a leftover test project did exactly that
+    /// to CI's LXD through `scripts/test`'s cleanup).
     public func remove(container: String) async throws {
         let inside = lxd.inProject(container)
         do {
-            for p in try await inside.listProfiles() where p.name != "default" { try await inside.deleteProfile(p.name) }
+            if try await lxd.project(container).config["features.profiles"] == "true" {
+                for p in try await inside.listProfiles() where p.name != "default" { try await inside.deleteProfile(p.name) }
+            }
             try await lxd.deleteProject(container)
         } catch let e as LXDError where e.code == .notFound {
             return
