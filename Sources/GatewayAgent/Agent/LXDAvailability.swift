@@ -99,8 +99,14 @@ public final class LXDAvailability: Sendable {
 
     /// For the owner: `up`, or `down since <time> (<reason>)`.
     public func describe(since formatter: (Date) -> String = { ISO8601DateFormatter().string(from: $0) }) -> String? {
+        down(formatter)?.description
+    }
+
+    /// Since when LXD is down and ``describe(since:)``'s words for it, read together (two reads could
+    /// straddle the moment it is marked down: a status saying "down:" with a time, or "up" with none).
+    public func down(_ formatter: (Date) -> String = { ISO8601DateFormatter().string(from: $0) }) -> (since: Date, description: String)? {
         state.withLock { s in
-            s.downSince.map { "down since \(formatter($0))" + (s.reason.map { " (\($0))" } ?? "") }
+            s.downSince.map { ($0, "down since \(formatter($0))" + (s.reason.map { " (\($0))" } ?? "")) }
         }
     }
 }

@@ -258,8 +258,9 @@ struct ControlViews: Sendable {
     func status() async throws -> ControlAPI.Status {
         // What the agent knows first: while LXD is down its work waits, and the owner sees since when.
         var lxdState: String
-        if let down = agent.lxd.describe() {
-            lxdState = down
+        let down = agent.lxd.down()
+        if let down {
+            lxdState = down.description
         } else {
             do { lxdState = "up, LXD " + (try await agent.host.server().environment?.serverVersion ?? "?") } catch {
                 lxdState = "down: \(error.safeDescription)"
@@ -269,6 +270,6 @@ struct ControlViews: Sendable {
         return ControlAPI.Status(gatewayID: agent.identity.id, publicKey: agent.identity.publicKey, lxd: lxdState,
                                  vendors: try await vendors(), devices: try await devices(),
                                  pendingApprovals: try await approvals(pendingOnly: true), imageDownloads: downloads.isEmpty ? nil : downloads,
-                                 lxdDownSince: agent.lxd.downSince)
+                                 lxdDownSince: down?.since)
     }
 }
