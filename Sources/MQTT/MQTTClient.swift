@@ -178,7 +178,8 @@ public final class MQTTClient: Sendable {
 private let libmosquittoReady: Result<Void, MQTTError> = {
     var reason = [CChar](repeating: 0, count: 256)
     guard iotgw_mosquitto_load(&reason, reason.count) == 0 else {
-        return .failure(MQTTError(code: .library, message: "cannot load libmosquitto.so.1 (Debian: libmosquitto1): \(String(cString: reason))"))
+        let said = String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return .failure(MQTTError(code: .library, message: "cannot load libmosquitto.so.1 (Debian: libmosquitto1): \(said)"))
     }
     let rc = mosquitto_lib_init()
     guard rc == MOSQ_ERR_SUCCESS.code else {
