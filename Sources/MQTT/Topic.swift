@@ -4,7 +4,6 @@ import CMosquitto
 enum Topic {
     /// A topic name one may publish to: non-empty, valid MQTT UTF-8, no `+` or `#`, at most 65535 bytes.
     static func checkName(_ topic: String) throws {
-        try libmosquittoInitialised()
         guard !topic.isEmpty else { throw MQTTError(code: .invalidArgument, message: "the topic is empty") }
         try checkString(topic, what: "topic")
         guard mosquitto_pub_topic_check(topic) == MOSQ_ERR_SUCCESS.code else {
@@ -15,7 +14,6 @@ enum Topic {
     /// A subscription filter: non-empty, valid MQTT UTF-8, `+` only as a whole level, `#` only as the
     /// whole last level, at most 65535 bytes.
     static func checkFilter(_ filter: String) throws {
-        try libmosquittoInitialised()
         guard !filter.isEmpty else { throw MQTTError(code: .invalidArgument, message: "the topic filter is empty") }
         try checkString(filter, what: "topic filter")
         guard mosquitto_sub_topic_check(filter) == MOSQ_ERR_SUCCESS.code else {
@@ -25,6 +23,7 @@ enum Topic {
 
     /// An MQTT string (client id, topic, username): at most 65535 bytes of UTF-8 that MQTT allows
     /// (no U+0000, no control characters).
+    /// The first libmosquitto call of every check (names and filters pass here before their own): it loads the library.
     static func checkString(_ string: String, what: String) throws {
         try libmosquittoInitialised()
         let count = string.utf8.count
