@@ -10,7 +10,36 @@ import Testing
 @Suite struct DiskAndPruningTests {
     final class Pool: DiskSpace {
         let free = Mutex<Int64>(0)
-        func poolFree(_ pool: String) async throws -> Int64 { free.withLock { $0 } }
+        let reads = Mutex(0)
+        func poolFree(_ pool: String) async throws -> Int64 {
+            reads.withLock { $0 += 1 }
+            return free.withLock { $0 }
+        }
+    }
+
+    @Test func aReadingTakenAheadStandsInForTheFirstLookOnlyWhileFresh() async throws {
+        let pool = Pool()
+        let guardian = DiskGuard(space: pool, pool: "default", reserveBytes: 100 << 20)
+        pool.free.withLock { $0 = 400 << 20 }
+        let ahead = try await guardian.read()
+        #expect(pool.reads.withLock { $0 } == 1)
+        try await guardian.ensurePool(300 << 20, for: "creating iotgw-acme", recent: ahead)
+        #expect(pool.reads.withLock { $0 } == 1, "fresh: LXD not asked again")
+
+        var stale = ahead
+        stale.at = ContinuousClock.now - DiskGuard.readingLifetime - .milliseconds(1)
+        try await guardian.ensurePool(300 << 20, for: "creating iotgw-acme", recent: stale)
+        #expect(pool.reads.withLock { $0 } == 2, "stale: read again")
+
+        // Short by the reading: the look after pruning is LXD's own, and it decides.
+        var short = try await guardian.read()
+        short.free = 350 << 20
+        pool.free.withLock { $0 = 500 << 20 }
+        let before = pool.reads.withLock { $0 }
+        try await guardian.ensurePool(300 << 20, for: "creating iotgw-acme", recent: short)
+        #expect(pool.reads.withLock { $0 } == before + 1)
+        pool.free.withLock { $0 = 200 << 20 }
+        await #expect(throws: GatewayError.self) { try await guardian.ensurePool(300 << 20, for: "creating iotgw-acme", recent: short) }
     }
 
     @Test func aStepGoesAheadOnlyAboveTheReserveAfterPruningOnce() async throws {

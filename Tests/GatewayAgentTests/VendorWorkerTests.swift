@@ -48,6 +48,7 @@ import Testing
 
             // The plan sync comes due: the exchange lane asks the vendor.
             let asked = rig.vendors.calls.withLock { $0.filter { $0 == "plan acme" }.count }
+            #expect(asked == 0, "the answer to the announcement was the vendor's plan: it counts as the sync")
             clock.advance(rig.config.planSyncSeconds + 1)
             try await until("the plan synced") { rig.vendors.calls.withLock { $0.filter { $0 == "plan acme" }.count } > asked }
         }

@@ -65,7 +65,10 @@ extension VendorWorker {
         let record: PlanRecord
         do {
             let clock = ContinuousClock(), asked = clock.now
+            // What a first container needs read from LXD (the pool's driver and free space) is read while the vendor answers.
+            async let warmed: Void = readPoolAhead()
             let body = try await env.vendors.announce(announcement, to: vendor)
+            await warmed
             logger.info("vendor answered", metadata: ["iotgw.serial": "\(serial)",
                                                       "iotgw.ms": "\(ContainerExecutor.milliseconds(asked.duration(to: clock.now)))"])
             let (p, payload) = try await admit(body, held: held)
@@ -73,7 +76,8 @@ extension VendorWorker {
                 throw GatewayError(.deviceNotGranted, "plan v\(p.version) from \(vendor.id) does not include device \(serial)")
             }
             plan = p
-            record = try await store.recordPlan(vendor: vendor.id, version: p.version, signedJSON: body, payloadSHA256: Keys.sha256Hex(payload))
+            record = try await store.recordPlan(vendor: vendor.id, version: p.version, signedJSON: body, payloadSHA256: Keys.sha256Hex(payload),
+                                                syncedAt: now)
             // The same plan answered again (the device's second node announced in a later pass) is not a new one.
             if p.version > held.version { env.metrics.planAccepted(vendor: vendor.id) }
         } catch let e as VendorError where e.isRetryable {

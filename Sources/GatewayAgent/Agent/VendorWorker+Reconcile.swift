@@ -62,7 +62,8 @@ extension VendorWorker {
                 if let disk = env.disk, steps.contains(where: { if case .create = $0 { true } else { false } }) {
                     // The whole disk the vendor may fill must fit above the reserve.
                     try await disk.ensurePool(Int64(plan.container.limits.diskMiB) << 20,
-                                              for: "creating \(container) with its \(plan.container.limits.diskMiB) MiB disk")
+                                              for: "creating \(container) with its \(plan.container.limits.diskMiB) MiB disk",
+                                              recent: takePoolReading())
                 }
                 try await executor.run(steps, vendor: vendor.id, container: container)
                 return (steps, ContainerPlanner.attachable(plan: plan, present: present, nodePath: nodePath), mine)
@@ -157,18 +158,39 @@ extension VendorWorker {
         }
     }
 
-    /// Refuses to provision on a storage pool that cannot enforce the disk cap, unless the owner allows it.
+    /// The vendor's project is there (once per run), and the pool can cap its disk.
     func checkPool() async throws {
         guard !poolChecked else { return }
         try await env.projects?.ensure(container: container)
-        let lxd = env.config.lxd
-        if !lxd.allowUnenforcedDiskLimits {
-            let pool = try await env.host.storagePool(lxd.storagePool)
-            guard pool.enforcesDiskLimits else {
-                throw GatewayError(.diskLimitUnenforceable, "storage pool \(pool.name) (\(pool.driver)) cannot enforce the disk cap; "
-                                   + "use btrfs, zfs or lvm, or set lxd.allowUnenforcedDiskLimits: true")
-            }
-        }
+        try await checkPoolEnforcesLimits()
         poolChecked = true
+    }
+
+    /// Refuses to provision on a storage pool that cannot enforce the disk cap, unless the owner allows it.
+    /// Read once per run.
+    func checkPoolEnforcesLimits() async throws {
+        let lxd = env.config.lxd
+        guard !lxd.allowUnenforcedDiskLimits, !poolEnforcesLimits else { return }
+        let pool = try await env.host.storagePool(lxd.storagePool)
+        guard pool.enforcesDiskLimits else {
+            throw GatewayError(.diskLimitUnenforceable, "storage pool \(pool.name) (\(pool.driver)) cannot enforce the disk cap; "
+                               + "use btrfs, zfs or lvm, or set lxd.allowUnenforcedDiskLimits: true")
+        }
+        poolEnforcesLimits = true
+    }
+
+    /// While the vendor answers an announcement, the reads a first container's creation needs of LXD and
+    /// that no plan decides: whether the pool caps disks, and its free space (``takePoolReading()``). Read-only
+    /// (the vendor's project waits for an approved plan); a failure here is met again, and reported, by the pass.
+    func readPoolAhead() async {
+        async let capped: Void = checkPoolEnforcesLimits()
+        if let disk = env.disk { poolReading = try? await disk.read() }
+        _ = try? await capped
+    }
+
+    /// The reading ``readPoolAhead()`` took, once.
+    func takePoolReading() -> DiskGuard.Reading? {
+        defer { poolReading = nil }
+        return poolReading
     }
 }

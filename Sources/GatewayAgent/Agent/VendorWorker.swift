@@ -116,8 +116,12 @@ public actor VendorWorker {
     var syncRequested = false
     /// The last failure reported to the vendor from reconcile, so a retry loop does not flood it.
     var lastReportedFailure: String?
-    /// Whether the storage pool was checked to enforce disk limits (checked once per run).
+    /// Whether the vendor's project and the storage pool were checked (once per run; see ``checkPool()``).
     var poolChecked = false
+    /// Whether the storage pool was seen to enforce disk limits (read once per run).
+    var poolEnforcesLimits = false
+    /// The pool's free space, read while the vendor answered an announcement (see ``readPoolAhead()``).
+    var poolReading: DiskGuard.Reading?
     /// LXD restarted: its copies of passed-in nodes may be stale, so every device is passed in afresh.
     var refreshDevices = false
     /// The vendor's broker is connected: plans are pushed, so polling slows down to `fleet.pollSeconds`.

@@ -42,13 +42,15 @@ public struct ContainerExecutor: Sendable {
     /// Runs the steps in order; stops at the first failure and rethrows it.
     public func run(_ steps: [ProvisionStep], vendor: String, container: String) async throws {
         let clock = ContinuousClock()
+        // Whether a step of this run created the container (it has never run).
+        var created = false
         for step in steps {
             let kind = step.description.split(separator: " ").first.map(String.init) ?? ""
             try await store.journal(vendor: vendor, step: step.description, status: "started")
             await CrashPoint.pause("before:step:" + kind)
             let started = clock.now
             do {
-                try await perform(step, vendor: vendor, container: container)
+                if try await perform(step, vendor: vendor, container: container, createdNow: created) { created = true }
                 let took = started.duration(to: clock.now)
                 try await store.journal(vendor: vendor, step: step.description, status: "done")
                 CrashPoint.reached("step:" + kind)
@@ -101,12 +103,14 @@ public struct ContainerExecutor: Sendable {
     /// the daemon began before it was killed, still copying a large image, or the owner's own `lxc` command.
     static let busyPatience: Duration = .seconds(120)
 
-    func perform(_ step: ProvisionStep, vendor: String, container: String) async throws {
+    /// - Parameter createdNow: an earlier step of this run created the container.
+    /// - Returns: whether this step created the container (a create that found it there already did not).
+    func perform(_ step: ProvisionStep, vendor: String, container: String, createdNow: Bool = false) async throws -> Bool {
         let clock = ContinuousClock()
         let deadline = clock.now + Self.busyPatience
         var waited = false
         while true {
-            do { return try await performOnce(step, vendor: vendor, container: container) } catch let e as LXDError
+            do { return try await performOnce(step, vendor: vendor, container: container, createdNow: createdNow) } catch let e as LXDError
                 where e.isInstanceBusy && clock.now < deadline {
                 if !waited {
                     waited = true
@@ -117,7 +121,7 @@ public struct ContainerExecutor: Sendable {
         }
     }
 
-    func performOnce(_ step: ProvisionStep, vendor: String, container: String) async throws {
+    func performOnce(_ step: ProvisionStep, vendor: String, container: String, createdNow: Bool) async throws -> Bool {
         switch step {
         case .verifyImage(let alias, let fingerprint):
             try await host.verifyImage(alias: alias, fingerprint: fingerprint)
@@ -135,6 +139,7 @@ public struct ContainerExecutor: Sendable {
                 try await creations.withLock(releasingEarly: { [host] release in
                     try await host.createInstance(s.post, timeout: nil, idmapAllocated: release)
                 })
+                return true
             } catch let e as LXDError where e.code == .conflict {
                 // A create that finished while we were down: the next observation sees it.
                 logger.info("container already exists", metadata: ["lxd.instance": "\(container)"])
@@ -147,9 +152,14 @@ public struct ContainerExecutor: Sendable {
             // A container that never ran (LXD has recorded neither the map it runs with nor a power state): its
             // host ids are checked, and it is deleted rather than started if it shares them. One that ran is never
             // deleted here: it may hold the vendor's data.
-            let config = try await host.instance(container).instance.config
-            if config["volatile.idmap.current"] == nil, config["volatile.last_state.power"] == nil {
+            // Created by this run, it never ran: no need to read it first.
+            if createdNow {
                 try await ensureOwnHostIDs(container)
+            } else {
+                let config = try await host.instance(container).instance.config
+                if config["volatile.idmap.current"] == nil, config["volatile.last_state.power"] == nil {
+                    try await ensureOwnHostIDs(container)
+                }
             }
             do {
                 try await host.setState(container, .start, timeout: 30, force: false)
@@ -160,5 +170,6 @@ public struct ContainerExecutor: Sendable {
         case .detach(let name):
             try await host.removeDevice(container, name: name)
         }
+        return false
     }
 }

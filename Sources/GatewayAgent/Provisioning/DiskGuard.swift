@@ -30,9 +30,25 @@ public struct DiskGuard: Sendable {
         self.prune = prune
     }
 
-    /// - Parameter what: the step, as the owner and the vendor read it ("creating iotgw-acme", say).
-    public func ensurePool(_ need: Int64, for what: String) async throws {
-        try await ensure(need, for: what, where: "storage pool \(pool)") { try await space.poolFree(pool) }
+    /// The pool's free space as read at one moment.
+    public struct Reading: Sendable {
+        public var free: Int64
+        public var at: ContinuousClock.Instant
+    }
+
+    /// How long a reading stands in for a fresh one: it is taken while a vendor answers an announcement,
+    /// to be used by the container creation right after. Another creation may land in between, as it may
+    /// between any reading and the create it guards.
+    static let readingLifetime: Duration = .seconds(2)
+
+    public func read() async throws -> Reading { Reading(free: try await space.poolFree(pool), at: .now) }
+
+    /// - Parameters:
+    ///   - what: the step, as the owner and the vendor read it ("creating iotgw-acme", say).
+    ///   - recent: a reading taken ahead (used for the first look if under ``readingLifetime`` old).
+    public func ensurePool(_ need: Int64, for what: String, recent: Reading? = nil) async throws {
+        let ahead = recent.flatMap { $0.at.duration(to: .now) <= Self.readingLifetime ? $0.free : nil }
+        try await ensure(need, for: what, where: "storage pool \(pool)", firstLook: ahead) { try await space.poolFree(pool) }
     }
 
     /// The filesystem holding `path` (a download lands there).
@@ -40,8 +56,11 @@ public struct DiskGuard: Sendable {
         try await ensure(need, for: what, where: "the filesystem of \(path)") { try Self.hostFree(path) }
     }
 
-    private func ensure(_ need: Int64, for what: String, where place: String, free: () async throws -> Int64) async throws {
-        if try await free() - need >= reserve { return }
+    private func ensure(_ need: Int64, for what: String, where place: String, firstLook: Int64? = nil,
+                        free: () async throws -> Int64) async throws {
+        let first: Int64
+        if let firstLook { first = firstLook } else { first = try await free() }
+        if first - need >= reserve { return }
         await prune()
         let left = try await free()
         guard left - need >= reserve else {

@@ -228,7 +228,10 @@ public struct GatewayStore: Sendable {
 
     /// Records a validated plan. Idempotent for the same bytes. Older pending plans of the vendor are
     /// superseded; `lastVersion` moves forward. Returns the stored record.
-    public func recordPlan(vendor: String, version: Int, signedJSON: Data, payloadSHA256: String) async throws -> PlanRecord {
+    /// - Parameter syncedAt: when the plan came as the vendor's answer to an announcement: that answer is the
+    ///   vendor's current plan, so it counts as a plan sync (the next poll waits its interval from then).
+    public func recordPlan(vendor: String, version: Int, signedJSON: Data, payloadSHA256: String,
+                           syncedAt: Date? = nil) async throws -> PlanRecord {
         let record = try await write { db in
             if let existing = try PlanRecord.filter(Column("vendor") == vendor && Column("payloadSHA256") == payloadSHA256).fetchOne(db) {
                 return existing
@@ -246,6 +249,7 @@ public struct GatewayStore: Sendable {
             try rec.insert(db)
             state.lastVersion = version
             state.updatedAt = Date()
+            if let syncedAt { state.lastSyncAt = syncedAt }
             try state.save(db)
             // A vendor signs as many versions as it likes (a broker can push one a second), each up to the
             // payload limit: only its approved plan and its newest `keptPlans` stay, so the owner's disk
