@@ -8,6 +8,17 @@ import Testing
         try GatewayStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString).sqlite").path)
     }
 
+    /// GRDB turns the pool's writer to `synchronous = NORMAL` when it sets WAL up: a setting made in
+    /// `prepareDatabase` is overridden, and commits were synced only at checkpoints.
+    @Test func everyCommitButAJournalRowIsSynced() async throws {
+        let s = try store()
+        #expect(try await s.writerSynchronous() == 2, "FULL on the writer")
+        try await s.journal(vendor: "acme", step: "create iotgw-acme", status: "started")
+        #expect(try await s.writerSynchronous() == 2, "back to FULL after a journal row")
+        _ = try await s.recordPlan(vendor: "acme", version: 1, signedJSON: Data("{}".utf8), payloadSHA256: "h1")
+        #expect(try await s.journal(vendor: "acme").count == 1)
+    }
+
     @Test func approvalsSurviveReopenAndAreDecidedOnce() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("gw-\(UUID().uuidString).sqlite").path
         var s: GatewayStore? = try GatewayStore(path: path)

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GatewayProtocol
+import GRDB
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -85,6 +86,9 @@ struct RequestAuthenticationTests {
                 let replayed = try await request.send(client)
                 #expect(errorCode(replayed) == "replayedRequest")
             }
+            // Nonce claims skip their own sync; everything else the writer commits is synced (FULL: GRDB's WAL
+            // setup sets NORMAL), and a claims' batch leaves it so.
+            #expect(try await replica.pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 2)
         }
     }
 

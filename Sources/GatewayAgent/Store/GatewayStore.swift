@@ -4,7 +4,8 @@ import GRDB
 import Synchronization
 
 /// The gateway's durable state in SQLite (WAL, synchronous=FULL so a state transition that
-/// returned is on disk). Migrations are registered by name and never edited once shipped.
+/// returned is on disk, even if the power goes next; journal rows excepted, see ``journal(vendor:step:status:detail:)``).
+/// Migrations are registered by name and never edited once shipped.
 ///
 /// The daemon is the store's only writer (the owner's CLI goes through its control socket), so the
 /// reads its idle tick makes every `retrySeconds` for every vendor (vendor state, devices, rebuild, delivery) are
@@ -15,12 +16,23 @@ public struct GatewayStore: Sendable {
 
     public init(path: String) throws {
         var config = Configuration()
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         config.busyMode = .timeout(5)
         db = try DatabasePool(path: path, configuration: config)
+        try Self.makeDurable(db)
         try Self.migrator.migrate(db)
+    }
+
+    /// Sets the pool's writer to sync the WAL at every commit. Not in `prepareDatabase`: GRDB turns WAL on
+    /// after it and sets `synchronous = NORMAL` with it, which syncs only at checkpoints (a commit that
+    /// returned survives the daemon's crash, not the machine's). The writer is one connection for the
+    /// pool's life, so this holds for every write.
+    static func makeDurable(_ db: DatabasePool) throws {
+        try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
+    }
+
+    /// The writer's `PRAGMA synchronous` (2: FULL).
+    public func writerSynchronous() async throws -> Int {
+        try await db.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     static var migrator: DatabaseMigrator {
@@ -416,10 +428,21 @@ public struct GatewayStore: Sendable {
 
     // MARK: - Journal
 
+    /// A journal row is committed without a sync of its own (`synchronous = NORMAL` for that transaction):
+    /// a provision writes two per step, and each sync is the disk's time on the way to the vendor's container.
+    /// The row still survives the daemon's crash, and the next durable commit syncs it too (the WAL is written
+    /// in order); a crash of the machine itself can lose the last rows, which resumption does not need: it
+    /// re-plans from what LXD shows, and every step is idempotent.
     public func journal(vendor: String, step: String, status: String, detail: String? = nil) async throws {
-        try await write { db in
-            var j = JournalRecord(id: nil, at: Date(), vendor: vendor, step: step, status: status, detail: detail)
-            try j.insert(db)
+        defer { cache.invalidate() }
+        try await db.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            defer { try? db.execute(sql: "PRAGMA synchronous = FULL") }
+            try db.inTransaction {
+                var j = JournalRecord(id: nil, at: Date(), vendor: vendor, step: step, status: status, detail: detail)
+                try j.insert(db)
+                return .commit
+            }
         }
     }
 

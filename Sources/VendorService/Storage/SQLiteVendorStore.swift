@@ -39,6 +39,10 @@ public struct SQLiteVendorStore: VendorStore {
         configuration.foreignKeysEnabled = true
         do {
             let pool = try DatabasePool(path: path, configuration: configuration)
+            // GRDB sets the writer to `synchronous = NORMAL` with WAL (a sync at checkpoints only): every write
+            // here (enrolments, keys, signed plans) is to be on disk when it returns, so FULL, set on the writer
+            // itself (`prepareDatabase` runs before GRDB's own setting).
+            try pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
             try Self.migrator.migrate(pool)
             self.pool = pool
             nonces = NonceClaims(replayed: nil) { claims in try await Self.commitNonces(claims, pool: pool) }
