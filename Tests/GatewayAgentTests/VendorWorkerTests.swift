@@ -54,6 +54,27 @@ import Testing
         }
     }
 
+    @Test func aRedeliveryTheVendorAskedForIsRetriedAfterItFails() async throws {
+        let clock = OrphanSweeperTests.Clock()
+        clock.value.withLock { $0 = Date() }
+        let rig = try Rig(policy: .auto, apps: true, now: { clock.now }, tickInterval: .milliseconds(20))
+        try await rig.running {
+            try await rig.plug("acme", serial: "ACME-1")
+            try await rig.provisioned("acme", "ACME-1")
+            try await until("v1 delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
+            let converges = { rig.delivery.phases.withLock { $0.filter { $0 == "acme converging v1" }.count } }
+            #expect(converges() == 1)
+            rig.delivery.failNext.withLock { $0["acme"] = GatewayError(.diskSpace, "full, for now") }
+            #expect(try await #require(rig.agent.worker("acme")).redeliver())
+            try await until("the failed redelivery retried and done") {
+                clock.advance(1)
+                return rig.delivery.phases.withLock { $0.filter { $0 == "acme delivered v1" }.count } == 2
+            }
+            #expect(converges() == 3, "delivered, failed, retried")
+            #expect(try await rig.store.vendorState("acme")?.deliveryAttempts == 0)
+        }
+    }
+
     @Test func aContainerBusyWithAnotherOperationIsWaitedOutNotFailed() async throws {
         // As after a kill during a create: the restarted daemon finds the container, and LXD refuses its start
         // while the killed one's create still runs.

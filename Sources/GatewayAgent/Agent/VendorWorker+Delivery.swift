@@ -18,17 +18,22 @@ extension VendorWorker {
         guard let plan = try await approvedPlan(), !plan.apps.isEmpty, let state = try await store.vendorState(vendor.id),
               state.appliedVersion == plan.version, state.reconcileAttempts == 0,
               state.deliveredVersion != plan.version || redeliverRequested, StoredTime.isDue(state.nextDeliveryAt, at: now) else { return }
+        // A redelivery the vendor asked for stays asked for until one ends with a verdict: its failure's retry
+        // (or the pass after LXD's return) must find it, as the delivered version alone would say "done".
+        let redelivering = state.deliveredVersion == plan.version
         redeliverRequested = false
         do {
             // A snapshot and a converge write to the pool: never into the owner's reserve.
             try await env.disk?.ensurePool(0, for: "delivering v\(plan.version) to \(container)")
             try await deliver(plan, firstBoot: state.deliveredVersion == nil)
         } catch where error.isLXDOutage {
+            if redelivering { redeliverRequested = true }
             // LXD went away under the delivery: no verdict, nothing failed. Its transaction (if it got as far as
             // the snapshot) stays, so once LXD is back the container returns to the snapshot and the delivery runs again.
             try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "interrupted", detail: error.safeDescription)
             waitForLXD(error, lane: .delivery)
         } catch {
+            if redelivering { redeliverRequested = true }
             env.metrics.delivery(vendor: vendor.id, .failed)
             let attempts = state.deliveryAttempts + 1
             let next = env.deliveryBackoff.next(afterAttempts: attempts, now: now)
