@@ -43,9 +43,9 @@ struct GatewayClientCommand: AsyncParsableCommand {
             }
             var logger = Logger(label: "iot-gateway-client")
             logger.logLevel = options.logLevel
-            // Vendors get their own client: no redirects, and a vendor's slow server never holds LXD's connections.
+            // Vendors get their own client: no redirects, and a vendor's slow server never holds LXD's connections (DaemonHTTP).
             let vendorHTTP = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: VendorClient.httpConfiguration)
-            let lxdHTTP = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: VendorClient.lxdHTTPConfiguration)
+            let lxdHTTP = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: DaemonHTTP.lxd)
             let agent: GatewayAgent
             do {
                 agent = try GatewayAgent.make(config: config, lxdHTTP: lxdHTTP, vendorHTTP: vendorHTTP, logger: logger)

@@ -23,7 +23,7 @@ extension VendorWorker {
             announced = true
             try await announce(d)
         }
-        try await syncIfDue()
+        let nextSync = try await syncIfDue()
         // When the tick must look again (``exchangeLookDue(at:)``): the next announcement retry or plan sync.
         // After announcing, at once (an announcement that failed scheduled its retry); with no approved plan
         // yet, at every tick (as before: nothing here knows when one comes).
@@ -103,31 +103,33 @@ extension VendorWorker {
     /// Asks the vendor for its current plan every `planSyncSeconds` (sooner when asked): gateways are
     /// behind NAT, so updates are pulled. While the vendor's broker pushes plans, polling is only the
     /// fallback, at the fleet channel's longer `pollSeconds`.
-    func syncIfDue() async throws {
-        nextSync = nil
-        guard let state = try await store.vendorState(vendor.id), state.approvedPlanID != nil else { return }
+    /// - Returns: when the next sync is due (nil: no approved plan yet, so none is).
+    func syncIfDue() async throws -> Date? {
+        guard let state = try await store.vendorState(vendor.id), state.approvedPlanID != nil else { return nil }
         let t = now
         let interval = fleetConnected ? (vendor.fleet?.pollSeconds ?? env.config.planSyncSeconds) : env.config.planSyncSeconds
         if !syncRequested, let last = state.lastSyncAt, t.timeIntervalSince(last) < interval {
-            nextSync = last.addingTimeInterval(interval)
-            return
+            return last.addingTimeInterval(interval)
         }
         syncRequested = false
         try await store.setSynced(vendor.id, at: t)
-        nextSync = t.addingTimeInterval(interval)
+        let next = t.addingTimeInterval(interval)
         let held = try await store.heldPlan(vendor.id)
         let body: Data
         do {
             body = try await env.vendors.currentPlan(PlanRequest(gatewayID: env.identity.id, currentPlanVersion: held.version), from: vendor)
         } catch let e as VendorError where e.isRetryable {
-            return logger.warning("plan sync failed", metadata: ["iotgw.error": "\(e.message)"])
+            logger.warning("plan sync failed", metadata: ["iotgw.error": "\(e.message)"])
+            return next
         } catch {
             env.metrics.planRefused(vendor: vendor.id, because: error)
             let reason = error.safeDescription
             try await store.setRejection(vendor.id, reason, at: t)
-            return logger.warning("plan refused", metadata: ["iotgw.error": "\(reason)"])
+            logger.warning("plan refused", metadata: ["iotgw.error": "\(reason)"])
+            return next
         }
         try await consider(body, held: held, via: "poll")
+        return next
     }
 
     /// A plan the vendor's broker pushed (retained, so it comes again on every reconnect). The exchange

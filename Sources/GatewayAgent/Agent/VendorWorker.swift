@@ -129,8 +129,6 @@ public actor VendorWorker {
     /// When the exchange lane has something due again (an announcement's retry, the next plan sync), as its
     /// last pass found; nil: at the next tick. See ``tick()``.
     var exchangeNextLook: Date?
-    /// When the next plan sync is due, as the last ``syncIfDue()`` found (nil: no approved plan).
-    var nextSync: Date?
     /// Lanes whose last pass failed: the next tick wakes them again (see ``tick()``).
     nonisolated let failedPasses = Mutex(Set<GatewayMetrics.Lane>())
     /// Passes each lane has run (what an idle gateway must not add to).

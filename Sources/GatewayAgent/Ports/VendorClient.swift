@@ -19,22 +19,7 @@ public struct VendorClient: VendorAPI {
     public static var httpConfiguration: HTTPClient.Configuration {
         var c = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(60)))
         c.httpVersion = .http1Only
-        c.connectionPool.idleTimeout = Self.pooledConnectionIdle
-        return c
-    }
-
-    /// How long the daemon's HTTP clients keep an unused connection (AsyncHTTPClient's default: 60 s).
-    /// Shorter than an idle spell (`memory.idleTrimSeconds`, 5 s), so connections a burst of work left
-    /// open are closed before the idle trim, not a minute into idling: closing ran code (the pool's idle
-    /// timer, NIO's close path) that brought 1.9 MB back after the trim. A burst reuses its connections;
-    /// polls minutes apart never could.
-    public static let pooledConnectionIdle: TimeAmount = .seconds(3)
-
-    /// The configuration of the daemon's client to LXD's unix socket: AsyncHTTPClient's defaults, with
-    /// connections closed after ``pooledConnectionIdle``.
-    public static var lxdHTTPConfiguration: HTTPClient.Configuration {
-        var c = HTTPClient.Configuration()
-        c.connectionPool.idleTimeout = pooledConnectionIdle
+        c.connectionPool.idleTimeout = DaemonHTTP.pooledConnectionIdle
         return c
     }
 
