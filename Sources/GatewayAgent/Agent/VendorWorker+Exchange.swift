@@ -65,10 +65,11 @@ extension VendorWorker {
         let record: PlanRecord
         do {
             let clock = ContinuousClock(), asked = clock.now
-            // What a first container needs read from LXD (the pool's driver and free space) is read while the vendor answers.
-            async let warmed: Void = readPoolAhead()
+            // What a first container needs read from LXD (the pool's driver and free space) is read while the vendor
+            // answers. Never waited for: a read LXD has not answered by the end of this block is cancelled (a hung LXD
+            // must not hold the vendor's answer), and the reconcile pass reads afresh.
+            async let _ = readPoolAhead()
             let body = try await env.vendors.announce(announcement, to: vendor)
-            await warmed
             logger.info("vendor answered", metadata: ["iotgw.serial": "\(serial)",
                                                       "iotgw.ms": "\(ContainerExecutor.milliseconds(asked.duration(to: clock.now)))"])
             let (p, payload) = try await admit(body, held: held)
