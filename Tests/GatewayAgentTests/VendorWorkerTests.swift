@@ -54,24 +54,41 @@ import Testing
         }
     }
 
-    @Test func aRedeliveryTheVendorAskedForIsRetriedAfterItFails() async throws {
+    @Test func aRedeliveryTheVendorAskedForIsRetriedAfterItFailsAndARestart() async throws {
         let clock = OrphanSweeperTests.Clock()
         clock.value.withLock { $0 = Date() }
         let rig = try Rig(policy: .auto, apps: true, now: { clock.now }, tickInterval: .milliseconds(20))
+        let converges = { rig.delivery.phases.withLock { $0.filter { $0 == "acme converging v1" }.count } }
+        let delivered = { rig.delivery.phases.withLock { $0.filter { $0 == "acme delivered v1" }.count } }
         try await rig.running {
             try await rig.plug("acme", serial: "ACME-1")
             try await rig.provisioned("acme", "ACME-1")
             try await until("v1 delivered") { try await rig.store.vendorState("acme")?.deliveredVersion == 1 }
-            let converges = { rig.delivery.phases.withLock { $0.filter { $0 == "acme converging v1" }.count } }
             #expect(converges() == 1)
-            rig.delivery.failNext.withLock { $0["acme"] = GatewayError(.diskSpace, "full, for now") }
+            // The vendor's command is answered "scheduled"; the delivery it brings fails.
+            rig.delivery.failing.withLock { $0["acme"] = GatewayError(.diskSpace, "full, for now") }
             #expect(try await #require(rig.agent.worker("acme")).redeliver())
-            try await until("the failed redelivery retried and done") {
-                clock.advance(1)
-                return rig.delivery.phases.withLock { $0.filter { $0 == "acme delivered v1" }.count } == 2
+            try await until("the redelivery tried and its failure recorded") {
+                guard converges() == 2 else { return false }
+                return try await rig.store.vendorState("acme")?.deliveryAttempts == 1
             }
-            #expect(converges() == 3, "delivered, failed, retried")
+        }
+        // The daemon restarts before the retry: the request is on disk, not in the old process.
+        #expect(try await rig.store.vendorState("acme")?.redeliveryRequests == 1)
+        rig.delivery.failing.withLock { $0["acme"] = nil }
+        rig.restart()
+        try await rig.running {
+            // As the daemon starts: udev's devices enumerated, every vendor swept.
+            try await rig.plug("acme", serial: "ACME-1")
+            try await rig.agent.handle(.sweep(present: Set(try await rig.store.devices().filter(\.present).map(\.syspath))))
+            try await until("the failed redelivery retried, done and recorded as the answer to the request") {
+                clock.advance(1)
+                guard delivered() == 2 else { return false }
+                return try await rig.store.vendorState("acme")?.redeliveryRequests == 0
+            }
             #expect(try await rig.store.vendorState("acme")?.deliveryAttempts == 0)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(delivered() == 2, "once")
         }
     }
 

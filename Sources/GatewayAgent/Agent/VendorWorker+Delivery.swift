@@ -17,23 +17,18 @@ extension VendorWorker {
         }
         guard let plan = try await approvedPlan(), !plan.apps.isEmpty, let state = try await store.vendorState(vendor.id),
               state.appliedVersion == plan.version, state.reconcileAttempts == 0,
-              state.deliveredVersion != plan.version || redeliverRequested, StoredTime.isDue(state.nextDeliveryAt, at: now) else { return }
-        // A redelivery the vendor asked for stays asked for until one ends with a verdict: its failure's retry
-        // (or the pass after LXD's return) must find it, as the delivered version alone would say "done".
-        let redelivering = state.deliveredVersion == plan.version
-        redeliverRequested = false
+              state.deliveredVersion != plan.version || state.redeliveryRequests > 0, StoredTime.isDue(state.nextDeliveryAt, at: now) else { return }
         do {
             // A snapshot and a converge write to the pool: never into the owner's reserve.
             try await env.disk?.ensurePool(0, for: "delivering v\(plan.version) to \(container)")
-            try await deliver(plan, firstBoot: state.deliveredVersion == nil)
+            // Requests of the vendor's that come while it runs stay for another delivery.
+            try await deliver(plan, firstBoot: state.deliveredVersion == nil, redeliveries: state.redeliveryRequests)
         } catch where error.isLXDOutage {
-            if redelivering { redeliverRequested = true }
             // LXD went away under the delivery: no verdict, nothing failed. Its transaction (if it got as far as
             // the snapshot) stays, so once LXD is back the container returns to the snapshot and the delivery runs again.
             try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "interrupted", detail: error.safeDescription)
             waitForLXD(error, lane: .delivery)
         } catch {
-            if redelivering { redeliverRequested = true }
             env.metrics.delivery(vendor: vendor.id, .failed)
             let attempts = state.deliveryAttempts + 1
             let next = env.deliveryBackoff.next(afterAttempts: attempts, now: now)
@@ -88,7 +83,7 @@ extension VendorWorker {
         }
     }
 
-    func deliver(_ plan: ProvisioningPlan, firstBoot: Bool) async throws {
+    func deliver(_ plan: ProvisioningPlan, firstBoot: Bool, redeliveries: Int = 0) async throws {
         try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: "started")
         let bundleStarted = now
         let monotonic = ContinuousClock(), bundleStart = monotonic.now
@@ -111,7 +106,7 @@ extension VendorWorker {
         let bundleSeconds = bundleTook / .seconds(1)
         report.phases = [DeliveryPhase(name: "bundle", seconds: bundleSeconds)] + (report.phases ?? [])
         let json = String(decoding: try WireJSON.encoder().encode(report), as: UTF8.self)
-        try await store.finishDelivery(vendor.id, version: plan.version, reportJSON: json)
+        try await store.finishDelivery(vendor.id, version: plan.version, reportJSON: json, redeliveries: redeliveries)
         try await store.setVendorResult(vendor.id, appliedVersion: nil, container: nil, error: nil)
         try await store.journal(vendor: vendor.id, step: "deliver v\(plan.version)", status: report.result.rawValue,
                                 detail: Fields.displayText(report.message))

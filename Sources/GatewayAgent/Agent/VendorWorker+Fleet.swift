@@ -61,8 +61,7 @@ extension VendorWorker {
     /// Returns false when there is nothing delivered to repeat.
     public func redeliver() async throws -> Bool {
         guard let plan = try await approvedPlan(), !plan.apps.isEmpty else { return false }
-        redeliverRequested = true
-        try await store.setDeliveryRetry(vendor.id, attempts: 0, next: nil)
+        try await store.requestRedelivery(vendor.id)
         kickDelivery()
         return true
     }

@@ -143,8 +143,6 @@ public actor VendorWorker {
     static let pushInterval: Duration = .seconds(1)
     /// The approved plan last decoded, by its plan id (see ``approvedPlan(of:)``).
     var approved: (id: Int64, plan: ProvisioningPlan)?
-    /// The vendor asked (`redeliver` command) for the current plan's apps to be delivered again.
-    var redeliverRequested = false
 
     public init(vendor: GatewayConfig.VendorEntry, environment: AgentEnvironment) {
         self.vendor = vendor

@@ -28,6 +28,8 @@ public actor FleetChannel {
     let offline: Data
 
     var connected = false
+    /// Held around each status publication (see ``publishStatus(force:)``).
+    let statusLock = AsyncMutex()
     var sequence: Int64 = 0
     var lastFacts: GatewayStatus?
     var lastPublishedAt: Date?
@@ -156,7 +158,13 @@ public actor FleetChannel {
     }
 
     /// Publishes the status when its facts changed since the last one published, or when forced.
+    /// One at a time: a publication suspends (the container's state, the publish itself), and a second one
+    /// running beside it could reach the broker first, leaving the older status retained there.
     func publishStatus(force: Bool) async {
+        _ = try? await statusLock.withLock { await self.publishStatusNow(force: force) }
+    }
+
+    private func publishStatusNow(force: Bool) async {
         guard connected else { return }
         do {
             var status = try await worker.statusFacts()

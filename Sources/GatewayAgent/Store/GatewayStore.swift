@@ -146,6 +146,13 @@ public struct GatewayStore: Sendable {
                 t.column("updatedAt", .datetime).notNull()
             }
         }
+        m.registerMigration("v7-redeliver") { db in
+            // A vendor's `redeliver` commands, each answered "scheduled": kept until a delivery that began after
+            // them ends with a verdict.
+            try db.alter(table: "vendor_state") { t in
+                t.add(column: "redeliveryRequests", .integer).notNull().defaults(to: 0)
+            }
+        }
         return m
     }
 
@@ -343,6 +350,18 @@ public struct GatewayStore: Sendable {
         }
     }
 
+    /// Records the vendor's `redeliver` command: the current plan's apps go through delivery again, now
+    /// (any scheduled retry is brought forward), and again after a failure or a restart until a delivery that
+    /// began after the command ends with a verdict (see ``finishDelivery(_:version:reportJSON:redeliveries:)``).
+    public func requestRedelivery(_ vendor: String) async throws {
+        try await write { db in
+            try db.execute(sql: """
+                UPDATE vendor_state SET redeliveryRequests = redeliveryRequests + 1, deliveryAttempts = 0, nextDeliveryAt = NULL
+                WHERE vendor = ?
+                """, arguments: [vendor])
+        }
+    }
+
     /// Counts a failed delivery attempt and schedules the next one.
     public func setDeliveryRetry(_ vendor: String, attempts: Int, next: Date?) async throws {
         try await write { db in
@@ -372,12 +391,15 @@ public struct GatewayStore: Sendable {
 
     /// Ends a delivery: records its report as the vendor's last delivery and drops the transaction,
     /// in one transaction.
-    public func finishDelivery(_ vendor: String, version: Int, reportJSON: String) async throws {
+    /// - Parameter redeliveries: the vendor's redelivery requests the delivery answers (those recorded when
+    ///   it began); one that came in meanwhile stays, for a delivery of its own.
+    public func finishDelivery(_ vendor: String, version: Int, reportJSON: String, redeliveries: Int = 0) async throws {
         try await write { db in
             try db.execute(sql: """
-                UPDATE vendor_state SET deliveredVersion = ?, lastDelivery = ?, deliveryAttempts = 0, nextDeliveryAt = NULL, updatedAt = ?
+                UPDATE vendor_state SET deliveredVersion = ?, lastDelivery = ?, deliveryAttempts = 0, nextDeliveryAt = NULL,
+                    redeliveryRequests = max(0, redeliveryRequests - ?), updatedAt = ?
                 WHERE vendor = ?
-                """, arguments: [version, reportJSON, Date(), vendor])
+                """, arguments: [version, reportJSON, redeliveries, Date(), vendor])
             _ = try DeliveryTransaction.deleteOne(db, key: vendor)
         }
         CrashPoint.reached("delivery-finished")

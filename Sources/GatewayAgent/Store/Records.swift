@@ -107,6 +107,8 @@ public struct VendorStateRecord: Codable, Sendable, Equatable, FetchableRecord, 
     public var nextReconcileAt: Date?
     public var deliveryAttempts: Int = 0
     public var nextDeliveryAt: Date?
+    /// `redeliver` commands from the vendor not yet answered by a delivery that ended with a verdict.
+    public var redeliveryRequests: Int = 0
 }
 
 /// A delivery under way: written before the container changes, so that after a crash the daemon
