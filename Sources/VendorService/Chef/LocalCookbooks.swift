@@ -339,6 +339,9 @@ public struct LocalCookbook: Sendable, Equatable {
     /// - Parameters:
     ///   - files: what to upload; default: ``files()``.
     ///   - freeze: freeze the version (later changes need a new version).
+    /// Saves of a cookbook's versions in this process, one at a time per cookbook name (see ``upload(to:files:freeze:)``).
+    static let saves = KeyedLock()
+
     public func upload(to chef: ChefClient, files: [ChefCookbookFile]? = nil, freeze: Bool = false) async throws -> CookbookUploadReport {
         let files = try files ?? self.files()
         let name = metadata.name, version = metadata.version
@@ -367,21 +370,26 @@ public struct LocalCookbook: Sendable, Equatable {
             report.alreadyPresent = files.map(\.path).sorted()
             return report
         }
-        // The version is read back after its manifest is saved, and saved again if the server lost it:
         // goiardi 0.11.10 can keep only one of several versions of a cookbook saved at the same moment
-        // (CI, December 4: a version whose save had succeeded was 404 at once; without this, the test
-        // `versionsOfOneCookbookUploadedAtOnceAreAllKept` loses one in three runs). A publish must not
-        // report a version the gateways then fail to fetch; after three saves it throws the 404. This
-        // narrows the server's race, it cannot close it: a save racing with another after both were
-        // read back can still drop one.
-        var result = try await chef.uploadCookbook(metadata, files: files, freeze: freeze)
-        for attempt in 1... {
-            do {
-                _ = try await chef.cookbookVersion(name, version: version)
-                break
-            } catch let error as ChefError where error.code == .notFound && attempt < 4 {
-                result.uploaded += try await chef.uploadCookbook(metadata, files: files, freeze: freeze).uploaded
+        // (CI, December 4: a version whose save had succeeded was 404 at once; the test
+        // `versionsOfOneCookbookUploadedAtOnceAreAllKept` lost one in three runs). So this process saves
+        // one version of a cookbook at a time (December 5: with the read-back alone, a save racing with
+        // another after both were read back still dropped one), and reads each back after its manifest is
+        // saved, saving it again if the server lost it (a save from another process, a replica or `iot-daemon
+        // publish-app`, can still race): a publish must not report a version the gateways then fail to
+        // fetch; after three saves it throws the 404.
+        let metadata = metadata
+        let result = try await Self.saves.withLock(name) {
+            var result = try await chef.uploadCookbook(metadata, files: files, freeze: freeze)
+            for attempt in 1... {
+                do {
+                    _ = try await chef.cookbookVersion(name, version: version)
+                    break
+                } catch let error as ChefError where error.code == .notFound && attempt < 4 {
+                    result.uploaded += try await chef.uploadCookbook(metadata, files: files, freeze: freeze).uploaded
+                }
             }
+            return result
         }
         let sent = Set(result.uploaded)
         report.uploaded = files.filter { sent.contains($0.checksum) }.map(\.path).sorted()
