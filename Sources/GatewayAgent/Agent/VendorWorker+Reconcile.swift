@@ -182,9 +182,13 @@ extension VendorWorker {
     /// While the vendor answers an announcement, the reads a first container's creation needs of LXD and
     /// that no plan decides: whether the pool caps disks, and its free space (``takePoolReading()``). Read-only
     /// (the vendor's project waits for an approved plan); a failure here is met again, and reported, by the pass.
+    /// A vendor whose container the store records (the usual plug: another device of a provisioned vendor)
+    /// needs no create, so its free space is not read.
     func readPoolAhead() async {
         async let capped: Void = checkPoolEnforcesLimits()
-        if let disk = env.disk { poolReading = try? await disk.read() }
+        if let disk = env.disk, (try? await store.vendorState(vendor.id))??.container == nil {
+            poolReading = try? await disk.read()
+        }
         _ = try? await capped
     }
 

@@ -153,14 +153,14 @@ public struct ContainerExecutor: Sendable {
             // host ids are checked, and it is deleted rather than started if it shares them. One that ran is never
             // deleted here: it may hold the vendor's data.
             // Created by this run, it never ran: no need to read it first.
+            let neverRan: Bool
             if createdNow {
-                try await ensureOwnHostIDs(container)
+                neverRan = true
             } else {
                 let config = try await host.instance(container).instance.config
-                if config["volatile.idmap.current"] == nil, config["volatile.last_state.power"] == nil {
-                    try await ensureOwnHostIDs(container)
-                }
+                neverRan = config["volatile.idmap.current"] == nil && config["volatile.last_state.power"] == nil
             }
+            if neverRan { try await ensureOwnHostIDs(container) }
             do {
                 try await host.setState(container, .start, timeout: 30, force: false)
             } catch let e as LXDError where e.code == .badRequest {

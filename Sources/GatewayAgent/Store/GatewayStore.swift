@@ -31,7 +31,7 @@ public struct GatewayStore: Sendable {
     }
 
     /// The writer's `PRAGMA synchronous` (2: FULL).
-    public func writerSynchronous() async throws -> Int {
+    func writerSynchronous() async throws -> Int {
         try await db.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") ?? -1 }
     }
 
