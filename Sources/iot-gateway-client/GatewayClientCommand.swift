@@ -58,7 +58,12 @@ struct GatewayClientCommand: AsyncParsableCommand {
             let watcher = DeviceWatcher(agent: agent, logger: logger)
             let control = try ControlServer.build(agent: agent, logger: logger)
             logger.notice("starting", metadata: ["iotgw.gateway": "\(agent.identity.id)", "iotgw.control": "\(config.controlSocket)"])
-            let group = ServiceGroup(configuration: .init(services: [.init(service: agent), .init(service: watcher), .init(service: control)],
+            // The rehearsal ends on its own (its failure only logged): the daemon goes on.
+            let rehearsal = ServiceGroupConfiguration.ServiceConfiguration(service: Rehearsal(config: config, logger: logger),
+                                                                           successTerminationBehavior: .ignore,
+                                                                           failureTerminationBehavior: .ignore)
+            let group = ServiceGroup(configuration: .init(services: [.init(service: agent), .init(service: watcher), .init(service: control),
+                                                                     rehearsal],
                                                           gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             do { try await group.run() } catch {
                 try? await vendorHTTP.shutdown()

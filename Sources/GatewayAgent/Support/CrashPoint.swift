@@ -43,9 +43,13 @@ public enum CrashPoint {
         return value.isEmpty ? nil : value
     }()
 
+    /// Set while the daemon rehearses a provisioning on made-up data and a store of its own (``Rehearsal``): it
+    /// passes the same store code, but no point is reached there (nor held at, see ``pause(_:)``).
+    @TaskLocal public static var rehearsing = false
+
     /// Exits at once when `point` is the configured one.
     public static func reached(_ point: @autoclosure () -> String) {
-        guard let target, target == point() else { return }
+        guard let target, !rehearsing, target == point() else { return }
         let line = "iot-gateway-client: crash point \(target) reached, exiting abruptly\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
         _exit(exitStatus)
@@ -71,7 +75,7 @@ extension CrashPoint {
 
     /// Holds at `point` when it is the configured one (once per process).
     public static func pause(_ point: @autoclosure () -> String) async {
-        guard let target = pauseTarget, target.point == point() else { return }
+        guard let target = pauseTarget, !rehearsing, target.point == point() else { return }
         guard pausedOnce.withLock({ done in defer { done = true }; return !done }) else { return }
         let fd = creat(target.file, 0o600)
         if fd >= 0 { close(fd) }

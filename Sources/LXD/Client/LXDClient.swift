@@ -121,7 +121,9 @@ public struct LXDClient: Sendable {
         throw LXDError.fromHTTP(status: env?.errorCode ?? raw.status, message: message)
     }
 
-    func decode<T: Decodable>(_ type: T.Type, from raw: RawResponse) throws -> T {
+    func decode<T: Decodable>(_ type: T.Type, from raw: RawResponse) throws -> T { try Self.decode(type, from: raw) }
+
+    static func decode<T: Decodable>(_ type: T.Type, from raw: RawResponse) throws -> T {
         do {
             let env = try JSONDecoder().decode(ResponseEnvelope<T>.self, from: raw.body)
             guard let m = env.metadata else {
