@@ -342,9 +342,8 @@ public actor VendorWorker {
     /// overwritten by the "awaiting" read before it (it was: the device then waited forever).
     func markAwaiting(as state: DeviceRecord.State, error: String?) async throws {
         let waiting: Set<DeviceRecord.State> = [.announcing, .awaitingApproval]
-        for d in try await store.devices() where d.vendor == vendor.id && d.present && waiting.contains(d.state) {
-            try await store.setDeviceState(d.syspath, state, error: error, from: waiting)
-        }
+        let marked = try await store.devices().filter { $0.vendor == vendor.id && $0.present && waiting.contains($0.state) }
+        try await store.setDeviceStates(marked.map(\.syspath), state, error: error, from: waiting)
     }
 
     // MARK: - Reports

@@ -184,15 +184,31 @@ public struct GatewayStore: Sendable {
     public func setDeviceState(_ syspath: String, _ state: DeviceRecord.State, error: String? = nil,
                                nextAttemptAt: Date? = nil, attempts: Int? = nil, from: Set<DeviceRecord.State>? = nil) async throws -> DeviceRecord? {
         try await write { db in
-            guard var d = try DeviceRecord.fetchOne(db, key: syspath), from?.contains(d.state) ?? true else { return nil }
-            d.state = state
-            d.lastError = error
-            d.nextAttemptAt = nextAttemptAt
-            if let attempts { d.attempts = attempts }
-            d.updatedAt = Date()
-            try d.update(db)
-            return d
+            try Self.setDeviceState(db, syspath, state, error: error, nextAttemptAt: nextAttemptAt, attempts: attempts, from: from)
         }
+    }
+
+    /// As ``setDeviceState(_:_:error:nextAttemptAt:attempts:from:)`` for several devices, in one transaction (one
+    /// sync: a device's usb and tty nodes change together). Returns the devices written.
+    @discardableResult
+    public func setDeviceStates(_ syspaths: [String], _ state: DeviceRecord.State, error: String? = nil,
+                                from: Set<DeviceRecord.State>? = nil) async throws -> [DeviceRecord] {
+        guard !syspaths.isEmpty else { return [] }
+        return try await write { db in
+            try syspaths.compactMap { try Self.setDeviceState(db, $0, state, error: error, nextAttemptAt: nil, attempts: nil, from: from) }
+        }
+    }
+
+    static func setDeviceState(_ db: Database, _ syspath: String, _ state: DeviceRecord.State, error: String?, nextAttemptAt: Date?,
+                               attempts: Int?, from: Set<DeviceRecord.State>?) throws -> DeviceRecord? {
+        guard var d = try DeviceRecord.fetchOne(db, key: syspath), from?.contains(d.state) ?? true else { return nil }
+        d.state = state
+        d.lastError = error
+        d.nextAttemptAt = nextAttemptAt
+        if let attempts { d.attempts = attempts }
+        d.updatedAt = Date()
+        try d.update(db)
+        return d
     }
 
     /// Marks every device absent except `present` (after enumerating at start-up).
