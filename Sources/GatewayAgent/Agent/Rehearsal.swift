@@ -80,13 +80,17 @@ public struct Rehearsal: Service {
                                                              container: plan.container.name))
     }
 
-    /// The store calls of a plug, an answer, an approval and a create, on a store of its own.
+    /// The store calls of a plug, an answer, an approval and a create, on a store of its own, closed before its
+    /// files go.
     static func rehearseStore(config: GatewayConfig, vendor: String, serial: String, body: Data, payload: Data) async throws {
         let path = "\(config.stateDirectory)/\(fileName)"
         let remove = { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
         remove()
         defer { remove() }
-        let store = try GatewayStore(path: path)
+        try await rehearse(on: try GatewayStore(path: path), vendor: vendor, serial: serial, body: body, payload: payload)
+    }
+
+    static func rehearse(on store: GatewayStore, vendor: String, serial: String, body: Data, payload: Data) async throws {
         let syspath = "/sys/rehearsal/tty"
         try await store.save(DeviceRecord(syspath: syspath, subsystem: "tty", devnode: "/dev/ttyUSB0", vendorID: "0403", productID: "6001",
                                           serial: serial, manufacturer: nil, product: nil, busPath: nil, vendor: vendor, present: true,
