@@ -384,10 +384,7 @@ import Testing
             try await rig.plug("acme", serial: "ACME-1", minor: 0)
             try await rig.approvePending()
             // Applied: the device in the container, and the pass that put it there over (it records the version last).
-            try await until("provisioned") {
-                let applied = try await rig.store.vendorState("acme")?.appliedVersion
-                return rig.host.instanceNow("iotgw-acme")?.devices["iotgw-ACME-1"] != nil && applied == 1
-            }
+            try await rig.provisioned("acme", "ACME-1")
             let before = try #require(rig.host.instanceNow("iotgw-acme"))
             // The vendor turns the approved serial into raw USB passthrough: a new approval, nothing applied.
             rig.vendors.update("acme") { v in

@@ -329,6 +329,9 @@ public struct LocalCookbook: Sendable, Equatable {
         try ChefCookbookFile.files(inDirectory: directory)
     }
 
+    /// Saves of a cookbook's versions in this process, one at a time per cookbook name (see ``upload(to:files:freeze:)``).
+    static let saves = KeyedLock()
+
     /// Uploads this cookbook version the way `knife cookbook upload` does: files the server lacks are sent,
     /// then the version's manifest is saved. Running it again sends no file.
     ///
@@ -339,9 +342,6 @@ public struct LocalCookbook: Sendable, Equatable {
     /// - Parameters:
     ///   - files: what to upload; default: ``files()``.
     ///   - freeze: freeze the version (later changes need a new version).
-    /// Saves of a cookbook's versions in this process, one at a time per cookbook name (see ``upload(to:files:freeze:)``).
-    static let saves = KeyedLock()
-
     public func upload(to chef: ChefClient, files: [ChefCookbookFile]? = nil, freeze: Bool = false) async throws -> CookbookUploadReport {
         let files = try files ?? self.files()
         let name = metadata.name, version = metadata.version
